@@ -1,0 +1,55 @@
+"""The composition root: builds the store, the ingest loop and the publisher from Settings.
+
+It lives in api/ because it wires consumers/ and infra/ together, and only the
+layer above both may import both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from consumers.dead_letters import KafkaDeadLetters
+from consumers.ingest import Ingest
+from infra.kafka import consumer, ensure_topics, producer
+from infra.publisher import Publisher
+from infra.settings import Settings
+from infra.store import RunStore
+from schemas import Codec
+
+log = logging.getLogger(__name__)
+
+
+def open_store(settings: Settings) -> RunStore:
+    return RunStore(env=settings.eventsourcing_env())
+
+
+def build_ingest(settings: Settings, store: RunStore, **consumer_overrides: object) -> Ingest:
+    assert settings.kafka_bootstrap
+    ensure_topics(settings.kafka_bootstrap, settings.all_topics, settings.partitions)
+    ingest = Ingest(
+        consumer=consumer(settings, **consumer_overrides),
+        recorder=store.steps,
+        dead_letters=KafkaDeadLetters(producer(settings.kafka_bootstrap), settings.dlq_topic),
+        codec=store.codec,
+        head_cache_runs=settings.head_cache_runs,
+    )
+    ingest.subscribe(settings.topic)
+    return ingest
+
+
+def build_publisher(settings: Settings, codec: Codec | None = None) -> Publisher:
+    assert settings.kafka_bootstrap
+    return Publisher(bootstrap=settings.kafka_bootstrap, topic=settings.topic,
+                     encoding=settings.encoding, codec=codec)  # fmt: skip
+
+
+def run_ingest(ingest: Ingest, should_stop: Callable[[], bool]) -> None:
+    """The loop, then a clean close: each batch is already committed, nothing is pending."""
+    try:
+        ingest.run(should_stop)
+    finally:
+        ingest.consumer.close(autocommit=False)
+        totals = ingest.totals
+        log.info("ingest stopped: %d batches, %d recorded, %d duplicates, %d dead letters",
+                 totals.batches, totals.recorded, totals.duplicates, totals.dead)  # fmt: skip

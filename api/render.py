@@ -1,0 +1,150 @@
+"""A receipt as text a person reads in a terminal or pastes into an incident doc."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain.receipt import Receipt, StepReceipt
+from domain.steps import Reference
+
+MISSING = "MISSING"
+
+
+def _t(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "—"
+
+
+def _ref(ref: Reference | None) -> str:
+    if ref is None:
+        return "—"
+    return ref.key + (f" <{ref.uri}>" if ref.uri else "")
+
+
+def _indent(text: str, prefix: str = "      ") -> str:
+    return "\n".join(prefix + line for line in text.rstrip("\n").splitlines())
+
+
+def receipt_text(receipt: Receipt) -> str:
+    gaps = set(receipt.gaps())
+    out: list[str] = []
+    add = out.append
+    add(f"Receipt for run {receipt.run_id}  (tenant {receipt.tenant}, "
+        f"workflow {receipt.workflow or '—'})")  # fmt: skip
+    add("")
+    add("1. Input reference: " + (_ref(receipt.input) if receipt.input
+                                  else f"{MISSING}: the run does not say what it worked from"))  # fmt: skip
+    add("2. Sources used:" + (f" {MISSING}: no source evidence" if "sources" in gaps else ""))
+    for source in receipt.sources:
+        version = f" version {source.version}" if source.version else ""
+        add(f"   - {_ref(source)}{version}, retrieved {_t(source.retrieved_at)}")
+        if source.excerpt:
+            add(f'     "{source.excerpt}"')
+    agent = f"{receipt.agent.name} {receipt.agent.version}" if receipt.agent else MISSING
+    model = (f"{receipt.model.provider}/{receipt.model.name} {receipt.model.version}"
+             if receipt.model else MISSING)  # fmt: skip
+    add(f"3. Model and tool action: agent {agent}, model {model}")
+    for n, step in enumerate(receipt.steps, start=1):
+        out.extend(_step_lines(n, step))
+    add(f"10. Final state: {receipt.final_state or MISSING + ': no run.finished recorded'}")
+    ts = receipt.timestamps
+    add(f"    started {_t(ts.started)}  first proposal {_t(ts.first_proposed)}  "
+        f"last review {_t(ts.last_reviewed)}  last execution {_t(ts.last_executed)}  "
+        f"finished {_t(ts.finished)}")  # fmt: skip
+    add("")
+    add(f"Findings ({len(receipt.findings)}):" if receipt.findings else "Findings: none")
+    for finding in receipt.findings:
+        where = f" [{finding.step_id}]" if finding.step_id else ""
+        add(f"  {finding.severity.upper():8} {finding.code}{where}: {finding.message}")
+    integrity = receipt.integrity
+    head = (integrity.head or "")[:16]
+    if integrity.verified:
+        add(f"Integrity: {integrity.events} events, chain verifies, head {head}…")
+    else:
+        add(f"Integrity: BROKEN at event #{integrity.first_bad_version} "
+            f"({integrity.first_bad_event_id}): {integrity.reason}")  # fmt: skip
+    return "\n".join(out)
+
+
+def _step_lines(n: int, step: StepReceipt) -> list[str]:
+    lines = [f"   Step {n}: {step.step_id}"]
+    add = lines.append
+    if step.action:
+        by = f" by {step.proposed_by.kind} {step.proposed_by.id}" if step.proposed_by else ""
+        add(f"   - action: {step.action.verb} on {_ref(step.action.target)} "
+            f"via {step.action.tool}{by}")  # fmt: skip
+        if step.action.params:
+            add(f"     params: {step.action.params}")
+    else:
+        add(f"   - action: {MISSING}: events for a step that was never proposed")
+    if step.source_ids:
+        add(f"     relied on: {', '.join(step.source_ids)}")
+    policy = step.policy
+    add("   4. policy rule: " + (
+        f"{policy.rule_id} (policy {policy.policy_version}) -> lane {policy.lane}"
+        + (f", needs {policy.required_role}" if policy.required_role else "")
+        + (f"; {'; '.join(policy.reasons)}" if policy.reasons else "")
+        if policy else f"{MISSING}: no policy rule routed this step"))  # fmt: skip
+    if step.reviews:
+        for review in step.reviews:
+            comment = f' "{review.comment}"' if review.comment else ""
+            add(f"   5. reviewer: {review.reviewer.id} ({review.reviewer.role or review.reviewer.kind})"
+                f" {review.decision} the {review.reviewed_version} at {_t(review.at)}{comment}")  # fmt: skip
+    else:
+        add(f"   5. reviewer: {MISSING}: nobody reviewed this step")
+    ts = step.timestamps
+    add(f"   6. timestamps: proposed {_t(ts.proposed)}, reviewed {_t(ts.reviewed)}, "
+        f"executed {_t(ts.executed)}")  # fmt: skip
+    lines.extend(_output_lines(step))
+    signal = step.signal
+    if signal and (signal.confidence is not None or signal.reason_code or signal.flags):
+        add(f"   8. signal: confidence {signal.confidence if signal.confidence is not None else '—'}"
+            f", reason {signal.reason_code or '—'}, flags {', '.join(signal.flags) or '—'}")  # fmt: skip
+    else:
+        add(f"   8. signal: {MISSING}: no confidence or routing signal")
+    rollback = step.rollback
+    if rollback:
+        details = ", ".join(f"{k} {v}" for k, v in (("ref", rollback.ref),
+                            ("prior version", rollback.prior_version),
+                            ("runbook", rollback.runbook)) if v)  # fmt: skip
+        add(f"   9. rollback: {rollback.method}" + (f" ({details})" if details else ""))
+    else:
+        add(f"   9. rollback: {MISSING}: no rollback link")
+    if step.execution:
+        ex = step.execution
+        add(f"     executed: {ex.state}" + (f" ref {ex.external_ref}" if ex.external_ref else "")
+            + (f" <{ex.url}>" if ex.url else ""))  # fmt: skip
+    if step.reversal:
+        rv = step.reversal
+        outcome = (f"reverted by {rv.reverse_ref or rv.reverted_method}" if rv.reverted_method
+                   else "not reverted")  # fmt: skip
+        add(f"     reversal: requested ({rv.requested_reason or '—'}), {outcome}"
+            + (f", failed: {rv.failed_error}" if rv.failed_error else ""))  # fmt: skip
+    for held in step.held:
+        add(f"     held: {held}")
+    for failure in step.failures:
+        add(f"     failed: {failure}")
+    for correction in step.corrections:
+        add(f"     corrected by {correction.by.id}: {correction.correction} ({correction.reason})")
+    return lines
+
+
+def _output_lines(step: StepReceipt) -> list[str]:
+    output = step.output
+    if output.draft is None:
+        return [f"   7. output: {MISSING}: no draft recorded"]
+    lines = ["   7. output:", "      draft:", _indent(output.draft, "        ")]
+    for number, edit in enumerate(output.edits, start=1):
+        lines += [f"      edit {number} by {edit.editor.id}:", _indent(edit.output, "        ")]
+    if output.draft_to_approved_diff:
+        lines += ["      draft -> approved:", _indent(output.draft_to_approved_diff, "        ")]
+    if output.executed_hash and output.executed is None:
+        lines.append(f"      executed: {MISSING}: {output.executed_hash[:20]}… matches no "
+                     "recorded version")  # fmt: skip
+    elif output.approved_to_executed_diff:
+        lines += ["      approved -> executed:",
+                  _indent(output.approved_to_executed_diff, "        ")]  # fmt: skip
+    elif output.executed is not None:
+        same = "the approved version" if output.approved_hash == output.executed_hash else \
+            "unreviewed"  # fmt: skip
+        lines.append(f"      executed: {same}")
+    return lines

@@ -1,0 +1,271 @@
+"""The ingest loop: agent-steps -> Run records in PostgreSQL, exactly once.
+
+One visible loop, no hidden threads:
+
+    poll a batch -> decode, dedupe, hash-chain -> dead letters made durable ->
+    one transaction (table lock, Kafka positions, events by COPY) -> commit ->
+    then, as a courtesy to lag monitors, commit Kafka offsets.
+
+Positions live in PostgreSQL beside the events, so a crash anywhere leaves the
+store either with a batch and its positions or with neither; on start and on
+every partition assignment the consumer seeks to the positions the database
+holds, not to Kafka's committed offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, PersistenceError
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from consumers.dead_letters import DeadLetter, DeadLetterSink
+from domain.chain import GENESIS, link
+from domain.run import run_uuid
+from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, Row, StepRecorder, step_state
+from schemas import Codec, DecodeError
+
+log = logging.getLogger(__name__)
+
+
+def position_name(topic: str, partition: int) -> str:
+    """The tracking row that holds how far a partition has been applied to the store."""
+    return f"kafka:{topic}:{partition}"
+
+
+class _OpenHead:
+    """A run's head while a batch is being planned; becomes the cached Head on commit."""
+
+    __slots__ = ("digest", "event_ids", "version")
+
+    def __init__(self, version: int, digest: bytes, event_ids: set[str]) -> None:
+        self.version = version
+        self.digest = digest
+        self.event_ids = event_ids
+
+
+class HeadCache:
+    """Each open run's head, least recently used evicted: memory stays bounded."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._heads: OrderedDict[UUID, Head] = OrderedDict()
+
+    def get(self, run: UUID) -> Head | None:
+        head = self._heads.get(run)
+        if head is not None:
+            self._heads.move_to_end(run)
+        return head
+
+    def put_all(self, heads: Mapping[UUID, Head]) -> None:
+        for run, head in heads.items():
+            self._heads[run] = head
+            self._heads.move_to_end(run)
+        while len(self._heads) > self.capacity:
+            self._heads.popitem(last=False)
+
+    def clear(self) -> None:
+        self._heads.clear()
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+
+@dataclass
+class Plan:
+    """What one poll batch will do to the store."""
+
+    rows: list[Row] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    heads: dict[UUID, Head] = field(default_factory=dict)
+    duplicates: int = 0
+
+
+@dataclass
+class Totals:
+    batches: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    retries: int = 0
+
+
+class Ingest:
+    """Turns poll batches into committed Run records."""
+
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        recorder: StepRecorder,
+        dead_letters: DeadLetterSink,
+        codec: Codec | None = None,
+        head_cache_runs: int = 10_000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.consumer = consumer
+        self.recorder = recorder
+        self.dead_letters = dead_letters
+        self.codec = codec or Codec()
+        self.cache = HeadCache(head_cache_runs)
+        self.clock = clock
+        self.totals = Totals()
+
+    # --- the loop --------------------------------------------------------
+
+    def subscribe(self, topic: str) -> None:
+        self.consumer.subscribe([topic], listener=_ResumeFromStore(self))
+
+    def run(self, should_stop: Callable[[], bool], poll_timeout_ms: int = 100) -> None:
+        while not should_stop():
+            self.poll_once(poll_timeout_ms)
+
+    def poll_once(self, timeout_ms: int = 100) -> int:
+        batch = self.consumer.poll(timeout_ms=timeout_ms)
+        if not batch:
+            return 0
+        self.process(batch)
+        return sum(len(records) for records in batch.values())
+
+    def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> bool:
+        """Apply one batch all-or-nothing. False: nothing committed; the batch will be re-read."""
+        try:
+            plan = self.plan(batch)
+            self.dead_letters.send(plan.dead)
+            self.recorder.record_batch(plan.rows, plan.positions)
+        except (IntegrityError, PersistenceError, KafkaError, OSError) as error:
+            # Another consumer applied these offsets first, a cached head went
+            # stale, or a server is away: commit nothing, re-read from the store.
+            self.totals.retries += 1
+            log.warning("batch of %s not applied (%s: %s); resuming from stored positions",
+                        _describe(batch), type(error).__name__, error)  # fmt: skip
+            self.cache.clear()
+            self.resume(batch.keys())
+            time.sleep(min(0.05 * self.totals.retries, 1.0))
+            return False
+        self.cache.put_all(plan.heads)
+        self.totals.batches += 1
+        self.totals.recorded += len(plan.rows)
+        self.totals.duplicates += plan.duplicates
+        self.totals.dead += len(plan.dead)
+        self._commit_offsets(batch)
+        return True
+
+    # --- planning: pure but for one head lookup --------------------------
+
+    def plan(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> Plan:
+        plan = Plan()
+        decoded: list[tuple[UUID, Any, bytes]] = []
+        for tp, records in batch.items():
+            for record in records:
+                step = self._decode(record, plan.dead)
+                if step is not None:
+                    decoded.append((run_uuid(step.tenant, step.run_id), step, record.value))
+            plan.positions[position_name(tp.topic, tp.partition)] = records[-1].offset
+
+        open_heads = self._open_heads({run for run, _, _ in decoded})
+        recorded_at = self.clock()
+        rows = plan.rows
+        for run, step, wire in decoded:
+            head = open_heads.get(run)
+            if head is None:
+                head = open_heads[run] = _OpenHead(0, GENESIS, set())
+            elif step.event_id in head.event_ids:
+                plan.duplicates += 1
+                continue
+            head.version += 1
+            head.digest = link(head.digest, wire)
+            head.event_ids.add(step.event_id)
+            opens = head.version == 1
+            rows.append((run, head.version, OPENED_TOPIC if opens else RECORDED_TOPIC,
+                         step_state(recorded_at, head.digest, step.event_id, wire, opens)))  # fmt: skip
+        plan.heads = {
+            run: Head(h.version, h.digest, frozenset(h.event_ids)) for run, h in open_heads.items()
+        }
+        return plan
+
+    def _decode(self, record: ConsumerRecord, dead: list[DeadLetter]) -> Any:
+        value = record.value
+        try:
+            if value is None:
+                raise DecodeError("the message has no value (a tombstone?)")
+            return self.codec.decode(value)
+        except DecodeError as error:
+            dead.append(DeadLetter(record.topic, record.partition, record.offset, record.key,
+                                   value or b"", error.reason, str(error)))  # fmt: skip
+            return None
+
+    def _open_heads(self, runs: Iterable[UUID]) -> dict[UUID, _OpenHead]:
+        open_heads: dict[UUID, _OpenHead] = {}
+        missing = []
+        for run in runs:
+            head = self.cache.get(run)
+            if head is None:
+                missing.append(run)
+            else:
+                open_heads[run] = _OpenHead(head.version, head.digest, set(head.event_ids))
+        if missing:
+            for run, head in self.recorder.heads(missing).items():
+                open_heads[run] = _OpenHead(head.version, head.digest, set(head.event_ids))
+        return open_heads
+
+    # --- positions ---------------------------------------------------------
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        """Seek each partition to just after the offset the store last applied."""
+        partitions = list(partitions)
+        stored = self.recorder.positions(position_name(tp.topic, tp.partition) for tp in partitions)
+        for tp in partitions:
+            offset = stored.get(position_name(tp.topic, tp.partition))
+            if offset is not None:
+                self.consumer.seek(tp, offset + 1)
+            else:
+                self.consumer.seek_to_beginning(tp)
+        log.info("resumed %s from stored positions %s",
+                 ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions), stored or "{}")  # fmt: skip
+
+    def _commit_offsets(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                   for tp, records in batch.items()}  # fmt: skip
+        try:
+            self.consumer.commit(offsets)
+        except KafkaError as error:
+            # Positions are in PostgreSQL already; this commit only feeds lag monitors.
+            log.info("Kafka offset commit skipped (%s); the store holds the positions", error)
+
+    def caught_up(self) -> bool:
+        """True when every assigned partition has been read to its end."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        ends = self.consumer.end_offsets(list(assigned))
+        return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
+
+
+class _ResumeFromStore(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        # Each batch is committed before the next poll, so nothing is in flight.
+        self.ingest.cache.clear()
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.ingest.cache.clear()
+        if assigned:
+            self.ingest.resume(assigned)
+
+
+def _describe(batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> str:
+    return ", ".join(f"{tp.topic}/{tp.partition}@{r[0].offset}-{r[-1].offset}"
+                     for tp, r in batch.items())  # fmt: skip

@@ -1,0 +1,245 @@
+"""Findings: the gaps a receipt exposes, as data.
+
+Each kind of gap is one small function over the run's evidence, so each can be
+read and tested on its own. A finding names the events that show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+from domain.steps import (
+    ActionProposed,
+    Fact,
+    RunFinished,
+    RunStarted,
+    Source,
+    SourceUsed,
+    StepEvent,
+)
+
+if TYPE_CHECKING:
+    from domain.receipt import StepReceipt
+
+Severity = Literal["info", "warning", "critical"]
+
+# A source older than this when the action relied on it is reported as stale.
+STALE_SOURCE_AGE = timedelta(days=7)
+# Step-scoped types: each must name a step that was proposed.
+_RUN_SCOPED = {"run.started", "source.used", "run.finished", "record.corrected"}
+
+
+class Finding(Fact):
+    code: str
+    severity: Severity
+    message: str
+    step_id: str | None = None
+    event_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    events: Sequence[StepEvent]
+    steps: Sequence[StepReceipt]
+    sources: Sequence[Source]
+
+
+Detector = Callable[[Evidence], Iterator[Finding]]
+
+
+def no_input_reference(ev: Evidence) -> Iterator[Finding]:
+    started = [e for e in ev.events if isinstance(e, RunStarted)]
+    if not started:
+        yield Finding(code="run_not_started", severity="warning",
+                      message="no run.started event: workflow, input, agent and model unknown")
+    elif started[0].data.input is None:
+        yield Finding(code="no_input_reference", severity="warning",
+                      message="the run does not say what input it worked from",
+                      event_ids=(started[0].event_id,))  # fmt: skip
+
+
+def no_source_evidence(ev: Evidence) -> Iterator[Finding]:
+    for step in ev.steps:
+        if step.action and not step.source_ids and not ev.sources:
+            yield Finding(code="no_source_evidence", severity="warning", step_id=step.step_id,
+                          message=f"'{step.action.verb}' was proposed with no source evidence")  # fmt: skip
+
+
+def unknown_source(ev: Evidence) -> Iterator[Finding]:
+    known = {s.id for s in ev.sources}
+    for step in ev.steps:
+        missing = [sid for sid in step.source_ids if sid not in known]
+        if missing:
+            yield Finding(code="unknown_source", severity="warning", step_id=step.step_id,
+                          message=f"relies on sources never recorded: {', '.join(missing)}")  # fmt: skip
+
+
+def stale_source(ev: Evidence) -> Iterator[Finding]:
+    used = {e.data.source.id: e for e in ev.events if isinstance(e, SourceUsed)}
+    for step in ev.steps:
+        proposed = step.timestamps.proposed
+        for sid in step.source_ids:
+            source_event = used.get(sid)
+            retrieved = source_event.data.source.retrieved_at if source_event else None
+            if proposed and retrieved and proposed - retrieved > STALE_SOURCE_AGE:
+                yield Finding(
+                    code="stale_source", severity="warning", step_id=step.step_id,
+                    message=f"source {sid} was {(proposed - retrieved).days} days old "
+                    "when the action relied on it",
+                    event_ids=(source_event.event_id,) if source_event else (),
+                )  # fmt: skip
+
+
+def no_policy_rule(ev: Evidence) -> Iterator[Finding]:
+    for step in ev.steps:
+        if step.action and step.policy is None:
+            confident = step.signal is not None and step.signal.confidence is not None
+            yield Finding(
+                code="no_policy_rule", severity="warning" if confident else "info",
+                step_id=step.step_id,
+                message="routed on the agent's own signal with no policy rule" if confident
+                else "no policy rule recorded for this step",
+            )  # fmt: skip
+
+
+def executed_without_approval(ev: Evidence) -> Iterator[Finding]:
+    for step in ev.steps:
+        if step.execution is None:
+            continue
+        lane = step.policy.lane if step.policy else None
+        if lane in ("block", "draft_only"):
+            yield Finding(code="blocked_action_executed", severity="critical",
+                          step_id=step.step_id,
+                          message=f"executed although policy routed it to '{lane}'",
+                          event_ids=(step.execution.event_id,))  # fmt: skip
+        elif lane != "auto" and step.approval is None:
+            why = f"lane '{lane}'" if lane else "no policy rule allowed auto-execution"
+            yield Finding(code="executed_without_approval", severity="critical",
+                          step_id=step.step_id,
+                          message=f"executed with no recorded approval ({why})",
+                          event_ids=(step.execution.event_id,))  # fmt: skip
+
+
+def executed_differs_from_approved(ev: Evidence) -> Iterator[Finding]:
+    for step in ev.steps:
+        approval = step.approval
+        if step.execution and approval and step.output.executed_hash != approval.reviewed_hash:
+            yield Finding(
+                code="executed_differs_from_approved", severity="critical", step_id=step.step_id,
+                message="the executed content is not the version the reviewer approved",
+                event_ids=(approval.event_id, step.execution.event_id),
+            )  # fmt: skip
+
+
+def edit_not_captured(ev: Evidence) -> Iterator[Finding]:
+    for step in ev.steps:
+        if step.action is None:
+            continue
+        known = {step.output.draft_hash} | {e.output_hash for e in step.output.edits}
+        shown = [(r.reviewed_hash, r.event_id) for r in step.reviews]
+        if step.execution and step.output.executed_hash:
+            shown.append((step.output.executed_hash, step.execution.event_id))
+        shown += [(e.base_hash, e.event_id) for e in step.output.edits]
+        unknown = tuple(event_id for digest, event_id in shown if digest not in known)
+        if unknown:
+            yield Finding(
+                code="edit_not_captured", severity="warning", step_id=step.step_id,
+                message="a version was reviewed or executed that no recorded edit produced",
+                event_ids=unknown,
+            )  # fmt: skip
+
+
+def self_approval(ev: Evidence) -> Iterator[Finding]:
+    for step in ev.steps:
+        if step.proposed_by is None:
+            continue
+        for review in step.reviews:
+            if review.decision == "approved" and (
+                review.reviewer.id == step.proposed_by.id or review.reviewer.kind == "agent"
+            ):
+                yield Finding(code="self_approval", severity="critical", step_id=step.step_id,
+                              message=f"approved by {review.reviewer.kind} '{review.reviewer.id}',"
+                              " not by an independent human reviewer",
+                              event_ids=(review.event_id,))  # fmt: skip
+
+
+def no_rollback_link(ev: Evidence) -> Iterator[Finding]:
+    for step in ev.steps:
+        if step.action and step.rollback is None:
+            severity: Severity = "warning" if step.execution else "info"
+            yield Finding(code="no_rollback_link", severity=severity, step_id=step.step_id,
+                          message="no rollback link: nobody recorded how to undo this action")  # fmt: skip
+
+
+def final_state_unclear(ev: Evidence) -> Iterator[Finding]:
+    finals = [e for e in ev.events if isinstance(e, RunFinished)]
+    if not finals:
+        yield Finding(code="final_state_unclear", severity="warning",
+                      message="no run.finished: the final state of this run is unknown")
+    elif len(finals) > 1:
+        states = ", ".join(f.data.final_state for f in finals)
+        yield Finding(code="conflicting_finals", severity="warning",
+                      message=f"the run finished {len(finals)} times ({states}); the last counts",
+                      event_ids=tuple(f.event_id for f in finals))  # fmt: skip
+
+
+def step_order(ev: Evidence) -> Iterator[Finding]:
+    """Step events for a step never proposed, or recorded before its proposal."""
+    proposed: set[str] = set()
+    ever_proposed = {e.step_id for e in ev.events if isinstance(e, ActionProposed)}
+    for event in ev.events:
+        if event.type in _RUN_SCOPED:  # type: ignore[attr-defined]
+            continue
+        if isinstance(event, ActionProposed):
+            proposed.add(event.step_id or "")
+            if event.step_id is None:
+                yield Finding(code="unknown_step", severity="warning", event_ids=(event.event_id,),
+                              message="action.proposed without a step_id")  # fmt: skip
+            continue
+        kind = event.type  # type: ignore[attr-defined]
+        if event.step_id not in ever_proposed:
+            yield Finding(code="unknown_step", severity="warning", step_id=event.step_id,
+                          event_ids=(event.event_id,),
+                          message=f"{kind} for a step that was never proposed")  # fmt: skip
+        elif event.step_id not in proposed:
+            yield Finding(code="out_of_order", severity="info", step_id=event.step_id,
+                          event_ids=(event.event_id,),
+                          message=f"{kind} was recorded before the step's proposal")  # fmt: skip
+
+
+def after_final(ev: Evidence) -> Iterator[Finding]:
+    finished = False
+    for event in ev.events:
+        if isinstance(event, RunFinished):
+            finished = True
+        elif finished and event.type not in ("record.corrected", "rollback.requested",  # type: ignore[attr-defined]
+                                             "action.reverted", "rollback.failed"):
+            yield Finding(code="after_final", severity="info", event_ids=(event.event_id,),
+                          message=f"{event.type} recorded after the run finished")  # type: ignore[attr-defined]  # fmt: skip
+
+
+DETECTORS: tuple[Detector, ...] = (
+    no_input_reference,
+    no_source_evidence,
+    unknown_source,
+    stale_source,
+    no_policy_rule,
+    executed_without_approval,
+    executed_differs_from_approved,
+    edit_not_captured,
+    self_approval,
+    no_rollback_link,
+    final_state_unclear,
+    step_order,
+    after_final,
+)
+
+
+def detect(
+    events: Sequence[StepEvent], steps: Sequence[StepReceipt], sources: Sequence[Source]
+) -> list[Finding]:
+    evidence = Evidence(events, steps, sources)
+    return [finding for detector in DETECTORS for finding in detector(evidence)]

@@ -1,0 +1,396 @@
+"""The receipt: a pure fold over a run's recorded steps.
+
+`render(entries)` has no clock, no I/O and no randomness, so the receipt as it
+stood after any prefix of the record ("what did the reviewer see?") is the same
+function over that prefix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from domain.chain import StoredLink, first_break
+from domain.findings import Finding, detect
+from domain.steps import (
+    Action,
+    ActionEdited,
+    ActionExecuted,
+    ActionFailed,
+    ActionHeld,
+    ActionProposed,
+    ActionReverted,
+    ActionReviewed,
+    Actor,
+    Agent,
+    Fact,
+    FinalState,
+    InputReference,
+    Lane,
+    Model,
+    PolicyDecided,
+    RecordCorrected,
+    RollbackFailed,
+    RollbackLink,
+    RollbackRequested,
+    RunFinished,
+    RunStarted,
+    Signal,
+    Source,
+    SourceUsed,
+    StepEvent,
+)
+
+if TYPE_CHECKING:
+    from domain.run import Entry
+
+
+class PolicyRule(Fact):
+    rule_id: str
+    policy_version: str
+    lane: Lane
+    reasons: tuple[str, ...] = ()
+    missing_fields: tuple[str, ...] = ()
+    required_role: str | None = None
+    decided_by: Actor
+    event_id: str
+
+
+class Review(Fact):
+    reviewer: Actor
+    decision: Literal["approved", "rejected", "escalated"]
+    reviewed_hash: str
+    # Which text the reviewer saw: the agent's draft, an edit (by number), or
+    # a version the record never captured.
+    reviewed_version: str
+    comment: str | None = None
+    at: datetime
+    event_id: str
+
+
+class Edit(Fact):
+    editor: Actor
+    output: str
+    output_hash: str
+    base_hash: str
+    at: datetime
+    event_id: str
+
+
+class Output(Fact):
+    draft: str | None = None
+    draft_hash: str | None = None
+    edits: tuple[Edit, ...] = ()
+    approved: str | None = None
+    approved_hash: str | None = None
+    executed: str | None = None
+    executed_hash: str | None = None
+    draft_to_approved_diff: str | None = None
+    approved_to_executed_diff: str | None = None
+
+
+class StepTimestamps(Fact):
+    proposed: datetime | None = None
+    reviewed: datetime | None = None
+    executed: datetime | None = None
+
+
+class Execution(Fact):
+    state: str
+    external_ref: str | None = None
+    url: str | None = None
+    executed_by: Actor
+    event_id: str
+
+
+class Reversal(Fact):
+    requested_reason: str | None = None
+    requested_by: Actor | None = None
+    reverted_method: str | None = None
+    reverse_ref: str | None = None
+    note: str | None = None
+    failed_error: str | None = None
+
+
+class Correction(Fact):
+    correction: str
+    reason: str
+    by: Actor
+    at: datetime
+    event_id: str
+
+
+class StepReceipt(Fact):
+    step_id: str
+    proposed_by: Actor | None = None
+    action: Action | None = None
+    signal: Signal | None = None
+    source_ids: tuple[str, ...] = ()
+    policy: PolicyRule | None = None
+    reviews: tuple[Review, ...] = ()
+    output: Output = Output()
+    timestamps: StepTimestamps = StepTimestamps()
+    execution: Execution | None = None
+    held: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()
+    rollback: RollbackLink | None = None
+    reversal: Reversal | None = None
+    corrections: tuple[Correction, ...] = ()
+
+    @property
+    def approval(self) -> Review | None:
+        """The last approval, if the last decision is one."""
+        if self.reviews and self.reviews[-1].decision == "approved":
+            return self.reviews[-1]
+        return None
+
+
+class RunTimestamps(Fact):
+    started: datetime | None = None
+    first_proposed: datetime | None = None
+    last_reviewed: datetime | None = None
+    last_executed: datetime | None = None
+    finished: datetime | None = None
+
+
+class Integrity(Fact):
+    head: str | None
+    events: int
+    verified: bool
+    first_bad_version: int | None = None
+    first_bad_event_id: str | None = None
+    reason: str | None = None
+
+
+class Receipt(Fact):
+    run_id: str
+    tenant: str
+    workflow: str | None = None
+    input: InputReference | None = None
+    agent: Agent | None = None
+    model: Model | None = None
+    sources: tuple[Source, ...] = ()
+    steps: tuple[StepReceipt, ...] = ()
+    timestamps: RunTimestamps = RunTimestamps()
+    final_state: FinalState | None = None
+    findings: tuple[Finding, ...] = ()
+    integrity: Integrity
+    event_ids: tuple[str, ...] = Field(default=(), repr=False)
+
+    def fields(self) -> dict[str, object | None]:
+        """The ten questions a receipt answers; None marks a gap."""
+        return {
+            "input_reference": self.input,
+            "sources": self.sources or None,
+            "model_and_action": (
+                (self.model, [s.action for s in self.steps if s.action])
+                if self.model and any(s.action for s in self.steps) else None
+            ),
+            "policy_rule": [s.policy for s in self.steps if s.policy] or None,
+            "reviewer": [r for s in self.steps for r in s.reviews] or None,
+            "timestamps": self.timestamps if self.timestamps.first_proposed else None,
+            "output": [s.output for s in self.steps if s.output.draft is not None] or None,
+            "signal": [s.signal for s in self.steps if s.signal and _has_signal(s.signal)]
+            or None,
+            "rollback_link": [s.rollback for s in self.steps if s.rollback] or None,
+            "final_state": self.final_state,
+        }  # fmt: skip
+
+    def gaps(self) -> list[str]:
+        return [name for name, value in self.fields().items() if value is None]
+
+
+def _has_signal(signal: Signal) -> bool:
+    return signal.confidence is not None or bool(signal.reason_code) or bool(signal.flags)
+
+
+class _StepFold:
+    """Mutable scratch state for one step while folding; frozen at the end."""
+
+    def __init__(self, step_id: str) -> None:
+        self.step_id = step_id
+        self.proposal: ActionProposed | None = None
+        self.policy: PolicyRule | None = None
+        self.edits: list[Edit] = []
+        self.reviews: list[Review] = []
+        self.execution: ActionExecuted | None = None
+        self.held: list[str] = []
+        self.failures: list[str] = []
+        self.reversal: dict[str, object] = {}
+        self.corrections: list[Correction] = []
+
+    def versions(self) -> dict[str, tuple[str, str]]:
+        """hash -> (label, text) of every version of the output the record holds."""
+        known: dict[str, tuple[str, str]] = {}
+        if self.proposal:
+            action = self.proposal.data.action
+            known[action.output_hash] = ("draft", action.output)
+        for number, edit in enumerate(self.edits, start=1):
+            known[edit.output_hash] = (f"edit {number}", edit.output)
+        return known
+
+    def freeze(self) -> StepReceipt:
+        versions = self.versions()
+        proposal = self.proposal
+        draft = proposal.data.action if proposal else None
+        approval = self.reviews[-1] if self.reviews and self.reviews[-1].decision == "approved" \
+            else None  # fmt: skip
+        approved = versions.get(approval.reviewed_hash) if approval else None
+        executed_hash = self.execution.data.executed_hash if self.execution else None
+        executed = versions.get(executed_hash) if executed_hash else None
+        draft_text = draft.output if draft else None
+        return StepReceipt(
+            step_id=self.step_id,
+            proposed_by=proposal.actor if proposal else None,
+            action=draft,
+            signal=proposal.data.signal if proposal else None,
+            source_ids=proposal.data.source_ids if proposal else (),
+            policy=self.policy,
+            reviews=tuple(self.reviews),
+            output=Output(
+                draft=draft_text,
+                draft_hash=draft.output_hash if draft else None,
+                edits=tuple(self.edits),
+                approved=approved[1] if approved else None,
+                approved_hash=approval.reviewed_hash if approval else None,
+                executed=executed[1] if executed else None,
+                executed_hash=executed_hash,
+                draft_to_approved_diff=_diff(draft_text, approved[1] if approved else None,
+                                             "draft", "approved"),
+                approved_to_executed_diff=_diff(approved[1] if approved else None,
+                                                executed[1] if executed else None,
+                                                "approved", "executed"),
+            ),
+            timestamps=StepTimestamps(
+                proposed=proposal.occurred_at if proposal else None,
+                reviewed=self.reviews[-1].at if self.reviews else None,
+                executed=self.execution.occurred_at if self.execution else None,
+            ),
+            execution=Execution(
+                state=self.execution.data.state,
+                external_ref=self.execution.data.external_ref,
+                url=self.execution.data.url,
+                executed_by=self.execution.actor,
+                event_id=self.execution.event_id,
+            ) if self.execution else None,
+            held=tuple(self.held),
+            failures=tuple(self.failures),
+            rollback=proposal.data.rollback if proposal else None,
+            reversal=Reversal.model_validate(self.reversal) if self.reversal else None,
+            corrections=tuple(self.corrections),
+        )  # fmt: skip
+
+
+def _diff(before: str | None, after: str | None, a: str, b: str) -> str | None:
+    if before is None or after is None or before == after:
+        return None
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), a, b, lineterm=""
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _fold_step(fold: _StepFold, step: StepEvent) -> None:
+    match step:
+        case ActionProposed():
+            if fold.proposal is None:
+                fold.proposal = step
+        case PolicyDecided(data=d):
+            fold.policy = PolicyRule(
+                rule_id=d.rule_id, policy_version=d.policy_version, lane=d.lane,
+                reasons=d.reasons, missing_fields=d.missing_fields,
+                required_role=d.required_role, decided_by=step.actor, event_id=step.event_id,
+            )  # fmt: skip
+        case ActionEdited(data=d):
+            fold.edits.append(Edit(
+                editor=step.actor, output=d.output, output_hash=d.output_hash,
+                base_hash=d.base_hash, at=step.occurred_at, event_id=step.event_id,
+            ))  # fmt: skip
+        case ActionReviewed(data=d):
+            label = fold.versions().get(d.reviewed_hash, ("uncaptured version", ""))[0]
+            fold.reviews.append(Review(
+                reviewer=step.actor, decision=d.decision, reviewed_hash=d.reviewed_hash,
+                reviewed_version=label, comment=d.comment, at=step.occurred_at,
+                event_id=step.event_id,
+            ))  # fmt: skip
+        case ActionExecuted():
+            fold.execution = step
+        case ActionHeld(data=d):
+            fold.held.append(d.reason)
+        case ActionFailed(data=d):
+            fold.failures.append(d.error)
+        case RollbackRequested(data=d):
+            fold.reversal.update(requested_reason=d.reason, requested_by=step.actor)
+        case ActionReverted(data=d):
+            fold.reversal.update(reverted_method=d.method, reverse_ref=d.reverse_ref, note=d.note)
+        case RollbackFailed(data=d):
+            fold.reversal.update(failed_error=d.error)
+        case _:
+            pass
+
+
+def render(entries: Sequence[Entry]) -> Receipt:
+    if not entries:
+        raise ValueError("a receipt needs at least one recorded step")
+    first = entries[0].step
+    started: RunStarted | None = None
+    sources: list[Source] = []
+    finished: list[RunFinished] = []
+    steps: dict[str, _StepFold] = {}
+    for entry in entries:
+        step = entry.step
+        match step:
+            case RunStarted():
+                started = started or step
+            case SourceUsed():
+                sources.append(step.data.source)
+            case RunFinished():
+                finished.append(step)
+            case RecordCorrected(data=d):
+                steps.setdefault(d.corrects, _StepFold(d.corrects)).corrections.append(Correction(
+                    correction=d.correction, reason=d.reason, by=step.actor,
+                    at=step.occurred_at, event_id=step.event_id,
+                ))  # fmt: skip
+            case _ if step.step_id is not None:
+                _fold_step(steps.setdefault(step.step_id, _StepFold(step.step_id)), step)
+    step_receipts = tuple(fold.freeze() for fold in steps.values())
+    chain_break = first_break(
+        StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries
+    )
+    last_final = finished[-1] if finished else None
+    return Receipt(
+        run_id=first.run_id,
+        tenant=first.tenant,
+        workflow=started.data.workflow if started else None,
+        input=started.data.input if started else None,
+        agent=started.data.agent if started else None,
+        model=started.data.model if started else None,
+        sources=tuple(sources),
+        steps=step_receipts,
+        timestamps=RunTimestamps(
+            started=started.occurred_at if started else None,
+            first_proposed=min((s.timestamps.proposed for s in step_receipts
+                                if s.timestamps.proposed), default=None),
+            last_reviewed=max((s.timestamps.reviewed for s in step_receipts
+                               if s.timestamps.reviewed), default=None),
+            last_executed=max((s.timestamps.executed for s in step_receipts
+                               if s.timestamps.executed), default=None),
+            finished=last_final.occurred_at if last_final else None,
+        ),
+        final_state=last_final.data.final_state if last_final else None,
+        findings=tuple(detect([e.step for e in entries], step_receipts, sources)),
+        integrity=Integrity(
+            head=entries[-1].digest.hex(),
+            events=len(entries),
+            verified=chain_break is None,
+            first_bad_version=chain_break.version if chain_break else None,
+            first_bad_event_id=chain_break.event_id if chain_break else None,
+            reason=chain_break.reason if chain_break else None,
+        ),
+        event_ids=tuple(e.step.event_id for e in entries),
+    )
+

@@ -1,0 +1,83 @@
+"""The Run aggregate: one per agent run, the record its receipt is folded from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.chain import GENESIS, StoredLink, link
+from domain.receipt import Receipt, render
+from domain.steps import StepEvent
+
+_RUN_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/run")
+
+
+def run_uuid(tenant: str, run_id: str) -> UUID:
+    """Runs are named by (tenant, run_id) on the wire; the store keys them by UUID."""
+    return uuid5(_RUN_NAMESPACE, f"{tenant}\x1f{run_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A step as recorded: the fact, its place in the run, and its chain link."""
+
+    version: int
+    step: StepEvent
+    wire: bytes
+    digest: bytes
+    recorded_at: datetime
+
+
+class Run(Aggregate):
+    """Records every step of one run, in arrival order, hash-chained.
+
+    Nothing is refused for arriving in an impossible order (a review before its
+    proposal, two finals): the record keeps what happened, and the receipt
+    names the oddity as a finding. Only an event id seen before is ignored,
+    since redelivery must never double a step.
+    """
+
+    @staticmethod
+    def create_id(step: StepEvent, **_: Any) -> UUID:
+        return run_uuid(step.tenant, step.run_id)
+
+    @classmethod
+    def open(cls, step: StepEvent, wire: bytes) -> Run:
+        return cls(step=step, wire=wire, digest=link(GENESIS, wire))
+
+    @event("Opened")
+    def __init__(self, step: StepEvent, wire: bytes, digest: bytes) -> None:
+        self.tenant = step.tenant
+        self.run_id = step.run_id
+        self.entries: list[Entry] = []
+        self.event_ids: set[str] = set()
+        self._append(step, wire, digest)
+
+    def record(self, step: StepEvent, wire: bytes) -> bool:
+        """Record a step; False when this event id is already in the run."""
+        if step.event_id in self.event_ids:
+            return False
+        self._step_recorded(step=step, wire=wire, digest=link(self.head, wire))
+        return True
+
+    @event("StepRecorded")
+    def _step_recorded(self, step: StepEvent, wire: bytes, digest: bytes) -> None:
+        self._append(step, wire, digest)
+
+    def _append(self, step: StepEvent, wire: bytes, digest: bytes) -> None:
+        self.entries.append(Entry(len(self.entries) + 1, step, wire, digest, self.modified_on))
+        self.event_ids.add(step.event_id)
+
+    @property
+    def head(self) -> bytes:
+        return self.entries[-1].digest
+
+    def links(self) -> list[StoredLink]:
+        return [StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in self.entries]
+
+    def receipt(self) -> Receipt:
+        return render(self.entries)

@@ -1,0 +1,251 @@
+"""The publisher agent platforms use to emit steps.
+
+    publisher = Publisher(bootstrap="127.0.0.1:9092")
+    with publisher.run(workflow="lead-followup", input=lead_form, agent=..., model=...) as run:
+        pricing = run.source(system="cms", kind="page", id="pricing", version="v12")
+        step = run.propose(verb="send_email", target=contact, tool="gmail.send",
+                           output=draft, sources=[pricing], rollback=RollbackLink(method="none"))
+        step.edit(better_draft, by=maria)
+        step.review("approved", by=maria)
+        step.executed("sent", external_ref="msg-123")
+        run.finish("sent")
+
+Every event gets its id when it is created, derived from (tenant, run, sequence):
+a retried send, or the same run published again after a crash, carries the same
+ids, and the service records each id once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import NAMESPACE_URL, uuid4, uuid5
+
+from kafka import KafkaProducer
+
+from domain.steps import (
+    Action,
+    ActionProposedData,
+    Actor,
+    Agent,
+    InputReference,
+    Model,
+    Reference,
+    RollbackLink,
+    Signal,
+    Source,
+    StepEvent,
+    content_hash,
+    step_adapter,
+)
+from infra.kafka import producer as kafka_producer
+from schemas import Codec
+
+log = logging.getLogger(__name__)
+_EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/event")
+
+
+class PublishError(RuntimeError):
+    """The broker did not accept an event after every retry."""
+
+
+class Publisher:
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        topic: str = "agent-steps",
+        encoding: Literal["avro", "json"] = "avro",
+        tenant: str = "default",
+        producer: KafkaProducer | None = None,
+        retries: int = 5,
+        codec: Codec | None = None,
+    ) -> None:
+        if producer is None and bootstrap is None:
+            raise ValueError("give the Kafka bootstrap address (host:port) or a producer")
+        self.producer = producer or kafka_producer(str(bootstrap))
+        self.topic = topic
+        self.encoding = encoding
+        self.tenant = tenant
+        self.retries = retries
+        self.codec = codec or Codec()
+        self._pending: list[tuple[bytes, bytes, Any]] = []
+        self.published = 0
+
+    @contextmanager
+    def run(
+        self,
+        workflow: str,
+        input: InputReference | dict[str, Any] | None = None,
+        agent: Agent | dict[str, Any] | None = None,
+        model: Model | dict[str, Any] | None = None,
+        actor: Actor | dict[str, Any] | None = None,
+        run_id: str | None = None,
+        at: datetime | None = None,
+    ) -> Iterator[RunHandle]:
+        """Start a run; an exception inside the block finishes it as `failed`."""
+        handle = RunHandle(self, run_id or f"run-{uuid4().hex[:12]}",
+                           _model(Actor, actor) or Actor(kind="agent", id=workflow))  # fmt: skip
+        handle.emit("run.started", {"workflow": workflow, "input": input, "agent": agent,
+                                    "model": model}, at=at)  # fmt: skip
+        try:
+            yield handle
+        except BaseException as error:
+            if not handle.finished:
+                handle.finish("failed")
+            log.warning("run %s failed: %r", handle.run_id, error)
+            raise
+        finally:
+            self.flush()
+
+    def publish(self, step: StepEvent) -> None:
+        """Send one event; delivery is confirmed (and retried) by flush()."""
+        value = self.codec.encode(step, self.encoding)
+        key = step.run_id.encode()
+        self._pending.append((key, value, self.producer.send(self.topic, key=key, value=value)))
+        self.published += 1
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until the broker has every event; re-send the same bytes on failure."""
+        for attempt in range(self.retries + 1):
+            self.producer.flush(timeout)
+            failed = [(k, v) for k, v, future in self._pending if future.failed()]
+            self._pending = []
+            if not failed:
+                return
+            if attempt == self.retries:
+                raise PublishError(f"{len(failed)} event(s) not accepted after {attempt} retries")
+            time.sleep(0.2 * (attempt + 1))
+            for key, value in failed:
+                self._pending.append((key, value, self.producer.send(self.topic, key=key,
+                                                                     value=value)))  # fmt: skip
+
+    def close(self) -> None:
+        self.flush()
+        self.producer.close()
+
+
+class RunHandle:
+    def __init__(self, publisher: Publisher, run_id: str, actor: Actor) -> None:
+        self.publisher = publisher
+        self.run_id = run_id
+        self.actor = actor
+        self.sequence = 0
+        self.finished = False
+        self._steps = 0
+
+    def emit(self, type_: str, data: dict[str, Any], *, step_id: str | None = None,
+             by: Actor | None = None, at: datetime | None = None) -> StepEvent:  # fmt: skip
+        self.sequence += 1
+        tenant = self.publisher.tenant
+        step = step_adapter.validate_python({
+            "event_id": str(uuid5(_EVENT_NAMESPACE, f"{tenant}/{self.run_id}/{self.sequence}")),
+            "run_id": self.run_id, "tenant": tenant, "type": type_,
+            "occurred_at": at or datetime.now(UTC), "actor": by or self.actor,
+            "step_id": step_id, "data": data,
+        })  # fmt: skip
+        self.publisher.publish(step)
+        return step
+
+    def source(self, system: str, kind: str, id: str, *, by: Actor | None = None,
+               at: datetime | None = None, **details: Any) -> str:  # fmt: skip
+        """Record a document or record the agent relied on; returns its id for `propose`."""
+        source = Source(system=system, kind=kind, id=id, **details)
+        self.emit("source.used", {"source": source}, by=by, at=at)
+        return id
+
+    def propose(
+        self, verb: str, target: Reference | dict[str, Any], tool: str, *,
+        output: str = "", params: dict[str, Any] | None = None,
+        confidence: float | None = None, reason_code: str | None = None,
+        flags: Sequence[str] = (), sources: Sequence[str] = (),
+        rollback: RollbackLink | dict[str, Any] | None = None,
+        step_id: str | None = None, by: Actor | None = None, at: datetime | None = None,
+    ) -> StepHandle:  # fmt: skip
+        self._steps += 1
+        step_id = step_id or f"{self.run_id}/step-{self._steps}"
+        action = Action(verb=verb, target=_model(Reference, target), tool=tool,
+                        params=params or {}, output=output, output_hash=content_hash(output))  # fmt: skip
+        data = ActionProposedData(
+            action=action, source_ids=tuple(sources), rollback=_model(RollbackLink, rollback),
+            signal=Signal(confidence=confidence, reason_code=reason_code, flags=tuple(flags)),
+        )
+        self.emit("action.proposed", data.model_dump(), step_id=step_id, by=by, at=at)
+        return StepHandle(self, step_id, action.output_hash)
+
+    def correct(self, step: StepHandle | str, correction: str, reason: str, *, by: Actor,
+                at: datetime | None = None) -> None:  # fmt: skip
+        corrects = step.step_id if isinstance(step, StepHandle) else step
+        self.emit("record.corrected", {"corrects": corrects, "correction": correction,
+                                       "reason": reason}, by=by, at=at)  # fmt: skip
+
+    def finish(self, final_state: str, *, by: Actor | None = None,
+               at: datetime | None = None) -> None:  # fmt: skip
+        self.emit("run.finished", {"final_state": final_state}, by=by, at=at)
+        self.finished = True
+
+
+class StepHandle:
+    """One proposed action; tracks which version of its output is current."""
+
+    def __init__(self, run: RunHandle, step_id: str, output_hash: str) -> None:
+        self.run = run
+        self.step_id = step_id
+        self.current_hash = output_hash
+
+    def _emit(self, type_: str, data: dict[str, Any], by: Actor | None,
+              at: datetime | None) -> None:  # fmt: skip
+        self.run.emit(type_, data, step_id=self.step_id, by=by, at=at)
+
+    def policy(self, rule_id: str, policy_version: str, lane: str, *, reasons: Sequence[str] = (),
+               missing_fields: Sequence[str] = (), required_role: str | None = None,
+               by: Actor | None = None, at: datetime | None = None) -> None:  # fmt: skip
+        self._emit("policy.decided", {
+            "rule_id": rule_id, "policy_version": policy_version, "lane": lane,
+            "reasons": list(reasons), "missing_fields": list(missing_fields),
+            "required_role": required_role,
+        }, by or Actor(kind="system", id="policy"), at)  # fmt: skip
+
+    def edit(self, output: str, *, by: Actor, at: datetime | None = None) -> str:
+        new_hash = content_hash(output)
+        self._emit("action.edited", {"output": output, "output_hash": new_hash,
+                                     "base_hash": self.current_hash}, by, at)  # fmt: skip
+        self.current_hash = new_hash
+        return new_hash
+
+    def review(self, decision: str, *, by: Actor, reviewed_hash: str | None = None,
+               comment: str | None = None, at: datetime | None = None) -> None:  # fmt: skip
+        self._emit("action.reviewed", {"decision": decision,
+                                       "reviewed_hash": reviewed_hash or self.current_hash,
+                                       "comment": comment}, by, at)  # fmt: skip
+
+    def hold(self, reason: str, *, missing_fields: Sequence[str] = (), by: Actor | None = None,
+             at: datetime | None = None) -> None:  # fmt: skip
+        self._emit("action.held", {"reason": reason, "missing_fields": list(missing_fields)},
+                   by, at)  # fmt: skip
+
+    def executed(self, state: str, *, executed_hash: str | None = None,
+                 external_ref: str | None = None, url: str | None = None,
+                 by: Actor | None = None, at: datetime | None = None) -> None:  # fmt: skip
+        self._emit("action.executed", {"executed_hash": executed_hash or self.current_hash,
+                                       "state": state, "external_ref": external_ref,
+                                       "url": url}, by, at)  # fmt: skip
+
+    def failed(self, error: str, *, by: Actor | None = None, at: datetime | None = None) -> None:
+        self._emit("action.failed", {"error": error}, by, at)
+
+    def rollback_requested(self, reason: str, *, scope: str = "step", by: Actor,
+                           at: datetime | None = None) -> None:  # fmt: skip
+        self._emit("rollback.requested", {"reason": reason, "scope": scope}, by, at)
+
+    def reverted(self, method: str, *, reverse_ref: str | None = None, note: str | None = None,
+                 by: Actor | None = None, at: datetime | None = None) -> None:  # fmt: skip
+        self._emit("action.reverted", {"method": method, "reverse_ref": reverse_ref,
+                                       "note": note}, by, at)  # fmt: skip
+
+
+def _model(cls: Any, value: Any) -> Any:
+    return cls.model_validate(value) if isinstance(value, dict) else value

@@ -1,0 +1,92 @@
+"""One place for configuration: environment variables prefixed RECEIPTS_."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from psycopg.conninfo import conninfo_to_dict
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECEIPTS_", extra="ignore")
+
+    # External servers; when unset, the ones `receipts up` started are used.
+    database_url: str | None = None
+    kafka_bootstrap: str | None = None
+    # Where the embedded PostgreSQL keeps its data and `up` leaves its address.
+    data_dir: Path = Path(".receipts")
+    database_schema: str = "public"
+
+    topic: str = "agent-steps"
+    partitions: int = 4
+    group: str = "receipts-ingest"
+    encoding: Literal["avro", "json"] = "avro"
+    # Live path: the 500 ms default alone spends the publish->receipt budget.
+    fetch_max_wait_ms: int = 20
+    max_poll_records: int = 2000
+    # How fast the group notices a dead consumer and hands its partitions on.
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    # Runs whose head (version, digest, event ids) stays in memory.
+    head_cache_runs: int = 50_000
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    @property
+    def decisions_topic(self) -> str:
+        return f"{self.topic}.decisions"
+
+    @property
+    def reverse_topic(self) -> str:
+        return f"{self.topic}.reverse"
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [self.topic, self.dlq_topic, self.decisions_topic, self.reverse_topic]
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "up.json"
+
+    def resolved(self) -> Settings:
+        """Fill unset servers from what a running `receipts up` wrote down."""
+        if self.database_url and self.kafka_bootstrap:
+            return self
+        if not self.state_file.exists():
+            missing = [name for name, value in
+                       (("RECEIPTS_DATABASE_URL", self.database_url),
+                        ("RECEIPTS_KAFKA_BOOTSTRAP", self.kafka_bootstrap)) if not value]  # fmt: skip
+            raise NotRunning(
+                f"no servers to talk to: {' and '.join(missing)} not set and no `receipts up` "
+                f"is running from {self.data_dir.resolve()}. Start `./receipts up` in another "
+                "terminal (same directory), or set those variables."
+            )
+        state = json.loads(self.state_file.read_text())
+        return self.model_copy(update={
+            "database_url": self.database_url or state["database_url"],
+            "kafka_bootstrap": self.kafka_bootstrap or state["kafka_bootstrap"],
+        })  # fmt: skip
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The database URL in the variables eventsourcing's PostgreSQL factory reads."""
+        if not self.database_url:
+            raise NotRunning("RECEIPTS_DATABASE_URL is not set")
+        parts = conninfo_to_dict(self.database_url)
+        return {
+            "POSTGRES_DBNAME": str(parts.get("dbname") or "postgres"),
+            "POSTGRES_HOST": str(parts.get("host") or "localhost"),
+            "POSTGRES_PORT": str(parts.get("port") or "5432"),
+            "POSTGRES_USER": str(parts.get("user") or "postgres"),
+            "POSTGRES_PASSWORD": str(parts.get("password") or ""),
+            "POSTGRES_SCHEMA": self.database_schema,
+            "POSTGRES_POOL_SIZE": "4",
+        }
+
+
+class NotRunning(RuntimeError):
+    """No database or broker is configured or running."""

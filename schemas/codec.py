@@ -1,0 +1,204 @@
+"""The one mapper between wire bytes and step facts.
+
+A value is Avro single-object encoding (`C3 01` + 8-byte CRC-64-AVRO
+fingerprint + Avro binary) or JSON (`{`), told apart by its first bytes. Avro
+written with an older schema is resolved against the current one by its
+fingerprint. Every way a value can be wrong is a typed `DecodeError` whose
+message says what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+from pydantic import ValidationError
+
+from domain.steps import STEP_TYPES, StepEvent, step_adapter
+
+AVRO_MAGIC = b"\xc3\x01"
+_HEADER = len(AVRO_MAGIC) + 8
+SCHEMA_DIR = Path(__file__).parent
+CURRENT_SCHEMA_FILE = SCHEMA_DIR / "step-v1.avsc"
+_NAMESPACE = "dev.agentreceipts.v1"
+
+# Wire type -> the Avro record that carries its data.
+AVRO_DATA_RECORD = {
+    wire: f"{_NAMESPACE}.{'ErrorData' if wire.endswith('.failed') else cls.__name__ + 'Data'}"
+    for wire, cls in STEP_TYPES.items()
+}
+
+
+class DecodeError(ValueError):
+    """A value that is not a valid step. `reason` is a stable short code."""
+
+    reason = "undecodable"
+
+
+class NotAStep(DecodeError):
+    reason = "not_a_step"
+
+
+class UnknownSchema(DecodeError):
+    reason = "unknown_schema"
+
+
+class TruncatedValue(DecodeError):
+    reason = "truncated"
+
+
+class InvalidStep(DecodeError):
+    reason = "invalid"
+
+
+class UnknownStepType(InvalidStep):
+    reason = "unknown_type"
+
+
+def schema_fingerprint(parsed_schema: Any) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed_schema), "CRC-64-AVRO"))
+
+
+def load_schema(path: Path) -> Any:
+    return fastavro.parse_schema(json.loads(path.read_text()))
+
+
+class Codec:
+    """Decodes either encoding; encodes to either. Holds the known writer schemas."""
+
+    def __init__(self, extra_writer_schemas: Iterable[Any] = ()) -> None:
+        self.reader_schema = load_schema(CURRENT_SCHEMA_FILE)
+        self.fingerprint = schema_fingerprint(self.reader_schema)
+        self._writers: dict[bytes, Any] = {}
+        for path in sorted(SCHEMA_DIR.glob("*.avsc")):
+            if path != CURRENT_SCHEMA_FILE:
+                self.register(load_schema(path))
+        self.register(self.reader_schema)
+        for schema in extra_writer_schemas:
+            self.register(fastavro.parse_schema(schema))
+
+    def register(self, parsed_schema: Any) -> bytes:
+        """Accept values written with this (older or newer) schema."""
+        fp = schema_fingerprint(parsed_schema)
+        self._writers[fp] = parsed_schema
+        return fp
+
+    # --- decoding --------------------------------------------------------
+
+    def decode(self, raw: bytes) -> StepEvent:
+        if raw[:2] == AVRO_MAGIC:
+            return self._validate(lambda: step_adapter.validate_python(self._read_avro(raw)))
+        if raw[:1] == b"{" or raw.lstrip()[:1] == b"{":
+            return self._validate(lambda: step_adapter.validate_json(raw))
+        preview = raw[:16].hex(" ")
+        raise NotAStep(
+            f"value is neither Avro single-object encoding (starts C3 01) nor a JSON object "
+            f"(starts '{{'): {len(raw)} bytes starting {preview or '(empty)'}"
+        )
+
+    def _read_avro(self, raw: bytes) -> dict[str, Any]:
+        if len(raw) < _HEADER:
+            raise TruncatedValue(f"Avro value is {len(raw)} bytes, shorter than its 10-byte header")
+        fp = raw[2:_HEADER]
+        writer = self._writers.get(fp)
+        if writer is None:
+            raise UnknownSchema(
+                f"Avro value written with unknown schema fingerprint {fp.hex()}; known: "
+                f"{', '.join(k.hex() for k in self._writers)}. Register the writer schema or "
+                "publish with a schema this service knows."
+            )
+        body = BytesIO(raw)
+        body.seek(_HEADER)
+        # Schema resolution costs ~3x a plain read: only pay it for older writers.
+        reader = None if fp == self.fingerprint else self.reader_schema
+        try:
+            record: Any = fastavro.schemaless_reader(body, writer, reader)
+        except (EOFError, StopIteration, IndexError) as error:
+            raise TruncatedValue(f"Avro value ends early ({len(raw)} bytes): {error!r}") from None
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
+            raise InvalidStep(f"Avro body does not match its schema: {error}") from None
+        if not isinstance(record, dict):
+            raise InvalidStep("the Avro value is not a record")
+        if body.tell() != len(raw):
+            raise InvalidStep(f"{len(raw) - body.tell()} bytes left over after the Avro record")
+        data = record.get("data")
+        if isinstance(data, dict) and isinstance(data.get("action"), dict):
+            action = data["action"]
+            try:
+                action["params"] = json.loads(action.get("params") or "{}")
+            except json.JSONDecodeError as error:
+                raise InvalidStep(f"data.action.params is not JSON text: {error}") from None
+        return record
+
+    @staticmethod
+    def _validate(validate: Any) -> StepEvent:
+        try:
+            step: StepEvent = validate()
+        except ValidationError as error:
+            raise _invalid(error) from None
+        return step
+
+    # --- encoding --------------------------------------------------------
+
+    def encode(self, step: StepEvent, encoding: str = "avro") -> bytes:
+        if encoding == "json":
+            return encode_json(step)
+        if encoding == "avro":
+            return self.encode_avro(step)
+        raise ValueError(f"unknown encoding {encoding!r}: use 'avro' or 'json'")
+
+    def encode_avro(self, step: StepEvent, schema: Any = None) -> bytes:
+        record = _lists(step.model_dump(mode="python"))
+        data = record["data"]
+        if "action" in data:
+            data["action"]["params"] = json.dumps(data["action"]["params"], sort_keys=True)
+        # Name the union branch: several data records could fit the same dict.
+        record["data"] = (AVRO_DATA_RECORD[record["type"]], data)
+        out = BytesIO()
+        writer = schema if schema is not None else self.reader_schema
+        out.write(AVRO_MAGIC + schema_fingerprint(writer))
+        fastavro.schemaless_writer(out, writer, record)
+        return out.getvalue()
+
+
+def encode_json(step: StepEvent) -> bytes:
+    return step.model_dump_json(exclude_none=True).encode()
+
+
+def _lists(value: Any) -> Any:
+    """fastavro writes arrays from lists; the domain keeps them as tuples."""
+    if isinstance(value, tuple | list):
+        return [_lists(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
+def _invalid(error: ValidationError) -> InvalidStep:
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    if first["type"] == "union_tag_invalid":
+        ctx = first.get("ctx", {})
+        return UnknownStepType(
+            f"unknown step type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+        )
+    if first["type"] == "union_tag_not_found":
+        return InvalidStep("missing field 'type' (the step type, e.g. 'action.proposed')")
+    if first["type"] in ("json_invalid", "json_type"):
+        return InvalidStep(f"not valid JSON: {first['msg']}")
+    shown = "; ".join(_describe(p) for p in problems[:3])
+    more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+    return InvalidStep(f"{len(problems)} invalid field(s): {shown}{more}")
+
+
+def _describe(problem: Mapping[str, Any]) -> str:
+    # The first loc item of a discriminated union is the tag; drop it.
+    loc = [str(p) for p in problem["loc"]]
+    if loc and loc[0] in STEP_TYPES:
+        loc = loc[1:]
+    return f"{'.'.join(loc) or '(value)'}: {problem['msg']}"

@@ -1,0 +1,87 @@
+"""Shared moves for integration tests: run the ingest loop, publish raw bytes, read a topic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import psycopg
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from psycopg import sql
+
+from api.bootstrap import build_ingest, open_store
+from consumers.ingest import Ingest
+from infra.kafka import ensure_topics, producer
+from infra.settings import Settings
+from infra.store import RunStore
+
+
+@contextmanager
+def running_store(settings: Settings) -> Iterator[RunStore]:
+    store = open_store(settings)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def ingest_for(settings: Settings, store: RunStore) -> Iterator[Ingest]:
+    ingest = build_ingest(settings, store)
+    try:
+        yield ingest
+    finally:
+        ingest.consumer.close(autocommit=False)
+
+
+def poll_until(ingest: Ingest, done: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done within {timeout}s; totals {ingest.totals}")
+        ingest.poll_once(100)
+
+
+def publish_raw(settings: Settings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    assert settings.kafka_bootstrap
+    ensure_topics(settings.kafka_bootstrap, settings.all_topics, settings.partitions)
+    client = producer(settings.kafka_bootstrap)
+    for key, value in messages:
+        client.send(settings.topic, key=key, value=value)
+    client.flush()
+    client.close()
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 15.0) -> list[ConsumerRecord]:
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    partitions = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic) or ()]
+    reader.assign(partitions)
+    reader.seek_to_beginning(*partitions)
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout
+    while len(records) < expected and time.monotonic() < deadline:
+        for batch in reader.poll(200).values():
+            records.extend(batch)
+    # One more short poll: more than expected is a failure the caller should see.
+    for batch in reader.poll(300).values():
+        records.extend(batch)
+    reader.close()
+    return records
+
+
+def stored_rows(settings: Settings) -> list[tuple[object, int, bytes]]:
+    assert settings.database_url
+    query = sql.SQL(
+        "SELECT originator_id, originator_version, state FROM {}.receipts_events ORDER BY notification_id"
+    ).format(sql.Identifier(settings.database_schema))
+    with psycopg.connect(settings.database_url) as conn:
+        return [(r[0], r[1], bytes(r[2])) for r in conn.execute(query).fetchall()]
+
+
+def execute(settings: Settings, statement: str, *params: object) -> None:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{settings.database_schema}"')
+        conn.execute(statement, params)  # type: ignore[arg-type]

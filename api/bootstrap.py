@@ -45,11 +45,11 @@ def build_publisher(settings: Settings, codec: Codec | None = None) -> Publisher
 
 
 def run_ingest(ingest: Ingest, should_stop: Callable[[], bool]) -> None:
-    """The loop, then a clean close: each batch is already committed, nothing is pending."""
+    """The loop, then a clean close."""
     try:
         ingest.run(should_stop)
     finally:
-        ingest.consumer.close(autocommit=False)
+        ingest.close()
         totals = ingest.totals
         log.info("ingest stopped: %d batches, %d recorded, %d duplicates, %d dead letters",
                  totals.batches, totals.recorded, totals.duplicates, totals.dead)  # fmt: skip

@@ -42,6 +42,9 @@ class DeadLetterSink(Protocol):
     def send(self, letters: Sequence[DeadLetter]) -> None:
         """Make the letters durable, or raise. Called before a batch's position moves."""
 
+    def close(self) -> None:
+        """Release connections."""
+
 
 class KafkaDeadLetters:
     """Publishes dead letters to `<topic>.dlq` and waits until the broker has them."""
@@ -63,3 +66,6 @@ class KafkaDeadLetters:
             self.producer.flush(self.timeout)
             for future in futures:
                 future.get(timeout=self.timeout)  # raises if the broker refused it
+
+    def close(self) -> None:
+        self.producer.close()

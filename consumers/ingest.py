@@ -130,6 +130,11 @@ class Ingest:
         while not should_stop():
             self.poll_once(poll_timeout_ms)
 
+    def close(self) -> None:
+        """After the loop: every batch is already committed, so nothing is pending."""
+        self.consumer.close(autocommit=False)
+        self.dead_letters.close()
+
     def poll_once(self, timeout_ms: int = 100) -> int:
         batch = self.consumer.poll(timeout_ms=timeout_ms)
         if not batch:

@@ -33,7 +33,7 @@ def ingest_for(settings: Settings, store: RunStore) -> Iterator[Ingest]:
     try:
         yield ingest
     finally:
-        ingest.consumer.close(autocommit=False)
+        ingest.close()
 
 
 def poll_until(ingest: Ingest, done: Callable[[], bool], timeout: float = 30.0) -> None:

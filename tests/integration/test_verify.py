@@ -1,0 +1,80 @@
+"""`receipts verify` and `receipts show` on a real store, including a tampered row."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from api.bootstrap import build_publisher
+from api.cli import main
+from api.demo import publish_demo
+from infra.settings import Settings
+from tests.integration.helpers import execute, ingest_for, poll_until, running_store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def demo(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in (("DATABASE_URL", settings.database_url), ("KAFKA_BOOTSTRAP",
+                        settings.kafka_bootstrap), ("DATABASE_SCHEMA", settings.database_schema),
+                        ("TOPIC", settings.topic)):  # fmt: skip
+        monkeypatch.setenv(f"RECEIPTS_{name}", str(value))
+    publisher = build_publisher(settings)
+    publish_demo(publisher)
+    publisher.close()
+    with running_store(settings) as store, ingest_for(settings, store) as ingest:
+        poll_until(ingest, lambda: ingest.totals.recorded >= publisher.published)
+    return settings
+
+
+def test_verify_passes_then_names_exactly_the_altered_event(
+    demo: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", "demo-crm-note"]) == 0
+    assert "OK: run demo-crm-note" in capsys.readouterr().out
+
+    with running_store(demo) as store:
+        run = store.run("default", "demo-crm-note")
+    target = run.entries[4]  # the first review
+    assert target.step.type == "action.reviewed"
+    # Someone rewrites history in SQL: "rejected" becomes "approved".
+    execute(demo, "UPDATE receipts_events SET state = overlay(state placing convert_to('approved', "
+            "'UTF8') from position(convert_to('rejected', 'UTF8') in state) for 8) "
+            "WHERE originator_id = %s AND originator_version = %s",
+            str(run.id), target.version)  # fmt: skip
+
+    assert main(["verify", "demo-crm-note"]) == 1
+    out = capsys.readouterr().out
+    assert f"event #{target.version} (event_id {target.step.event_id})" in out
+    assert "digest mismatch" in out
+    assert main(["verify", "demo-lead-followup"]) == 0  # other runs are untouched
+
+
+def test_verify_reports_a_deleted_event(demo: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    with running_store(demo) as store:
+        run_id = str(store.run("default", "demo-lead-followup").id)
+    execute(demo, "DELETE FROM receipts_events WHERE originator_id = %s AND originator_version = 3",
+            run_id)
+    assert main(["verify", "demo-lead-followup"]) == 1
+    assert "event #3" in capsys.readouterr().out
+
+
+def test_show_prints_the_receipt_and_json(demo: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "demo-boring-failures"]) == 0
+    text = capsys.readouterr().out
+    assert "2. Sources used: MISSING" in text
+    assert "executed_without_approval" in text
+    assert main(["show", "demo-lead-followup", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["final_state"] == "sent"
+    assert document["integrity"]["verified"] is True
+    assert main(["show", "demo-lead-followup", "--version", "2"]) == 0
+    assert "10. Final state: MISSING" in capsys.readouterr().out
+
+
+def test_unknown_run_is_a_clear_error(demo: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "no-such-run"]) == 2
+    assert "no run 'no-such-run' in tenant 'default'" in capsys.readouterr().err
+    assert main(["verify", "no-such-run"]) == 2

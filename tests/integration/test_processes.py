@@ -1,0 +1,106 @@
+"""The ingest consumer as an operator runs it: SIGTERM, several processes, SIGKILL and restart."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from api.bootstrap import build_publisher
+from infra.settings import Settings
+from tests.integration.helpers import execute, ingest_for, poll_until, running_store, stored_rows
+from tests.integration.processes import IngestProcess
+
+pytestmark = pytest.mark.integration
+
+
+def _publish(settings: Settings, runs: int, steps: int, prefix: str = "run") -> int:
+    publisher = build_publisher(settings.model_copy(update={"encoding": "json"}))
+    rng = random.Random(runs * 1000 + steps)
+    for n in range(runs):
+        with publisher.run("crm-notes", run_id=f"{prefix}-{n}",
+                           input={"system": "gong", "kind": "call", "id": f"call-{n}"}) as run:  # fmt: skip
+            for i in range(rng.randint(1, steps)):
+                step = run.propose("write_note", {"system": "crm", "kind": "note", "id": f"{n}-{i}"},
+                                   "crm.note", output=f"note {n}/{i} " * 20)  # fmt: skip
+                step.review("approved", by={"kind": "human", "id": "maria"})  # type: ignore[arg-type]
+                step.executed("noted")
+            run.finish("sent")
+    publisher.close()
+    return publisher.published
+
+
+def _wait_rows(settings: Settings, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(stored_rows(settings)) < count:
+        assert time.monotonic() < deadline, f"{len(stored_rows(settings))} of {count} rows stored"
+        time.sleep(0.1)
+
+
+def test_sigterm_finishes_the_batch_and_exits_cleanly(settings: Settings) -> None:
+    consumer = IngestProcess(settings)
+    consumer.wait_for("resumed ")
+    published = _publish(settings, runs=20, steps=3)
+    _wait_rows(settings, published)
+    assert consumer.stop(signal.SIGTERM) == 0
+    consumer.wait_for(rf"ingest stopped: \d+ batches, {published} recorded, 0 duplicates")
+
+
+def test_two_processes_in_one_group_share_the_partitions(settings: Settings) -> None:
+    first = IngestProcess(settings)
+    first.wait_for("resumed ")
+    second = IngestProcess(settings)
+    second.wait_for("resumed ")
+    deadline = time.monotonic() + 30
+    while not (first.assigned() and second.assigned()
+               and first.assigned() | second.assigned() == {0, 1, 2, 3}):  # fmt: skip
+        assert time.monotonic() < deadline, (first.lines, second.lines)
+        time.sleep(0.1)
+    assert not first.assigned() & second.assigned()
+    published = _publish(settings, runs=40, steps=3)
+    _wait_rows(settings, published)
+    for process in (first, second):
+        assert process.stop(signal.SIGTERM) == 0
+    recorded = [int(process.wait_for(r"(\d+) recorded").group(1)) for process in (first, second)]
+    assert sum(recorded) == published and all(recorded)
+    assert len(stored_rows(settings)) == published
+
+
+def test_sigkill_and_restart_ten_times_loses_and_doubles_nothing(settings: Settings) -> None:
+    published = _publish(settings, runs=300, steps=6)
+    rng = random.Random(7)
+    kills_mid_stream = 0
+    for attempt in range(10):
+        # A fresh group per restart: positions come from PostgreSQL either way, and
+        # Tansu holds a SIGKILLed member's partitions ~11 s before handing them on.
+        consumer = IngestProcess(settings, group=f"{settings.group}-{attempt}", max_poll_records=10)
+        consumer.wait_for("resumed ")
+        before = len(stored_rows(settings))
+        if attempt % 2:  # during batches: once rows are flowing, at a random instant
+            deadline = time.monotonic() + 20
+            while len(stored_rows(settings)) == before and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.05))
+        consumer.stop(signal.SIGKILL)
+        after = len(stored_rows(settings))
+        kills_mid_stream += before < after < published
+    assert kills_mid_stream >= 3, "the kills did not land while batches were being applied"
+
+    # The last restart reuses the group of the last killed process.
+    survivor = IngestProcess(settings, group=f"{settings.group}-9")
+    _wait_rows(settings, published, timeout=90)
+    assert survivor.stop(signal.SIGTERM) == 0
+
+    # The same events ingested once, with no crash, into a clean schema.
+    clean = settings.model_copy(update={"database_schema": settings.database_schema + "_clean",
+                                        "group": settings.group + "-clean"})  # fmt: skip
+    execute(settings, f'CREATE SCHEMA "{clean.database_schema}"')
+    with running_store(clean) as clean_store, ingest_for(clean, clean_store) as ingest:
+        poll_until(ingest, lambda: ingest.totals.recorded >= published, timeout=60)
+        expected = {n: clean_store.run("default", f"run-{n}").receipt() for n in range(300)}
+    assert len(stored_rows(settings)) == published
+    with running_store(settings) as store:
+        for n, receipt in expected.items():
+            assert store.run("default", f"run-{n}").receipt() == receipt, f"run-{n} differs"

@@ -10,14 +10,16 @@ from api.bootstrap import build_publisher
 from consumers.dead_letters import DeadLetter
 from consumers.ingest import position_name
 from domain.run import run_uuid
+from domain.steps import StepEvent
 from infra.settings import Settings
 from infra.store import RunStore
-from schemas import encode_json
+from schemas import Codec, encode_json
 from tests.integration.helpers import (
     execute,
     ingest_for,
     poll_until,
     publish_raw,
+    read_topic,
     running_store,
     stored_rows,
 )
@@ -25,7 +27,9 @@ from tests.integration.helpers import (
 pytestmark = pytest.mark.integration
 
 
-def _publish_runs(settings: Settings, runs: int, steps: int, prefix: str = "run") -> list[tuple[bytes, bytes]]:
+def _publish_runs(
+    settings: Settings, runs: int, steps: int, prefix: str = "run"
+) -> list[tuple[bytes, bytes]]:
     """Publish runs through the real publisher; return (key, value) of every event sent."""
     publisher = build_publisher(settings)
     sent: list[tuple[bytes, bytes]] = []
@@ -156,10 +160,7 @@ def test_large_batches_do_not_hang_the_store(settings: Settings) -> None:
         assert run_uuid("default", "big") == store.run("default", "big").id
 
 
-def _replay(settings: Settings, count: int) -> list:  # type: ignore[type-arg]
-    from tests.integration.helpers import read_topic
-    from schemas import Codec
-
+def _replay(settings: Settings, count: int) -> list[StepEvent]:
     assert settings.kafka_bootstrap
     codec = Codec()
     return [codec.decode(r.value) for r in read_topic(settings.kafka_bootstrap, settings.topic, count)]

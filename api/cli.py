@@ -63,9 +63,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             stack.callback(pg.stop)
         bootstrap = settings.kafka_bootstrap
         if not bootstrap:
-            port = args.kafka_port or (DEFAULT_KAFKA_PORT if port_is_free(DEFAULT_KAFKA_PORT)
-                                       else None)  # fmt: skip
-            broker = EmbeddedBroker(port=port, log_file=settings.data_dir / "tansu.log")
+            port = args.kafka_port
+            if port is None:  # 9092 when it is free, so the address is the usual one
+                port = DEFAULT_KAFKA_PORT if port_is_free(DEFAULT_KAFKA_PORT) else 0
+            broker = EmbeddedBroker(port=port or None, log_file=settings.data_dir / "tansu.log")
             bootstrap = broker.start()
             stack.callback(broker.stop)
         settings = settings.model_copy(update={"database_url": url, "kafka_bootstrap": bootstrap})
@@ -177,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="run the service (embedded PostgreSQL and broker by default)")
-    up.add_argument("--kafka-port", type=int, help="port for the embedded broker (default 9092)")
+    up.add_argument("--kafka-port", type=int, help="port for the embedded broker (default 9092 if free; 0 picks any free port)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("ingest", help="run one more ingest consumer in the same group").set_defaults(
         func=cmd_ingest

@@ -178,7 +178,8 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="run the service (embedded PostgreSQL and broker by default)")
-    up.add_argument("--kafka-port", type=int, help="port for the embedded broker (default 9092 if free; 0 picks any free port)")
+    up.add_argument("--kafka-port", type=int,
+                    help="port for the embedded broker (default 9092 if free; 0: any free port)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("ingest", help="run one more ingest consumer in the same group").set_defaults(
         func=cmd_ingest

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def _receipts(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=120, check=False)  # fmt: skip
 
 
 def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:

@@ -42,7 +42,9 @@ def first_break(links: Iterable[StoredLink]) -> ChainBreak | None:
     previous = GENESIS
     expected_version = 1
     for stored in links:
-        if stored.version != expected_version:
+        if stored.version < expected_version:
+            return ChainBreak(stored.version, stored.event_id, f"version {stored.version} appears twice")
+        if stored.version > expected_version:
             return ChainBreak(
                 expected_version, None,
                 f"version {expected_version} is missing (next stored is {stored.version})",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from domain.steps import (
     ActionProposed,
     Fact,
+    RecordCorrected,
     RunFinished,
     RunStarted,
     Source,
@@ -29,7 +30,7 @@ Severity = Literal["info", "warning", "critical"]
 # A source older than this when the action relied on it is reported as stale.
 STALE_SOURCE_AGE = timedelta(days=7)
 # Step-scoped types: each must name a step that was proposed.
-_RUN_SCOPED = {"run.started", "source.used", "run.finished", "record.corrected"}
+_RUN_SCOPED = {"run.started", "source.used", "run.finished"}
 
 
 class Finding(Fact):
@@ -63,7 +64,13 @@ def no_input_reference(ev: Evidence) -> Iterator[Finding]:
 
 def no_source_evidence(ev: Evidence) -> Iterator[Finding]:
     for step in ev.steps:
-        if step.action and not step.source_ids and not ev.sources:
+        if step.action is None or step.source_ids:
+            continue
+        if ev.sources:
+            yield Finding(code="no_source_evidence", severity="info", step_id=step.step_id,
+                          message=f"'{step.action.verb}' does not say which of the run's sources "
+                          "it relied on")  # fmt: skip
+        else:
             yield Finding(code="no_source_evidence", severity="warning", step_id=step.step_id,
                           message=f"'{step.action.verb}' was proposed with no source evidence")  # fmt: skip
 
@@ -78,19 +85,22 @@ def unknown_source(ev: Evidence) -> Iterator[Finding]:
 
 
 def stale_source(ev: Evidence) -> Iterator[Finding]:
-    used = {e.data.source.id: e for e in ev.events if isinstance(e, SourceUsed)}
-    for step in ev.steps:
-        proposed = step.timestamps.proposed
-        for sid in step.source_ids:
-            source_event = used.get(sid)
-            retrieved = source_event.data.source.retrieved_at if source_event else None
-            if proposed and retrieved and proposed - retrieved > STALE_SOURCE_AGE:
-                yield Finding(
-                    code="stale_source", severity="warning", step_id=step.step_id,
-                    message=f"source {sid} was {(proposed - retrieved).days} days old "
-                    "when the action relied on it",
-                    event_ids=(source_event.event_id,) if source_event else (),
-                )  # fmt: skip
+    """Judged against the copy the action saw: the latest fetch recorded before its proposal."""
+    fetched: dict[str, SourceUsed] = {}
+    for event in ev.events:
+        if isinstance(event, SourceUsed):
+            fetched[event.data.source.id] = event
+        elif isinstance(event, ActionProposed):
+            for sid in event.data.source_ids:
+                source_event = fetched.get(sid)
+                retrieved = source_event.data.source.retrieved_at if source_event else None
+                if source_event and retrieved and event.occurred_at - retrieved > STALE_SOURCE_AGE:
+                    age = (event.occurred_at - retrieved).days
+                    yield Finding(
+                        code="stale_source", severity="warning", step_id=event.step_id,
+                        message=f"source {sid} was {age} days old when the action relied on it",
+                        event_ids=(source_event.event_id,),
+                    )  # fmt: skip
 
 
 def no_policy_rule(ev: Evidence) -> Iterator[Finding]:
@@ -187,27 +197,26 @@ def final_state_unclear(ev: Evidence) -> Iterator[Finding]:
 
 
 def step_order(ev: Evidence) -> Iterator[Finding]:
-    """Step events for a step never proposed, or recorded before its proposal."""
+    """Step events for a step never proposed (or naming none), or recorded before its proposal."""
     proposed: set[str] = set()
-    ever_proposed = {e.step_id for e in ev.events if isinstance(e, ActionProposed)}
+    ever_proposed = {e.step_id for e in ev.events if isinstance(e, ActionProposed) and e.step_id}
     for event in ev.events:
-        if event.type in _RUN_SCOPED:  # type: ignore[attr-defined]
+        step_id = event.data.corrects if isinstance(event, RecordCorrected) else event.step_id
+        if event.type in _RUN_SCOPED:
             continue
-        if isinstance(event, ActionProposed):
-            proposed.add(event.step_id or "")
-            if event.step_id is None:
-                yield Finding(code="unknown_step", severity="warning", event_ids=(event.event_id,),
-                              message="action.proposed without a step_id")  # fmt: skip
-            continue
-        kind = event.type  # type: ignore[attr-defined]
-        if event.step_id not in ever_proposed:
-            yield Finding(code="unknown_step", severity="warning", step_id=event.step_id,
+        if step_id is None:
+            yield Finding(code="unknown_step", severity="warning", event_ids=(event.event_id,),
+                          message=f"{event.type} without a step_id")  # fmt: skip
+        elif isinstance(event, ActionProposed):
+            proposed.add(step_id)
+        elif step_id not in ever_proposed:
+            yield Finding(code="unknown_step", severity="warning", step_id=step_id,
                           event_ids=(event.event_id,),
-                          message=f"{kind} for a step that was never proposed")  # fmt: skip
-        elif event.step_id not in proposed:
-            yield Finding(code="out_of_order", severity="info", step_id=event.step_id,
+                          message=f"{event.type} for a step that was never proposed")  # fmt: skip
+        elif step_id not in proposed:
+            yield Finding(code="out_of_order", severity="info", step_id=step_id,
                           event_ids=(event.event_id,),
-                          message=f"{kind} was recorded before the step's proposal")  # fmt: skip
+                          message=f"{event.type} was recorded before the step's proposal")  # fmt: skip
 
 
 def after_final(ev: Evidence) -> Iterator[Finding]:
@@ -215,10 +224,10 @@ def after_final(ev: Evidence) -> Iterator[Finding]:
     for event in ev.events:
         if isinstance(event, RunFinished):
             finished = True
-        elif finished and event.type not in ("record.corrected", "rollback.requested",  # type: ignore[attr-defined]
+        elif finished and event.type not in ("record.corrected", "rollback.requested",
                                              "action.reverted", "rollback.failed"):
             yield Finding(code="after_final", severity="info", event_ids=(event.event_id,),
-                          message=f"{event.type} recorded after the run finished")  # type: ignore[attr-defined]  # fmt: skip
+                          message=f"{event.type} recorded after the run finished")  # fmt: skip
 
 
 DETECTORS: tuple[Detector, ...] = (

@@ -179,6 +179,7 @@ class RunFinishedData(Fact):
 
 
 class StepEvent(Fact):
+    type: str  # the wire name; each subclass narrows it to its Literal
     event_id: NonEmpty
     run_id: NonEmpty
     tenant: NonEmpty = "default"

@@ -118,8 +118,15 @@ class Codec:
         reader = None if fp == self.fingerprint else self.reader_schema
         try:
             record: Any = fastavro.schemaless_reader(body, writer, reader)
-        except (EOFError, StopIteration, IndexError) as error:
-            raise TruncatedValue(f"Avro value ends early ({len(raw)} bytes): {error!r}") from None
+        except EOFError as error:
+            raise TruncatedValue(f"Avro value ends early ({len(raw)} bytes): {error}") from None
+        except (StopIteration, IndexError) as error:
+            # fastavro raises these both for a short value and for a bad union or
+            # enum index: only a value read to its end is a truncation.
+            if body.tell() >= len(raw):
+                raise TruncatedValue(f"Avro value ends early ({len(raw)} bytes)") from None
+            raise InvalidStep(f"Avro body does not match its schema at byte {body.tell()}: "
+                              f"{error!r}") from None
         except (ValueError, TypeError, UnicodeDecodeError) as error:
             raise InvalidStep(f"Avro body does not match its schema: {error}") from None
         if not isinstance(record, dict):

@@ -1,0 +1,449 @@
+"""The wire codec: both encodings round-trip every step type, old writers resolve, bad values are typed."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import fastavro
+import pytest
+
+from domain.steps import STEP_TYPES, StepEvent, step_adapter
+from schemas.codec import (
+    AVRO_MAGIC,
+    CURRENT_SCHEMA_FILE,
+    Codec,
+    DecodeError,
+    InvalidStep,
+    NotAStep,
+    TruncatedValue,
+    UnknownSchema,
+    UnknownStepType,
+    encode_json,
+)
+from tests.unit import factories as f
+
+CODEC = Codec()
+WHEN = datetime(2025, 3, 3, 10, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+ACTOR = {"kind": "human", "id": "maria", "role": "sales-lead"}
+
+
+def _full_steps() -> dict[str, StepEvent]:
+    """One step per type with every optional field (envelope included) filled."""
+    env: dict[str, Any] = {"tenant": "acme", "at": WHEN, "by": ACTOR}
+    steps = [
+        f.started(step_id="s-1", **env),
+        f.source(retrieved_at=WHEN - timedelta(days=2), step_id="s-1", **env),
+        f.proposed("s-1", confidence=0.87, reason_code="pricing", flags=["public", "money"],
+                   params={"cc": ["ops@example.com"], "priority": 2, "nested": {"ok": True}},
+                   target={**f.TARGET, "uri": "mailto:ana@example.com"}, **env),
+        f.policy("s-1", "review", missing_fields=["account.owner"], **env),
+        f.edited("s-1", **env),
+        f.reviewed("s-1", comment="fixed the sign-off", **env),
+        f.held("s-1", **env),
+        f.executed("s-1", url="https://mail.example/msg-123", **env),
+        f.failed("s-1", **env),
+        f.rollback_requested("s-1", **env),
+        f.reverted("s-1", **env),
+        f.rollback_failed("s-1", **env),
+        f.corrected("s-1", step_id="s-1", **env),
+        f.finished("reverted", step_id="s-1", **env),
+    ]
+    return {s.type: s for s in steps}  # type: ignore[attr-defined]
+
+
+def _minimal(type_: str, data: dict[str, Any]) -> StepEvent:
+    step: StepEvent = step_adapter.validate_python({
+        "event_id": f"min-{type_}", "run_id": "run-min", "type": type_,
+        "occurred_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), "actor": {"kind": "agent", "id": "bot"},
+        "data": data,
+    })  # fmt: skip
+    return step
+
+
+MINIMAL_DATA: dict[str, dict[str, Any]] = {
+    "run.started": {"workflow": "support-triage"},
+    "source.used": {"source": {"system": "zendesk", "kind": "ticket", "id": "T-9"}},
+    "action.proposed": {
+        "action": {"verb": "route", "target": {"system": "zendesk", "kind": "ticket", "id": "T-9"},
+                   "tool": "zendesk.assign"},
+    },
+    "policy.decided": {"rule_id": "R1", "policy_version": "1", "lane": "auto"},
+    "action.edited": {"output": "", "output_hash": "sha256:x", "base_hash": "sha256:y"},
+    "action.reviewed": {"decision": "rejected", "reviewed_hash": "sha256:x"},
+    "action.held": {"reason": "no owner"},
+    "action.executed": {"executed_hash": "sha256:x", "state": "routed"},
+    "action.failed": {"error": "timeout"},
+    "rollback.requested": {"reason": "wrong queue", "scope": "run"},
+    "action.reverted": {"method": "reopen"},
+    "rollback.failed": {"error": "gone"},
+    "record.corrected": {"corrects": "s-1", "correction": "queue B", "reason": "typo"},
+    "run.finished": {"final_state": "abandoned"},
+}
+FULL = _full_steps()
+MINIMAL = {t: _minimal(t, d) for t, d in MINIMAL_DATA.items()}
+CASES = [pytest.param(s, id=f"full-{t}") for t, s in FULL.items()] + [
+    pytest.param(s, id=f"minimal-{t}") for t, s in MINIMAL.items()
+]
+
+
+def _blanks(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _blanks(v, f"{path}.{k}".lstrip("."))]
+    if value is None or value in ("", (), [], {}):
+        return [path]
+    return []
+
+
+def _older_schema(record: str, field: str) -> dict[str, Any]:
+    """The current schema as an older writer had it: `record` without optional `field`."""
+    schema = json.loads(CURRENT_SCHEMA_FILE.read_text())
+    old = copy.deepcopy(schema)
+    (branch,) = [b for b in old["fields"][-1]["type"] if b["name"] == record]
+    before = len(branch["fields"])
+    branch["fields"] = [x for x in branch["fields"] if x["name"] != field]
+    assert len(branch["fields"]) == before - 1
+    return old
+
+
+def _raise(raw: bytes, codec: Codec = CODEC) -> DecodeError:
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(raw)
+    return caught.value
+
+
+# --- the fixtures themselves ---------------------------------------------------------------------------
+
+
+def test_full_and_minimal_cases_cover_every_step_type() -> None:
+    assert set(FULL) == set(STEP_TYPES)
+    assert set(MINIMAL) == set(STEP_TYPES)
+
+
+@pytest.mark.parametrize("step", FULL.values(), ids=list(FULL))
+def test_full_cases_fill_every_optional_field(step: StepEvent) -> None:
+    assert _blanks(step.model_dump()) == []
+
+
+@pytest.mark.parametrize("step", MINIMAL.values(), ids=list(MINIMAL))
+def test_minimal_cases_leave_optional_envelope_fields_at_their_defaults(step: StepEvent) -> None:
+    assert (step.tenant, step.step_id, step.actor.role) == ("default", None, None)
+
+
+# --- round trips ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", CASES)
+def test_json_round_trip(step: StepEvent) -> None:
+    raw = CODEC.encode(step, "json")
+    assert raw.startswith(b"{")
+    assert CODEC.decode(raw) == step
+
+
+@pytest.mark.parametrize("step", CASES)
+def test_avro_round_trip(step: StepEvent) -> None:
+    raw = CODEC.encode(step)
+    assert raw[:2] == AVRO_MAGIC == b"\xc3\x01"
+    assert CODEC.decode(raw) == step
+
+
+def test_avro_keeps_the_instant_and_microseconds_of_occurred_at() -> None:
+    decoded = CODEC.decode(CODEC.encode(FULL["run.started"]))
+    assert decoded.occurred_at == datetime(2025, 3, 3, 8, 30, 15, 123456, tzinfo=UTC)
+    assert decoded.occurred_at.utcoffset() == timedelta(0)
+
+
+def test_avro_round_trips_nested_params_as_a_dict() -> None:
+    decoded = CODEC.decode(CODEC.encode(FULL["action.proposed"]))
+    assert decoded.data.action.params == {  # type: ignore[attr-defined]
+        "cc": ["ops@example.com"], "priority": 2, "nested": {"ok": True},
+    }  # fmt: skip
+
+
+def test_json_form_is_the_pydantic_dump_without_nulls() -> None:
+    step = MINIMAL["run.finished"]
+    assert json.loads(encode_json(step)) == {
+        "event_id": "min-run.finished", "run_id": "run-min", "tenant": "default",
+        "occurred_at": "2025-01-02T03:04:05Z", "actor": {"kind": "agent", "id": "bot"},
+        "type": "run.finished", "data": {"final_state": "abandoned"},
+    }  # fmt: skip
+
+
+def test_json_with_leading_whitespace_decodes() -> None:
+    step = FULL["action.reviewed"]
+    assert CODEC.decode(b" \r\n\t " + encode_json(step)) == step
+
+
+def test_encode_rejects_an_unknown_encoding() -> None:
+    with pytest.raises(ValueError, match="unknown encoding 'xml'"):
+        CODEC.encode(FULL["run.finished"], "xml")
+
+
+# --- the Avro single-object header -------------------------------------------------------------------
+
+
+def _crc64_avro(data: bytes) -> bytes:
+    """CRC-64-AVRO (Rabin) as the Avro specification gives it, written out independently of fastavro."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp.to_bytes(8, "little")
+
+
+def test_crc64_avro_reference_matches_the_spec_vector_for_int() -> None:
+    assert _crc64_avro(b'"int"').hex() == "8f5c393f1ad57572"
+
+
+def test_avro_header_is_c3_01_and_the_little_endian_fingerprint_of_the_canonical_schema() -> None:
+    from fastavro.schema import to_parsing_canonical_form
+
+    canonical = to_parsing_canonical_form(fastavro.parse_schema(json.loads(CURRENT_SCHEMA_FILE.read_text())))
+    raw = CODEC.encode(FULL["action.executed"])
+    assert raw[:2] == b"\xc3\x01"
+    assert raw[2:10] == CODEC.fingerprint == _crc64_avro(canonical.encode())
+    assert len(CODEC.fingerprint) == 8
+
+
+def test_avro_body_after_the_header_is_plain_avro_binary() -> None:
+    step = FULL["action.failed"]
+    body = io.BytesIO(CODEC.encode(step)[10:])
+    record = fastavro.schemaless_reader(body, CODEC.reader_schema, None)
+    assert (record["event_id"], record["type"], record["data"]) == (step.event_id, "action.failed",
+                                                                   {"error": "SMTP 550"})  # fmt: skip
+
+
+# --- schema evolution ---------------------------------------------------------------------------------
+
+
+def test_older_writer_without_review_comment_decodes_with_the_default() -> None:
+    old = _older_schema("ActionReviewedData", "comment")
+    codec = Codec(extra_writer_schemas=[old])
+    step = FULL["action.reviewed"]
+    raw = codec.encode_avro(step, schema=fastavro.parse_schema(old))
+    assert raw[2:10] != codec.fingerprint
+    decoded = codec.decode(raw)
+    assert decoded.data.comment is None  # type: ignore[attr-defined]
+    assert decoded == step.model_copy(update={"data": step.data.model_copy(update={"comment": None})})  # type: ignore[attr-defined]
+
+
+def test_older_writer_registered_later_without_executed_url_decodes_with_the_default() -> None:
+    codec = Codec()
+    old = fastavro.parse_schema(_older_schema("ActionExecutedData", "url"))
+    fp = codec.register(old)
+    step = FULL["action.executed"]
+    raw = codec.encode_avro(step, schema=old)
+    assert raw[2:10] == fp
+    decoded = codec.decode(raw)
+    assert decoded.data.url is None  # type: ignore[attr-defined]
+    assert decoded.data.external_ref == "msg-123"  # type: ignore[attr-defined]
+    assert decoded.event_id == step.event_id
+
+
+def test_value_from_an_unregistered_writer_schema_is_unknown_schema() -> None:
+    old = fastavro.parse_schema(_older_schema("ActionReviewedData", "comment"))
+    raw = Codec(extra_writer_schemas=[]).encode_avro(FULL["action.reviewed"], schema=old)
+    error = _raise(raw)
+    assert isinstance(error, UnknownSchema)
+    assert error.reason == "unknown_schema"
+    assert raw[2:10].hex() in str(error)
+    assert CODEC.fingerprint.hex() in str(error)  # the known ones are listed too
+
+
+def test_made_up_fingerprint_is_unknown_schema() -> None:
+    raw = AVRO_MAGIC + bytes.fromhex("0123456789abcdef") + CODEC.encode(FULL["run.finished"])[10:]
+    error = _raise(raw)
+    assert isinstance(error, UnknownSchema)
+    assert "0123456789abcdef" in str(error)
+
+
+# --- what cannot be decoded, and why -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "preview"),
+    [
+        (b"\x00\x01garbage", "9 bytes starting 00 01 67 61 72 62 61 67 65"),
+        (b"", "0 bytes starting (empty)"),
+        (b"[1, 2]", "6 bytes starting 5b 31 2c 20 32 5d"),
+        (b"\xc3", "1 bytes starting c3"),
+        (b"   ", "3 bytes starting 20 20 20"),
+    ],
+    ids=["garbage", "empty", "json-array", "half-magic", "only-whitespace"],
+)
+def test_value_that_is_neither_avro_nor_json_is_not_a_step(raw: bytes, preview: str) -> None:
+    error = _raise(raw)
+    assert type(error) is NotAStep
+    assert error.reason == "not_a_step"
+    assert "neither Avro single-object encoding (starts C3 01) nor a JSON object" in str(error)
+    assert preview in str(error)
+
+
+@pytest.mark.parametrize("cut", [2, 9])
+def test_avro_shorter_than_its_header_is_truncated(cut: int) -> None:
+    error = _raise(CODEC.encode(FULL["action.proposed"])[:cut])
+    assert type(error) is TruncatedValue
+    assert error.reason == "truncated"
+    assert str(error) == f"Avro value is {cut} bytes, shorter than its 10-byte header"
+
+
+@pytest.mark.parametrize("step", FULL.values(), ids=list(FULL))
+def test_avro_cut_anywhere_in_the_body_is_truncated(step: StepEvent) -> None:
+    raw = CODEC.encode(step)
+    cuts = sorted({10, 11, 15, len(raw) // 3, len(raw) // 2, len(raw) - 2, len(raw) - 1})
+    for cut in cuts:
+        error = _raise(raw[:cut])
+        assert type(error) is TruncatedValue, (cut, error)
+        assert str(error).startswith(f"Avro value ends early ({cut} bytes)")
+
+
+def test_bytes_after_an_avro_record_are_invalid() -> None:
+    error = _raise(CODEC.encode(FULL["run.finished"]) + b"\x00\x02\x04")
+    assert type(error) is InvalidStep
+    assert error.reason == "invalid"
+    assert str(error) == "3 bytes left over after the Avro record"
+
+
+
+def test_full_length_avro_with_a_corrupt_union_index_is_invalid_not_truncated() -> None:
+    raw = CODEC.encode(MINIMAL["run.finished"])
+    # The value ends: data union index, then final_state ('abandoned': length byte 0x12 and 9 bytes).
+    index_at = len(raw) - len(b"abandoned") - 2
+    assert raw[index_at] == 2 * 12  # zig-zag of branch 12, RunFinishedData
+    corrupt = raw[:index_at] + bytes([2 * 40]) + raw[index_at + 1 :]  # branch 40: there are only 14
+    error = _raise(corrupt)
+    # Today: TruncatedValue "Avro value ends early (N bytes): IndexError(...)" for a value of full length.
+    assert error.reason == "invalid"
+    assert "ends early" not in str(error)
+
+
+def _json(step: StepEvent, change: Any) -> bytes:
+    value = json.loads(encode_json(step))
+    change(value)
+    return json.dumps(value).encode()
+
+
+def _avro_record(type_: str, data_record: str, data: dict[str, Any]) -> bytes:
+    record = {"event_id": "e-1", "run_id": "r-1", "tenant": "default", "type": type_, "occurred_at": f.T0,
+              "actor": {"kind": "agent", "id": "bot", "role": None}, "step_id": "s-1",
+              "data": (f"dev.agentreceipts.v1.{data_record}", data)}  # fmt: skip
+    out = io.BytesIO()
+    out.write(AVRO_MAGIC + CODEC.fingerprint)
+    fastavro.schemaless_writer(out, CODEC.reader_schema, record)
+    return out.getvalue()
+
+
+PROPOSED = FULL["action.proposed"]
+
+
+def _set(*path: str, value: Any) -> Any:
+    def change(v: Any) -> None:
+        for key in path[:-1]:
+            v = v[key]
+        v[path[-1]] = value
+
+    return change
+
+
+EXECUTED_BAD_STATE = {"executed_hash": "h", "state": "exploded"}
+INVALID = [
+    pytest.param(_json(PROPOSED, _set("data", "action", "target", value="ana@example.com")),
+                 "data.action.target: Input should be an object", id="wrong-shape"),
+    pytest.param(_json(PROPOSED, lambda v: v["data"]["action"].pop("verb")),
+                 "data.action.verb: Field required", id="missing-nested-field"),
+    pytest.param(_json(PROPOSED, lambda v: v.pop("run_id")), "run_id: Field required", id="missing-envelope"),
+    pytest.param(_json(PROPOSED, _set("occurred_at", value="yesterday")),
+                 "occurred_at: Input should be a valid datetime", id="date-not-a-date"),
+    pytest.param(_json(PROPOSED, _set("data", "signal", "confidence", value=1.5)),
+                 "data.signal.confidence: Input should be less than or equal to 1", id="confidence-over-1"),
+    pytest.param(_json(PROPOSED, _set("occurred_at", value="2025-03-03T09:00:00")),
+                 "occurred_at: Input should have timezone info", id="naive-occurred-at"),
+    pytest.param(_json(FULL["source.used"], _set("data", "source", "retrieved_at", value="2025-03-01T08:00")),
+                 "data.source.retrieved_at: Input should have timezone info", id="naive-retrieved-at"),
+    pytest.param(_json(PROPOSED, _set("actor", "kind", value="robot")),
+                 "actor.kind: Input should be 'agent', 'human' or 'system'", id="bad-literal"),
+    pytest.param(_json(PROPOSED, _set("event_id", value="")),
+                 "event_id: String should have at least 1 character", id="empty-event-id"),
+    pytest.param(_avro_record("action.executed", "ActionExecutedData", EXECUTED_BAD_STATE),
+                 "data.state: Input should be 'sent', 'routed', 'written', 'published', 'synced' or 'noted'",
+                 id="avro-bad-state"),
+    pytest.param(_avro_record("run.finished", "ErrorData", {"error": "x"}),
+                 "data.final_state: Field required", id="avro-data-of-another-type"),
+]
+
+
+@pytest.mark.parametrize(("raw", "problem"), INVALID)
+def test_invalid_field_is_named_by_its_path(raw: bytes, problem: str) -> None:
+    error = _raise(raw)
+    assert type(error) is InvalidStep
+    assert error.reason == "invalid"
+    assert str(error).startswith("1 invalid field(s): ")
+    assert problem in str(error)
+
+
+def test_several_invalid_fields_show_three_and_count_the_rest() -> None:
+    raw = _json(PROPOSED, lambda v: [v.pop(k) for k in ("event_id", "run_id", "occurred_at", "actor")])
+    error = _raise(raw)
+    assert type(error) is InvalidStep
+    assert str(error) == (
+        "4 invalid field(s): event_id: Field required; run_id: Field required; "
+        "occurred_at: Field required (+1 more)"
+    )
+
+
+def test_avro_params_that_are_not_json_text_are_invalid() -> None:
+    action = {"verb": "v", "target": {"system": "a", "kind": "b", "id": "c"}, "tool": "t", "params": "{nope"}
+    error = _raise(_avro_record("action.proposed", "ActionProposedData", {"action": action}))
+    assert type(error) is InvalidStep
+    assert str(error).startswith("data.action.params is not JSON text: ")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _json(PROPOSED, lambda v: v.__setitem__("type", "action.teleported")),
+        _avro_record("action.teleported", "ErrorData", {"error": "x"}),
+    ],
+    ids=["json", "avro"],
+)
+def test_unknown_step_type_lists_the_expected_types(raw: bytes) -> None:
+    error = _raise(raw)
+    assert type(error) is UnknownStepType
+    assert isinstance(error, InvalidStep)
+    assert error.reason == "unknown_type"
+    assert "unknown step type 'action.teleported'" in str(error)
+    for wire in STEP_TYPES:
+        assert f"'{wire}'" in str(error)
+
+
+@pytest.mark.parametrize(
+    "raw", [_json(PROPOSED, lambda v: v.pop("type")), b"{}"], ids=["no-type", "empty-object"]
+)
+def test_missing_type_is_invalid(raw: bytes) -> None:
+    error = _raise(raw)
+    assert type(error) is InvalidStep
+    assert error.reason == "invalid"
+    assert str(error) == "missing field 'type' (the step type, e.g. 'action.proposed')"
+
+
+@pytest.mark.parametrize("raw", [b'{"event_id": ', b"{not json}", b'  {"type": "run.finished",}'])
+def test_invalid_json_is_invalid(raw: bytes) -> None:
+    error = _raise(raw)
+    assert type(error) is InvalidStep
+    assert error.reason == "invalid"
+    assert str(error).startswith("not valid JSON: ")
+
+
+def test_every_decode_error_is_a_value_error() -> None:
+    for cls in (NotAStep, UnknownSchema, TruncatedValue, InvalidStep, UnknownStepType):
+        assert issubclass(cls, DecodeError)
+        assert issubclass(cls, ValueError)

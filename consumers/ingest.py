@@ -32,7 +32,7 @@ from kafka.structs import OffsetAndMetadata
 from consumers.dead_letters import DeadLetter, DeadLetterSink
 from domain.chain import GENESIS, link
 from domain.run import run_uuid
-from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, Row, StepRecorder, step_state
+from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, Row, StepRecorder, StepStates
 from schemas import Codec, DecodeError
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class Ingest:
             plan.positions[position_name(tp.topic, tp.partition)] = records[-1].offset
 
         open_heads = self._open_heads({run for run, _, _ in decoded})
-        recorded_at = self.clock()
+        state = StepStates(self.clock())
         rows = plan.rows
         for run, step, wire in decoded:
             head = open_heads.get(run)
@@ -193,7 +193,7 @@ class Ingest:
             head.event_ids.add(step.event_id)
             opens = head.version == 1
             rows.append((run, head.version, OPENED_TOPIC if opens else RECORDED_TOPIC,
-                         step_state(recorded_at, head.digest, step.event_id, wire, opens)))  # fmt: skip
+                         state(head.digest, step.event_id, wire, opens)))  # fmt: skip
         plan.heads = {
             run: Head(h.version, h.digest, frozenset(h.event_ids)) for run, h in open_heads.items()
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -16,6 +17,7 @@ from domain.steps import StepEvent
 _RUN_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/run")
 
 
+@lru_cache(maxsize=65_536)  # hot on ingest: a run's events arrive together
 def run_uuid(tenant: str, run_id: str) -> UUID:
     """Runs are named by (tenant, run_id) on the wire; the store keys them by UUID."""
     return uuid5(_RUN_NAMESPACE, f"{tenant}\x1f{run_id}")

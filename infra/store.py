@@ -46,13 +46,25 @@ RECORDED_TOPIC = get_topic(Run.StepRecorded)  # type: ignore[attr-defined]
 RUN_TOPIC = get_topic(Run)
 
 
+class StepStates:
+    """Writes the stored form of steps recorded at one instant (see module doc).
+
+    The ingest path writes one per event, so the header is formatted by hand:
+    json.dumps with custom separators builds a new encoder on every call."""
+
+    _OPENS = f',"o":{json.dumps(RUN_TOPIC)}'.encode()
+
+    def __init__(self, recorded_at: datetime) -> None:
+        self._prefix = STEP_STATE + b'{"t":"' + recorded_at.isoformat().encode() + b'","d":"'
+
+    def __call__(self, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
+        return b"".join((self._prefix, digest.hex().encode(), b'","e":', json.dumps(event_id).encode(),
+                         self._OPENS if opens_run else b"", b"}\n", wire))  # fmt: skip
+
+
 def step_state(recorded_at: datetime, digest: bytes, event_id: str, wire: bytes,
                opens_run: bool) -> bytes:  # fmt: skip
-    """The stored form of one recorded step (see module doc)."""
-    header: dict[str, str] = {"t": recorded_at.isoformat(), "d": digest.hex(), "e": event_id}
-    if opens_run:
-        header["o"] = RUN_TOPIC
-    return STEP_STATE + json.dumps(header, separators=(",", ":")).encode() + b"\n" + wire
+    return StepStates(recorded_at)(digest, event_id, wire, opens_run)
 
 
 @dataclass(frozen=True, slots=True)

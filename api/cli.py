@@ -89,13 +89,13 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _drain_then_stop(stop: Stop, caught_up: Callable[[], bool]) -> Callable[[], bool]:
+def _drain_then_stop(stop: Stop, caught_up: Callable[[float], bool]) -> Callable[[], bool]:
     def should_stop() -> bool:
         if stop.requested_at is None:
             return False
         if stop.hard or time.monotonic() - stop.requested_at > DRAIN_SECONDS:
             return True
-        return caught_up()
+        return caught_up(stop.requested_at)
 
     return should_stop
 

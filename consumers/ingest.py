@@ -120,6 +120,8 @@ class Ingest:
         self.cache = HeadCache(head_cache_runs)
         self.clock = clock
         self.totals = Totals()
+        # When the last poll started, if it found nothing.
+        self.empty_poll_at: float | None = None
 
     # --- the loop --------------------------------------------------------
 
@@ -136,7 +138,9 @@ class Ingest:
         self.dead_letters.close()
 
     def poll_once(self, timeout_ms: int = 100) -> int:
+        started = time.monotonic()
         batch = self.consumer.poll(timeout_ms=timeout_ms)
+        self.empty_poll_at = None if batch else started
         if not batch:
             return 0
         self.process(batch)
@@ -248,13 +252,19 @@ class Ingest:
             # Positions are in PostgreSQL already; this commit only feeds lag monitors.
             log.info("Kafka offset commit skipped (%s); the store holds the positions", error)
 
-    def caught_up(self) -> bool:
-        """True when every assigned partition has been read to its end."""
-        assigned = self.consumer.assignment()
-        if not assigned:
+    def caught_up(self, since: float) -> bool:
+        """True when a poll started after `since` found nothing and every assigned
+        partition is read to its end.
+
+        The end is the larger of the high watermark of the latest fetch response
+        and ListOffsets(latest): Tansu 0.6 answers the latter with the start of
+        the last batch, not its end."""
+        assigned = list(self.consumer.assignment())
+        if self.empty_poll_at is None or self.empty_poll_at < since or not assigned:
             return False
-        ends = self.consumer.end_offsets(list(assigned))
-        return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
+        listed = self.consumer.end_offsets(assigned)
+        return all(self.consumer.position(tp) >= max(self.consumer.highwater(tp) or 0, listed[tp])
+                   for tp in assigned)  # fmt: skip
 
 
 class _ResumeFromStore(ConsumerRebalanceListener):  # type: ignore[misc]

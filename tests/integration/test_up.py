@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from api.demo import publish_demo
+from infra.publisher import Publisher
+
 pytestmark = pytest.mark.integration
 
 
@@ -34,10 +37,10 @@ def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
     return process, lines
 
 
-def _show_eventually(env: dict[str, str], run_id: str) -> str:
+def _show_eventually(env: dict[str, str], run_id: str, *options: str) -> str:
     deadline = time.monotonic() + 30
     while True:
-        shown = _receipts(env, "show", run_id)
+        shown = _receipts(env, "show", run_id, *options)
         if shown.returncode == 0 or time.monotonic() > deadline:
             assert shown.returncode == 0, shown.stderr
             return shown.stdout
@@ -55,23 +58,63 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
     assert state["pid"] == up.pid
     assert "already running" in _receipts(env, "up").stderr
 
+    # Publish while `up` is frozen, then Ctrl-C the moment it wakes: the broker keeps
+    # messages in memory only, so `up` must ingest all that was published before it
+    # stops the broker.
+    up.send_signal(signal.SIGSTOP)
     demo = _receipts(env, "demo")
     assert demo.returncode == 0, demo.stderr
     assert "./receipts show demo-lead-followup" in demo.stdout
-    assert "Final state: sent" in _show_eventually(env, "demo-lead-followup")
-
+    up.send_signal(signal.SIGCONT)
     up.send_signal(signal.SIGINT)
     output = up.communicate(timeout=60)[0]
     assert up.returncode == 0, output
     assert "finishing what was published" in output
     assert not (tmp_path / "data" / "up.json").exists()
 
-    # A second `up` on the same data dir finds the receipts the first one stored.
+    # A second `up` on the same data dir finds every event the first one was sent.
     again, _ = _start_up(env)
     try:
         verify = _receipts(env, "verify", "demo-pricing-update")
         assert verify.returncode == 0 and verify.stdout.startswith("OK"), verify.stdout + verify.stderr
+        stored = sum(json.loads(_show_eventually(env, run_id, "--json"))["integrity"]["events"]
+                     for run_id in _demo_run_ids())  # fmt: skip
+        assert stored == _demo_event_count()
+        assert "Final state: sent" in _show_eventually(env, "demo-lead-followup")
     finally:
+        stopping = time.monotonic()
         again.send_signal(signal.SIGTERM)
         again.communicate(timeout=60)
     assert again.returncode == 0
+    assert time.monotonic() - stopping < 10, "an idle `up` should stop at once, not wait out the drain"
+
+
+class _Accepted:
+    def failed(self) -> bool:
+        return False
+
+
+class _CountingProducer:
+    def __init__(self) -> None:
+        self.run_ids: list[str] = []
+
+    def send(self, topic: str, key: bytes, value: bytes) -> _Accepted:
+        self.run_ids.append(key.decode())
+        return _Accepted()
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+
+def _demo_published() -> list[str]:
+    producer = _CountingProducer()
+    publish_demo(Publisher(producer=producer))  # type: ignore[arg-type]
+    return producer.run_ids
+
+
+def _demo_run_ids() -> list[str]:
+    return sorted(set(_demo_published()))
+
+
+def _demo_event_count() -> int:
+    return len(_demo_published())

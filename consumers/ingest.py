@@ -43,17 +43,6 @@ def position_name(topic: str, partition: int) -> str:
     return f"kafka:{topic}:{partition}"
 
 
-class _OpenHead:
-    """A run's head while a batch is being planned; becomes the cached Head on commit."""
-
-    __slots__ = ("digest", "event_ids", "version")
-
-    def __init__(self, version: int, digest: bytes, event_ids: set[str]) -> None:
-        self.version = version
-        self.digest = digest
-        self.event_ids = event_ids
-
-
 class HeadCache:
     """Each open run's head, least recently used evicted: memory stays bounded."""
 
@@ -173,6 +162,12 @@ class Ingest:
     # --- planning: pure but for one head lookup --------------------------
 
     def plan(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> Plan:
+        """Decode, dedupe and chain a batch into rows.
+
+        It advances the cached heads of the runs it touches in place (copying
+        every run's event ids per batch costs more than the rest of planning),
+        so a batch that is not then committed must clear the cache: process() does.
+        """
         plan = Plan()
         decoded: list[tuple[UUID, Any, bytes]] = []
         for tp, records in batch.items():
@@ -182,13 +177,13 @@ class Ingest:
                     decoded.append((run_uuid(step.tenant, step.run_id), step, record.value))
             plan.positions[position_name(tp.topic, tp.partition)] = records[-1].offset
 
-        open_heads = self._open_heads({run for run, _, _ in decoded})
+        heads = self._heads({run for run, _, _ in decoded})
         state = StepStates(self.clock())
         rows = plan.rows
         for run, step, wire in decoded:
-            head = open_heads.get(run)
+            head = heads.get(run)
             if head is None:
-                head = open_heads[run] = _OpenHead(0, GENESIS, set())
+                head = heads[run] = Head(0, GENESIS, set())
             elif step.event_id in head.event_ids:
                 plan.duplicates += 1
                 continue
@@ -198,9 +193,7 @@ class Ingest:
             opens = head.version == 1
             rows.append((run, head.version, OPENED_TOPIC if opens else RECORDED_TOPIC,
                          state(head.digest, step.event_id, wire, opens)))  # fmt: skip
-        plan.heads = {
-            run: Head(h.version, h.digest, frozenset(h.event_ids)) for run, h in open_heads.items()
-        }
+        plan.heads = heads
         return plan
 
     def _decode(self, record: ConsumerRecord, dead: list[DeadLetter]) -> Any:
@@ -214,19 +207,18 @@ class Ingest:
                                    value or b"", error.reason, str(error)))  # fmt: skip
             return None
 
-    def _open_heads(self, runs: Iterable[UUID]) -> dict[UUID, _OpenHead]:
-        open_heads: dict[UUID, _OpenHead] = {}
+    def _heads(self, runs: Iterable[UUID]) -> dict[UUID, Head]:
+        heads: dict[UUID, Head] = {}
         missing = []
         for run in runs:
             head = self.cache.get(run)
             if head is None:
                 missing.append(run)
             else:
-                open_heads[run] = _OpenHead(head.version, head.digest, set(head.event_ids))
+                heads[run] = head
         if missing:
-            for run, head in self.recorder.heads(missing).items():
-                open_heads[run] = _OpenHead(head.version, head.digest, set(head.event_ids))
-        return open_heads
+            heads.update(self.recorder.heads(missing))
+        return heads
 
     # --- positions ---------------------------------------------------------
 

@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     # How fast the group notices a dead consumer and hands its partitions on.
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
-    # Runs whose head (version, digest, event ids) stays in memory.
-    head_cache_runs: int = 50_000
+    # Runs whose head (version, digest, event ids: ~2 KB) stays in memory; others
+    # are read back from PostgreSQL when their next event arrives.
+    head_cache_runs: int = 10_000
 
     @property
     def dlq_topic(self) -> str:

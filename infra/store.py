@@ -127,13 +127,13 @@ class StalePosition(IntegrityError):
     """A batch's Kafka position is not ahead of the stored one: it was already applied."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Head:
     """What the ingest path must know of a run to append to it."""
 
     version: int
     digest: bytes
-    event_ids: frozenset[str]
+    event_ids: set[str]
 
 
 Row = tuple[UUID, int, str, bytes]
@@ -189,15 +189,16 @@ class StepRecorder(PostgresProcessRecorder):
             "SELECT originator_id, originator_version, state FROM {}.{} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        found: dict[UUID, tuple[int, bytes, set[str]]] = {}
+        found: dict[UUID, Head] = {}
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(statement, (list(run_ids),))
             for row in curs.fetchall():
                 header = read_step_state(bytes(row["state"]))
-                _, _, ids = found.setdefault(row["originator_id"], (0, b"", set()))
-                ids.add(header.event_id)
-                found[row["originator_id"]] = (row["originator_version"], header.digest, ids)
-        return {rid: Head(v, d, frozenset(ids)) for rid, (v, d, ids) in found.items()}
+                head = found.setdefault(row["originator_id"], Head(0, b"", set()))
+                head.version = row["originator_version"]
+                head.digest = header.digest
+                head.event_ids.add(header.event_id)
+        return found
 
     def stored_links(self, run_id: UUID) -> list[StoredLink]:
         """The run's rows as the chain sees them; unreadable rows are kept as breaks."""

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from consumers.dead_letters import KafkaDeadLetters
-from consumers.ingest import Ingest
+from consumers.ingest import Ingest, tune_gc
 from infra.kafka import consumer, ensure_topics, producer
 from infra.publisher import Publisher
 from infra.settings import Settings
@@ -46,6 +46,7 @@ def build_publisher(settings: Settings, codec: Codec | None = None) -> Publisher
 
 def run_ingest(ingest: Ingest, should_stop: Callable[[], bool]) -> None:
     """The loop, then a clean close."""
+    tune_gc()
     try:
         ingest.run(should_stop)
     finally:

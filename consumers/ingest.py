@@ -2,9 +2,10 @@
 
 One visible loop, no hidden threads:
 
-    poll a batch -> decode, dedupe, hash-chain -> dead letters made durable ->
-    one transaction (table lock, Kafka positions, events by COPY) -> commit ->
-    then, as a courtesy to lag monitors, commit Kafka offsets.
+    poll a batch -> find each value's run and the runs' heads ->
+    one transaction: table lock, Kafka positions, then a COPY fed as each
+    value is decoded, deduplicated and hash-chained -> dead letters made
+    durable -> commit -> then, as a courtesy to lag monitors, Kafka offsets.
 
 Positions live in PostgreSQL beside the events, so a crash anywhere leaves the
 store either with a batch and its positions or with neither; on start and on

@@ -33,6 +33,7 @@ def build_ingest(settings: Settings, store: RunStore, **consumer_overrides: obje
         dead_letters=KafkaDeadLetters(producer(settings.kafka_bootstrap), settings.dlq_topic),
         codec=store.codec,
         head_cache_runs=settings.head_cache_runs,
+        max_batch=settings.max_batch,
     )
     ingest.subscribe(settings.topic)
     return ingest

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # Live path: the 500 ms default alone spends the publish->receipt budget.
     fetch_max_wait_ms: int = 20
     max_poll_records: int = 2000
+    # Under a backlog, polls are topped up to this many events per transaction.
+    max_batch: int = 8000
     # How fast the group notices a dead consumer and hands its partitions on.
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000

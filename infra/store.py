@@ -156,7 +156,9 @@ def _copy_text(value: str) -> bytes:
 
 
 class StepRecorder(PostgresProcessRecorder):
-    """eventsourcing's process recorder, writing with COPY and without the pipeline."""
+    """eventsourcing's process recorder: the ingest path writes with binary COPY
+    (record_batch); an application save runs eventsourcing's own statements, in
+    its one transaction, without psycopg's pipeline (insert_events)."""
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any

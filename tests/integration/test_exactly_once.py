@@ -144,6 +144,7 @@ def _has(store: RunStore, event_id: str) -> bool:
     return event_id in store.run("default", "run-0").event_ids
 
 
+@pytest.mark.timeout(90)
 def test_large_batches_do_not_hang_the_store(settings: Settings) -> None:
     """BASELINES: eventsourcing's pipelined save hangs from ~1 MB over the unix socket."""
     with running_store(settings) as store:

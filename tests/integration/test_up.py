@@ -14,6 +14,7 @@ import pytest
 
 from api.demo import publish_demo
 from infra.publisher import Publisher
+from infra.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +119,25 @@ def _demo_run_ids() -> list[str]:
 
 def _demo_event_count() -> int:
     return len(_demo_published())
+
+
+def test_up_on_external_servers_starts_nothing_embedded(tmp_path: Path, settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTS_")}
+    env.update({
+        "RECEIPTS_DATA_DIR": str(tmp_path / "data"),
+        "RECEIPTS_DATABASE_URL": str(settings.database_url),
+        "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+        "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
+        "RECEIPTS_TOPIC": settings.topic,
+    })  # fmt: skip
+    up, lines = _start_up(env)
+    try:
+        assert f"Kafka     {settings.kafka_bootstrap}" in "".join(lines)
+        assert not (tmp_path / "data" / "pg").exists()
+        assert not (tmp_path / "data" / "tansu.log").exists()
+        assert _receipts(env, "demo", "--prefix", "ext").returncode == 0
+        assert "Final state: sent" in _show_eventually(env, "ext-lead-followup")
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.communicate(timeout=60)
+    assert up.returncode == 0

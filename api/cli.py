@@ -20,7 +20,7 @@ from domain.chain import first_break
 from domain.run import run_uuid
 from infra.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, port_is_free
 from infra.settings import NotRunning, Settings
-from infra.store import RunNotFound
+from infra.store import RunNotFound, RunUnreadable
 
 log = logging.getLogger("receipts")
 DEFAULT_KAFKA_PORT = 9092
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(Settings(), args))
-    except (NotRunning, RunNotFound, EmbeddedError) as error:
+    except (NotRunning, RunNotFound, RunUnreadable, EmbeddedError) as error:
         print(f"receipts: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
 

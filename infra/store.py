@@ -27,6 +27,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
+    MapperDeserialisationError,
     ProcessRecorder,
     StoredEvent,
     Tracking,
@@ -254,6 +255,14 @@ class RunNotFound(LookupError):
         super().__init__(f"no run '{run_id}' in tenant '{tenant}'")
 
 
+class RunUnreadable(RuntimeError):
+    """A stored event of the run no longer decodes: the record was altered or damaged."""
+
+    def __init__(self, tenant: str, run_id: str, detail: str) -> None:
+        super().__init__(f"run '{run_id}' in tenant '{tenant}' has an event that no longer "
+                         f"decodes ({detail}); `receipts verify {run_id}` names it")  # fmt: skip
+
+
 class RunStore(Application[UUID]):
     """The Receipts application: runs in, receipts and verification out."""
 
@@ -287,6 +296,8 @@ class RunStore(Application[UUID]):
             run: Run = self.repository.get(run_uuid(tenant, run_id), version=version)
         except AggregateNotFoundError:
             raise RunNotFound(tenant, run_id) from None
+        except MapperDeserialisationError as error:
+            raise RunUnreadable(tenant, run_id, str(error.__cause__ or error)) from error
         return run
 
     def record(self, steps: Iterable[tuple[StepEvent, bytes]]) -> int:

@@ -61,6 +61,21 @@ def test_verify_reports_a_deleted_event(demo: Settings, capsys: pytest.CaptureFi
     assert "event #3" in capsys.readouterr().out
 
 
+def test_a_row_altered_past_decoding_is_named_by_verify_and_refused_by_show(
+    demo: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_store(demo) as store:
+        run = store.run("default", "demo-support-triage")
+    # Cut the stored step short: its bytes no longer decode at all.
+    execute(demo, "UPDATE receipts_events SET state = substring(state from 1 for length(state) - 20) "
+            "WHERE originator_id = %s AND originator_version = 2", str(run.id))  # fmt: skip
+    assert main(["verify", "demo-support-triage"]) == 1
+    assert f"event #2 (event_id {run.entries[1].step.event_id})" in capsys.readouterr().out
+    assert main(["show", "demo-support-triage"]) == 2
+    error = capsys.readouterr().err
+    assert "has an event that no longer decodes" in error and "receipts verify" in error
+
+
 def test_show_prints_the_receipt_and_json(demo: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "demo-boring-failures"]) == 0
     text = capsys.readouterr().out

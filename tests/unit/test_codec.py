@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -447,3 +449,17 @@ def test_every_decode_error_is_a_value_error() -> None:
     for cls in (NotAStep, UnknownSchema, TruncatedValue, InvalidStep, UnknownStepType):
         assert issubclass(cls, DecodeError)
         assert issubclass(cls, ValueError)
+
+
+def test_mutated_avro_values_only_ever_raise_decode_errors() -> None:
+    """The ingest loop must never stop on bad input: any damage is a DecodeError."""
+    rng = random.Random(20261125)
+    values = [CODEC.encode_avro(step) for step in f.clean_run()]
+    for _ in range(20_000):
+        value = bytearray(rng.choice(values))
+        for _ in range(rng.randint(1, 4)):
+            value[rng.randrange(10, len(value))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            value = value[: rng.randrange(10, len(value))]
+        with contextlib.suppress(DecodeError):
+            CODEC.decode(bytes(value))

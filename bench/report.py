@@ -1,0 +1,176 @@
+"""The benchmark report: a plain table and the same as Markdown for BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import statistics
+from dataclasses import dataclass, field
+from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+from bench.latency import Latency, percentile
+from bench.steps import Dataset
+from bench.support import sql_run
+from infra.settings import Settings
+
+# --- report ------------------------------------------------------------------------------------
+
+
+
+@dataclass
+class Throughput:
+    encoding: str
+    topic: str
+    last_offsets: dict[int, int]
+    produce_rate: float = 0.0
+    baseline: list[float] = field(default_factory=list)
+    pipeline: list[float] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.pipeline) / statistics.median(self.baseline)
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram = psutil.virtual_memory().total / 2**30
+    return f"{os.cpu_count()} cores, {ram:.1f} GiB RAM, {model}"
+
+
+def server_facts(url: str) -> str:
+    try:
+        rows = sql_run(url, "SELECT current_setting('server_version'), current_setting('fsync'), "
+                       "current_setting('synchronous_commit')")  # fmt: skip
+    except psycopg.Error as error:
+        return f"unknown ({error})"
+    v, fsync, sync = rows[0]
+    return f"{v} (fsync {fsync}, synchronous_commit {sync})"
+
+
+@dataclass
+class Report:
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    rounds: list[tuple[str, ...]] = field(default_factory=list)
+    backlog: list[tuple[str, ...]] = field(default_factory=list)
+
+    def add(self, label: str, value: str) -> None:
+        self.rows.append((label, value))
+
+    def plain(self) -> str:
+        width = max(len(label) for label, _ in self.rows)
+        out = ["", "INGEST BENCHMARK", "=" * 16] + [f"{label.ljust(width)}  {value}"
+                                                    for label, value in self.rows]  # fmt: skip
+        for title, table in (("rounds", self.rounds), ("backlog RSS samples", self.backlog)):
+            if len(table) > 1:
+                widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+                out += ["", title]
+                out += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
+                        for row in table]  # fmt: skip
+        return "\n".join(out)
+
+    def markdown(self, date: str) -> str:
+        out = [f"### Ingest benchmark, {date}", "", "| | |", "|---|---|"]
+        out += [f"| {label} | {value} |" for label, value in self.rows]
+        for title, table in (("Rounds", self.rounds), ("Backlog RSS samples", self.backlog)):
+            if len(table) > 1:
+                out += ["", f"{title}:", "", "| " + " | ".join(table[0]) + " |",
+                        "|" + "---|" * len(table[0])]  # fmt: skip
+                out += ["| " + " | ".join(row) + " |" for row in table[1:]]
+        return "\n".join(out)
+
+
+def build_report(args: argparse.Namespace, base: Settings, servers: str, data: Dataset | None,
+                 throughput: list[Throughput], worker_peak: int, latency: Latency | None,
+                 backlog: dict[str, Any] | None, date: str) -> Report:  # fmt: skip
+    r = Report()
+    r.add("date (UTC)", date)
+    r.add("machine", machine())
+    r.add("python", f"{platform.python_version()} ({platform.python_implementation()})")
+    r.add("packages", ", ".join(f"{p} {version(p)}" for p in
+                                ("kafka-python", "psycopg", "psycopg-binary", "eventsourcing", "fastavro",
+                                 "pydantic")))  # fmt: skip
+    r.add("crc32c", f"present ({version('crc32c')})" if find_spec("crc32c") else "ABSENT (pure-Python CRC)")
+    assert base.database_url
+    r.add("servers", servers)
+    r.add("postgresql", server_facts(base.database_url))
+    r.add("consumer settings", f"fetch_max_wait_ms {base.fetch_max_wait_ms}, max_poll_records "
+          f"{base.max_poll_records}, {base.partitions} partitions")  # fmt: skip
+    if data is not None:
+        r.add("events (N)", f"{args.events:,} in {len(data.runs):,} runs of 5-30 steps, "
+              f"{args.open_runs} runs open at once, keyed by run_id")  # fmt: skip
+        for encoding in args.encodings:
+            mean, lo, hi = data.sizes(encoding)
+            r.add(f"value size {encoding}", f"mean {mean:,.0f} B (min {lo:,}, max {hi:,})")
+    for t in throughput:
+        if not t.pipeline:
+            continue
+        label = f"{t.encoding}: raw consume / pipeline / ratio"
+        r.add(label, f"{statistics.median(t.baseline):,.0f} msg/s / {statistics.median(t.pipeline):,.0f} "
+              f"events/s / {t.ratio:.2f}x (medians, {len(t.pipeline)} round(s); target >= 0.25x, "
+              f"aim 0.5x: {'met' if t.ratio >= 0.25 else 'NOT met'})")  # fmt: skip
+        r.add(f"{t.encoding}: produce",
+              f"{t.produce_rate:,.0f} msg/s (linger 10 ms, acks=all; not in the ratio)")
+    if throughput and throughput[0].pipeline:
+        r.add("peak RSS, throughput consumer", f"{mib(worker_peak)} (worker process, ru_maxrss over all "
+              f"rounds; per pipeline round {', '.join(mib(x) for t in throughput for x in t.rss)})")
+        r.rounds.append(("round", "encoding", "raw consume msg/s", "pipeline events/s", "ratio", "batches",
+                         "peak RSS"))  # fmt: skip
+        for i in range(len(throughput[0].pipeline)):
+            for t in throughput:
+                r.rounds.append((str(i + 1), t.encoding, f"{t.baseline[i]:,.0f}", f"{t.pipeline[i]:,.0f}",
+                                 f"{t.pipeline[i] / t.baseline[i]:.2f}", str(t.batches[i]), mib(t.rss[i])))
+    if latency is not None:
+        add_latency(r, latency)
+    if backlog is not None:
+        samples = backlog["samples"]
+        r.add("backlog", f"{args.backlog:,} {args.backlog_encoding} events ingested at "
+              f"{backlog['rate']:,.0f} events/s; RSS {mib(samples[0][2]) if samples else '?'} at the "
+              f"first sample, peak "
+              f"{mib(backlog['rss_peak'])} (ru_maxrss {mib(backlog['max_rss'])})")  # fmt: skip
+        r.backlog.append(("recorded", "seconds", "RSS", "run heads cached"))
+        r.backlog += [(f"{n:,}", f"{at:.1f}", mib(rss), f"{heads:,}") for n, at, rss, heads in samples]
+    return r
+
+
+def add_latency(r: Report, latency: Latency) -> None:
+    def stats(ms: list[float]) -> str:
+        if not ms:
+            return "no events"
+        return (f"p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, "
+                f"max {max(ms):.1f} ms")  # fmt: skip
+
+    r.add("latency load", f"{latency.published:,} {latency.encoding} events at "
+          f"{latency.achieved_rate:,.0f}/s (asked {latency.rate:,.0f}/s for {latency.seconds:g}s) "
+          f"into `api.cli ingest` (group subscription); {latency.missing} not stored")  # fmt: skip
+    p99 = percentile(latency.recorded_ms, 0.99) if latency.recorded_ms else math.inf
+    r.add("latency, publish -> recorded-at", f"{stats(latency.recorded_ms)} "
+          f"(target p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'})")  # fmt: skip
+    r.add("latency, publish -> visible", f"{stats(latency.visible_ms)} (committed row seen by a LISTENing "
+          "reader)")  # fmt: skip
+    r.add("peak RSS, latency consumer", mib(latency.rss_peak))

@@ -1,0 +1,101 @@
+"""Shared pieces of the benchmarks: constants, progress output, and the Kafka and
+PostgreSQL helpers the rounds use."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import NAMESPACE_URL, uuid5
+
+import psycopg
+from psycopg import sql
+
+from infra.kafka import producer as kafka_producer
+
+ROOT = Path(__file__).resolve().parent.parent
+ENCODINGS = ("json", "avro")
+EVENTS_TABLE = "receipts_events"
+TENANT = "default"
+EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/event")
+log = logging.getLogger("bench.ingest")
+
+
+def say(message: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+
+# --- Kafka and PostgreSQL helpers ----------------------------------------------------------
+
+
+@dataclass
+class Published:
+    count: int
+    seconds: float
+    last_offsets: dict[int, int]  # partition -> offset of its last message, as the broker acked it
+
+
+def publish(bootstrap: str, topic: str, pairs: Iterator[tuple[bytes, bytes]], progress: int = 0) -> Published:
+    """Publish keyed values with the production producer (acks=all), linger 10 ms, to a fresh topic.
+
+    The broker's acks give each partition's last offset. (Tansu 0.6 answers
+    ListOffsets(latest) with the base offset of the partition's last batch, not
+    its end, so end_offsets() under-counts; fetch high watermarks are right.)"""
+    client = kafka_producer(bootstrap, linger_ms=10)
+    failures: list[BaseException] = []
+    last: dict[int, int] = {}
+
+    def acked(meta: Any) -> None:
+        last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
+
+    count = 0
+    start = time.perf_counter()
+    try:
+        for key, value in pairs:
+            client.send(topic, key=key, value=value).add_callback(acked).add_errback(failures.append)
+            count += 1
+            if progress and count % progress == 0:
+                say(f"  published {count:,} to {topic}")
+        client.flush(120)
+    finally:
+        client.close()
+    seconds = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{len(failures)} sends to {topic} failed, first: {failures[0]!r}")
+    if sum(offset + 1 for offset in last.values()) != count:
+        raise RuntimeError(f"{topic}: {count:,} sent but the acked offsets {last} do not add up")
+    return Published(count, seconds, last)
+
+
+def sql_run(url: str, statement: sql.Composable | str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement, params or None)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+def create_schema(url: str, name: str) -> None:
+    sql_run(url, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+
+
+def drop_schema(url: str, name: str) -> None:
+    sql_run(url, sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def checkpoint(url: str) -> None:
+    """Flush the previous round's dirty pages so the next round does not pay for them."""
+    try:
+        sql_run(url, "CHECKPOINT")
+    except psycopg.Error as error:  # not a superuser on an external server
+        log.debug("CHECKPOINT skipped: %s", error)
+
+
+def count_rows(url: str, schema: str) -> int:
+    rows = sql_run(url, sql.SQL("SELECT count(*) FROM {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(EVENTS_TABLE)))  # fmt: skip
+    return int(rows[0][0])

@@ -1,0 +1,232 @@
+"""The worker process that runs the consume loops (raw baseline, pipeline,
+backlog), so its RSS is the consumer's and not the generator's."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import resource
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+from kafka import KafkaConsumer, TopicPartition
+
+from bench.support import TENANT, count_rows
+from infra.kafka import producer as kafka_producer
+from infra.settings import Settings
+
+# --- the worker process: runs the consume loops, so its RSS is the consumer's -------------------
+
+
+class RssMeter:
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.peak = 0
+
+    def sample(self) -> int:
+        rss = int(self.process.memory_info().rss)
+        self.peak = max(self.peak, rss)
+        return rss
+
+
+def max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    deadline = time.monotonic() + 15
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no partitions for topic {topic}")
+        time.sleep(0.2)
+
+
+def baseline_round(settings: Settings, events: int, timeout: float) -> dict[str, Any]:
+    """Raw kafka-python: the same fetch settings as ingest, no group, nothing per message but a count."""
+    from infra.kafka import consumer as kafka_consumer
+
+    meter = RssMeter()
+    consumer = kafka_consumer(settings, group_id=None)
+    try:
+        parts = _partitions(consumer, settings.topic)
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        count = polls = 0
+        start = time.perf_counter()
+        while count < events:
+            for records in consumer.poll(timeout_ms=100).values():
+                count += len(records)
+            polls += 1
+            if polls % 16 == 0:
+                meter.sample()
+                if time.perf_counter() - start > timeout:
+                    raise RuntimeError(f"baseline read {count:,} of {events:,} in {timeout:.0f}s")
+        seconds = time.perf_counter() - start
+    finally:
+        consumer.close()
+    meter.sample()
+    return {"count": count, "seconds": seconds, "rate": events / seconds, "rss_peak": meter.peak}
+
+
+def pipeline_round(settings: Settings, events: int, timeout: float, spot: dict[str, int],
+                   last_offsets: dict[int, int], sample_every: int = 0) -> dict[str, Any]:  # fmt: skip
+    """The real ingest path, built like api.bootstrap.build_ingest but on a manual assignment."""
+    from api.bootstrap import open_store
+    from consumers.dead_letters import KafkaDeadLetters
+    from consumers.ingest import Ingest, tune_gc
+    from infra.kafka import consumer as kafka_consumer
+
+    tune_gc()  # as api.bootstrap.run_ingest does for every ingest process
+    meter = RssMeter()
+    meter.sample()
+    store = open_store(settings)
+    assert settings.kafka_bootstrap
+    dlq = kafka_producer(settings.kafka_bootstrap)
+    ingest = Ingest(
+        consumer=kafka_consumer(settings),
+        recorder=store.steps,
+        dead_letters=KafkaDeadLetters(dlq, settings.dlq_topic),
+        codec=store.codec,
+        head_cache_runs=settings.head_cache_runs,
+        max_batch=settings.max_batch,
+    )
+    samples: list[tuple[int, float, int, int]] = []  # (recorded, seconds, rss, cached heads)
+    try:
+        parts = _partitions(ingest.consumer, settings.topic)
+        ingest.consumer.assign(parts)
+        ingest.resume(parts)  # what a group assignment does: seek to the stored positions
+        totals = ingest.totals
+        next_sample = sample_every
+        polls = 0
+        start = time.perf_counter()
+        while totals.recorded < events:
+            ingest.poll_once()
+            polls += 1
+            if sample_every and totals.recorded >= next_sample:
+                samples.append((totals.recorded, time.perf_counter() - start, meter.sample(),
+                                len(ingest.cache)))  # fmt: skip
+                while next_sample <= totals.recorded:
+                    next_sample += sample_every
+            elif polls % 8 == 0:
+                meter.sample()
+            if totals.dead or totals.duplicates:
+                raise RuntimeError(f"unexpected: {totals}")
+            if polls % 8 == 0 and time.perf_counter() - start > timeout:
+                raise RuntimeError(f"pipeline recorded {totals.recorded:,} of {events:,} in "
+                                   f"{timeout:.0f}s: {totals}")  # fmt: skip
+        seconds = time.perf_counter() - start
+        meter.sample()
+        problems = _verify(settings, store, parts, events, spot, last_offsets)
+    finally:
+        ingest.consumer.close(autocommit=False)
+        dlq.close()
+        store.close()
+    t = ingest.totals
+    return {"seconds": seconds, "rate": events / seconds, "batches": t.batches, "recorded": t.recorded,
+            "retries": t.retries, "spot": len(spot), "problems": problems, "rss_peak": meter.peak,
+            "samples": samples, "max_rss": max_rss_bytes()}  # fmt: skip
+
+
+def _verify(settings: Settings, store: Any, parts: list[TopicPartition], events: int,
+            spot: dict[str, int], last_offsets: dict[int, int]) -> list[str]:  # fmt: skip
+    """After the timing: every event is a row, sample runs verify, positions are at the ends."""
+    from consumers.ingest import position_name
+    from domain.run import run_uuid
+
+    assert settings.database_url
+    problems = []
+    rows = count_rows(settings.database_url, settings.database_schema)
+    if rows != events:
+        problems.append(f"events table holds {rows:,} rows, expected {events:,}")
+    for run_id, length in spot.items():
+        run = store.run(TENANT, run_id)
+        links = store.steps.stored_links(run_uuid(TENANT, run_id))
+        if not (run.receipt().integrity.verified and len(run.entries) == length == len(links)):
+            problems.append(f"run {run_id}: {len(run.entries)} entries, {len(links)} rows, expected "
+                            f"{length}; integrity {run.receipt().integrity}")  # fmt: skip
+    stored = store.steps.positions(position_name(tp.topic, tp.partition) for tp in parts)
+    for tp in parts:
+        position = stored.get(position_name(tp.topic, tp.partition))
+        if position != last_offsets.get(tp.partition):
+            problems.append(f"{tp.topic}/{tp.partition}: stored position {position}, "
+                            f"last offset {last_offsets.get(tp.partition)}")  # fmt: skip
+    return problems
+
+
+WORKER_COMMANDS: dict[str, Callable[..., dict[str, Any]]] = {
+    "baseline": baseline_round,
+    "pipeline": pipeline_round,
+}
+
+
+def _worker_main(conn: Any) -> None:
+    # The parent handles Ctrl-C and ends this process; it must not die half-way on its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="worker %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    while True:
+        command, kwargs = conn.recv()
+        if command == "stop":
+            conn.send(("ok", {"max_rss": max_rss_bytes()}))
+            return
+        try:
+            kwargs["settings"] = Settings(**kwargs["settings"])
+            handler = WORKER_COMMANDS[command]
+            conn.send(("ok", handler(**kwargs)))
+        except Exception:  # the parent reports it
+            conn.send(("error", traceback.format_exc()))
+
+
+class Worker:
+    """One spawned process that runs consume loops on request."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child,), name="bench-ingest-worker")
+        self.process.start()
+        child.close()
+
+    def call(self, command: str, settings: Settings, **kwargs: Any) -> dict[str, Any]:
+        self.conn.send((command, {"settings": settings.model_dump(mode="json"), **kwargs}))
+        try:
+            while not self.conn.poll(1.0):
+                if not self.process.is_alive():
+                    raise RuntimeError(f"the worker died (exit code {self.process.exitcode})")
+        except BaseException:  # Ctrl-C: end the loop now, before its schema is dropped under it
+            self.kill()
+            raise
+        status, result = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"{command} failed in the worker:\n{result}")
+        return dict(result)
+
+    def close(self) -> int:
+        """Stop the worker; returns its lifetime peak RSS in bytes (0 if unknown)."""
+        peak = 0
+        if self.process.is_alive():
+            with contextlib.suppress(OSError, EOFError):
+                self.conn.send(("stop", {}))
+                if self.conn.poll(10):
+                    status, result = self.conn.recv()
+                    if status == "ok" and isinstance(result, dict):
+                        peak = int(result.get("max_rss", 0))
+            self.process.join(10)
+        self.kill()
+        return peak
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()

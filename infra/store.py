@@ -17,7 +17,7 @@ import json
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, ClassVar
 from uuid import UUID
@@ -319,7 +319,3 @@ class RunStore(Application[UUID]):
             added += run.record(step, wire)
         self.save(*runs.values())
         return added
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -108,7 +108,6 @@ def run_throughput(args: argparse.Namespace, base: Settings, data: Dataset, tag:
     return results, peak
 
 
-
 # --- backlog: flat memory ---------------------------------------------------------------------
 
 
@@ -141,7 +140,6 @@ def run_backlog(args: argparse.Namespace, base: Settings, tag: str, stack: ExitS
     for recorded, at, rss, heads in result["samples"]:
         say(f"backlog: {recorded:>9,} recorded  {at:7.1f}s  RSS {mib(rss):>9}  {heads:,} run heads cached")
     return result
-
 
 
 # --- main -----------------------------------------------------------------------------------------

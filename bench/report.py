@@ -25,7 +25,6 @@ from infra.settings import Settings
 # --- report ------------------------------------------------------------------------------------
 
 
-
 @dataclass
 class Throughput:
     encoding: str

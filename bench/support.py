@@ -30,7 +30,6 @@ def say(message: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-
 # --- Kafka and PostgreSQL helpers ----------------------------------------------------------
 
 

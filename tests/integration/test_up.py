@@ -15,6 +15,7 @@ import pytest
 from api.demo import publish_demo
 from infra.publisher import Publisher
 from infra.settings import Settings
+from tests.fakes import FakeProducer
 
 pytestmark = pytest.mark.integration
 
@@ -90,27 +91,11 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
     assert time.monotonic() - stopping < 10, "an idle `up` should stop at once, not wait out the drain"
 
 
-class _Accepted:
-    def failed(self) -> bool:
-        return False
-
-
-class _CountingProducer:
-    def __init__(self) -> None:
-        self.run_ids: list[str] = []
-
-    def send(self, topic: str, key: bytes, value: bytes) -> _Accepted:
-        self.run_ids.append(key.decode())
-        return _Accepted()
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-
 def _demo_published() -> list[str]:
-    producer = _CountingProducer()
+    """The run id of every event the demo publishes, in order."""
+    producer = FakeProducer()
     publish_demo(Publisher(producer=producer))  # type: ignore[arg-type]
-    return producer.run_ids
+    return [key.decode() for _, key, _ in producer.sent]
 
 
 def _demo_run_ids() -> list[str]:

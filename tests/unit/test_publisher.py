@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -10,36 +9,7 @@ import pytest
 from domain.steps import ActionExecuted, ActionProposed, RunFinished, RunStarted, content_hash
 from infra.publisher import Publisher, PublishError
 from schemas import Codec
-
-
-@dataclass
-class _Future:
-    error: Exception | None = None
-
-    def failed(self) -> bool:
-        return self.error is not None
-
-
-@dataclass
-class FakeProducer:
-    """Accepts sends; the first `fail_first` of them are refused by the 'broker'."""
-
-    fail_first: int = 0
-    sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
-    accepted: list[bytes] = field(default_factory=list)
-
-    def send(self, topic: str, key: bytes, value: bytes) -> _Future:
-        self.sent.append((topic, key, value))
-        if len(self.sent) <= self.fail_first:
-            return _Future(TimeoutError("broker busy"))
-        self.accepted.append(value)
-        return _Future()
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+from tests.fakes import FakeProducer
 
 
 def _publisher(producer: Any, **kw: Any) -> Publisher:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from domain.steps import (
@@ -184,16 +184,35 @@ def no_rollback_link(ev: Evidence) -> Iterator[Finding]:
                           message="no rollback link: nobody recorded how to undo this action")  # fmt: skip
 
 
-def final_state_unclear(ev: Evidence) -> Iterator[Finding]:
+def conflicting_finals(ev: Evidence) -> Iterator[Finding]:
     finals = [e for e in ev.events if isinstance(e, RunFinished)]
-    if not finals:
-        yield Finding(code="final_state_unclear", severity="warning",
-                      message="no run.finished: the final state of this run is unknown")
-    elif len(finals) > 1:
+    if len(finals) > 1:
         states = ", ".join(f.data.final_state for f in finals)
         yield Finding(code="conflicting_finals", severity="warning",
                       message=f"the run finished {len(finals)} times ({states}); the last counts",
                       event_ids=tuple(f.event_id for f in finals))  # fmt: skip
+
+
+def final_state_unclear(final_state: str | None, last_recorded: datetime, now: datetime,
+                        after: timedelta) -> Finding | None:  # fmt: skip
+    """A run still unfinished `after` its last recorded step.
+
+    Not one of the fold's detectors: a run in progress is not a gap, and the fold
+    has no clock. Readers call it with theirs (`Receipt.seen_at`)."""
+    quiet = now - last_recorded
+    if final_state is not None or quiet < after:
+        return None
+    return Finding(code="final_state_unclear", severity="warning",
+                   message=f"no run.finished {_duration(quiet)} after its last step: "
+                           "the final state of this run is unknown")  # fmt: skip
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def step_order(ev: Evidence) -> Iterator[Finding]:
@@ -241,7 +260,7 @@ DETECTORS: tuple[Detector, ...] = (
     edit_not_captured,
     self_approval,
     no_rollback_link,
-    final_state_unclear,
+    conflicting_finals,
     step_order,
     after_final,
 )

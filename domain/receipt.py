@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from domain.chain import StoredLink, first_break
-from domain.findings import Finding, detect
+from domain.findings import Finding, detect, final_state_unclear
 from domain.steps import (
     Action,
     ActionEdited,
@@ -155,6 +155,8 @@ class RunTimestamps(Fact):
     last_reviewed: datetime | None = None
     last_executed: datetime | None = None
     finished: datetime | None = None
+    # When the service recorded the run's latest step (not a source time).
+    last_recorded: datetime | None = None
 
 
 class Integrity(Fact):
@@ -202,6 +204,15 @@ class Receipt(Fact):
 
     def gaps(self) -> list[str]:
         return [name for name, value in self.fields().items() if value is None]
+
+    def seen_at(self, now: datetime, unfinished_after: timedelta) -> Receipt:
+        """The receipt as a reader sees it at `now`: with `final_state_unclear` once
+        the run has stayed unfinished `unfinished_after` its last recorded step."""
+        last = self.timestamps.last_recorded
+        overdue = last and final_state_unclear(self.final_state, last, now, unfinished_after)
+        if not overdue:
+            return self
+        return self.model_copy(update={"findings": (*self.findings, overdue)})
 
 
 def _has_signal(signal: Signal) -> bool:
@@ -380,6 +391,7 @@ def render(entries: Sequence[Entry]) -> Receipt:
             last_executed=max((s.timestamps.executed for s in step_receipts
                                if s.timestamps.executed), default=None),
             finished=last_final.occurred_at if last_final else None,
+            last_recorded=entries[-1].recorded_at,
         ),
         final_state=last_final.data.final_state if last_final else None,
         findings=tuple(detect([e.step for e in entries], step_receipts, sources)),

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from domain.findings import DETECTORS, STALE_SOURCE_AGE, Finding
+from domain.findings import DETECTORS, STALE_SOURCE_AGE, Finding, final_state_unclear
 from domain.receipt import render
 from domain.steps import Actor, StepEvent, content_hash
 from tests.unit import factories as f
@@ -41,7 +41,7 @@ def test_detectors_are_the_ones_tested_here() -> None:
     assert [d.__name__ for d in DETECTORS] == [
         "no_input_reference", "no_source_evidence", "unknown_source", "stale_source", "no_policy_rule",
         "executed_without_approval", "executed_differs_from_approved", "edit_not_captured",
-        "self_approval", "no_rollback_link", "final_state_unclear", "step_order", "after_final",
+        "self_approval", "no_rollback_link", "conflicting_finals", "step_order", "after_final",
     ]  # fmt: skip
 
 
@@ -278,14 +278,27 @@ def test_rollback_method_none_is_not_a_gap() -> None:
 # --- final state ---------------------------------------------------------------------------------
 
 
-def test_final_state_unclear_fires_without_run_finished() -> None:
-    (finding,) = found("final_state_unclear", f.clean_run()[:-1])
-    assert (finding.severity, finding.event_ids) == ("warning", ())
+def test_final_state_unclear_waits_for_the_grace_period() -> None:
+    last = f.at(10)
+    assert final_state_unclear(None, last, last + timedelta(minutes=59), timedelta(hours=1)) is None
+    finding = final_state_unclear(None, last, last + timedelta(hours=3), timedelta(hours=1))
+    assert finding is not None
+    assert (finding.code, finding.severity) == ("final_state_unclear", "warning")
+    assert "no run.finished 3 h after its last step" in finding.message
+
+
+def test_final_state_unclear_never_for_a_finished_run() -> None:
+    last = f.at(10)
+    assert final_state_unclear("sent", last, last + timedelta(days=30), timedelta(hours=1)) is None
+
+
+def test_an_unfinished_run_is_not_a_gap_of_the_fold() -> None:
+    assert findings(f.clean_run()[:-1]) == []
 
 
 def test_final_state_quiet_with_one_final() -> None:
     run = f.clean_run()
-    assert found("final_state_unclear", run) == found("conflicting_finals", run) == []
+    assert found("conflicting_finals", run) == []
 
 
 def test_conflicting_finals_fires_for_two_finals() -> None:
@@ -294,7 +307,6 @@ def test_conflicting_finals_fires_for_two_finals() -> None:
     (finding,) = found("conflicting_finals", run)
     assert finding.event_ids == (run[-2].event_id, second.event_id)
     assert finding.message == "the run finished 2 times (sent, reverted); the last counts"
-    assert found("final_state_unclear", run) == []
 
 
 # --- order ---------------------------------------------------------------------------------------

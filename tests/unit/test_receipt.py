@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from domain.receipt import Receipt, render
-from domain.run import Run, run_uuid
+from domain.run import Entry, Run, run_uuid
 from domain.steps import InputReference, StepEvent, content_hash
 from schemas.codec import encode_json
 from tests.unit import factories as f
@@ -35,6 +36,11 @@ def _receipt(*steps: StepEvent | list[StepEvent]) -> Receipt:
 
 def _codes(receipt: Receipt) -> list[str]:
     return [x.code for x in receipt.findings]
+
+
+def _as_recorded(run: Run, entries: list[Entry]) -> list[Entry]:
+    """The same entries stamped with the run's own recording clock."""
+    return [replace(e, recorded_at=r.recorded_at) for e, r in zip(entries, run.entries, strict=True)]
 
 
 def _edited_run() -> list[StepEvent]:
@@ -167,8 +173,18 @@ def test_step_and_run_timestamps() -> None:
     }  # fmt: skip
     assert receipt.timestamps.model_dump() == {
         "started": f.at(0), "first_proposed": f.at(2), "last_reviewed": f.at(6),
-        "last_executed": f.at(7), "finished": f.at(8),
+        "last_executed": f.at(7), "finished": f.at(8), "last_recorded": f.at(8),
     }  # fmt: skip
+
+
+def test_an_unfinished_run_reads_as_unclear_only_after_the_grace_period() -> None:
+    receipt = _receipt(_edited_run()[:-1])
+    quiet = timedelta(hours=1)
+    assert receipt.seen_at(f.at(7) + timedelta(minutes=5), quiet) == receipt
+    late = receipt.seen_at(f.at(7) + timedelta(hours=2), quiet)
+    assert [x.code for x in late.findings] == [*_codes(receipt), "final_state_unclear"]
+    finished = _receipt(_edited_run())
+    assert finished.seen_at(f.at(8) + timedelta(days=9), quiet) == finished
 
 
 def test_run_timestamps_span_several_steps() -> None:
@@ -301,10 +317,10 @@ def test_receipt_of_a_prefix_is_the_receipt_as_it_stood_then() -> None:
     steps = _edited_run()
     recorded = f.entries(steps)
     run = Run.open(steps[0], encode_json(steps[0]))
-    assert run.receipt() == render(recorded[:1])
+    assert run.receipt() == render(_as_recorded(run, recorded[:1]))
     for k, step in enumerate(steps[1:], start=2):
         assert run.record(step, encode_json(step)) is True
-        assert run.receipt() == render(recorded[:k])
+        assert run.receipt() == render(_as_recorded(run, recorded[:k]))
 
 
 def test_prefix_at_review_time_shows_the_approval_but_no_execution() -> None:
@@ -313,14 +329,14 @@ def test_prefix_at_review_time_shows_the_approval_but_no_execution() -> None:
     assert step.output.approved == EDIT
     assert step.execution is None
     assert receipt.final_state is None
-    assert "final_state_unclear" in _codes(receipt)
+    assert "final_state_unclear" not in _codes(receipt)  # in progress, not yet a gap
     assert "executed_without_approval" not in _codes(receipt)
 
 
 def test_run_receipt_matches_render_of_the_same_entries() -> None:
     steps = f.clean_run()
     run = _run(steps)
-    assert run.receipt() == render(f.entries(steps))
+    assert run.receipt() == render(_as_recorded(run, f.entries(steps)))
     assert [(e.version, e.wire, e.digest) for e in run.entries] == [
         (e.version, e.wire, e.digest) for e in f.entries(steps)
     ]
@@ -335,7 +351,7 @@ def test_run_ignores_a_duplicate_event_id() -> None:
     same_id = f.reviewed(decision="rejected", event_id=steps[4].event_id)
     assert run.record(same_id, encode_json(same_id)) is False
     assert (run.head, run.version, len(run.entries)) == (head, version, 7)
-    assert run.receipt() == render(f.entries(steps))
+    assert run.receipt() == render(_as_recorded(run, f.entries(steps)))
 
 
 def test_run_rebuilt_from_its_events_has_the_same_receipt() -> None:

@@ -7,7 +7,7 @@ layer above both may import both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from consumers.dead_letters import KafkaDeadLetters
 from consumers.ingest import Ingest, tune_gc
@@ -15,6 +15,8 @@ from infra.kafka import consumer, ensure_topics, producer
 from infra.publisher import Publisher
 from infra.settings import Settings
 from infra.store import RunStore
+from projections.log import EventLog
+from projections.runner import ProjectionRunner, views_named
 from schemas import Codec
 
 log = logging.getLogger(__name__)
@@ -55,3 +57,18 @@ def run_ingest(ingest: Ingest, should_stop: Callable[[], bool]) -> None:
         totals = ingest.totals
         log.info("ingest stopped: %d batches, %d recorded, %d duplicates, %d dead letters",
                  totals.batches, totals.recorded, totals.duplicates, totals.dead)  # fmt: skip
+
+
+def build_projections(settings: Settings, store: RunStore, names: Sequence[str] = ()) -> ProjectionRunner:
+    """A runner for the named views (default all), their tables created."""
+    recorder = store.steps
+    runner = ProjectionRunner(
+        datastore=recorder.datastore,
+        log=EventLog(settings.database_schema, recorder.events_table_name, store.codec),
+        application_name=store.name,
+        channel=recorder.channel_name,
+        views=views_named(settings.database_schema, names),
+        page_size=settings.projection_page,
+    )
+    runner.create_tables()
+    return runner

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     # Runs whose head (version, digest, event ids: ~2 KB) stays in memory; others
     # are read back from PostgreSQL when their next event arrives.
     head_cache_runs: int = 10_000
+    # Log entries the projections apply per transaction.
+    projection_page: int = 5000
+    # A run with no run.finished this long after its last step is reported as
+    # `final_state_unclear`.
+    unfinished_after_seconds: float = 3600.0
+    # The HTTP API that `receipts up` / `receipts serve` start.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
 
     @property
     def dlq_topic(self) -> str:

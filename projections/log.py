@@ -1,0 +1,118 @@
+"""The event store's notification log, read as recorded steps.
+
+Projections follow the log by notification id, the position eventsourcing
+gives every stored event in commit order (its recorder locks the table per
+transaction, so no lower id can appear later).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.sql import SQL, Identifier
+
+from domain.run import Entry
+from infra.store import OPENED_TOPIC, RECORDED_TOPIC, read_step_state
+from schemas import Codec, DecodeError
+
+log = logging.getLogger(__name__)
+STEP_TOPICS = (OPENED_TOPIC, RECORDED_TOPIC)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One recorded step at its place in the log."""
+
+    position: int
+    run_key: UUID
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Steps after a position, and the position to track once they are applied:
+    the last notification read, which may be a row that is not a step."""
+
+    steps: list[Recorded]
+    end: int
+
+
+class EventLog:
+    def __init__(self, schema: str, events_table: str, codec: Codec) -> None:
+        self.codec = codec
+        self._after = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(Identifier(schema), Identifier(events_table))
+        # Each run's steps before the given version: what a page needs to render
+        # a run whose earlier steps arrived in earlier pages.
+        self._before = SQL(
+            "SELECT e.originator_id, e.originator_version, e.state FROM {}.{} e "
+            "JOIN unnest(%s::uuid[], %s::int[]) AS b(run, version) "
+            "ON e.originator_id = b.run AND e.originator_version < b.version "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(Identifier(schema), Identifier(events_table))
+        self._last = SQL("SELECT max(notification_id) FROM {}.{}").format(
+            Identifier(schema), Identifier(events_table)
+        )
+
+    def after(self, curs: psycopg.Cursor[Any], position: int, limit: int) -> Page:
+        curs.execute(self._after, (position, limit), prepare=True)
+        steps: list[Recorded] = []
+        end = position
+        for notification_id, run_key, version, topic, state in curs.fetchall():
+            end = notification_id
+            if topic not in STEP_TOPICS:
+                continue
+            entry = self.entry(version, bytes(state), run_key, notification_id)
+            if entry is not None:
+                steps.append(Recorded(notification_id, run_key, entry))
+        return Page(steps, end)
+
+    def before(self, curs: psycopg.Cursor[Any], first_versions: dict[UUID, int]) -> dict[UUID, list[Entry]]:
+        earlier: dict[UUID, list[Entry]] = {}
+        wanted = [(run, version) for run, version in first_versions.items() if version > 1]
+        if not wanted:
+            return earlier
+        curs.execute(self._before, ([r for r, _ in wanted], [v for _, v in wanted]))
+        for run_key, version, state in curs.fetchall():
+            entry = self.entry(version, bytes(state), run_key, None)
+            if entry is not None:
+                earlier.setdefault(run_key, []).append(entry)
+        return earlier
+
+    def last_position(self, curs: psycopg.Cursor[Any]) -> int:
+        curs.execute(self._last)
+        row = curs.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def entry(self, version: int, state: bytes, run_key: UUID, position: int | None) -> Entry | None:
+        """The stored step, or None (logged) when the row no longer decodes: an
+        altered row must not stop every projection; `receipts verify` names it."""
+        try:
+            header = read_step_state(state)
+            step = self.codec.decode(header.wire)
+        except (ValueError, KeyError, UnicodeDecodeError, DecodeError) as error:
+            log.warning("projections skip run %s version %d (notification %s): the stored row "
+                        "no longer decodes: %s", run_key, version, position, error)  # fmt: skip
+            return None
+        return Entry(version, step, header.wire, header.digest, header.recorded_at)
+
+
+def group_by_run(steps: Iterable[Recorded]) -> dict[UUID, list[Entry]]:
+    runs: dict[UUID, list[Entry]] = {}
+    for recorded in steps:
+        runs.setdefault(recorded.run_key, []).append(recorded.entry)
+    return runs
+
+
+def histories(curs: psycopg.Cursor[Any], log_: EventLog, steps: Sequence[Recorded]) -> dict[UUID, list[Entry]]:
+    """Every run touched by `steps`, with all its entries up to the last of them."""
+    runs = group_by_run(steps)
+    earlier = log_.before(curs, {run: entries[0].version for run, entries in runs.items()})
+    return {run: earlier.get(run, []) + entries for run, entries in runs.items()}

@@ -1,0 +1,216 @@
+"""The projection runner: one loop that keeps the views up with the event store.
+
+Each turn is one transaction: lock the views' tracking rows, read the next page
+of the notification log, apply it to every view it is new to, move their
+tracking rows, commit. A page is applied with its tracking row or not at all,
+so a crash anywhere applies nothing twice, and a runner restarted (or a second
+one beside it) carries on from the committed positions.
+
+Tracking rows live in eventsourcing's own tracking tables (one per view, keyed
+by the application's name), so eventsourcing's `max_tracking_id` and `wait`
+read them. eventsourcing's `ProjectionRunner` commits one transaction per event
+(~2k events/s here, see BENCHMARKS.md), so pages are applied by this loop instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Identifier
+
+from projections.log import EventLog
+from projections.views import VIEWS, Batch, View
+
+log = logging.getLogger(__name__)
+IDLE_WAIT = 1.0
+RETRY_WAIT = 2.0
+
+
+class UnknownView(LookupError):
+    def __init__(self, name: str) -> None:
+        names = ", ".join(view.name for view in VIEWS)
+        super().__init__(f"no projection named '{name}'; the projections are: {names}, or all")
+
+
+def views_named(schema: str, names: Sequence[str] = ()) -> list[View]:
+    by_name = {view.name: view for view in VIEWS}
+    if not names or list(names) == ["all"]:
+        return [view(schema) for view in VIEWS]
+    for name in names:
+        if name not in by_name:
+            raise UnknownView(name)
+    return [by_name[name](schema) for name in names]
+
+
+@dataclass
+class Progress:
+    """What the runner has done since it started."""
+
+    pages: int = 0
+    events: int = 0
+    failures: int = 0
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+class ProjectionRunner:
+    def __init__(self, datastore: PostgresDatastore, log: EventLog, application_name: str,
+                 channel: str, views: Sequence[View], page_size: int = 5000) -> None:  # fmt: skip
+        self.datastore = datastore
+        self.log = log
+        self.application_name = application_name
+        self.channel = channel
+        self.views = list(views)
+        self.page_size = page_size
+        self.progress = Progress()
+        self.trackers = {
+            view.name: PostgresTrackingRecorder(datastore, tracking_table_name=view.tracking_table)
+            for view in self.views
+        }
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def create_tables(self) -> None:
+        for tracker in self.trackers.values():
+            tracker.create_table()
+        with self._transaction() as curs:
+            trigrams = _has_trigrams(curs)
+            for view in self.views:
+                view.create(curs, trigrams)
+                curs.execute(SQL("INSERT INTO {}.{} VALUES (%s, 0) ON CONFLICT DO NOTHING").format(
+                    Identifier(view.schema), Identifier(view.tracking_table)), (self.application_name,))  # fmt: skip
+
+    def reset(self, view: View) -> None:
+        """Empty a view and send it back to the start of the log (for a rebuild)."""
+        with self._transaction() as curs:
+            self._lock(curs, [view], wait=True)
+            curs.execute(SQL("TRUNCATE {}").format(view.identifier))
+            self._track(curs, view, 0)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        """Apply pages until told to stop; between pages, sleep until the store is written."""
+        with self._listening() as wait_for_write:
+            while not should_stop():
+                try:
+                    applied = self.apply_next()
+                except psycopg.Error as error:
+                    self.progress.failures += 1
+                    log.error("projection page failed, nothing of it was applied; retrying in %.0f s: %s",
+                              RETRY_WAIT, error)  # fmt: skip
+                    time.sleep(RETRY_WAIT)
+                    continue
+                if not applied:
+                    wait_for_write(IDLE_WAIT)
+
+    def catch_up(self, until: int | None = None, on_page: Callable[[int], None] = lambda _: None) -> int:
+        """Apply pages until every view has reached `until` (default: the log's end now)."""
+        if until is None:
+            with self._transaction() as curs:
+                until = self.log.last_position(curs)
+        applied = 0
+        while min(self.positions().values(), default=until) < until:
+            applied += self.apply_next()
+            on_page(applied)
+        return applied
+
+    def apply_next(self) -> int:
+        """One transaction: the next page for every view this runner could lock.
+
+        Views at different positions (one being rebuilt) each get their own page."""
+        events = 0
+        with self._transaction() as curs:
+            positions = self._lock(curs, self.views, wait=False)
+            at: dict[int, list[View]] = {}
+            for view in self.views:
+                if view.name in positions:
+                    at.setdefault(positions[view.name], []).append(view)
+            for position, views in sorted(at.items()):
+                page = self.log.after(curs, position, self.page_size)
+                if page.end == position:
+                    continue
+                batch = Batch(curs, self.log, page.steps)
+                for view in views:
+                    view.apply(curs, batch)
+                    self._track(curs, view, page.end)
+                    self.progress.positions[view.name] = page.end
+                events += len(page.steps)
+        if events:
+            self.progress.pages += 1
+            self.progress.events += events
+        return events
+
+    def positions(self) -> dict[str, int]:
+        with self._transaction() as curs:
+            return {view.name: self._position(curs, view) for view in self.views}
+
+    # --- tracking ------------------------------------------------------------------------------
+
+    def _lock(self, curs: psycopg.Cursor[Any], views: Sequence[View], wait: bool) -> dict[str, int]:
+        """Lock views' tracking rows (in name order, so two runners never deadlock).
+
+        Without `wait`, a view another runner holds is skipped this turn."""
+        locked = {}
+        for view in sorted(views, key=lambda v: v.name):
+            curs.execute(SQL("SELECT notification_id FROM {}.{} WHERE application_name = %s FOR UPDATE"
+                             + ("" if wait else " SKIP LOCKED")).format(
+                Identifier(view.schema), Identifier(view.tracking_table)), (self.application_name,))  # fmt: skip
+            row = curs.fetchone()
+            if row is not None:
+                locked[view.name] = int(row[0])
+        return locked
+
+    def _track(self, curs: psycopg.Cursor[Any], view: View, position: int) -> None:
+        curs.execute(SQL("UPDATE {}.{} SET notification_id = %s WHERE application_name = %s").format(
+            Identifier(view.schema), Identifier(view.tracking_table)), (position, self.application_name))  # fmt: skip
+
+    def _position(self, curs: psycopg.Cursor[Any], view: View) -> int:
+        curs.execute(SQL("SELECT notification_id FROM {}.{} WHERE application_name = %s").format(
+            Identifier(view.schema), Identifier(view.tracking_table)), (self.application_name,))  # fmt: skip
+        row = curs.fetchone()
+        return int(row[0]) if row else 0
+
+    # --- connections ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.row_factory = tuple_row  # type: ignore[assignment]
+            yield curs
+
+    @contextmanager
+    def _listening(self) -> Iterator[Callable[[float], None]]:
+        """A connection LISTENing to the store's channel: its waiter returns at the
+        next write (NOTIFY, sent on commit) or after the timeout."""
+        with self.datastore.get_connection() as conn:  # eventsourcing's are autocommit
+            conn.execute(SQL("LISTEN {}").format(Identifier(self.channel)))
+
+            def wait_for_write(timeout: float) -> None:
+                for _ in conn.notifies(timeout=timeout, stop_after=1):
+                    pass
+
+            try:
+                yield wait_for_write
+            finally:
+                conn.execute(SQL("UNLISTEN {}").format(Identifier(self.channel)))
+
+
+def _has_trigrams(curs: psycopg.Cursor[Any]) -> bool:
+    """pg_trgm makes "text in the input reference" an index search; it ships with
+    PostgreSQL but creating it may need rights the service does not have."""
+    try:
+        with curs.connection.transaction():
+            curs.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
+    except psycopg.Error as error:
+        log.warning("pg_trgm unavailable (%s): searching input references scans the runs view",
+                    error.diag.message_primary or error)  # fmt: skip
+        return False
+    return True

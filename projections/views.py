@@ -1,0 +1,265 @@
+"""The read models: each a named set of tables, applied one log page at a time.
+
+A view's `apply` is a pure function of the page (and, for views of whole runs,
+each touched run's steps up to the page's end): no clock, no side effects, so a
+rebuild from the log writes the same rows as incremental application. Views of
+whole runs replace a touched run's rows; the timeline appends one row per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar
+from uuid import UUID
+
+import psycopg
+from psycopg.sql import SQL, Composed, Identifier
+
+from domain.receipt import Receipt, render
+from domain.run import Entry
+from domain.steps import ActionExecuted, ActionProposed, ActionReverted, Reference, SourceUsed
+from projections.log import EventLog, Recorded, histories
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """A run as a page leaves it: every step so far, and the receipt they fold to."""
+
+    key: UUID
+    entries: Sequence[Entry]
+    receipt: Receipt
+
+
+class Batch:
+    """One page of the log, being applied; the runs it touched are rendered once,
+    on first use, and shared by every view of whole runs."""
+
+    def __init__(self, curs: psycopg.Cursor[Any], log: EventLog, steps: Sequence[Recorded]) -> None:
+        self._curs = curs
+        self._log = log
+        self.steps = steps
+
+    @cached_property
+    def runs(self) -> list[RunView]:
+        return [RunView(key, entries, render(entries))
+                for key, entries in histories(self._curs, self._log, self.steps).items() if entries]  # fmt: skip
+
+
+class View:
+    name: ClassVar[str]
+    columns: ClassVar[tuple[str, ...]]
+    # Column definitions, then index definitions ("{t}" is the table).
+    definition: ClassVar[str]
+    indexes: ClassVar[tuple[str, ...]] = ()
+    # Indexes that need pg_trgm; skipped (queries still work, slower) without it.
+    trigram_indexes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+    @property
+    def table(self) -> str:
+        return f"view_{self.name}"
+
+    @property
+    def identifier(self) -> Composed:
+        return SQL("{}.{}").format(Identifier(self.schema), Identifier(self.table))
+
+    @property
+    def tracking_table(self) -> str:
+        return f"{self.table}_tracking"
+
+    def create(self, curs: psycopg.Cursor[Any], trigrams: bool) -> None:
+        curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (" + self.definition + ")").format(self.identifier))
+        indexes = self.indexes + (self.trigram_indexes if trigrams else ())
+        for number, index in enumerate(indexes):
+            name = Identifier(f"{self.table}_{number}")
+            curs.execute(SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + index).format(name, self.identifier))
+
+    def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
+        raise NotImplementedError
+
+    def copy(self, curs: psycopg.Cursor[Any], rows: Iterable[Row]) -> None:
+        statement = SQL("COPY {} ({}) FROM STDIN").format(
+            self.identifier, SQL(", ").join(map(Identifier, self.columns))
+        )
+        with curs.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+class RunsView(View):
+    """Views of whole runs: a touched run's rows are replaced by what its steps say now."""
+
+    def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
+        runs = batch.runs
+        curs.execute(SQL("DELETE FROM {} WHERE run_key = ANY(%s)").format(self.identifier),
+                     ([run.key for run in runs],))  # fmt: skip
+        self.copy(curs, (row for run in runs for row in self.rows(run)))
+
+    def rows(self, run: RunView) -> Iterator[Row]:
+        raise NotImplementedError
+
+
+class Runs(RunsView):
+    name = "runs"
+    columns = ("run_key", "tenant", "run_id", "workflow", "input_ref", "input_uri", "agent",
+               "agent_version", "model", "model_provider", "model_version", "started_at",
+               "finished_at", "last_recorded", "final_state", "steps", "events", "findings",
+               "finding_codes", "reviewers", "integrity_head", "verified")  # fmt: skip
+    definition = """
+        run_key uuid PRIMARY KEY, tenant text NOT NULL, run_id text NOT NULL, workflow text,
+        input_ref text, input_uri text, agent text, agent_version text, model text,
+        model_provider text, model_version text, started_at timestamptz NOT NULL,
+        finished_at timestamptz, last_recorded timestamptz NOT NULL, final_state text,
+        steps int NOT NULL, events int NOT NULL, findings int NOT NULL,
+        finding_codes text[] NOT NULL, reviewers text[] NOT NULL, integrity_head text,
+        verified boolean NOT NULL"""
+    # Lists are newest first, keyed (started_at, run_key) for cursor pagination.
+    indexes = (
+        "(tenant, started_at DESC, run_key DESC)",
+        "(tenant, workflow, started_at DESC, run_key DESC)",
+        "(tenant, final_state, started_at DESC, run_key DESC)",
+        "(tenant, agent, started_at DESC, run_key DESC)",
+        "(tenant, model, started_at DESC, run_key DESC)",
+        "USING gin (finding_codes)",
+        "USING gin (reviewers)",
+        "(tenant, last_recorded) WHERE final_state IS NULL",
+        "(tenant, run_id)",
+    )
+    trigram_indexes = ("USING gin (input_ref gin_trgm_ops)",)
+
+    def rows(self, run: RunView) -> Iterator[Row]:
+        r = run.receipt
+        reviewers = sorted({review.reviewer.id for step in r.steps for review in step.reviews})
+        yield (
+            run.key, r.tenant, r.run_id, r.workflow,
+            r.input.key if r.input else None, r.input.uri if r.input else None,
+            r.agent.name if r.agent else None, r.agent.version if r.agent else None,
+            r.model.name if r.model else None, r.model.provider if r.model else None,
+            r.model.version if r.model else None,
+            r.timestamps.started or run.entries[0].step.occurred_at, r.timestamps.finished,
+            run.entries[-1].recorded_at, r.final_state, len(r.steps), len(run.entries),
+            len(r.findings), sorted({f.code for f in r.findings}), reviewers,
+            r.integrity.head, r.integrity.verified,
+        )  # fmt: skip
+
+
+class Receipts(RunsView):
+    name = "receipts"
+    columns = ("run_key", "tenant", "run_id", "events", "event_ids", "document")
+    definition = """
+        run_key uuid PRIMARY KEY, tenant text NOT NULL, run_id text NOT NULL, events int NOT NULL,
+        event_ids text[] NOT NULL, document text NOT NULL"""
+
+    def rows(self, run: RunView) -> Iterator[Row]:
+        r = run.receipt
+        yield run.key, r.tenant, r.run_id, len(run.entries), list(r.event_ids), r.model_dump_json()
+
+
+class Touches(RunsView):
+    """Every target a step proposed, executed or reverted."""
+
+    name = "touches"
+    columns = ("run_key", "tenant", "run_id", "step_id", "system", "kind", "entity_id", "verb",
+               "state", "at", "event_id")  # fmt: skip
+    definition = """
+        run_key uuid NOT NULL, tenant text NOT NULL, run_id text NOT NULL, step_id text NOT NULL,
+        system text NOT NULL, kind text NOT NULL, entity_id text NOT NULL, verb text NOT NULL,
+        state text NOT NULL, at timestamptz NOT NULL, event_id text NOT NULL"""
+    indexes = ("(tenant, system, kind, entity_id, at DESC)", "(run_key)")
+
+    def rows(self, run: RunView) -> Iterator[Row]:
+        targets: dict[str, tuple[Reference, str]] = {}
+        for entry in run.entries:
+            step = entry.step
+            if isinstance(step, ActionProposed) and step.step_id:
+                targets[step.step_id] = (step.data.action.target, step.data.action.verb)
+                state = "proposed"
+            elif isinstance(step, ActionExecuted):
+                state = step.data.state
+            elif isinstance(step, ActionReverted):
+                state = "reverted"
+            else:
+                continue
+            if step.step_id not in targets:
+                continue  # no proposal names the target (a step_order finding says so)
+            target, verb = targets[step.step_id]
+            yield (run.key, step.tenant, step.run_id, step.step_id, target.system, target.kind,
+                   target.id, verb, state, step.occurred_at, step.event_id)  # fmt: skip
+
+
+class Sources(RunsView):
+    """Every source a run recorded, once per step that cited it (step_id NULL: none did)."""
+
+    name = "sources"
+    columns = ("run_key", "tenant", "run_id", "step_id", "system", "kind", "source_id", "version",
+               "retrieved_at", "used_at", "event_id")  # fmt: skip
+    definition = """
+        run_key uuid NOT NULL, tenant text NOT NULL, run_id text NOT NULL, step_id text,
+        system text NOT NULL, kind text NOT NULL, source_id text NOT NULL, version text,
+        retrieved_at timestamptz, used_at timestamptz NOT NULL, event_id text NOT NULL"""
+    indexes = ("(tenant, system, kind, source_id, version)", "(run_key)")
+
+    def rows(self, run: RunView) -> Iterator[Row]:
+        cited: dict[str, list[str]] = {}
+        for step in run.receipt.steps:
+            for source_id in step.source_ids:
+                cited.setdefault(source_id, []).append(step.step_id)
+        for entry in run.entries:
+            step = entry.step
+            if not isinstance(step, SourceUsed):
+                continue
+            s = step.data.source
+            for step_id in cited.get(s.id) or [None]:
+                yield (run.key, step.tenant, step.run_id, step_id, s.system, s.kind, s.id, s.version,
+                       s.retrieved_at, step.occurred_at, step.event_id)  # fmt: skip
+
+
+class Findings(RunsView):
+    name = "findings"
+    columns = ("run_key", "tenant", "run_id", "workflow", "seq", "code", "severity", "message",
+               "step_id", "event_ids", "started_at")  # fmt: skip
+    definition = """
+        run_key uuid NOT NULL, tenant text NOT NULL, run_id text NOT NULL, workflow text,
+        seq int NOT NULL, code text NOT NULL, severity text NOT NULL, message text NOT NULL,
+        step_id text, event_ids text[] NOT NULL, started_at timestamptz NOT NULL,
+        PRIMARY KEY (run_key, seq)"""
+    indexes = ("(tenant, started_at DESC, run_key DESC, seq)",
+               "(tenant, code, started_at DESC, run_key DESC, seq)")  # fmt: skip
+
+    def rows(self, run: RunView) -> Iterator[Row]:
+        r = run.receipt
+        started = r.timestamps.started or run.entries[0].step.occurred_at
+        for seq, f in enumerate(r.findings):
+            yield (run.key, r.tenant, r.run_id, r.workflow, seq, f.code, f.severity, f.message,
+                   f.step_id, list(f.event_ids), started)  # fmt: skip
+
+
+class Timeline(View):
+    """Every recorded step, for time-window questions ("what happened 14:00-14:10?")."""
+
+    name = "timeline"
+    columns = ("position", "tenant", "occurred_at", "recorded_at", "run_key", "run_id", "type",
+               "actor_kind", "actor_id", "step_id", "event_id")  # fmt: skip
+    definition = """
+        position bigint PRIMARY KEY, tenant text NOT NULL, occurred_at timestamptz NOT NULL,
+        recorded_at timestamptz NOT NULL, run_key uuid NOT NULL, run_id text NOT NULL,
+        type text NOT NULL, actor_kind text NOT NULL, actor_id text NOT NULL, step_id text,
+        event_id text NOT NULL"""
+    indexes = ("(tenant, occurred_at DESC, position DESC)",)
+
+    def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
+        self.copy(curs, (
+            (r.position, s.tenant, s.occurred_at, r.entry.recorded_at, r.run_key, s.run_id, s.type,
+             s.actor.kind, s.actor.id, s.step_id, s.event_id)
+            for r in batch.steps for s in (r.entry.step,)
+        ))  # fmt: skip
+
+
+VIEWS: tuple[type[View], ...] = (Runs, Receipts, Touches, Sources, Findings, Timeline)
+VIEW_NAMES = tuple(view.name for view in VIEWS)

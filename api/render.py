@@ -24,6 +24,11 @@ def _indent(text: str, prefix: str = "      ") -> str:
     return "\n".join(prefix + line for line in text.rstrip("\n").splitlines())
 
 
+def _model(receipt: Receipt) -> str:
+    model = receipt.model
+    return f"{model.provider}/{model.name} {model.version}" if model else MISSING
+
+
 def receipt_text(receipt: Receipt) -> str:
     gaps = set(receipt.gaps())
     out: list[str] = []
@@ -40,9 +45,7 @@ def receipt_text(receipt: Receipt) -> str:
         if source.excerpt:
             add(f'     "{source.excerpt}"')
     agent = f"{receipt.agent.name} {receipt.agent.version}" if receipt.agent else MISSING
-    model = (f"{receipt.model.provider}/{receipt.model.name} {receipt.model.version}"
-             if receipt.model else MISSING)  # fmt: skip
-    add(f"3. Model and tool action: agent {agent}, model {model}")
+    add(f"3. Model and tool action: agent {agent}, model {_model(receipt)}")
     for n, step in enumerate(receipt.steps, start=1):
         out.extend(_step_lines(n, step))
     add(f"10. Final state: {receipt.final_state or MISSING + ': no run.finished recorded'}")
@@ -148,3 +151,28 @@ def _output_lines(step: StepReceipt) -> list[str]:
             "unreviewed"  # fmt: skip
         lines.append(f"      executed: {same}")
     return lines
+
+
+def receipt_markdown(receipt: Receipt) -> str:
+    """For pasting into an incident document: a summary table, the findings, then
+    the full receipt verbatim."""
+    integrity = receipt.integrity
+    rows = [
+        ("Run", f"`{receipt.run_id}` (tenant `{receipt.tenant}`)"),
+        ("Workflow", receipt.workflow or MISSING),
+        ("Input", _ref(receipt.input) if receipt.input else MISSING),
+        ("Agent", f"{receipt.agent.name} {receipt.agent.version}" if receipt.agent else MISSING),
+        ("Model", _model(receipt)),
+        ("Steps", str(len(receipt.steps))),
+        ("Final state", receipt.final_state or MISSING),
+        ("Started / finished", f"{_t(receipt.timestamps.started)} / {_t(receipt.timestamps.finished)}"),
+        ("Integrity", f"{integrity.events} events, chain verifies" if integrity.verified
+         else f"BROKEN at event #{integrity.first_bad_version}: {integrity.reason}"),
+    ]
+    out = [f"## Receipt: run `{receipt.run_id}`", "", "| | |", "|---|---|"]
+    out += ["| {} | {} |".format(name, value.replace("|", "\\|")) for name, value in rows]
+    out += ["", f"### Findings ({len(receipt.findings)})", ""]
+    out += [f"- **{f.severity}** `{f.code}`" + (f" ({f.step_id})" if f.step_id else "") + f": {f.message}"
+            for f in receipt.findings] or ["None."]  # fmt: skip
+    out += ["", "### Full receipt", "", "```text", receipt_text(receipt), "```", ""]
+    return "\n".join(out)

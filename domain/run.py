@@ -81,5 +81,17 @@ class Run(Aggregate):
     def links(self) -> list[StoredLink]:
         return [StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in self.entries]
 
-    def receipt(self) -> Receipt:
-        return render(self.entries)
+    def receipt(self, as_of: datetime | None = None) -> Receipt:
+        """The receipt now, or as it stood at `as_of` (only steps recorded by then)."""
+        if as_of is None:
+            return render(self.entries)
+        entries = [e for e in self.entries if e.recorded_at <= as_of]
+        if not entries:
+            raise NothingRecordedYet(self.run_id, as_of, self.entries[0].recorded_at)
+        return render(entries)
+
+
+class NothingRecordedYet(LookupError):
+    def __init__(self, run_id: str, as_of: datetime, first: datetime) -> None:
+        super().__init__(f"run '{run_id}' had nothing recorded at {as_of.isoformat()}; "
+                         f"its first step was recorded at {first.isoformat()}")  # fmt: skip

@@ -37,7 +37,7 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
-from domain.chain import StoredLink
+from domain.chain import ChainBreak, StoredLink, first_break
 from domain.run import Run, run_uuid
 from domain.steps import StepEvent
 from schemas import Codec
@@ -250,6 +250,19 @@ class StepRecorder(PostgresProcessRecorder):
         return links
 
 
+@dataclass(frozen=True, slots=True)
+class Verification:
+    run_id: str
+    tenant: str
+    links: list[StoredLink]
+    broken: ChainBreak | None
+
+    @property
+    def head(self) -> str | None:
+        digest = self.links[-1].digest
+        return digest.hex() if digest else None
+
+
 class RunNotFound(LookupError):
     def __init__(self, tenant: str, run_id: str) -> None:
         super().__init__(f"no run '{run_id}' in tenant '{tenant}'")
@@ -299,6 +312,13 @@ class RunStore(Application[UUID]):
         except MapperDeserialisationError as error:
             raise RunUnreadable(tenant, run_id, str(error.__cause__ or error)) from error
         return run
+
+    def verify(self, tenant: str, run_id: str) -> Verification:
+        """Recompute the run's hash chain from the rows as stored."""
+        links = self.steps.stored_links(run_uuid(tenant, run_id))
+        if not links:
+            raise RunNotFound(tenant, run_id)
+        return Verification(run_id, tenant, links, first_break(links))
 
     def record(self, steps: Iterable[tuple[StepEvent, bytes]]) -> int:
         """Record steps through the aggregate (the slow, simple path: tests and tools).

@@ -111,7 +111,8 @@ def group_by_run(steps: Iterable[Recorded]) -> dict[UUID, list[Entry]]:
     return runs
 
 
-def histories(curs: psycopg.Cursor[Any], log_: EventLog, steps: Sequence[Recorded]) -> dict[UUID, list[Entry]]:
+def histories(curs: psycopg.Cursor[Any], log_: EventLog,
+              steps: Sequence[Recorded]) -> dict[UUID, list[Entry]]:  # fmt: skip
     """Every run touched by `steps`, with all its entries up to the last of them."""
     runs = group_by_run(steps)
     earlier = log_.before(curs, {run: entries[0].version for run, entries in runs.items()})

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from projections.log import EventLog
 from projections.views import VIEWS, Batch, View
@@ -84,8 +84,8 @@ class ProjectionRunner:
             trigrams = _has_trigrams(curs)
             for view in self.views:
                 view.create(curs, trigrams)
-                curs.execute(SQL("INSERT INTO {}.{} VALUES (%s, 0) ON CONFLICT DO NOTHING").format(
-                    Identifier(view.schema), Identifier(view.tracking_table)), (self.application_name,))  # fmt: skip
+                curs.execute(_tracking(view, "INSERT INTO {} VALUES (%s, 0) ON CONFLICT DO NOTHING"),
+                             (self.application_name,))  # fmt: skip
 
     def reset(self, view: View) -> None:
         """Empty a view and send it back to the start of the log (for a rebuild)."""
@@ -114,8 +114,7 @@ class ProjectionRunner:
     def catch_up(self, until: int | None = None, on_page: Callable[[int], None] = lambda _: None) -> int:
         """Apply pages until every view has reached `until` (default: the log's end now)."""
         if until is None:
-            with self._transaction() as curs:
-                until = self.log.last_position(curs)
+            until = self.log_end()
         applied = 0
         while min(self.positions().values(), default=until) < until:
             applied += self.apply_next()
@@ -148,6 +147,10 @@ class ProjectionRunner:
             self.progress.events += events
         return events
 
+    def log_end(self) -> int:
+        with self._transaction() as curs:
+            return self.log.last_position(curs)
+
     def positions(self) -> dict[str, int]:
         with self._transaction() as curs:
             return {view.name: self._position(curs, view) for view in self.views}
@@ -160,21 +163,21 @@ class ProjectionRunner:
         Without `wait`, a view another runner holds is skipped this turn."""
         locked = {}
         for view in sorted(views, key=lambda v: v.name):
-            curs.execute(SQL("SELECT notification_id FROM {}.{} WHERE application_name = %s FOR UPDATE"
-                             + ("" if wait else " SKIP LOCKED")).format(
-                Identifier(view.schema), Identifier(view.tracking_table)), (self.application_name,))  # fmt: skip
+            select = "SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE"
+            statement = _tracking(view, select if wait else select + " SKIP LOCKED")
+            curs.execute(statement, (self.application_name,))
             row = curs.fetchone()
             if row is not None:
                 locked[view.name] = int(row[0])
         return locked
 
     def _track(self, curs: psycopg.Cursor[Any], view: View, position: int) -> None:
-        curs.execute(SQL("UPDATE {}.{} SET notification_id = %s WHERE application_name = %s").format(
-            Identifier(view.schema), Identifier(view.tracking_table)), (position, self.application_name))  # fmt: skip
+        curs.execute(_tracking(view, "UPDATE {} SET notification_id = %s WHERE application_name = %s"),
+                     (position, self.application_name))  # fmt: skip
 
     def _position(self, curs: psycopg.Cursor[Any], view: View) -> int:
-        curs.execute(SQL("SELECT notification_id FROM {}.{} WHERE application_name = %s").format(
-            Identifier(view.schema), Identifier(view.tracking_table)), (self.application_name,))  # fmt: skip
+        curs.execute(_tracking(view, "SELECT notification_id FROM {} WHERE application_name = %s"),
+                     (self.application_name,))  # fmt: skip
         row = curs.fetchone()
         return int(row[0]) if row else 0
 
@@ -201,6 +204,11 @@ class ProjectionRunner:
                 yield wait_for_write
             finally:
                 conn.execute(SQL("UNLISTEN {}").format(Identifier(self.channel)))
+
+
+def _tracking(view: View, statement: str) -> Composed:
+    table = SQL("{}.{}").format(Identifier(view.schema), Identifier(view.tracking_table))
+    return SQL(statement).format(table)
 
 
 def _has_trigrams(curs: psycopg.Cursor[Any]) -> bool:

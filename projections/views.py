@@ -45,8 +45,8 @@ class Batch:
 
     @cached_property
     def runs(self) -> list[RunView]:
-        return [RunView(key, entries, render(entries))
-                for key, entries in histories(self._curs, self._log, self.steps).items() if entries]  # fmt: skip
+        touched = histories(self._curs, self._log, self.steps)
+        return [RunView(key, entries, render(entries)) for key, entries in touched.items() if entries]
 
 
 class View:
@@ -206,10 +206,10 @@ class Sources(RunsView):
     indexes = ("(tenant, system, kind, source_id, version)", "(run_key)")
 
     def rows(self, run: RunView) -> Iterator[Row]:
-        cited: dict[str, list[str]] = {}
-        for step in run.receipt.steps:
-            for source_id in step.source_ids:
-                cited.setdefault(source_id, []).append(step.step_id)
+        cited: dict[str, list[str | None]] = {}
+        for receipt_step in run.receipt.steps:
+            for source_id in receipt_step.source_ids:
+                cited.setdefault(source_id, []).append(receipt_step.step_id)
         for entry in run.entries:
             step = entry.step
             if not isinstance(step, SourceUsed):

@@ -1,0 +1,164 @@
+"""The incident questions from the command line: `runs`, `touched`, `relied-on`, `findings`.
+
+They read the same views, through the same queries, as the HTTP API.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, ValidationError
+
+from api.bootstrap import open_store
+from infra.settings import Settings
+from projections.queries import BadQuery, Queries, RelatedRuns, RunFilter
+
+
+def when(text: str) -> datetime:
+    """An ISO 8601 time for argparse; without an offset it is read as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        example = "2026-11-25T14:02Z"
+        raise argparse.ArgumentTypeError(f"'{text}' is not an ISO 8601 time (e.g. {example})") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def record_path(text: str) -> tuple[str, str, str]:
+    parts = text.split("/", 2)
+    if len(parts) != 3 or not all(parts):
+        raise argparse.ArgumentTypeError(f"'{text}' is not SYSTEM/KIND/ID (e.g. hubspot/contact/c-1)")
+    return parts[0], parts[1], parts[2]
+
+
+@contextmanager
+def queries_for(settings: Settings) -> Iterator[Queries]:
+    settings = settings.resolved()
+    store = open_store(settings)
+    try:
+        yield Queries(store.steps.datastore, settings.database_schema,
+                      timedelta(seconds=settings.unfinished_after_seconds))  # fmt: skip
+    finally:
+        store.close()
+
+
+def _print(model: BaseModel, as_json: bool, text: Callable[[], list[str]]) -> None:
+    print(model.model_dump_json(indent=2) if as_json else "\n".join(text()))
+
+
+def _t(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+
+def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        f = RunFilter(tenant=args.tenant, workflow=args.workflow, final_state=args.final_state,
+                      finding=args.finding, reviewer=args.reviewer, agent=args.agent, model=args.model,
+                      since=args.since, until=args.until, text=args.text, limit=args.limit,
+                      cursor=args.cursor)  # fmt: skip
+    except ValidationError as error:
+        raise BadQuery(str(error.errors()[0]["loc"][0]), error.errors()[0]["msg"]) from None
+    with queries_for(settings) as queries:
+        page = queries.runs(f)
+
+    def text() -> list[str]:
+        lines = [f"{'run':32} {'workflow':16} {'started (UTC)':19} {'final':10} {'steps':>5}  findings"]
+        for run in page.runs:
+            codes = ", ".join(run.finding_codes) or "—"
+            lines.append(f"{run.run_id:32} {run.workflow or '—':16} {_t(run.started_at):19} "
+                         f"{run.final_state or '—':10} {run.steps:>5}  {codes}")  # fmt: skip
+        if not page.runs:
+            lines.append("(no runs match)")
+        if page.next_cursor:
+            lines.append(f"more: --cursor {page.next_cursor}")
+        return lines
+
+    _print(page, args.json, text)
+    return 0
+
+
+def _related_text(related: RelatedRuns, what: str) -> list[str]:
+    subject = f"{related.system}/{related.kind}/{related.id}" + (
+        f" version {related.version}" if related.version else "")  # fmt: skip
+    if not related.runs:
+        return [f"No run {what} {subject}."]
+    lines = [f"{len(related.runs)} run(s) {what} {subject}:"]
+    for run in related.runs:
+        lines.append(f"  {run.run_id}  ({run.workflow or '—'}, final {run.final_state or '—'})")
+        for touch in run.touches:
+            lines.append(f"    {_t(touch.at)}  {touch.verb} {touch.state}  [{touch.step_id}]")
+        for use in run.uses:
+            version = f"version {use.version}" if use.version else "no version"
+            lines.append(f"    {_t(use.used_at)}  {version}  [{use.step_id or 'cited by no step'}]")
+    return lines
+
+
+def cmd_touched(settings: Settings, args: argparse.Namespace) -> int:
+    system, kind, entity_id = args.record
+    with queries_for(settings) as queries:
+        related = queries.touched(system, kind, entity_id, tenant=args.tenant, limit=args.limit)
+    _print(related, args.json, lambda: _related_text(related, "touched"))
+    return 0
+
+
+def cmd_relied_on(settings: Settings, args: argparse.Namespace) -> int:
+    system, kind, source_id = args.record
+    with queries_for(settings) as queries:
+        related = queries.relied_on(system, kind, source_id, tenant=args.tenant, version=args.version,
+                                    limit=args.limit)  # fmt: skip
+    _print(related, args.json, lambda: _related_text(related, "relied on"))
+    return 0
+
+
+def cmd_findings(settings: Settings, args: argparse.Namespace) -> int:
+    with queries_for(settings) as queries:
+        page = queries.findings(tenant=args.tenant, code=args.code, severity=args.severity,
+                                workflow=args.workflow, since=args.since, until=args.until,
+                                limit=args.limit, cursor=args.cursor)  # fmt: skip
+
+    def text() -> list[str]:
+        lines = [f"{rf.run_id:32} {rf.finding.severity.upper():8} {rf.finding.code}: {rf.finding.message}"
+                 for rf in page.findings] or ["(no findings match)"]  # fmt: skip
+        if page.next_cursor:
+            lines.append(f"more: --cursor {page.next_cursor}")
+        return lines
+
+    _print(page, args.json, text)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def command(name: str, func: Callable[[Settings, argparse.Namespace], int], text: str,
+                limit: int = 100) -> argparse.ArgumentParser:  # fmt: skip
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("--tenant", default="default")
+        cmd.add_argument("--limit", type=int, default=limit, help=f"at most this many (default {limit})")
+        cmd.add_argument("--json", action="store_true", help="the answer as JSON (as the HTTP API gives it)")
+        cmd.set_defaults(func=func)
+        return cmd
+
+    runs = command("runs", cmd_runs, "list runs, newest first; filters combine", limit=50)
+    for flag, text in (("--workflow", "e.g. lead-followup"), ("--final-state", "e.g. sent, reverted"),
+                       ("--finding", "runs with this finding code, e.g. no_source_evidence"),
+                       ("--reviewer", "runs this person reviewed"), ("--agent", "agent name"),
+                       ("--model", "model name"),
+                       ("--text", "text in the input reference (system/kind/id)"),
+                       ("--cursor", "continue from a previous page")):  # fmt: skip
+        runs.add_argument(flag, help=text)
+    for cmd in (runs, findings := command("findings", cmd_findings,
+                                          "receipt gaps across runs, newest runs first")):  # fmt: skip
+        cmd.add_argument("--since", type=when, help="runs started at or after (ISO 8601; UTC if no offset)")
+        cmd.add_argument("--until", type=when, help="runs started before")
+    for flag, text in (("--code", "e.g. executed_without_approval"),
+                       ("--severity", "info, warning, critical"), ("--workflow", "e.g. lead-followup"),
+                       ("--cursor", "continue from a previous page")):  # fmt: skip
+        findings.add_argument(flag, help=text)
+    touched = command("touched", cmd_touched,
+                      "which runs proposed, executed or reverted something on a record")  # fmt: skip
+    touched.add_argument("record", type=record_path, metavar="SYSTEM/KIND/ID")
+    relied = command("relied-on", cmd_relied_on, "which runs relied on a document or record")
+    relied.add_argument("record", type=record_path, metavar="SYSTEM/KIND/ID")
+    relied.add_argument("--version", help="only runs that used this version of it")

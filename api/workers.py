@@ -1,0 +1,143 @@
+"""The processes beside ingest: the projection runner (`project`), the HTTP API
+(`serve`), a rebuild of views from the log (`rebuild`), and how `up` starts the
+first two as children of its own."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+
+from api.bootstrap import build_projections, open_store
+from infra.settings import Settings
+from projections.runner import ProjectionRunner, views_named
+
+PROGRESS_EVERY = 0.5
+PARENT = "RECEIPTS_UP_PID"
+
+
+def cmd_project(settings: Settings, _args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
+    settings = settings.resolved()
+    store = open_store(settings)
+    try:
+        runner = build_projections(settings, store)
+        runner.run(should_stop)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.web import create_app
+
+    settings = settings.resolved()
+    port = settings.http_port if args.port is None else args.port
+    print(f"HTTP API on http://{settings.http_host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
+          flush=True)  # fmt: skip
+    uvicorn.run(create_app(settings), host=settings.http_host, port=port, log_level="warning")
+    return 0
+
+
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    settings = settings.resolved()
+    views_named(settings.database_schema, args.names)  # an unknown name fails before anything is emptied
+    store = open_store(settings)
+    try:
+        runner = build_projections(settings, store, args.names)
+        if args.page:
+            runner.page_size = args.page
+        rebuild(runner)
+    finally:
+        store.close()
+    return 0
+
+
+def _to_stderr(text: str) -> None:
+    print(text, end="", file=sys.stderr, flush=True)
+
+
+def rebuild(runner: ProjectionRunner, out: Callable[[str], None] = _to_stderr) -> float:
+    """Empty the runner's views and apply the whole log again; returns events/s."""
+    names = ", ".join(view.name for view in runner.views)
+    for view in runner.views:
+        runner.reset(view)
+    total = runner.log_end()
+    started = last_shown = time.monotonic()
+
+    def show(applied: int, final: bool = False) -> None:
+        nonlocal last_shown
+        now = time.monotonic()
+        if not final and now - last_shown < PROGRESS_EVERY:
+            return
+        last_shown = now
+        done = min(runner.positions().values(), default=total)
+        share = done / total if total else 1.0
+        bar = "#" * int(share * 30)
+        rate = applied / max(now - started, 1e-9)
+        out(f"\rrebuilding {names}: [{bar:30}] {share:4.0%} {applied:,} events  {rate:,.0f} events/s"
+            + ("\n" if final else ""))  # fmt: skip
+
+    applied = runner.catch_up(total, on_page=show)
+    show(applied, final=True)
+    return applied / max(time.monotonic() - started, 1e-9)
+
+
+class Children:
+    """`up`'s projection runner and HTTP server, as processes of their own (ingest,
+    projections and the API each get a core's worth of Python, not a share of one
+    GIL). They stop with `up`: on its signal, at its exit, and if it dies."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.commands: list[str] = []
+
+    def start(self, command: Sequence[str]) -> None:
+        env = {**os.environ, "RECEIPTS_DATABASE_URL": str(self.settings.database_url),
+               "RECEIPTS_KAFKA_BOOTSTRAP": str(self.settings.kafka_bootstrap),
+               "RECEIPTS_DATA_DIR": str(self.settings.data_dir), PARENT: str(os.getpid())}  # fmt: skip
+        self.commands.append(" ".join(command))
+        self.processes.append(subprocess.Popen([sys.executable, "-m", "api.cli", *command], env=env))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def failed(self) -> list[str]:
+        return [c for c, p in zip(self.commands, self.processes, strict=True) if p.poll() not in (None, 0)]
+
+
+def start_children(settings: Settings, http_port: int, stack: ExitStack) -> Children:
+    children = Children(settings)
+    stack.callback(children.stop)
+    children.start(["project"])
+    children.start(["serve", "--port", str(http_port)])
+    return children
+
+
+def die_with_parent() -> None:
+    """In a child of `up`: be sent SIGTERM when `up` dies, even by SIGKILL (Linux)."""
+    parent = int(os.environ.get(PARENT, "0"))
+    if not parent:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,375 @@
+"""The questions an incident review asks, answered from the views.
+
+Shared by the HTTP API and the CLI. Inputs and answers are pydantic models; a
+bad input raises `BadQuery` naming the field, an unknown run `RunNotFound`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.rows import dict_row
+from psycopg.sql import SQL, Composable, Composed, Identifier
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.findings import Finding, final_state_unclear
+from domain.receipt import Receipt
+from domain.run import run_uuid
+
+Clock = Callable[[], datetime]
+FindingCode = str
+
+
+class BadQuery(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotYetApplied(TimeoutError):
+    def __init__(self, event_id: str, run_id: str, waited: float) -> None:
+        super().__init__(f"event '{event_id}' is not in the receipt of run '{run_id}' after "
+                         f"{waited:.1f} s; the projections have not applied it yet (or it was "
+                         "never recorded: a dead-lettered or unpublished event never arrives)")  # fmt: skip
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunFilter(Model):
+    tenant: str = "default"
+    workflow: str | None = None
+    final_state: str | None = None
+    finding: FindingCode | None = None
+    reviewer: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    since: datetime | None = Field(None, description="runs started at or after (RFC 3339)")
+    until: datetime | None = Field(None, description="runs started before (RFC 3339)")
+    text: str | None = Field(None, description="text in the input reference (system/kind/id)")
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = None
+
+
+class RunSummary(Model):
+    run_id: str
+    tenant: str
+    workflow: str | None
+    input_ref: str | None
+    input_uri: str | None
+    agent: str | None
+    agent_version: str | None
+    model: str | None
+    model_provider: str | None
+    model_version: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    last_recorded: datetime
+    final_state: str | None
+    steps: int
+    events: int
+    findings: int
+    finding_codes: list[str]
+    reviewers: list[str]
+    integrity_head: str | None
+    verified: bool
+
+
+class RunsPage(Model):
+    runs: list[RunSummary]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
+
+
+class Touch(Model):
+    step_id: str
+    verb: str
+    state: str
+    at: datetime
+    event_id: str
+
+
+class Use(Model):
+    step_id: str | None
+    version: str | None
+    retrieved_at: datetime | None
+    used_at: datetime
+    event_id: str
+
+
+class RelatedRun(Model):
+    run_id: str
+    workflow: str | None
+    final_state: str | None
+    started_at: datetime | None
+    touches: list[Touch] = []
+    uses: list[Use] = []
+
+
+class RelatedRuns(Model):
+    tenant: str
+    system: str
+    kind: str
+    id: str
+    version: str | None = None
+    runs: list[RelatedRun]
+
+
+class RunFinding(Model):
+    run_id: str
+    workflow: str | None
+    started_at: datetime
+    finding: Finding
+
+
+class FindingsPage(Model):
+    findings: list[RunFinding]
+    next_cursor: str | None = None
+
+
+_RUN_COLUMNS = tuple(RunSummary.model_fields)
+_FINDING_COLUMNS = "run_id, workflow, started_at, run_key, seq, code, severity, message, step_id, event_ids"
+_UNFINISHED_SEQ = 1_000_000  # sorts an overdue run's finding after its recorded ones
+
+
+class Queries:
+    def __init__(self, datastore: PostgresDatastore, schema: str, unfinished_after: timedelta,
+                 clock: Clock = lambda: datetime.now(UTC)) -> None:  # fmt: skip
+        self.datastore = datastore
+        self.schema = schema
+        self.unfinished_after = unfinished_after
+        self.clock = clock
+
+    def _t(self, name: str) -> Composed:
+        return SQL("{}.{}").format(Identifier(self.schema), Identifier(f"view_{name}"))
+
+    def _rows(self, statement: Composed, params: list[Any] | tuple[Any, ...]) -> list[dict[str, Any]]:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
+            curs.execute(statement, params)
+            return curs.fetchall()
+
+    @property
+    def _overdue_before(self) -> datetime:
+        return self.clock() - self.unfinished_after
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    def runs(self, f: RunFilter) -> RunsPage:
+        where: list[Composable] = [SQL("tenant = %s")]
+        params: list[Any] = [f.tenant]
+        for column, value in (("workflow", f.workflow), ("final_state", f.final_state),
+                              ("agent", f.agent), ("model", f.model)):  # fmt: skip
+            if value is not None:
+                where.append(SQL("{} = %s").format(Identifier(column)))
+                params.append(value)
+        if f.finding == "final_state_unclear":
+            where.append(SQL("final_state IS NULL AND last_recorded < %s"))
+            params.append(self._overdue_before)
+        elif f.finding is not None:
+            where.append(SQL("finding_codes @> ARRAY[%s]::text[]"))
+            params.append(f.finding)
+        if f.reviewer is not None:
+            where.append(SQL("reviewers @> ARRAY[%s]::text[]"))
+            params.append(f.reviewer)
+        _window(where, params, f.since, f.until, "since", "until")
+        if f.text:
+            where.append(SQL("input_ref ILIKE %s"))
+            params.append("%" + f.text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%")
+        if f.cursor:
+            started, key = _decode_cursor(f.cursor, 2)
+            where.append(SQL("(started_at, run_key) < (%s, %s::uuid)"))
+            params += [started, key]
+        statement = SQL("SELECT {}, run_key FROM {} WHERE {} ORDER BY started_at DESC, run_key DESC "
+                        "LIMIT %s").format(SQL(", ").join(map(Identifier, _RUN_COLUMNS)),
+                                            self._t("runs"), SQL(" AND ").join(where))  # fmt: skip
+        rows = self._rows(statement, [*params, f.limit + 1])
+        more = len(rows) > f.limit
+        rows = rows[: f.limit]
+        last = rows[-1] if more else None
+        cursor = _encode_cursor(last["started_at"].isoformat(), str(last["run_key"])) if last else None
+        return RunsPage(runs=[RunSummary(**{c: row[c] for c in _RUN_COLUMNS}) for row in rows],
+                        next_cursor=cursor)  # fmt: skip
+
+    # --- entities and sources ------------------------------------------------------------------
+
+    def touched(self, system: str, kind: str, entity_id: str, tenant: str = "default",
+                limit: int = 100) -> RelatedRuns:  # fmt: skip
+        """Runs that proposed, executed or reverted something on this record, latest first."""
+        rows = self._related("touches", "entity_id", [tenant, system, kind, entity_id], limit,
+                             "step_id, verb, state, at, event_id", "at")  # fmt: skip
+        runs: dict[str, RelatedRun] = {}
+        for row in rows:
+            run = runs.setdefault(row["run_id"], _related_run(row))
+            run.touches.append(Touch(**{k: row[k] for k in Touch.model_fields}))
+        return RelatedRuns(tenant=tenant, system=system, kind=kind, id=entity_id, runs=list(runs.values()))
+
+    def relied_on(self, system: str, kind: str, source_id: str, tenant: str = "default",
+                  version: str | None = None, limit: int = 100) -> RelatedRuns:  # fmt: skip
+        """Runs that relied on this document or record (only `version` of it, if given)."""
+        params: list[Any] = [tenant, system, kind, source_id]
+        rows = self._related("sources", "source_id", params, limit,
+                             "step_id, version, retrieved_at, used_at, event_id", "used_at",
+                             version)  # fmt: skip
+        runs: dict[str, RelatedRun] = {}
+        for row in rows:
+            run = runs.setdefault(row["run_id"], _related_run(row))
+            run.uses.append(Use(**{k: row[k] for k in Use.model_fields}))
+        return RelatedRuns(tenant=tenant, system=system, kind=kind, id=source_id, version=version,
+                           runs=list(runs.values()))  # fmt: skip
+
+    def _related(self, view: str, id_column: str, params: list[Any], limit: int, columns: str,
+                 at: str, version: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        # The latest `limit` runs first, then their rows: a busy record may have thousands.
+        match = SQL("tenant = %s AND system = %s AND kind = %s AND {} = %s").format(Identifier(id_column))
+        if version is not None:
+            match += SQL(" AND version = %s")
+            params = [*params, version]
+        statement = SQL(
+            "WITH hits AS (SELECT * FROM {v} WHERE {m}), "
+            "latest AS (SELECT run_key, max({at}) AS last FROM hits GROUP BY run_key "
+            "           ORDER BY last DESC LIMIT %s) "
+            "SELECT h.run_id, r.workflow, r.final_state, r.started_at, {cols} "
+            "FROM hits h JOIN latest l USING (run_key) LEFT JOIN {runs} r USING (run_key) "
+            "ORDER BY l.last DESC, h.run_key, h.{at}"
+        ).format(v=self._t(view), m=match, at=Identifier(at), cols=SQL(", ".join(
+            f"h.{c}" for c in columns.split(", "))), runs=self._t("runs"))  # fmt: skip
+        return self._rows(statement, [*params, limit])
+
+    # --- findings ------------------------------------------------------------------------------
+
+    def findings(self, tenant: str = "default", code: str | None = None, severity: str | None = None,
+                 workflow: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                 limit: int = 100, cursor: str | None = None) -> FindingsPage:  # fmt: skip
+        """Recorded findings, and runs left unfinished past the grace period, newest runs first."""
+        recorded: list[Composable] = [SQL("tenant = %s")]
+        overdue: list[Composable] = [SQL("tenant = %s AND final_state IS NULL AND last_recorded < %s")]
+        rec_params: list[Any] = [tenant]
+        over_params: list[Any] = [tenant, self._overdue_before]
+        for column, value in (("code", code), ("severity", severity), ("workflow", workflow)):
+            if value is None:
+                continue
+            recorded.append(SQL("{} = %s").format(Identifier(column)))
+            rec_params.append(value)
+            if column == "workflow":
+                overdue.append(SQL("workflow = %s"))
+                over_params.append(value)
+        if (code not in (None, "final_state_unclear")) or severity not in (None, "warning"):
+            overdue.append(SQL("false"))
+        for where, params, seq_column in ((recorded, rec_params, SQL("seq")),
+                                          (overdue, over_params, SQL(str(_UNFINISHED_SEQ)))):  # fmt: skip
+            _window(where, params, since, until, "since", "until")
+            if cursor:
+                started, key, seq = _decode_cursor(cursor, 3)
+                where.append(SQL("(started_at, run_key, {}) < (%s, %s::uuid, %s::int)").format(seq_column))
+                params += [started, key, seq]
+        statement = SQL(
+            "SELECT {cols}, NULL::timestamptz AS last_recorded FROM {f} WHERE {rw} "
+            "UNION ALL SELECT run_id, workflow, started_at, run_key, {seq}, 'final_state_unclear', "
+            "'warning', '', NULL, '{{}}'::text[], last_recorded FROM {r} WHERE {ow} "
+            "ORDER BY started_at DESC, run_key DESC, seq DESC LIMIT %s"
+        ).format(cols=SQL(_FINDING_COLUMNS), f=self._t("findings"), r=self._t("runs"),
+                 seq=SQL(str(_UNFINISHED_SEQ)), rw=SQL(" AND ").join(recorded),
+                 ow=SQL(" AND ").join(overdue))  # fmt: skip
+        rows = self._rows(statement, [*rec_params, *over_params, limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        now = self.clock()
+        found = []
+        for row in rows:
+            if row["last_recorded"] is not None:
+                finding = final_state_unclear(None, row["last_recorded"], now, self.unfinished_after)
+                assert finding is not None  # the query chose overdue runs with the same clock
+            else:
+                finding = Finding(code=row["code"], severity=row["severity"], message=row["message"],
+                                  step_id=row["step_id"], event_ids=tuple(row["event_ids"]))  # fmt: skip
+            found.append(RunFinding(run_id=row["run_id"], workflow=row["workflow"],
+                                    started_at=row["started_at"], finding=finding))  # fmt: skip
+        last = rows[-1] if more else None
+        next_cursor = (_encode_cursor(last["started_at"].isoformat(), str(last["run_key"]), last["seq"])
+                       if last else None)  # fmt: skip
+        return FindingsPage(findings=found, next_cursor=next_cursor)
+
+    # --- receipts ------------------------------------------------------------------------------
+
+    def receipt_json(self, tenant: str, run_id: str) -> str | None:
+        """The stored receipt document as the reader's clock sees it, or None if not projected."""
+        row = self._receipt_row(tenant, run_id)
+        return self._as_seen(row) if row else None
+
+    def receipt_after(self, tenant: str, run_id: str, event_id: str, timeout: float) -> str:
+        """Read-your-writes: wait (bounded) until the receipt includes `event_id`."""
+        started = time.monotonic()
+        pause = 0.005
+        while True:
+            row = self._receipt_row(tenant, run_id, event_id)
+            if row is not None:
+                return self._as_seen(row)
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                raise NotYetApplied(event_id, run_id, waited)
+            time.sleep(min(pause, timeout - waited))
+            pause = min(pause * 2, 0.05)
+
+    def _receipt_row(self, tenant: str, run_id: str, event_id: str | None = None) -> dict[str, Any] | None:
+        statement = SQL(
+            "SELECT c.document, r.final_state IS NULL AND r.last_recorded < %s AS overdue "
+            "FROM {c} c LEFT JOIN {r} r USING (run_key) WHERE c.run_key = %s"
+        ).format(c=self._t("receipts"), r=self._t("runs"))
+        params: list[Any] = [self._overdue_before, run_uuid(tenant, run_id)]
+        if event_id is not None:
+            statement += SQL(" AND %s = ANY(c.event_ids)")
+            params.append(event_id)
+        rows = self._rows(statement, params)
+        return rows[0] if rows else None
+
+    def _as_seen(self, row: dict[str, Any]) -> str:
+        document: str = row["document"]
+        if not row["overdue"]:
+            return document  # served as stored: no parse on the common path
+        receipt = Receipt.model_validate_json(document)
+        return receipt.seen_at(self.clock(), self.unfinished_after).model_dump_json()
+
+    def known_run(self, tenant: str, run_id: str) -> bool:
+        rows = self._rows(SQL("SELECT 1 FROM {} WHERE run_key = %s").format(self._t("runs")),
+                          [run_uuid(tenant, run_id)])  # fmt: skip
+        return bool(rows)
+
+
+def _window(where: list[Composable], params: list[Any], since: datetime | None, until: datetime | None,
+            since_name: str, until_name: str) -> None:  # fmt: skip
+    if since and until and since >= until:
+        raise BadQuery(until_name, f"must be after {since_name} ({since.isoformat()})")
+    if since is not None:
+        where.append(SQL("started_at >= %s"))
+        params.append(since)
+    if until is not None:
+        where.append(SQL("started_at < %s"))
+        params.append(until)
+
+
+def _related_run(row: dict[str, Any]) -> RelatedRun:
+    return RelatedRun(run_id=row["run_id"], workflow=row["workflow"], final_state=row["final_state"],
+                      started_at=row["started_at"])  # fmt: skip
+
+
+def _encode_cursor(*parts: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(parts, list) or len(parts) != arity:
+            raise ValueError(parts)
+        parts[0] = datetime.fromisoformat(parts[0])
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise BadQuery("cursor", "not a cursor this service returned; start again without it") from None
+    return parts
+

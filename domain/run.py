@@ -57,21 +57,28 @@ class Run(Aggregate):
         self.run_id = step.run_id
         self.entries: list[Entry] = []
         self.event_ids: set[str] = set()
-        self._append(step, wire, digest)
+        self._append(step, wire, digest, self.created_on)
 
     def record(self, step: StepEvent, wire: bytes) -> bool:
         """Record a step; False when this event id is already in the run."""
         if step.event_id in self.event_ids:
             return False
-        self._step_recorded(step=step, wire=wire, digest=link(self.head, wire))
+        self.trigger_event(self.StepRecorded, step=step, wire=wire, digest=link(self.head, wire))
         return True
 
-    @event("StepRecorded")
-    def _step_recorded(self, step: StepEvent, wire: bytes, digest: bytes) -> None:
-        self._append(step, wire, digest)
+    class StepRecorded(Aggregate.Event):
+        # Declared rather than made by @event: an @event method runs before the
+        # aggregate's modified_on moves, and each entry needs its own event's time.
+        step: StepEvent
+        wire: bytes
+        digest: bytes
 
-    def _append(self, step: StepEvent, wire: bytes, digest: bytes) -> None:
-        self.entries.append(Entry(len(self.entries) + 1, step, wire, digest, self.modified_on))
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Run)
+            aggregate._append(self.step, self.wire, self.digest, self.timestamp)
+
+    def _append(self, step: StepEvent, wire: bytes, digest: bytes, recorded_at: datetime) -> None:
+        self.entries.append(Entry(len(self.entries) + 1, step, wire, digest, recorded_at))
         self.event_ids.add(step.event_id)
 
     @property

@@ -43,9 +43,9 @@ from domain.steps import StepEvent
 from schemas import Codec
 
 STEP_STATE = b"S1"
-# The event classes the @event decorators made on Run.
+# The event classes of Run (Opened made by its @event __init__).
 OPENED_TOPIC = get_topic(Run.Opened)  # type: ignore[attr-defined]
-RECORDED_TOPIC = get_topic(Run.StepRecorded)  # type: ignore[attr-defined]
+RECORDED_TOPIC = get_topic(Run.StepRecorded)
 RUN_TOPIC = get_topic(Run)
 
 

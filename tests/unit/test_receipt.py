@@ -367,3 +367,10 @@ def test_run_rebuilt_from_its_events_has_the_same_receipt() -> None:
 def test_runs_are_keyed_by_tenant_and_run_id() -> None:
     assert run_uuid("acme", "r1") == run_uuid("acme", "r1")
     assert len({run_uuid("acme", "r1"), run_uuid("other", "r1"), run_uuid("acme", "r2")}) == 3
+
+
+def test_each_entry_carries_its_own_events_recorded_time() -> None:
+    run = _run(f.clean_run())
+    events = run.collect_events()
+    assert len({e.timestamp for e in events}) == len(events)  # distinct, so the check can fail
+    assert [e.recorded_at for e in run.entries] == [e.timestamp for e in events]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -121,3 +128,59 @@ def test_a_damaged_row_is_skipped_not_fatal(settings: Settings, store: RunStore)
 def test_unknown_view_names_the_real_ones(settings: Settings) -> None:
     with pytest.raises(UnknownView, match="runs, receipts, touches, sources, findings, timeline"):
         views_named(settings.database_schema, ["run"])
+
+
+def _project(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RECEIPTS_DATABASE_URL": str(settings.database_url),
+           "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+           "RECEIPTS_DATABASE_SCHEMA": settings.database_schema, "RECEIPTS_PROJECTION_PAGE": "3"}  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", "api.cli", "project"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def test_a_killed_runner_resumes_without_applying_anything_twice(settings: Settings, store: RunStore) -> None:
+    events = record_incidents(store)
+    runner = build_projections(settings, store)
+    end = runner.log_end()
+    kills_mid_way = 0
+    for _ in range(20):
+        process = _project(settings)
+        start = min(runner.positions().values())
+        deadline = time.monotonic() + 30
+        while min(runner.positions().values()) <= start and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.02 * (kills_mid_way % 3))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if min(runner.positions().values()) >= end:
+            break
+        kills_mid_way += 1
+    assert kills_mid_way >= 3, "the kills should land while pages were being applied"
+    runner.catch_up()
+    killed = dump(settings)
+    assert len(killed["timeline"]) == events
+    for name in VIEW_NAMES:
+        rebuild(build_projections(settings, store, [name]), lambda _: None)
+    assert dump(settings) == killed
+
+
+def _receipts(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RECEIPTS_DATABASE_URL": str(settings.database_url),
+           "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+           "RECEIPTS_DATABASE_SCHEMA": settings.database_schema}  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+
+
+def test_rebuild_and_show_as_of_from_the_command_line(settings: Settings, store: RunStore) -> None:
+    events = record_incidents(store)
+    rebuilt = _receipts(settings, "rebuild", "all")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert re.search(rf"100% {events:,} events\s+[\d,]+ events/s", rebuilt.stderr), rebuilt.stderr
+    assert len(dump(settings)["timeline"]) == events
+    unknown = _receipts(settings, "rebuild", "run")
+    assert unknown.returncode == 2 and "the projections are: runs, receipts" in unknown.stderr
+    early = _receipts(settings, "show", "demo-crm-note", "--as-of", "2020-01-01")
+    assert early.returncode == 2 and "had nothing recorded at 2020-01-01T00:00:00+00:00" in early.stderr
+    now = _receipts(settings, "show", "demo-crm-note", "--as-of", datetime.now(UTC).isoformat())
+    assert now.returncode == 0 and "Final state: edited" in now.stdout, now.stderr

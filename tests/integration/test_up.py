@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from api.demo import publish_demo
@@ -26,7 +28,8 @@ def _receipts(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 
 
 def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
-    process = subprocess.Popen([sys.executable, "-m", "api.cli", "up", "--kafka-port", "0"], env=env,
+    command = [sys.executable, "-m", "api.cli", "up", "--kafka-port", "0", "--http-port", "0"]
+    process = subprocess.Popen(command, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     lines: list[str] = []
     assert process.stdout is not None
@@ -83,12 +86,38 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
                      for run_id in _demo_run_ids())  # fmt: skip
         assert stored == _demo_event_count()
         assert "Final state: sent" in _show_eventually(env, "demo-lead-followup")
+        children = [c for c in psutil.Process(again.pid).children() if "api.cli" in c.cmdline()]
+        assert sorted(c.cmdline()[3] for c in children) == ["project", "serve"]
+        _ask_the_incident_questions(env, json.loads((tmp_path / "data" / "up.json").read_text())["http"])
     finally:
         stopping = time.monotonic()
         again.send_signal(signal.SIGTERM)
         again.communicate(timeout=60)
     assert again.returncode == 0
-    assert time.monotonic() - stopping < 10, "an idle `up` should stop at once, not wait out the drain"
+    assert time.monotonic() - stopping < 15, "an idle `up` should stop at once, not wait out the drain"
+    assert not any(child.is_running() for child in children)
+
+
+def _ask_the_incident_questions(env: dict[str, str], http: str) -> None:
+    """Over HTTP (waiting for the projections to apply the demo's last event) and the CLI."""
+    producer = FakeProducer()
+    publish_demo(Publisher(producer=producer, encoding="json"))  # type: ignore[arg-type]
+    last = json.loads(producer.sent[-1][2])
+    url = f"{http}/runs/{last['run_id']}/receipt?after_event={last['event_id']}&wait=10"
+    with urllib.request.urlopen(url, timeout=15) as response:
+        assert last["event_id"] in json.loads(response.read())["event_ids"]
+    with urllib.request.urlopen(f"{http}/openapi.json", timeout=15) as response:
+        assert "/runs" in json.loads(response.read())["paths"]
+    runs = _receipts(env, "runs", "--finding", "no_source_evidence")
+    assert runs.returncode == 0 and "demo-boring-failures" in runs.stdout, runs.stderr
+    touched = _receipts(env, "touched", "github/file/site/pricing.md")
+    assert "demo-pricing-update" in touched.stdout and "reverted" in touched.stdout, touched.stderr
+    relied = _receipts(env, "relied-on", "cms/page/pricing", "--version", "v12", "--json")
+    assert [r["run_id"] for r in json.loads(relied.stdout)["runs"]] == ["demo-lead-followup"]
+    findings = _receipts(env, "findings", "--code", "executed_without_approval")
+    assert "demo-boring-failures" in findings.stdout, findings.stderr
+    bad = _receipts(env, "touched", "just-an-id")
+    assert bad.returncode == 2 and "is not SYSTEM/KIND/ID" in bad.stderr
 
 
 def _demo_published() -> list[str]:

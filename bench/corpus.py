@@ -155,8 +155,8 @@ class Stamper:
         rng = self.rng
         return rng.randrange(hot) if rng.random() < HOT_SHARE else rng.randrange(population)
 
-    def run(self, number: int) -> tuple[RunKeys, float, list[tuple[float, bytes, str, bool]]]:
-        """A run's keys, start time and events (time, wire bytes, event id, opens the run)."""
+    def run(self, number: int) -> tuple[RunKeys, list[tuple[float, bytes, str, bool]]]:
+        """A run's keys and events (time, wire bytes, event id, opens the run)."""
         rng = self.rng
         template = rng.choice(self.templates)
         lane = template.lane
@@ -195,7 +195,7 @@ class Stamper:
             out.append((at, b"".join(pieces), event_id, event.opens))
         keys = RunKeys(run_id, workflow, final, datetime.fromtimestamp(started, UTC), values["input"],
                        reviewer, (lane.target_system, lane.target_kind, target), tuple(sources))  # fmt: skip
-        return keys, started, out
+        return keys, out
 
 
 def _iso(ts: float) -> str:
@@ -209,7 +209,7 @@ def interleaved_rows(stamper: Stamper, numbers: range, open_runs: int, loaded: L
     for first in range(numbers.start, numbers.stop, open_runs):
         timed: list[tuple[float, UUID, bytes, str, bool]] = []
         for number in range(first, min(first + open_runs, numbers.stop)):
-            keys, _started, events = stamper.run(number)
+            keys, events = stamper.run(number)
             key = run_uuid(TENANT, keys.run_id)
             timed += [(at, key, wire, event_id, opens) for at, wire, event_id, opens in events]
             loaded.runs += 1

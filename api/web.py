@@ -158,10 +158,11 @@ def _routes(app: FastAPI) -> None:
         return queries.findings(tenant=tenant, code=code, severity=severity, workflow=workflow,
                                 since=since, until=until, limit=limit, cursor=cursor)  # fmt: skip
 
-    @app.get("/health", summary="Liveness, and how far each view is behind the event store")
-    def health(store: StoreDep) -> dict[str, Any]:
-        return {"status": "ok", "time": datetime.now(UTC).isoformat(),
-                "last_event": store.steps.max_notification_id() or 0}  # fmt: skip
+    @app.get("/health", summary="Liveness, and how many events each view is behind the event store")
+    def health(store: StoreDep, queries: QueriesDep) -> dict[str, Any]:
+        last = store.steps.max_notification_id() or 0
+        behind = {view: last - position for view, position in queries.positions(store.name).items()}
+        return {"status": "ok", "time": datetime.now(UTC).isoformat(), "last_event": last, "behind": behind}
 
 
 def _unprojected(store: RunStore, queries: QueriesDep, tenant: str, run_id: str) -> str:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.findings import Finding, final_state_unclear
 from domain.receipt import Receipt
 from domain.run import run_uuid
+from projections.views import VIEW_NAMES
 
 Clock = Callable[[], datetime]
 FindingCode = str
@@ -335,6 +336,16 @@ class Queries:
             return document  # served as stored: no parse on the common path
         receipt = Receipt.model_validate_json(document)
         return receipt.seen_at(self.clock(), self.unfinished_after).model_dump_json()
+
+    def positions(self, application_name: str) -> dict[str, int]:
+        """How far each view has applied the event store's log."""
+        selects = SQL(" UNION ALL ").join(
+            SQL("SELECT {} AS view, notification_id FROM {}.{} WHERE application_name = %s").format(
+                name, Identifier(self.schema), Identifier(f"view_{name}_tracking"))
+            for name in VIEW_NAMES
+        )  # fmt: skip
+        rows = self._rows(selects, [application_name] * len(VIEW_NAMES))
+        return {row["view"]: row["notification_id"] for row in rows}
 
     def known_run(self, tenant: str, run_id: str) -> bool:
         rows = self._rows(SQL("SELECT 1 FROM {} WHERE run_key = %s").format(self._t("runs")),

@@ -154,3 +154,13 @@ def test_read_your_writes_waits_for_the_event_or_says_it_did_not_come(
     body = client.get(url, params={"after_event": last, "wait": 5}).json()
     applier.join()
     assert last in body["event_ids"] and time.monotonic() - started < 5
+
+
+def test_health_says_how_far_each_view_is_behind(
+    settings: Settings, client: TestClient, store: RunStore
+) -> None:
+    events = record(store, GENERATED[3].publish)
+    behind = client.get("/health").json()["behind"]
+    assert behind == dict.fromkeys(behind, events) and len(behind) == 6
+    build_projections(settings, store).catch_up()
+    assert set(client.get("/health").json()["behind"].values()) == {0}

@@ -26,7 +26,7 @@ from bench.steps import COMPANIES, FIRST_NAMES, LANES, Lane, StepFactory
 from bench.support import EVENT_NAMESPACE, TENANT
 from domain.chain import GENESIS, link
 from domain.run import run_uuid
-from domain.steps import StepEvent, content_hash
+from domain.steps import RunFinished, RunStarted, StepEvent, content_hash
 from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Row, StepRecorder, StepStates
 from schemas import encode_json
 
@@ -38,7 +38,10 @@ REVIEWER_IDS = tuple(f"{n.lower()}.{c}{i}@acme.example" for i, (n, c) in
                      enumerate((n, c) for n in FIRST_NAMES for c in COMPANIES[:4]))  # fmt: skip
 SOURCE_PLACES = tuple((s, k) for s in ("cms", "stripe", "zendesk", "hubspot", "gdrive")
                       for k in ("page", "customer", "ticket", "doc"))  # fmt: skip
-HOT_SHARE = 0.10  # of runs (and source uses) go to the busiest 1 % of records: incidents have hot spots
+# Incidents have hot spots: HOT_SHARE of runs (and of source uses) go to the busiest HOT_RECORDS.
+HOT_RECORDS = 0.01
+HOT_SHARE = 0.10
+SOURCE_VERSIONS = 12
 STALE_SHARE = 0.03  # of sources fetched more than STALE_SOURCE_AGE before use (a stale_source finding)
 LANE_BY_WORKFLOW = {lane.workflow: lane for lane in LANES}
 
@@ -81,7 +84,8 @@ class Loaded:
     bytes: int = 0
     unfinished: int = 0
     templates: int = 0
-    template_seconds: float = 0.0
+    entities: int = 0  # distinct target records
+    sources: int = 0  # distinct source documents
     samples: list[RunKeys] = field(default_factory=list)
 
 
@@ -130,9 +134,10 @@ def _template(steps: list[StepEvent], rng: random.Random, excerpt_bytes: int) ->
         parts = _SLOT.split(json.dumps(d, separators=(",", ":")).encode())
         events.append(TemplateEvent(tuple(parts[0::2]), tuple(p.decode() for p in parts[1::2]), offset,
                                     step.type == "run.started"))  # fmt: skip
-    last = steps[-1]
-    final = last.data.final_state if last.type == "run.finished" else None  # type: ignore[union-attr]
-    return Template(LANE_BY_WORKFLOW[steps[0].data.workflow], tuple(events), len(sources), final)  # type: ignore[union-attr]
+    first, last = steps[0], steps[-1]
+    assert isinstance(first, RunStarted)
+    final = last.data.final_state if isinstance(last, RunFinished) else None
+    return Template(LANE_BY_WORKFLOW[first.data.workflow], tuple(events), len(sources), final)
 
 
 class Stamper:
@@ -151,7 +156,7 @@ class Stamper:
         self.source_ids = max(100, runs // 20)
 
     def _pick(self, population: int) -> int:
-        hot = max(1, population // 100)
+        hot = max(1, int(population * HOT_RECORDS))
         rng = self.rng
         return rng.randrange(hot) if rng.random() < HOT_SHARE else rng.randrange(population)
 
@@ -176,7 +181,7 @@ class Stamper:
             k = self._pick(self.source_ids)
             system, kind = SOURCE_PLACES[k % len(SOURCE_PLACES)]
             age = rng.uniform(8, 40) * 86_400 if rng.random() < STALE_SHARE else rng.uniform(60, 86_400)
-            sources.append((system, kind, f"src-{k:06d}", f"v{rng.randint(1, 12)}"))
+            sources.append((system, kind, f"src-{k:06d}", f"v{rng.randint(1, SOURCE_VERSIONS)}"))
             values.update({f"src{n}_system": system, f"src{n}_kind": kind, f"src{n}": f"src-{k:06d}",
                            f"src{n}_version": sources[-1][3], f"src{n}_at": _iso(started - age)})  # fmt: skip
         raw = {name: value.encode() for name, value in values.items()}
@@ -233,7 +238,7 @@ def load(recorder: StepRecorder, stamper: Stamper, open_runs: int, runs_per_batc
          progress: Callable[[Loaded], None], samples: int = 5000) -> Loaded:  # fmt: skip
     """Stamp and COPY every run, one transaction per `runs_per_batch` runs; rows are
     generated while PostgreSQL takes the ones before them."""
-    loaded = Loaded()
+    loaded = Loaded(entities=stamper.entities, sources=stamper.source_ids)
     sample_every = max(1, stamper.runs // samples)
     started = time.perf_counter()
     for first in range(0, stamper.runs, runs_per_batch):

@@ -153,6 +153,14 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
     def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            return self._get(path)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # uvicorn closes a connection idle for 5 s; http.client does not reconnect by itself.
+            self.conn.close()
+            return self._get(path)
+
+    def _get(self, path: str) -> tuple[int, bytes]:
         self.conn.request("GET", path)
         response = self.conn.getresponse()
         return response.status, response.read()

@@ -90,10 +90,10 @@ def rebuild_views(runner: ProjectionRunner, prefix: int) -> Rebuilt:
     views still hold every run."""
     end = runner.log_end()
     if prefix <= 0 or prefix >= end:
-        started = time.perf_counter()
-        rate = rebuild(runner)
-        seconds = time.perf_counter() - started
-        return Rebuilt(round(rate * seconds), seconds, rate)
+        before = runner.progress.events
+        rate = rebuild(runner, _every(PROGRESS_SECONDS))
+        events = runner.progress.events - before
+        return Rebuilt(events, events / rate, rate)
     for view in runner.views:
         runner.reset(view)
     started = time.perf_counter()
@@ -104,6 +104,19 @@ def rebuild_views(runner: ProjectionRunner, prefix: int) -> Rebuilt:
     started = time.perf_counter()
     rest = runner.catch_up(end, _progress("rebuild (rest)", end - prefix, started))
     return Rebuilt(applied, timed, applied / timed, rest, time.perf_counter() - started)
+
+
+def _every(seconds: float) -> Callable[[str], None]:
+    """`rebuild`'s progress line (redrawn with \\r every half second) as a log line now and then."""
+    shown = [time.perf_counter()]
+
+    def out(text: str) -> None:
+        now = time.perf_counter()
+        if text.endswith("\n") or now - shown[0] >= seconds:
+            shown[0] = now
+            say(text.strip())
+
+    return out
 
 
 def _progress(what: str, total: int, started: float) -> Callable[[int], None]:

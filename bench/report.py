@@ -18,9 +18,13 @@ from typing import Any
 import psutil
 import psycopg
 
+from bench.corpus import HOT_RECORDS, HOT_SHARE, SOURCE_VERSIONS, Loaded
 from bench.latency import Latency, percentile
+from bench.lookups import Timings
+from bench.rebuild import Rebuilt
 from bench.steps import Dataset
 from bench.support import sql_run
+from bench.visible import Visible
 from infra.settings import Settings
 
 # --- report ------------------------------------------------------------------------------------
@@ -183,3 +187,100 @@ def add_latency(r: Report, latency: Latency) -> None:
     r.add("latency, publish -> visible", f"{stats(latency.visible_ms)} (committed row seen by a LISTENing "
           "reader)")  # fmt: skip
     r.add("peak RSS, latency consumer", mib(latency.rss_peak))
+
+
+# --- the query benchmark's report -----------------------------------------------------------------
+
+REBUILD_TARGET = 20_000  # events/s, all views
+VISIBLE_TARGET_MS = 250.0
+VIEW_TABLES = ("view_runs", "view_receipts", "view_touches", "view_sources", "view_findings", "view_timeline")
+
+
+def _ms(values: list[float], q: float) -> str:
+    return f"{percentile(values, q):.1f}" if values else "-"
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def query_report(args: argparse.Namespace, settings: Settings, servers: str, date: str, loaded: Loaded,
+                 baseline: float | None, rebuilt: Rebuilt, settled: float, timings: dict[str, Timings],
+                 visible: Visible | None) -> Report:  # fmt: skip
+    assert settings.database_url
+    r = Report(title="Query benchmark")
+    add_environment(r, date, ("psycopg", "psycopg-binary", "eventsourcing", "pydantic", "fastapi", "uvicorn",
+                              "kafka-python"))  # fmt: skip
+    r.add("servers", servers)
+    r.add("postgresql", server_facts(settings.database_url))
+    r.add("store", f"{loaded.runs:,} runs, {loaded.events:,} events ({loaded.unfinished:,} runs without "
+          f"run.finished), stamped from {loaded.templates:,} StepFactory runs; JSON values, mean "
+          f"{loaded.bytes / loaded.events:,.0f} B; {args.open_runs} runs interleaved; one target record "
+          f"a run among {loaded.entities:,}, sources among {loaded.sources:,} in {SOURCE_VERSIONS} versions, "
+          f"{HOT_RECORDS:.0%} of each taking {HOT_SHARE:.0%} of the uses")  # fmt: skip
+    r.add("load", f"{loaded.events / loaded.seconds:,.0f} events/s ({loaded.seconds:,.0f}s) by binary COPY, "
+          f"{args.runs_per_batch:,} runs a transaction, generation included")  # fmt: skip
+    r.add("on disk", _sizes(settings.database_url, settings.database_schema))
+    _add_rebuild(r, args, baseline, rebuilt)
+    r.add("settle", f"VACUUM (ANALYZE) of every table, then CHECKPOINT, before the queries: {settled:,.0f}s")
+    n = len(next(iter(timings.values())).direct_ms)
+    r.add("queries", f"{n:,} timed per question and path after {args.warmup} untimed, keys of random "
+          "loaded runs; HTTP: `receipts serve` (uvicorn, 1 process), one keep-alive connection; "
+          "verdict on the HTTP p99")  # fmt: skip
+    r.tables.append(("Query latencies (ms)", _latency_table(timings)))
+    if visible is not None:
+        _add_visible(r, visible)
+    return r
+
+
+def _sizes(url: str, schema: str) -> str:
+    tables = ("receipts_events", *VIEW_TABLES)
+    sizes = sql_run(url, "SELECT pg_size_pretty(pg_database_size(current_database())), " + ", ".join(
+        f"pg_size_pretty(pg_total_relation_size('{schema}.{t}'))" for t in tables))[0]  # fmt: skip
+    return f"database {sizes[0]}; " + ", ".join(f"{t} {s}" for t, s in zip(tables, sizes[1:], strict=True))
+
+
+def _add_rebuild(r: Report, args: argparse.Namespace, baseline: float | None, rebuilt: Rebuilt) -> None:
+    if baseline:
+        r.add("rebuild baseline", f"{baseline:,.0f} events/s: eventsourcing's ProjectionRunner, one row "
+              f"and its tracking row per event in one transaction, first {args.baseline_events:,} "
+              "events")  # fmt: skip
+    ratio = f", {rebuilt.rate / baseline:.1f}x the baseline" if baseline else ""
+    timed = "the whole log"
+    if rebuilt.rest_events:
+        timed = (f"the first {rebuilt.events:,} events; the other {rebuilt.rest_events:,} in "
+                 f"{rebuilt.rest_seconds:,.0f}s ({rebuilt.rest_events / rebuilt.rest_seconds:,.0f} "
+                 "events/s)")  # fmt: skip
+    r.add("projection rebuild", f"{rebuilt.rate:,.0f} events/s, all six views, {rebuilt.events:,} events "
+          f"in {rebuilt.seconds:,.0f}s, timed over {timed}{ratio} (target >= 20k events/s: "
+          f"{_verdict(rebuilt.rate >= REBUILD_TARGET)})")  # fmt: skip
+
+
+def _latency_table(timings: dict[str, Timings]) -> list[tuple[str, ...]]:
+    header = ("question", "target p99", "direct p50", "p95", "p99", "HTTP p50", "p95", "p99", "runs/answer",
+              "verdict")  # fmt: skip
+    table: list[tuple[str, ...]] = [header]
+    for t in timings.values():
+        verdict = ""
+        if t.target_ms is not None:
+            verdict = _verdict(percentile(t.http_ms or t.direct_ms, 0.99) < t.target_ms)
+        if t.http_errors:
+            verdict += f" ({t.http_errors} HTTP errors)"
+        sizes = f"{statistics.mean(t.sizes):.1f} (max {max(t.sizes)})" if t.sizes else "-"
+        target = f"< {t.target_ms:g} ms" if t.target_ms else "floor"
+        table.append((t.name, target, *(_ms(t.direct_ms, q) for q in (0.5, 0.95, 0.99)),
+                      *(_ms(t.http_ms, q) for q in (0.5, 0.95, 0.99)), sizes, verdict))  # fmt: skip
+    return table
+
+
+def _add_visible(r: Report, visible: Visible) -> None:
+    ms = visible.latencies_ms
+    met = bool(ms) and percentile(ms, 0.99) < VISIBLE_TARGET_MS and not visible.missing
+    r.add("publish -> visible load", f"{visible.published:,} events at {visible.achieved_rate:,.0f}/s "
+          f"(asked {visible.rate:,.0f}/s for {visible.seconds:g}s) through the Publisher; `receipts "
+          f"ingest` and `receipts project` as processes; every {visible.sample_every}th event waited "
+          "on")  # fmt: skip
+    r.add("publish -> visible in GET /runs/{id}/receipt",
+          f"p50 {_ms(ms, 0.5)} ms, p95 {_ms(ms, 0.95)} ms, p99 {_ms(ms, 0.99)} ms, max "
+          f"{max(ms, default=0):.1f} ms over {len(ms):,} events; {visible.missing} not visible within "
+          f"10 s (target p99 < 250 ms: {_verdict(met)})")  # fmt: skip

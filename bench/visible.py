@@ -11,6 +11,7 @@ arrival minus the publish time.
 from __future__ import annotations
 
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from infra.settings import Settings
 
 WAIT_SECONDS = 10.0  # the API's longest wait for after_event
 POLLERS = 32
+UNDO = {"method": "revert", "runbook": "https://wiki.example/undo"}
 
 
 @dataclass
@@ -99,7 +101,7 @@ class Script:
                 step = run.propose(verb=lane.verb, target=target, tool=lane.tool,
                                    output=rng.choice(self.texts), sources=sources[-2:],
                                    confidence=round(rng.uniform(0.5, 0.99), 2),
-                                   rollback={"method": "revert", "runbook": "https://wiki.example/undo"})  # fmt: skip
+                                   rollback=UNDO)  # fmt: skip
                 step.policy(lane.rule, "2026-11-01", "review", required_role=role)
                 if rng.random() < 0.4:
                     step.edit(rng.choice(self.texts), by=reviewer)
@@ -137,13 +139,27 @@ class Pollers:
         self.pool.shutdown(wait=True)
 
 
+def _wait_for_log(proc: subprocess.Popen[bytes], log_path: Path, text: str, timeout: float = 60) -> None:
+    """Until the process has written `text` to its log (nothing to wait for when empty)."""
+    deadline = time.monotonic() + timeout
+    while text and text not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{log_path.stem} did not log '{text}' (exit code {proc.poll()}); the end of "
+                               f"{log_path}:\n{log_path.read_text(errors='replace')[-2000:]}")  # fmt: skip
+        time.sleep(0.1)
+
+
 def run_visible(settings: Settings, port: int, rate: float, seconds: float, sample_every: int, seed: int,
                 workdir: Path, stack: ExitStack) -> Visible:  # fmt: skip
     assert settings.kafka_bootstrap
     ensure_topics(settings.kafka_bootstrap, settings.all_topics, settings.partitions)
-    for command in ("ingest", "project"):
-        proc = start_cli_process(settings, [command], workdir / command, workdir / f"{command}.log")
+    # One after the other: each runs eventsourcing's start-up DDL (CREATE OR REPLACE FUNCTION),
+    # and two at once can fail with "tuple concurrently updated".
+    for command, ready in (("ingest", "resumed"), ("project", "")):
+        log_path = workdir / f"{command}.log"
+        proc = start_cli_process(settings, [command], workdir / command, log_path)
         stack.callback(stop_process, proc)
+        _wait_for_log(proc, log_path, ready)
     pollers = Pollers(port)
     stack.callback(pollers.close)
     script = Script(seed, f"live-{settings.group}")

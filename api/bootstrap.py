@@ -13,8 +13,8 @@ from consumers.dead_letters import KafkaDeadLetters
 from consumers.ingest import Ingest, tune_gc
 from infra.kafka import consumer, ensure_topics, producer
 from infra.publisher import Publisher
-from infra.settings import Settings
-from infra.store import RunStore
+from infra.settings import NotRunning, Settings
+from infra.store import RunStore, schema_lock
 from projections.log import EventLog
 from projections.runner import ProjectionRunner, views_named
 from schemas import Codec
@@ -23,7 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def open_store(settings: Settings) -> RunStore:
-    return RunStore(env=settings.eventsourcing_env())
+    env = settings.eventsourcing_env()
+    with schema_lock(_url(settings)):
+        return RunStore(env=env)
+
+
+def _url(settings: Settings) -> str:
+    if not settings.database_url:
+        raise NotRunning("RECEIPTS_DATABASE_URL is not set")
+    return settings.database_url
 
 
 def build_ingest(settings: Settings, store: RunStore, **consumer_overrides: object) -> Ingest:
@@ -70,5 +78,6 @@ def build_projections(settings: Settings, store: RunStore, names: Sequence[str] 
         views=views_named(settings.database_schema, names),
         page_size=settings.projection_page,
     )
-    runner.create_tables()
+    with schema_lock(_url(settings)):
+        runner.create_tables()
     return runner

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -124,6 +125,19 @@ class StepTranscoder(Transcoder):
         if header.originator_topic:
             state["originator_topic"] = header.originator_topic
         return state
+
+
+@contextmanager
+def schema_lock(database_url: str) -> Iterator[None]:
+    """Hold a database-wide advisory lock while creating tables: processes that start
+    together (`up`'s children) would otherwise race on eventsourcing's DDL
+    ("tuple concurrently updated") and on CREATE TABLE IF NOT EXISTS."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+        yield  # closing the connection releases the lock, whatever happens inside
+
+
+_SCHEMA_LOCK = 0x5EC0_7D5  # any constant; the same in every process
 
 
 class StalePosition(IntegrityError):

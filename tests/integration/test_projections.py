@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -184,3 +185,24 @@ def test_rebuild_and_show_as_of_from_the_command_line(settings: Settings, store:
     assert early.returncode == 2 and "had nothing recorded at 2020-01-01T00:00:00+00:00" in early.stderr
     now = _receipts(settings, "show", "demo-crm-note", "--as-of", datetime.now(UTC).isoformat())
     assert now.returncode == 0 and "Final state: edited" in now.stdout, now.stderr
+
+
+def test_processes_starting_together_create_the_tables_once(settings: Settings) -> None:
+    """`up` starts its children at once; their DDL must not collide."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_everything() -> None:
+        try:
+            start.wait()
+            with running_store(settings) as store:
+                build_projections(settings, store)
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_everything) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

@@ -23,6 +23,7 @@ from infra.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, free
 from infra.settings import NotRunning, Settings
 from infra.store import RunNotFound, RunUnreadable
 from projections.queries import BadQuery
+from projections.rebuild import RANGE
 from projections.runner import UnknownView
 
 log = logging.getLogger("receipts")
@@ -225,7 +226,8 @@ def parser() -> argparse.ArgumentParser:
                              description="Views: runs, receipts, touches, sources, findings, timeline, "
                              "or all. Queries see partial views until it finishes.")  # fmt: skip
     rebuild.add_argument("names", nargs="+", metavar="NAME", help="a view name, or all")
-    rebuild.add_argument("--page", type=int, help="events per transaction (default RECEIPTS_PROJECTION_PAGE)")
+    rebuild.add_argument("--range", type=int, default=RANGE,
+                         help=f"log positions per worker transaction (default {RANGE:,})")
     rebuild.set_defaults(func=workers.cmd_rebuild)
     return top
 

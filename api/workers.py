@@ -17,6 +17,8 @@ from contextlib import ExitStack
 
 from api.bootstrap import build_projections, open_store
 from infra.settings import Settings
+from projections.rebuild import RANGE
+from projections.rebuild import rebuild as parallel_rebuild
 from projections.runner import ProjectionRunner, views_named
 
 PROGRESS_EVERY = 0.5
@@ -53,9 +55,8 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
     try:
         runner = build_projections(settings, store, args.names)
-        if args.page:
-            runner.page_size = args.page
-        rebuild(runner)
+        assert settings.database_url
+        rebuild(runner, settings.database_url, size=args.range)
     finally:
         store.close()
     return 0
@@ -65,29 +66,29 @@ def _to_stderr(text: str) -> None:
     print(text, end="", file=sys.stderr, flush=True)
 
 
-def rebuild(runner: ProjectionRunner, out: Callable[[str], None] = _to_stderr) -> float:
-    """Empty the runner's views and apply the whole log again; returns events/s."""
+def rebuild(runner: ProjectionRunner, database_url: str, out: Callable[[str], None] = _to_stderr,
+            workers: int | None = None, size: int = RANGE) -> float:  # fmt: skip
+    """Empty the runner's views and apply the whole log again, on every core; returns events/s."""
     names = ", ".join(view.name for view in runner.views)
-    for view in runner.views:
-        runner.reset(view)
-    total = runner.log_end()
+    total = max(runner.log_end(), 1)
     started = last_shown = time.monotonic()
+    done = 0
 
-    def show(applied: int, final: bool = False) -> None:
-        nonlocal last_shown
+    def show(applied: int, positions: int, final: bool = False) -> None:
+        nonlocal last_shown, done
+        done += positions
         now = time.monotonic()
         if not final and now - last_shown < PROGRESS_EVERY:
             return
         last_shown = now
-        done = min(runner.positions().values(), default=total)
-        share = done / total if total else 1.0
-        bar = "#" * int(share * 30)
+        share = min(done / total, 1.0)
         rate = applied / max(now - started, 1e-9)
-        out(f"\rrebuilding {names}: [{bar:30}] {share:4.0%} {applied:,} events  {rate:,.0f} events/s"
-            + ("\n" if final else ""))  # fmt: skip
+        out(f"\rrebuilding {names}: [{'#' * int(share * 30):30}] {share:4.0%} {applied:,} events  "
+            f"{rate:,.0f} events/s" + ("\n" if final else ""))  # fmt: skip
 
-    applied = runner.catch_up(total, on_page=show)
-    show(applied, final=True)
+    applied = parallel_rebuild(runner, database_url, show, workers, size)
+    done = total
+    show(applied, 0, final=True)
     return applied / max(time.monotonic() - started, 1e-9)
 
 

@@ -195,7 +195,7 @@ def measure(args: argparse.Namespace, workdir: Path, date: str, stack: ExitStack
         say(f"baseline: eventsourcing's runner over the first {args.baseline_events:,} events")
         baseline = library_baseline(settings, min(args.baseline_events, loaded.events))
         say(f"baseline: {baseline:,.0f} events/s")
-    rebuilt = rebuild_views(build_projections(settings, store), args.rebuild_events)
+    rebuilt = rebuild_views(build_projections(settings, store), url, args.rebuild_events)
     say(f"rebuild: {rebuilt.rate:,.0f} events/s over {rebuilt.events:,} events")
     check_views(url, schema, loaded)
     settled = settle(url, schema)

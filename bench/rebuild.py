@@ -84,14 +84,14 @@ class Rebuilt:
     rest_seconds: float = 0.0
 
 
-def rebuild_views(runner: ProjectionRunner, prefix: int) -> Rebuilt:
+def rebuild_views(runner: ProjectionRunner, database_url: str, prefix: int) -> Rebuilt:
     """`api.workers.rebuild` over the whole log; or, with `prefix`, the views emptied, the
     first `prefix` log positions timed, then the rest applied (timed apart) so that the
     views still hold every run."""
     end = runner.log_end()
     if prefix <= 0 or prefix >= end:
         before = runner.progress.events
-        rate = rebuild(runner, _every(PROGRESS_SECONDS))
+        rate = rebuild(runner, database_url, _every(PROGRESS_SECONDS))
         events = runner.progress.events - before
         return Rebuilt(events, events / rate, rate)
     for view in runner.views:

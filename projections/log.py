@@ -45,6 +45,7 @@ class Page:
 class EventLog:
     def __init__(self, schema: str, events_table: str, codec: Codec) -> None:
         self.codec = codec
+        self.events_table = events_table
         self._after = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
             "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
@@ -57,12 +58,33 @@ class EventLog:
             "ON e.originator_id = b.run AND e.originator_version < b.version "
             "ORDER BY e.originator_id, e.originator_version"
         ).format(Identifier(schema), Identifier(events_table))
+        self._between = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+        ).format(Identifier(schema), Identifier(events_table))
+        self._continuing = SQL(
+            "SELECT DISTINCT originator_id FROM {}.{} "
+            "WHERE originator_id = ANY(%s) AND notification_id > %s AND notification_id <= %s"
+        ).format(Identifier(schema), Identifier(events_table))
         self._last = SQL("SELECT max(notification_id) FROM {}.{}").format(
             Identifier(schema), Identifier(events_table)
         )
 
     def after(self, curs: psycopg.Cursor[Any], position: int, limit: int) -> Page:
         curs.execute(self._after, (position, limit), prepare=True)
+        return self._page(curs, position)
+
+    def between(self, curs: psycopg.Cursor[Any], start: int, end: int) -> Page:
+        """The steps at positions in (start, end]."""
+        curs.execute(self._between, (start, end))
+        return self._page(curs, start)
+
+    def continuing(self, curs: psycopg.Cursor[Any], runs: list[UUID], after: int, until: int) -> set[UUID]:
+        """Which of `runs` have steps at positions in (after, until]."""
+        curs.execute(self._continuing, (runs, after, until))
+        return {row[0] for row in curs.fetchall()}
+
+    def _page(self, curs: psycopg.Cursor[Any], position: int) -> Page:
         steps: list[Recorded] = []
         end = position
         for notification_id, run_key, version, topic, state in curs.fetchall():

@@ -31,6 +31,8 @@ from projections.views import VIEWS, Batch, View
 
 log = logging.getLogger(__name__)
 IDLE_WAIT = 1.0
+# A view's tracking position while a parallel rebuild fills it (projections/rebuild.py).
+REBUILDING = -1
 RETRY_WAIT = 2.0
 
 
@@ -87,12 +89,18 @@ class ProjectionRunner:
                 curs.execute(_tracking(view, "INSERT INTO {} VALUES (%s, 0) ON CONFLICT DO NOTHING"),
                              (self.application_name,))  # fmt: skip
 
-    def reset(self, view: View) -> None:
+    def reset(self, view: View, position: int = 0) -> None:
         """Empty a view and send it back to the start of the log (for a rebuild)."""
         with self._transaction() as curs:
             self._lock(curs, [view], wait=True)
             curs.execute(SQL("TRUNCATE {}").format(view.identifier))
-            self._track(curs, view, 0)
+            self._track(curs, view, position)
+
+    def finish_rebuild(self, end: int) -> None:
+        with self._transaction() as curs:
+            self._lock(curs, self.views, wait=True)
+            for view in self.views:
+                self._track(curs, view, end)
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -116,7 +124,7 @@ class ProjectionRunner:
         if until is None:
             until = self.log_end()
         applied = 0
-        while min(self.positions().values(), default=until) < until:
+        while min(self._live_positions().values(), default=until) < until:
             applied += self.apply_next()
             on_page(applied)
         return applied
@@ -130,7 +138,7 @@ class ProjectionRunner:
             positions = self._lock(curs, self.views, wait=False)
             at: dict[int, list[View]] = {}
             for view in self.views:
-                if view.name in positions:
+                if positions.get(view.name, REBUILDING) != REBUILDING:  # a rebuild is filling it
                     at.setdefault(positions[view.name], []).append(view)
             for position, views in sorted(at.items()):
                 page = self.log.after(curs, position, self.page_size)
@@ -154,6 +162,9 @@ class ProjectionRunner:
     def positions(self) -> dict[str, int]:
         with self._transaction() as curs:
             return {view.name: self._position(curs, view) for view in self.views}
+
+    def _live_positions(self) -> dict[str, int]:
+        return {name: p for name, p in self.positions().items() if p != REBUILDING}
 
     # --- tracking ------------------------------------------------------------------------------
 

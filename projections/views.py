@@ -8,7 +8,7 @@ whole runs replace a touched run's rows; the timeline appends one row per step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -38,15 +38,21 @@ class Batch:
     """One page of the log, being applied; the runs it touched are rendered once,
     on first use, and shared by every view of whole runs."""
 
-    def __init__(self, curs: psycopg.Cursor[Any], log: EventLog, steps: Sequence[Recorded]) -> None:
+    def __init__(self, curs: psycopg.Cursor[Any], log: EventLog, steps: Sequence[Recorded],
+                 later: Collection[UUID] = (), fresh: bool = False) -> None:  # fmt: skip
         self._curs = curs
         self._log = log
         self.steps = steps
+        # Runs a later page will render whole (a parallel rebuild): left to it.
+        self._later = later
+        # The views were emptied and no run is written twice: nothing to replace.
+        self.fresh = fresh
 
     @cached_property
     def runs(self) -> list[RunView]:
         touched = histories(self._curs, self._log, self.steps)
-        return [RunView(key, entries, render(entries)) for key, entries in touched.items() if entries]
+        return [RunView(key, entries, render(entries)) for key, entries in touched.items()
+                if entries and key not in self._later]  # fmt: skip
 
 
 class View:
@@ -97,8 +103,9 @@ class RunsView(View):
 
     def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
         runs = batch.runs
-        curs.execute(SQL("DELETE FROM {} WHERE run_key = ANY(%s)").format(self.identifier),
-                     ([run.key for run in runs],))  # fmt: skip
+        if not batch.fresh:
+            curs.execute(SQL("DELETE FROM {} WHERE run_key = ANY(%s)").format(self.identifier),
+                         ([run.key for run in runs],))  # fmt: skip
         self.copy(curs, (row for run in runs for row in self.rows(run)))
 
     def rows(self, run: RunView) -> Iterator[Row]:

@@ -23,7 +23,7 @@ from domain.run import run_uuid
 from domain.steps import StepEvent, step_adapter
 from infra.settings import Settings
 from infra.store import RunStore
-from projections.runner import UnknownView, views_named
+from projections.runner import REBUILDING, UnknownView, views_named
 from projections.views import VIEW_NAMES
 from tests.integration.helpers import execute, running_store
 from tests.integration.incidents import GENERATED, Generated, record, record_incidents
@@ -70,7 +70,7 @@ def test_incremental_pages_and_a_rebuild_write_the_same_rows(settings: Settings,
         one = build_projections(settings, store, [name])
         one.page_size = 1000
         lines: list[str] = []
-        assert rebuild(one, lines.append) > 0
+        assert rebuild(one, str(settings.database_url), lines.append) > 0
         assert "100%" in lines[-1]
         assert dump(settings)[name] == incremental[name], name
     assert dump(settings) == incremental
@@ -161,7 +161,7 @@ def test_a_killed_runner_resumes_without_applying_anything_twice(settings: Setti
     killed = dump(settings)
     assert len(killed["timeline"]) == events
     for name in VIEW_NAMES:
-        rebuild(build_projections(settings, store, [name]), lambda _: None)
+        rebuild(build_projections(settings, store, [name]), str(settings.database_url), lambda _: None)
     assert dump(settings) == killed
 
 
@@ -206,3 +206,42 @@ def test_processes_starting_together_create_the_tables_once(settings: Settings) 
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_a_parallel_rebuild_in_small_ranges_writes_what_incremental_pages_do(
+    settings: Settings, store: RunStore
+) -> None:
+    record_incidents(store)
+    runner = build_projections(settings, store)
+    runner.page_size = 11
+    runner.catch_up()
+    incremental = dump(settings)
+    lines: list[str] = []
+    rebuild(runner, str(settings.database_url), lines.append, workers=2, size=13)  # runs span ranges
+    assert dump(settings) == incremental
+    assert runner.positions() == dict.fromkeys(VIEW_NAMES, runner.log_end())
+
+
+def test_an_interrupted_rebuild_leaves_views_marked_and_a_rerun_finishes_it(
+    settings: Settings, store: RunStore
+) -> None:
+    events = record_incidents(store)
+    runner = build_projections(settings, store)
+    runner.catch_up()
+    incremental = dump(settings)
+    env = {**os.environ, "RECEIPTS_DATABASE_URL": str(settings.database_url),
+           "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+           "RECEIPTS_DATABASE_SCHEMA": settings.database_schema}  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "api.cli", "rebuild", "all", "--range", "2"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(dump(settings)["timeline"]) in (0, events):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 0 < len(dump(settings)["timeline"]) < events, "the kill should land mid-rebuild"
+    assert set(runner.positions().values()) == {REBUILDING}
+    assert runner.catch_up() == 0  # the live runner leaves a view being rebuilt alone
+    rerun = _receipts(settings, "rebuild", "all")
+    assert rerun.returncode == 0, rerun.stderr
+    assert dump(settings) == incremental

@@ -10,8 +10,9 @@ import logging
 from collections.abc import Callable, Sequence
 
 from consumers.dead_letters import KafkaDeadLetters
-from consumers.ingest import Ingest, tune_gc
+from consumers.ingest import Ingest
 from infra.kafka import consumer, ensure_topics, producer
+from infra.memory import tune_gc
 from infra.publisher import Publisher
 from infra.settings import NotRunning, Settings
 from infra.store import RunStore, schema_lock

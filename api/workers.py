@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
 from api.bootstrap import build_projections, open_store
+from infra.memory import tune_gc
 from infra.settings import Settings
 from projections.rebuild import RANGE
 from projections.rebuild import rebuild as parallel_rebuild
@@ -30,6 +31,7 @@ def cmd_project(settings: Settings, _args: argparse.Namespace, should_stop: Call
     store = open_store(settings)
     try:
         runner = build_projections(settings, store)
+        tune_gc()
         runner.run(should_stop)
     finally:
         store.close()

@@ -81,8 +81,9 @@ def pipeline_round(settings: Settings, events: int, timeout: float, spot: dict[s
     """The real ingest path, built like api.bootstrap.build_ingest but on a manual assignment."""
     from api.bootstrap import open_store
     from consumers.dead_letters import KafkaDeadLetters
-    from consumers.ingest import Ingest, tune_gc
+    from consumers.ingest import Ingest
     from infra.kafka import consumer as kafka_consumer
+    from infra.memory import tune_gc
 
     tune_gc()  # as api.bootstrap.run_ingest does for every ingest process
     meter = RssMeter()

@@ -15,7 +15,6 @@ holds, not to Kafka's committed offsets.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections import OrderedDict
@@ -39,19 +38,6 @@ from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, Row, StepRecorder, S
 from schemas import Codec, DecodeError
 
 log = logging.getLogger(__name__)
-
-
-def tune_gc() -> None:
-    """Collect garbage less often in a process that runs the ingest loop.
-
-    A batch allocates a dozen short-lived objects per event, nearly all freed by
-    reference counting; with the default thresholds the collector still ran a
-    full pass over the heap every few batches, about a third of ingest time
-    (bench/ingest.py: 24k -> 33k events/s). Start-up objects are frozen out of it.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
 
 
 def position_name(topic: str, partition: int) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from infra.memory import tune_gc
 from projections.log import EventLog
 from projections.runner import REBUILDING, ProjectionRunner
 from projections.views import Batch, View
@@ -78,6 +79,7 @@ _worker: dict[str, Any] = {}
 
 
 def _open(job: Job) -> None:
+    tune_gc()
     _worker["job"] = job
     _worker["conn"] = psycopg.connect(job.database_url)
     _worker["log"] = EventLog(job.schema, job.events_table, Codec())

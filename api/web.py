@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import AwareDatetime, BaseModel
 from starlette.exceptions import HTTPException
 
-from api.bootstrap import open_store
+from api.bootstrap import build_projections, open_store
 from api.render import receipt_markdown
 from domain.receipt import Receipt
 from domain.run import NothingRecordedYet
@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
+        build_projections(settings, store)  # the views' tables, if no runner made them yet
         app.state.store = store
         app.state.queries = Queries(store.steps.datastore, settings.database_schema,
                                     timedelta(seconds=settings.unfinished_after_seconds))  # fmt: skip

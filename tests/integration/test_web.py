@@ -32,7 +32,6 @@ def store(settings: Settings) -> Iterator[RunStore]:
 
 @pytest.fixture
 def client(settings: Settings, store: RunStore) -> Iterator[TestClient]:
-    build_projections(settings, store)  # the views exist before the first request
     with TestClient(create_app(settings)) as client:
         yield client
 

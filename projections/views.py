@@ -86,6 +86,12 @@ class View:
             name = Identifier(f"{self.table}_{number}")
             curs.execute(SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + index).format(name, self.identifier))
 
+    def drop_indexes(self, curs: psycopg.Cursor[Any]) -> None:
+        """Drop the secondary indexes (for a bulk load; `create` builds them again)."""
+        for number in range(len(self.indexes) + len(self.trigram_indexes)):
+            curs.execute(SQL("DROP INDEX IF EXISTS {}.{}").format(
+                Identifier(self.schema), Identifier(f"{self.table}_{number}")))  # fmt: skip
+
     def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
         raise NotImplementedError
 

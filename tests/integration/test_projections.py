@@ -49,6 +49,14 @@ def dump(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
     return tables
 
 
+def indexes(settings: Settings) -> list[tuple[str, str]]:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND "
+                            "tablename LIKE 'view_%%' ORDER BY indexname", (settings.database_schema,))
+        return [(name, definition) for name, definition in rows.fetchall()]
+
+
 def test_views_answer_for_every_recorded_run(settings: Settings, store: RunStore) -> None:
     events = record_incidents(store)
     runner = build_projections(settings, store)
@@ -216,10 +224,13 @@ def test_a_parallel_rebuild_in_small_ranges_writes_what_incremental_pages_do(
     runner.page_size = 11
     runner.catch_up()
     incremental = dump(settings)
+    indexed = indexes(settings)
+    assert len(indexed) >= 16
     lines: list[str] = []
     rebuild(runner, str(settings.database_url), lines.append, workers=2, size=13)  # runs span ranges
     assert dump(settings) == incremental
     assert runner.positions() == dict.fromkeys(VIEW_NAMES, runner.log_end())
+    assert indexes(settings) == indexed  # dropped for the load, built again at the end
 
 
 def test_an_interrupted_rebuild_leaves_views_marked_and_a_rerun_finishes_it(

@@ -59,6 +59,7 @@ def rebuild(runner: ProjectionRunner, database_url: str, on_range: Callable[[int
         applied += steps
         on_range(applied, stop - start)
     runner.finish_rebuild(end)
+    runner.progress.events += applied
     return applied
 
 

@@ -347,11 +347,6 @@ class Queries:
         rows = self._rows(selects, [application_name] * len(VIEW_NAMES))
         return {row["view"]: row["notification_id"] for row in rows}
 
-    def known_run(self, tenant: str, run_id: str) -> bool:
-        rows = self._rows(SQL("SELECT 1 FROM {} WHERE run_key = %s").format(self._t("runs")),
-                          [run_uuid(tenant, run_id)])  # fmt: skip
-        return bool(rows)
-
 
 def _window(where: list[Composable], params: list[Any], since: datetime | None, until: datetime | None,
             since_name: str, until_name: str) -> None:  # fmt: skip

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -56,10 +56,7 @@ def views_named(schema: str, names: Sequence[str] = ()) -> list[View]:
 class Progress:
     """What the runner has done since it started."""
 
-    pages: int = 0
     events: int = 0
-    failures: int = 0
-    positions: dict[str, int] = field(default_factory=dict)
 
 
 class ProjectionRunner:
@@ -72,16 +69,12 @@ class ProjectionRunner:
         self.views = list(views)
         self.page_size = page_size
         self.progress = Progress()
-        self.trackers = {
-            view.name: PostgresTrackingRecorder(datastore, tracking_table_name=view.tracking_table)
-            for view in self.views
-        }
 
     # --- set-up --------------------------------------------------------------------------------
 
     def create_tables(self) -> None:
-        for tracker in self.trackers.values():
-            tracker.create_table()
+        for view in self.views:  # eventsourcing's own tracking table, one per view
+            PostgresTrackingRecorder(self.datastore, tracking_table_name=view.tracking_table).create_table()
         with self._transaction() as curs:
             trigrams = _has_trigrams(curs)
             for view in self.views:
@@ -120,7 +113,6 @@ class ProjectionRunner:
                 try:
                     applied = self.apply_next()
                 except psycopg.Error as error:
-                    self.progress.failures += 1
                     log.error("projection page failed, nothing of it was applied; retrying in %.0f s: %s",
                               RETRY_WAIT, error)  # fmt: skip
                     time.sleep(RETRY_WAIT)
@@ -157,11 +149,8 @@ class ProjectionRunner:
                 for view in views:
                     view.apply(curs, batch)
                     self._track(curs, view, page.end)
-                    self.progress.positions[view.name] = page.end
                 events += len(page.steps)
-        if events:
-            self.progress.pages += 1
-            self.progress.events += events
+        self.progress.events += events
         return events
 
     def log_end(self) -> int:

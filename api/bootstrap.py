@@ -17,6 +17,7 @@ from infra.publisher import Publisher
 from infra.settings import NotRunning, Settings
 from infra.store import RunStore, schema_lock
 from projections.log import EventLog
+from projections.queries import Queries
 from projections.runner import ProjectionRunner, views_named
 from schemas import Codec
 
@@ -66,6 +67,10 @@ def run_ingest(ingest: Ingest, should_stop: Callable[[], bool]) -> None:
         totals = ingest.totals
         log.info("ingest stopped: %d batches, %d recorded, %d duplicates, %d dead letters",
                  totals.batches, totals.recorded, totals.duplicates, totals.dead)  # fmt: skip
+
+
+def build_queries(settings: Settings, store: RunStore) -> Queries:
+    return Queries(store.steps.datastore, settings.database_schema, settings.unfinished_after)
 
 
 def build_projections(settings: Settings, store: RunStore, names: Sequence[str] = ()) -> ProjectionRunner:

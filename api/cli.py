@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from api import questions, workers
@@ -158,11 +157,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     store = open_store(settings)
     try:
-        run = store.run(args.tenant, args.run_id, version=args.version)
+        receipt = store.receipt(args.tenant, args.run_id, settings.unfinished_after, as_of=args.as_of,
+                                version=args.version)  # fmt: skip
     finally:
         store.close()
-    now = args.as_of or datetime.now(UTC)
-    receipt = run.receipt(args.as_of).seen_at(now, timedelta(seconds=settings.unfinished_after_seconds))
     print(receipt.model_dump_json(indent=2) if args.json else receipt_text(receipt))
     return 0
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ValidationError
 
-from api.bootstrap import open_store
+from api.bootstrap import build_queries, open_store
 from infra.settings import Settings
 from projections.queries import BadQuery, Queries, RelatedRuns, RunFilter
 
@@ -39,8 +39,7 @@ def queries_for(settings: Settings) -> Iterator[Queries]:
     settings = settings.resolved()
     store = open_store(settings)
     try:
-        yield Queries(store.steps.datastore, settings.database_schema,
-                      timedelta(seconds=settings.unfinished_after_seconds))  # fmt: skip
+        yield build_queries(settings, store)
     finally:
         store.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import AwareDatetime, BaseModel
 from starlette.exceptions import HTTPException
 
-from api.bootstrap import build_projections, open_store
+from api.bootstrap import build_projections, build_queries, open_store
 from api.render import receipt_markdown
 from domain.receipt import Receipt
 from domain.run import NothingRecordedYet
@@ -68,8 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
         store = open_store(settings)
         build_projections(settings, store)  # the views' tables, if no runner made them yet
         app.state.store = store
-        app.state.queries = Queries(store.steps.datastore, settings.database_schema,
-                                    timedelta(seconds=settings.unfinished_after_seconds))  # fmt: skip
+        app.state.queries = build_queries(settings, store)
         yield
         store.close()
 
@@ -113,14 +112,17 @@ def _routes(app: FastAPI) -> None:
         wait: Annotated[float, Query(gt=0, le=MAX_WAIT, description="seconds to wait for after_event")] = 2.0,
         accept: Annotated[str, Header()] = "application/json",
     ) -> Response:  # fmt: skip
+        after = queries.unfinished_after
         if as_of is not None:
             # From the aggregate's own events: the views only know the present.
-            document = store.run(tenant, run_id).receipt(as_of).seen_at(
-                as_of, queries.unfinished_after).model_dump_json()
+            document = store.receipt(tenant, run_id, after, as_of=as_of).model_dump_json()
         elif after_event is not None:
             document = queries.receipt_after(tenant, run_id, after_event, wait)
         else:
-            document = queries.receipt_json(tenant, run_id) or _unprojected(store, queries, tenant, run_id)
+            # A run recorded but not yet in the views is rendered from the store;
+            # only a run the store does not have is a 404.
+            document = (queries.receipt_json(tenant, run_id)
+                        or store.receipt(tenant, run_id, after).model_dump_json())  # fmt: skip
         if MARKDOWN in accept:
             markdown = receipt_markdown(Receipt.model_validate_json(document))
             return PlainTextResponse(markdown, media_type=MARKDOWN)
@@ -164,13 +166,6 @@ def _routes(app: FastAPI) -> None:
         last = store.steps.max_notification_id() or 0
         behind = {view: last - position for view, position in queries.positions(store.name).items()}
         return {"status": "ok", "time": datetime.now(UTC).isoformat(), "last_event": last, "behind": behind}
-
-
-def _unprojected(store: RunStore, queries: QueriesDep, tenant: str, run_id: str) -> str:
-    """A run recorded but not yet in the views is rendered from the store; only a
-    run the store does not have is a 404."""
-    now = datetime.now(UTC)
-    return store.run(tenant, run_id).receipt().seen_at(now, queries.unfinished_after).model_dump_json()
 
 
 def _install_problems(app: FastAPI) -> None:

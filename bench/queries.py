@@ -36,13 +36,13 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
 from psycopg import sql
 
-from api.bootstrap import build_projections, open_store
+from api.bootstrap import build_projections, build_queries, open_store
 from bench.corpus import Loaded, Stamper, build_templates, first_start, load
 from bench.lookups import FLOOR, Timings, questions, start_api, time_direct, time_floor, time_http
 from bench.rebuild import library_baseline, rebuild_views
@@ -51,7 +51,6 @@ from bench.support import checkpoint, create_schema, drop_schema, prepare_proces
 from bench.visible import run_visible
 from infra.settings import Settings
 from infra.store import RunStore
-from projections.queries import Queries
 
 BYTES_PER_RUN = 40_000  # on disk with every view and some WAL (29 KB measured at 20k runs)
 
@@ -147,8 +146,7 @@ def run_queries(args: argparse.Namespace, settings: Settings, store: RunStore, l
     assert settings.database_url
     asked = questions(loaded.samples, finding_codes(settings.database_url, settings.database_schema))
     timings = {q.name: Timings(q.name, q.target_ms) for q in asked}
-    queries = Queries(store.steps.datastore, settings.database_schema,
-                      timedelta(seconds=settings.unfinished_after_seconds))  # fmt: skip
+    queries = build_queries(settings, store)
     say(f"queries: {len(asked)} questions x {args.samples:,} random keys, direct (Queries)")
     time_direct(queries, asked, timings, args.samples, args.warmup, args.seed + 1)
     floor = Timings(FLOOR, None)

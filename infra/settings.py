@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     # The HTTP API that `receipts up` / `receipts serve` start.
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+
+    @property
+    def unfinished_after(self) -> timedelta:
+        return timedelta(seconds=self.unfinished_after_seconds)
 
     @property
     def dlq_topic(self) -> str:

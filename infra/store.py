@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, ClassVar
 from uuid import UUID
@@ -39,6 +39,7 @@ from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from domain.chain import ChainBreak, StoredLink, first_break
+from domain.receipt import Receipt
 from domain.run import Run, run_uuid
 from domain.steps import StepEvent
 from schemas import Codec
@@ -326,6 +327,13 @@ class RunStore(Application[UUID]):
         except MapperDeserialisationError as error:
             raise RunUnreadable(tenant, run_id, str(error.__cause__ or error)) from error
         return run
+
+    def receipt(self, tenant: str, run_id: str, unfinished_after: timedelta, *,
+                as_of: datetime | None = None, version: int | None = None) -> Receipt:  # fmt: skip
+        """The run's receipt from its own events (as of a time, or after `version` of
+        them), as a reader sees it then: now, or at `as_of`."""
+        receipt = self.run(tenant, run_id, version=version).receipt(as_of)
+        return receipt.seen_at(as_of or datetime.now(UTC), unfinished_after)
 
     def verify(self, tenant: str, run_id: str) -> Verification:
         """Recompute the run's hash chain from the rows as stored."""

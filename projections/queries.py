@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.findings import Finding, final_state_unclear
 from domain.receipt import Receipt
 from domain.run import run_uuid
-from projections.views import VIEW_NAMES
+from projections.views import VIEWS
 
 Clock = Callable[[], datetime]
 FindingCode = str
@@ -147,9 +147,10 @@ class Queries:
         self.schema = schema
         self.unfinished_after = unfinished_after
         self.clock = clock
+        self._views = {view.name: view(schema) for view in VIEWS}
 
     def _t(self, name: str) -> Composed:
-        return SQL("{}.{}").format(Identifier(self.schema), Identifier(f"view_{name}"))
+        return self._views[name].identifier
 
     def _rows(self, statement: Composed, params: list[Any] | tuple[Any, ...]) -> list[dict[str, Any]]:
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
@@ -179,7 +180,7 @@ class Queries:
         if f.reviewer is not None:
             where.append(SQL("reviewers @> ARRAY[%s]::text[]"))
             params.append(f.reviewer)
-        _window(where, params, f.since, f.until, "since", "until")
+        _window(where, params, f.since, f.until)
         if f.text:
             where.append(SQL("input_ref ILIKE %s"))
             params.append("%" + f.text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%")
@@ -265,7 +266,7 @@ class Queries:
             overdue.append(SQL("false"))
         for where, params, seq_column in ((recorded, rec_params, SQL("seq")),
                                           (overdue, over_params, SQL(str(_UNFINISHED_SEQ)))):  # fmt: skip
-            _window(where, params, since, until, "since", "until")
+            _window(where, params, since, until)
             if cursor:
                 started, key, seq = _decode_cursor(cursor, 3)
                 where.append(SQL("(started_at, run_key, {}) < (%s, %s::uuid, %s::int)").format(seq_column))
@@ -340,18 +341,18 @@ class Queries:
     def positions(self, application_name: str) -> dict[str, int]:
         """How far each view has applied the event store's log."""
         selects = SQL(" UNION ALL ").join(
-            SQL("SELECT {} AS view, notification_id FROM {}.{} WHERE application_name = %s").format(
-                name, Identifier(self.schema), Identifier(f"view_{name}_tracking"))
-            for name in VIEW_NAMES
+            SQL("SELECT {} AS view, notification_id FROM {} WHERE application_name = %s").format(
+                name, view.tracking_identifier)
+            for name, view in self._views.items()
         )  # fmt: skip
-        rows = self._rows(selects, [application_name] * len(VIEW_NAMES))
+        rows = self._rows(selects, [application_name] * len(self._views))
         return {row["view"]: row["notification_id"] for row in rows}
 
 
-def _window(where: list[Composable], params: list[Any], since: datetime | None, until: datetime | None,
-            since_name: str, until_name: str) -> None:  # fmt: skip
+def _window(where: list[Composable], params: list[Any],
+            since: datetime | None, until: datetime | None) -> None:  # fmt: skip
     if since and until and since >= until:
-        raise BadQuery(until_name, f"must be after {since_name} ({since.isoformat()})")
+        raise BadQuery("until", f"must be after since ({since.isoformat()})")
     if since is not None:
         where.append(SQL("started_at >= %s"))
         params.append(since)

@@ -216,8 +216,7 @@ class ProjectionRunner:
 
 
 def _tracking(view: View, statement: str) -> Composed:
-    table = SQL("{}.{}").format(Identifier(view.schema), Identifier(view.tracking_table))
-    return SQL(statement).format(table)
+    return SQL(statement).format(view.tracking_identifier)
 
 
 def _has_trigrams(curs: psycopg.Cursor[Any]) -> bool:

@@ -81,6 +81,10 @@ class View:
     def tracking_table(self) -> str:
         return f"{self.table}_tracking"
 
+    @property
+    def tracking_identifier(self) -> Composed:
+        return SQL("{}.{}").format(Identifier(self.schema), Identifier(self.tracking_table))
+
     def create(self, curs: psycopg.Cursor[Any], trigrams: bool) -> None:
         curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (" + self.definition + ")").format(self.identifier))
         for alteration in self.alterations:

@@ -22,6 +22,7 @@ from schemas import Codec, DecodeError
 
 log = logging.getLogger(__name__)
 STEP_TOPICS = (OPENED_TOPIC, RECORDED_TOPIC)
+_LAST_POSITION = 2**63 - 1  # notification ids are bigint
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +47,10 @@ class EventLog:
     def __init__(self, schema: str, events_table: str, codec: Codec) -> None:
         self.codec = codec
         self.events_table = events_table
-        self._after = SQL(
+        # LIMIT NULL is no limit.
+        self._range = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
-            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id LIMIT %s"
         ).format(Identifier(schema), Identifier(events_table))
         # Each run's steps before the given version: what a page needs to render
         # a run whose earlier steps arrived in earlier pages.
@@ -57,10 +59,6 @@ class EventLog:
             "JOIN unnest(%s::uuid[], %s::int[]) AS b(run, version) "
             "ON e.originator_id = b.run AND e.originator_version < b.version "
             "ORDER BY e.originator_id, e.originator_version"
-        ).format(Identifier(schema), Identifier(events_table))
-        self._between = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
-            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
         ).format(Identifier(schema), Identifier(events_table))
         self._continuing = SQL(
             "SELECT DISTINCT originator_id FROM {}.{} "
@@ -71,20 +69,19 @@ class EventLog:
         )
 
     def after(self, curs: psycopg.Cursor[Any], position: int, limit: int) -> Page:
-        curs.execute(self._after, (position, limit), prepare=True)
-        return self._page(curs, position)
+        return self._page(curs, position, _LAST_POSITION, limit)
 
     def between(self, curs: psycopg.Cursor[Any], start: int, end: int) -> Page:
         """The steps at positions in (start, end]."""
-        curs.execute(self._between, (start, end))
-        return self._page(curs, start)
+        return self._page(curs, start, end, None)
 
     def continuing(self, curs: psycopg.Cursor[Any], runs: list[UUID], after: int, until: int) -> set[UUID]:
         """Which of `runs` have steps at positions in (after, until]."""
         curs.execute(self._continuing, (runs, after, until))
         return {row[0] for row in curs.fetchall()}
 
-    def _page(self, curs: psycopg.Cursor[Any], position: int) -> Page:
+    def _page(self, curs: psycopg.Cursor[Any], position: int, until: int, limit: int | None) -> Page:
+        curs.execute(self._range, (position, until, limit), prepare=True)
         steps: list[Recorded] = []
         end = position
         for notification_id, run_key, version, topic, state in curs.fetchall():

@@ -68,7 +68,10 @@ def _apply_all(job: Job, ranges: Sequence[tuple[int, int]],
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers <= 1 or len(ranges) <= 1:
         _open(job)
-        yield from map(_apply_range, ranges)
+        try:
+            yield from map(_apply_range, ranges)
+        finally:
+            _worker.pop("conn").close()  # in this process: not left open for its lifetime
         return
     # spawn, not fork: the parent holds connections and (Kafka) threads.
     context = multiprocessing.get_context("spawn")

@@ -58,7 +58,7 @@ class Batch:
 class View:
     name: ClassVar[str]
     columns: ClassVar[tuple[str, ...]]
-    # Column definitions, then index definitions ("{t}" is the table).
+    # Column definitions, then the indexes (what follows "CREATE INDEX name ON table").
     definition: ClassVar[str]
     indexes: ClassVar[tuple[str, ...]] = ()
     # Indexes that need pg_trgm; skipped (queries still work, slower) without it.
@@ -91,14 +91,17 @@ class View:
             curs.execute(SQL("ALTER TABLE {} " + alteration).format(self.identifier))
         indexes = self.indexes + (self.trigram_indexes if trigrams else ())
         for number, index in enumerate(indexes):
-            name = Identifier(f"{self.table}_{number}")
-            curs.execute(SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + index).format(name, self.identifier))
+            curs.execute(SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + index).format(
+                Identifier(self._index_name(number)), self.identifier))  # fmt: skip
 
     def drop_indexes(self, curs: psycopg.Cursor[Any]) -> None:
         """Drop the secondary indexes (for a bulk load; `create` builds them again)."""
         for number in range(len(self.indexes) + len(self.trigram_indexes)):
             curs.execute(SQL("DROP INDEX IF EXISTS {}.{}").format(
-                Identifier(self.schema), Identifier(f"{self.table}_{number}")))  # fmt: skip
+                Identifier(self.schema), Identifier(self._index_name(number))))  # fmt: skip
+
+    def _index_name(self, number: int) -> str:
+        return f"{self.table}_{number}"
 
     def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
         raise NotImplementedError

@@ -53,8 +53,9 @@ def build_ingest(settings: Settings, store: RunStore, **consumer_overrides: obje
 
 def build_publisher(settings: Settings, codec: Codec | None = None) -> Publisher:
     assert settings.kafka_bootstrap
-    return Publisher(bootstrap=settings.kafka_bootstrap, topic=settings.topic,
-                     encoding=settings.encoding, codec=codec)  # fmt: skip
+    return Publisher(
+        bootstrap=settings.kafka_bootstrap, topic=settings.topic, encoding=settings.encoding, codec=codec
+    )
 
 
 def run_ingest(ingest: Ingest, should_stop: Callable[[], bool]) -> None:
@@ -65,8 +66,13 @@ def run_ingest(ingest: Ingest, should_stop: Callable[[], bool]) -> None:
     finally:
         ingest.close()
         totals = ingest.totals
-        log.info("ingest stopped: %d batches, %d recorded, %d duplicates, %d dead letters",
-                 totals.batches, totals.recorded, totals.duplicates, totals.dead)  # fmt: skip
+        log.info(
+            "ingest stopped: %d batches, %d recorded, %d duplicates, %d dead letters",
+            totals.batches,
+            totals.recorded,
+            totals.duplicates,
+            totals.dead,
+        )
 
 
 def build_queries(settings: Settings, store: RunStore) -> Queries:

@@ -47,8 +47,12 @@ class Stop:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.requested_at is None:
             self.requested_at = time.monotonic()
-            print(f"\n{signal.Signals(signum).name}: finishing what was published, then "
-                  "stopping (again to stop now)", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"\n{signal.Signals(signum).name}: finishing what was published, then "
+                "stopping (again to stop now)",
+                file=sys.stderr,
+                flush=True,
+            )
         else:
             self.hard = True
 
@@ -79,19 +83,28 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         http_port = _http_port(settings, args.http_port)
         http = f"http://{settings.http_host}:{http_port}"
         workers.start_children(settings, http_port, stack)
-        settings.state_file.write_text(json.dumps({
-            "database_url": url, "kafka_bootstrap": bootstrap, "http": http, "pid": os.getpid(),
-        }))  # fmt: skip
+        settings.state_file.write_text(
+            json.dumps(
+                {
+                    "database_url": url,
+                    "kafka_bootstrap": bootstrap,
+                    "http": http,
+                    "pid": os.getpid(),
+                }
+            )
+        )
         stack.callback(settings.state_file.unlink, missing_ok=True)
-        print(f"Agent Receipts is up.\n"
-              f"  Kafka     {bootstrap}  (publish to '{settings.topic}', bad input lands in "
-              f"'{settings.dlq_topic}')\n"
-              f"  Postgres  {url}\n"
-              f"  HTTP API  {http}  (OpenAPI: {http}/openapi.json, docs: {http}/docs)\n"
-              f"  Data      {settings.data_dir.resolve()}\n"
-              "In another terminal, same directory: ./receipts demo, then "
-              "./receipts show demo-lead-followup\nCtrl-C drains what was published, then stops.",
-              flush=True)  # fmt: skip
+        print(
+            f"Agent Receipts is up.\n"
+            f"  Kafka     {bootstrap}  (publish to '{settings.topic}', bad input lands in "
+            f"'{settings.dlq_topic}')\n"
+            f"  Postgres  {url}\n"
+            f"  HTTP API  {http}  (OpenAPI: {http}/openapi.json, docs: {http}/docs)\n"
+            f"  Data      {settings.data_dir.resolve()}\n"
+            "In another terminal, same directory: ./receipts demo, then "
+            "./receipts show demo-lead-followup\nCtrl-C drains what was published, then stops.",
+            flush=True,
+        )
         run_ingest(ingest, _drain_then_stop(stop, ingest.caught_up))
     return 0
 
@@ -122,8 +135,9 @@ def _refuse_second_up(settings: Settings) -> None:
     except (OSError, TypeError, ValueError):
         settings.state_file.unlink(missing_ok=True)  # left by a process that died
         return
-    raise NotRunning(f"`receipts up` is already running here (pid {pid}); "
-                     f"stop it first or use another RECEIPTS_DATA_DIR")  # fmt: skip
+    raise NotRunning(
+        f"`receipts up` is already running here (pid {pid}); stop it first or use another RECEIPTS_DATA_DIR"
+    )
 
 
 def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
@@ -157,8 +171,9 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     store = open_store(settings)
     try:
-        receipt = store.receipt(args.tenant, args.run_id, settings.unfinished_after, as_of=args.as_of,
-                                version=args.version)  # fmt: skip
+        receipt = store.receipt(
+            args.tenant, args.run_id, settings.unfinished_after, as_of=args.as_of, version=args.version
+        )
     finally:
         store.close()
     print(receipt.model_dump_json(indent=2) if args.json else receipt_text(receipt))
@@ -173,11 +188,15 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         store.close()
     broken = verification.broken
     if broken is None:
-        print(f"OK: run {args.run_id}: {len(verification.links)} events, hash chain verifies "
-              f"(head {verification.head or ''})")  # fmt: skip
+        print(
+            f"OK: run {args.run_id}: {len(verification.links)} events, hash chain verifies "
+            f"(head {verification.head or ''})"
+        )
         return 0
-    print(f"BROKEN: run {args.run_id}: event #{broken.version} "
-          f"(event_id {broken.event_id or 'unreadable'}): {broken.reason}")  # fmt: skip
+    print(
+        f"BROKEN: run {args.run_id}: event #{broken.version} "
+        f"(event_id {broken.event_id or 'unreadable'}): {broken.reason}"
+    )
     return 1
 
 
@@ -190,10 +209,14 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="run the service (embedded PostgreSQL and broker by default)")
-    up.add_argument("--kafka-port", type=int,
-                    help="port for the embedded broker (default 9092 if free; 0: any free port)")
-    up.add_argument("--http-port", type=int,
-                    help="port for the HTTP API (default RECEIPTS_HTTP_PORT, 8000, if free; 0: any)")
+    up.add_argument(
+        "--kafka-port", type=int, help="port for the embedded broker (default 9092 if free; 0: any free port)"
+    )
+    up.add_argument(
+        "--http-port",
+        type=int,
+        help="port for the HTTP API (default RECEIPTS_HTTP_PORT, 8000, if free; 0: any)",
+    )
     up.set_defaults(func=cmd_up)
     sub.add_parser("ingest", help="run one more ingest consumer in the same group").set_defaults(
         func=cmd_ingest
@@ -202,8 +225,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--encoding", choices=["avro", "json"], help="default RECEIPTS_ENCODING")
     demo.add_argument("--prefix", default="demo", help="run ids start with this (default demo)")
     demo.set_defaults(func=cmd_demo)
-    for name, func, text in (("show", cmd_show, "print a run's receipt"),
-                             ("verify", cmd_verify, "recompute a run's hash chain")):  # fmt: skip
+    for name, func, text in (
+        ("show", cmd_show, "print a run's receipt"),
+        ("verify", cmd_verify, "recompute a run's hash chain"),
+    ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("run_id")
         cmd.add_argument("--tenant", default="default")
@@ -212,20 +237,25 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--json", action="store_true", help="the receipt as JSON")
             when = cmd.add_mutually_exclusive_group()
             when.add_argument("--version", type=int, help="as it stood after this many events")
-            when.add_argument("--as-of", type=questions.when,
-                              help="as it stood at this time (ISO 8601; UTC if no offset)")
+            when.add_argument(
+                "--as-of", type=questions.when, help="as it stood at this time (ISO 8601; UTC if no offset)"
+            )
     questions.add_commands(sub)
     project = sub.add_parser("project", help="run the projection runner (`up` starts one)")
     project.set_defaults(func=lambda settings, args: workers.cmd_project(settings, args, _stop_flag()))
     serve = sub.add_parser("serve", help="run the HTTP API (`up` starts one)")
     serve.add_argument("--port", type=int, help="default RECEIPTS_HTTP_PORT (8000)")
     serve.set_defaults(func=workers.cmd_serve)
-    rebuild = sub.add_parser("rebuild", help="empty views and rebuild them from the event store",
-                             description="Views: runs, receipts, touches, sources, findings, timeline, "
-                             "or all. Queries see partial views until it finishes.")  # fmt: skip
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="empty views and rebuild them from the event store",
+        description="Views: runs, receipts, touches, sources, findings, timeline, "
+        "or all. Queries see partial views until it finishes.",
+    )
     rebuild.add_argument("names", nargs="+", metavar="NAME", help="a view name, or all")
-    rebuild.add_argument("--range", type=int, default=RANGE,
-                         help=f"log positions per worker transaction (default {RANGE:,})")
+    rebuild.add_argument(
+        "--range", type=int, default=RANGE, help=f"log positions per worker transaction (default {RANGE:,})"
+    )
     rebuild.set_defaults(func=workers.cmd_rebuild)
     return top
 
@@ -247,8 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(Settings(), args))
-    except (NotRunning, RunNotFound, RunUnreadable, EmbeddedError, NothingRecordedYet, BadQuery,
-            UnknownView) as error:  # fmt: skip
+    except (
+        NotRunning,
+        RunNotFound,
+        RunUnreadable,
+        EmbeddedError,
+        NothingRecordedYet,
+        BadQuery,
+        UnknownView,
+    ) as error:
         print(f"receipts: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
 

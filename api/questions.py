@@ -54,10 +54,20 @@ def _t(value: datetime | None) -> str:
 
 def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        f = RunFilter(tenant=args.tenant, workflow=args.workflow, final_state=args.final_state,
-                      finding=args.finding, reviewer=args.reviewer, agent=args.agent, model=args.model,
-                      since=args.since, until=args.until, text=args.text, limit=args.limit,
-                      cursor=args.cursor)  # fmt: skip
+        f = RunFilter(
+            tenant=args.tenant,
+            workflow=args.workflow,
+            final_state=args.final_state,
+            finding=args.finding,
+            reviewer=args.reviewer,
+            agent=args.agent,
+            model=args.model,
+            since=args.since,
+            until=args.until,
+            text=args.text,
+            limit=args.limit,
+            cursor=args.cursor,
+        )
     except ValidationError as error:
         raise BadQuery(str(error.errors()[0]["loc"][0]), error.errors()[0]["msg"]) from None
     with queries_for(settings) as queries:
@@ -67,8 +77,10 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
         lines = [f"{'run':32} {'workflow':16} {'started (UTC)':19} {'final':10} {'steps':>5}  findings"]
         for run in page.runs:
             codes = ", ".join(run.finding_codes) or "—"
-            lines.append(f"{run.run_id:32} {run.workflow or '—':16} {_t(run.started_at):19} "
-                         f"{run.final_state or '—':10} {run.steps:>5}  {codes}")  # fmt: skip
+            lines.append(
+                f"{run.run_id:32} {run.workflow or '—':16} {_t(run.started_at):19} "
+                f"{run.final_state or '—':10} {run.steps:>5}  {codes}"
+            )
         if not page.runs:
             lines.append("(no runs match)")
         if page.next_cursor:
@@ -81,7 +93,8 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
 
 def _related_text(related: RelatedRuns, what: str) -> list[str]:
     subject = f"{related.system}/{related.kind}/{related.id}" + (
-        f" version {related.version}" if related.version else "")  # fmt: skip
+        f" version {related.version}" if related.version else ""
+    )
     if not related.runs:
         return [f"No run {what} {subject}."]
     lines = [f"{len(related.runs)} run(s) {what} {subject}:"]
@@ -106,21 +119,31 @@ def cmd_touched(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_relied_on(settings: Settings, args: argparse.Namespace) -> int:
     system, kind, source_id = args.record
     with queries_for(settings) as queries:
-        related = queries.relied_on(system, kind, source_id, tenant=args.tenant, version=args.version,
-                                    limit=args.limit)  # fmt: skip
+        related = queries.relied_on(
+            system, kind, source_id, tenant=args.tenant, version=args.version, limit=args.limit
+        )
     _print(related, args.json, lambda: _related_text(related, "relied on"))
     return 0
 
 
 def cmd_findings(settings: Settings, args: argparse.Namespace) -> int:
     with queries_for(settings) as queries:
-        page = queries.findings(tenant=args.tenant, code=args.code, severity=args.severity,
-                                workflow=args.workflow, since=args.since, until=args.until,
-                                limit=args.limit, cursor=args.cursor)  # fmt: skip
+        page = queries.findings(
+            tenant=args.tenant,
+            code=args.code,
+            severity=args.severity,
+            workflow=args.workflow,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+            cursor=args.cursor,
+        )
 
     def text() -> list[str]:
-        lines = [f"{rf.run_id:32} {rf.finding.severity.upper():8} {rf.finding.code}: {rf.finding.message}"
-                 for rf in page.findings] or ["(no findings match)"]  # fmt: skip
+        lines = [
+            f"{rf.run_id:32} {rf.finding.severity.upper():8} {rf.finding.code}: {rf.finding.message}"
+            for rf in page.findings
+        ] or ["(no findings match)"]
         if page.next_cursor:
             lines.append(f"more: --cursor {page.next_cursor}")
         return lines
@@ -130,8 +153,9 @@ def cmd_findings(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def command(name: str, func: Callable[[Settings, argparse.Namespace], int], text: str,
-                limit: int = 100) -> argparse.ArgumentParser:  # fmt: skip
+    def command(
+        name: str, func: Callable[[Settings, argparse.Namespace], int], text: str, limit: int = 100
+    ) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--tenant", default="default")
         cmd.add_argument("--limit", type=int, default=limit, help=f"at most this many (default {limit})")
@@ -140,23 +164,33 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         return cmd
 
     runs = command("runs", cmd_runs, "list runs, newest first; filters combine", limit=50)
-    for flag, text in (("--workflow", "e.g. lead-followup"), ("--final-state", "e.g. sent, reverted"),
-                       ("--finding", "runs with this finding code, e.g. no_source_evidence"),
-                       ("--reviewer", "runs this person reviewed"), ("--agent", "agent name"),
-                       ("--model", "model name"),
-                       ("--text", "text in the input reference (system/kind/id)"),
-                       ("--cursor", "continue from a previous page")):  # fmt: skip
+    for flag, text in (
+        ("--workflow", "e.g. lead-followup"),
+        ("--final-state", "e.g. sent, reverted"),
+        ("--finding", "runs with this finding code, e.g. no_source_evidence"),
+        ("--reviewer", "runs this person reviewed"),
+        ("--agent", "agent name"),
+        ("--model", "model name"),
+        ("--text", "text in the input reference (system/kind/id)"),
+        ("--cursor", "continue from a previous page"),
+    ):
         runs.add_argument(flag, help=text)
-    for cmd in (runs, findings := command("findings", cmd_findings,
-                                          "receipt gaps across runs, newest runs first")):  # fmt: skip
+    for cmd in (
+        runs,
+        findings := command("findings", cmd_findings, "receipt gaps across runs, newest runs first"),
+    ):
         cmd.add_argument("--since", type=when, help="runs started at or after (ISO 8601; UTC if no offset)")
         cmd.add_argument("--until", type=when, help="runs started before")
-    for flag, text in (("--code", "e.g. executed_without_approval"),
-                       ("--severity", "info, warning, critical"), ("--workflow", "e.g. lead-followup"),
-                       ("--cursor", "continue from a previous page")):  # fmt: skip
+    for flag, text in (
+        ("--code", "e.g. executed_without_approval"),
+        ("--severity", "info, warning, critical"),
+        ("--workflow", "e.g. lead-followup"),
+        ("--cursor", "continue from a previous page"),
+    ):
         findings.add_argument(flag, help=text)
-    touched = command("touched", cmd_touched,
-                      "which runs proposed, executed or reverted something on a record")  # fmt: skip
+    touched = command(
+        "touched", cmd_touched, "which runs proposed, executed or reverted something on a record"
+    )
     touched.add_argument("record", type=record_path, metavar="SYSTEM/KIND/ID")
     relied = command("relied-on", cmd_relied_on, "which runs relied on a document or record")
     relied.add_argument("record", type=record_path, metavar="SYSTEM/KIND/ID")

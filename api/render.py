@@ -33,11 +33,12 @@ def receipt_text(receipt: Receipt) -> str:
     gaps = set(receipt.gaps())
     out: list[str] = []
     add = out.append
-    add(f"Receipt for run {receipt.run_id}  (tenant {receipt.tenant}, "
-        f"workflow {receipt.workflow or '—'})")  # fmt: skip
+    add(f"Receipt for run {receipt.run_id}  (tenant {receipt.tenant}, workflow {receipt.workflow or '—'})")
     add("")
-    add("1. Input reference: " + (_ref(receipt.input) if receipt.input
-                                  else f"{MISSING}: the run does not say what it worked from"))  # fmt: skip
+    add(
+        "1. Input reference: "
+        + (_ref(receipt.input) if receipt.input else f"{MISSING}: the run does not say what it worked from")
+    )
     add("2. Sources used:" + (f" {MISSING}: no source evidence" if "sources" in gaps else ""))
     for source in receipt.sources:
         version = f" version {source.version}" if source.version else ""
@@ -50,9 +51,11 @@ def receipt_text(receipt: Receipt) -> str:
         out.extend(_step_lines(n, step))
     add(f"10. Final state: {receipt.final_state or MISSING + ': no run.finished recorded'}")
     ts = receipt.timestamps
-    add(f"    started {_t(ts.started)}  first proposal {_t(ts.first_proposed)}  "
+    add(
+        f"    started {_t(ts.started)}  first proposal {_t(ts.first_proposed)}  "
         f"last review {_t(ts.last_reviewed)}  last execution {_t(ts.last_executed)}  "
-        f"finished {_t(ts.finished)}")  # fmt: skip
+        f"finished {_t(ts.finished)}"
+    )
     add("")
     add(f"Findings ({len(receipt.findings)}):" if receipt.findings else "Findings: none")
     for finding in receipt.findings:
@@ -63,8 +66,10 @@ def receipt_text(receipt: Receipt) -> str:
     if integrity.verified:
         add(f"Integrity: {integrity.events} events, chain verifies, head {head}…")
     else:
-        add(f"Integrity: BROKEN at event #{integrity.first_bad_version} "
-            f"({integrity.first_bad_event_id}): {integrity.reason}")  # fmt: skip
+        add(
+            f"Integrity: BROKEN at event #{integrity.first_bad_version} "
+            f"({integrity.first_bad_event_id}): {integrity.reason}"
+        )
     return "\n".join(out)
 
 
@@ -73,8 +78,7 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
     add = lines.append
     if step.action:
         by = f" by {step.proposed_by.kind} {step.proposed_by.id}" if step.proposed_by else ""
-        add(f"   - action: {step.action.verb} on {_ref(step.action.target)} "
-            f"via {step.action.tool}{by}")  # fmt: skip
+        add(f"   - action: {step.action.verb} on {_ref(step.action.target)} via {step.action.tool}{by}")
         if step.action.params:
             add(f"     params: {step.action.params}")
     else:
@@ -82,46 +86,69 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
     if step.source_ids:
         add(f"     relied on: {', '.join(step.source_ids)}")
     policy = step.policy
-    add("   4. policy rule: " + (
-        f"{policy.rule_id} (policy {policy.policy_version}) -> lane {policy.lane}"
-        + (f", needs {policy.required_role}" if policy.required_role else "")
-        + (f"; {'; '.join(policy.reasons)}" if policy.reasons else "")
-        if policy else f"{MISSING}: no policy rule routed this step"))  # fmt: skip
+    add(
+        "   4. policy rule: "
+        + (
+            f"{policy.rule_id} (policy {policy.policy_version}) -> lane {policy.lane}"
+            + (f", needs {policy.required_role}" if policy.required_role else "")
+            + (f"; {'; '.join(policy.reasons)}" if policy.reasons else "")
+            if policy
+            else f"{MISSING}: no policy rule routed this step"
+        )
+    )
     if step.reviews:
         for review in step.reviews:
             comment = f' "{review.comment}"' if review.comment else ""
-            add(f"   5. reviewer: {review.reviewer.id} ({review.reviewer.role or review.reviewer.kind})"
-                f" {review.decision} the {review.reviewed_version} at {_t(review.at)}{comment}")  # fmt: skip
+            add(
+                f"   5. reviewer: {review.reviewer.id} ({review.reviewer.role or review.reviewer.kind})"
+                f" {review.decision} the {review.reviewed_version} at {_t(review.at)}{comment}"
+            )
     else:
         add(f"   5. reviewer: {MISSING}: nobody reviewed this step")
     ts = step.timestamps
-    add(f"   6. timestamps: proposed {_t(ts.proposed)}, reviewed {_t(ts.reviewed)}, "
-        f"executed {_t(ts.executed)}")  # fmt: skip
+    add(
+        f"   6. timestamps: proposed {_t(ts.proposed)}, reviewed {_t(ts.reviewed)}, "
+        f"executed {_t(ts.executed)}"
+    )
     lines.extend(_output_lines(step))
     signal = step.signal
     if signal and (signal.confidence is not None or signal.reason_code or signal.flags):
-        add(f"   8. signal: confidence {signal.confidence if signal.confidence is not None else '—'}"
-            f", reason {signal.reason_code or '—'}, flags {', '.join(signal.flags) or '—'}")  # fmt: skip
+        add(
+            f"   8. signal: confidence {signal.confidence if signal.confidence is not None else '—'}"
+            f", reason {signal.reason_code or '—'}, flags {', '.join(signal.flags) or '—'}"
+        )
     else:
         add(f"   8. signal: {MISSING}: no confidence or routing signal")
     rollback = step.rollback
     if rollback:
-        details = ", ".join(f"{k} {v}" for k, v in (("ref", rollback.ref),
-                            ("prior version", rollback.prior_version),
-                            ("runbook", rollback.runbook)) if v)  # fmt: skip
+        details = ", ".join(
+            f"{k} {v}"
+            for k, v in (
+                ("ref", rollback.ref),
+                ("prior version", rollback.prior_version),
+                ("runbook", rollback.runbook),
+            )
+            if v
+        )
         add(f"   9. rollback: {rollback.method}" + (f" ({details})" if details else ""))
     else:
         add(f"   9. rollback: {MISSING}: no rollback link")
     if step.execution:
         ex = step.execution
-        add(f"     executed: {ex.state}" + (f" ref {ex.external_ref}" if ex.external_ref else "")
-            + (f" <{ex.url}>" if ex.url else ""))  # fmt: skip
+        add(
+            f"     executed: {ex.state}"
+            + (f" ref {ex.external_ref}" if ex.external_ref else "")
+            + (f" <{ex.url}>" if ex.url else "")
+        )
     if step.reversal:
         rv = step.reversal
-        outcome = (f"reverted by {rv.reverse_ref or rv.reverted_method}" if rv.reverted_method
-                   else "not reverted")  # fmt: skip
-        add(f"     reversal: requested ({rv.requested_reason or '—'}), {outcome}"
-            + (f", failed: {rv.failed_error}" if rv.failed_error else ""))  # fmt: skip
+        outcome = (
+            f"reverted by {rv.reverse_ref or rv.reverted_method}" if rv.reverted_method else "not reverted"
+        )
+        add(
+            f"     reversal: requested ({rv.requested_reason or '—'}), {outcome}"
+            + (f", failed: {rv.failed_error}" if rv.failed_error else "")
+        )
     for held in step.held:
         add(f"     held: {held}")
     for failure in step.failures:
@@ -141,14 +168,11 @@ def _output_lines(step: StepReceipt) -> list[str]:
     if output.draft_to_approved_diff:
         lines += ["      draft -> approved:", _indent(output.draft_to_approved_diff, "        ")]
     if output.executed_hash and output.executed is None:
-        lines.append(f"      executed: {MISSING}: {output.executed_hash[:20]}… matches no "
-                     "recorded version")  # fmt: skip
+        lines.append(f"      executed: {MISSING}: {output.executed_hash[:20]}… matches no recorded version")
     elif output.approved_to_executed_diff:
-        lines += ["      approved -> executed:",
-                  _indent(output.approved_to_executed_diff, "        ")]  # fmt: skip
+        lines += ["      approved -> executed:", _indent(output.approved_to_executed_diff, "        ")]
     elif output.executed is not None:
-        same = "the approved version" if output.approved_hash == output.executed_hash else \
-            "unreviewed"  # fmt: skip
+        same = "the approved version" if output.approved_hash == output.executed_hash else "unreviewed"
         lines.append(f"      executed: {same}")
     return lines
 
@@ -166,13 +190,19 @@ def receipt_markdown(receipt: Receipt) -> str:
         ("Steps", str(len(receipt.steps))),
         ("Final state", receipt.final_state or MISSING),
         ("Started / finished", f"{_t(receipt.timestamps.started)} / {_t(receipt.timestamps.finished)}"),
-        ("Integrity", f"{integrity.events} events, chain verifies" if integrity.verified
-         else f"BROKEN at event #{integrity.first_bad_version}: {integrity.reason}"),
+        (
+            "Integrity",
+            f"{integrity.events} events, chain verifies"
+            if integrity.verified
+            else f"BROKEN at event #{integrity.first_bad_version}: {integrity.reason}",
+        ),
     ]
     out = [f"## Receipt: run `{receipt.run_id}`", "", "| | |", "|---|---|"]
     out += ["| {} | {} |".format(name, value.replace("|", "\\|")) for name, value in rows]
     out += ["", f"### Findings ({len(receipt.findings)})", ""]
-    out += [f"- **{f.severity}** `{f.code}`" + (f" ({f.step_id})" if f.step_id else "") + f": {f.message}"
-            for f in receipt.findings] or ["None."]  # fmt: skip
+    out += [
+        f"- **{f.severity}** `{f.code}`" + (f" ({f.step_id})" if f.step_id else "") + f": {f.message}"
+        for f in receipt.findings
+    ] or ["None."]
     out += ["", "### Full receipt", "", "```text", receipt_text(receipt), "```", ""]
     return "\n".join(out)

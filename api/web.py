@@ -103,15 +103,21 @@ def _routes(app: FastAPI) -> None:
     def list_runs(queries: QueriesDep, f: Annotated[RunFilter, Query()]) -> RunsPage:
         return queries.runs(f)
 
-    @app.get("/runs/{run_id}/receipt", summary="A run's receipt: JSON, or Markdown (Accept: text/markdown)",
-             responses={200: {"content": {MARKDOWN: {}}}, 503: {"model": Problem}})  # fmt: skip
+    @app.get(
+        "/runs/{run_id}/receipt",
+        summary="A run's receipt: JSON, or Markdown (Accept: text/markdown)",
+        responses={200: {"content": {MARKDOWN: {}}}, 503: {"model": Problem}},
+    )
     def receipt(
-        run_id: str, store: StoreDep, queries: QueriesDep, tenant: Tenant = "default",
+        run_id: str,
+        store: StoreDep,
+        queries: QueriesDep,
+        tenant: Tenant = "default",
         as_of: Annotated[AwareDatetime | None, Query(description="the receipt as it stood then")] = None,
         after_event: Annotated[str | None, Query(description="wait until this event is in it")] = None,
         wait: Annotated[float, Query(gt=0, le=MAX_WAIT, description="seconds to wait for after_event")] = 2.0,
         accept: Annotated[str, Header()] = "application/json",
-    ) -> Response:  # fmt: skip
+    ) -> Response:
         after = queries.unfinished_after
         if as_of is not None:
             # From the aggregate's own events: the views only know the present.
@@ -121,8 +127,9 @@ def _routes(app: FastAPI) -> None:
         else:
             # A run recorded but not yet in the views is rendered from the store;
             # only a run the store does not have is a 404.
-            document = (queries.receipt_json(tenant, run_id)
-                        or store.receipt(tenant, run_id, after).model_dump_json())  # fmt: skip
+            document = (
+                queries.receipt_json(tenant, run_id) or store.receipt(tenant, run_id, after).model_dump_json()
+            )
         if MARKDOWN in accept:
             markdown = receipt_markdown(Receipt.model_validate_json(document))
             return PlainTextResponse(markdown, media_type=MARKDOWN)
@@ -132,34 +139,70 @@ def _routes(app: FastAPI) -> None:
     def verify(run_id: str, store: StoreDep, tenant: Tenant = "default") -> Verified:
         v = store.verify(tenant, run_id)
         broken = v.broken
-        return Verified(run_id=run_id, tenant=tenant, events=len(v.links), verified=broken is None,
-                        head=v.head, first_bad_version=broken.version if broken else None,
-                        first_bad_event_id=broken.event_id if broken else None,
-                        reason=broken.reason if broken else None)  # fmt: skip
+        return Verified(
+            run_id=run_id,
+            tenant=tenant,
+            events=len(v.links),
+            verified=broken is None,
+            head=v.head,
+            first_bad_version=broken.version if broken else None,
+            first_bad_event_id=broken.event_id if broken else None,
+            reason=broken.reason if broken else None,
+        )
 
-    @app.get("/entities/{system}/{kind}/{entity_id:path}/runs", response_model=RelatedRuns,
-             summary="Runs that proposed, executed or reverted something on this record")  # fmt: skip
-    def touched(queries: QueriesDep, system: str, kind: str, entity_id: Annotated[str, Path()],
-                tenant: Tenant = "default",
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> RelatedRuns:  # fmt: skip
+    @app.get(
+        "/entities/{system}/{kind}/{entity_id:path}/runs",
+        response_model=RelatedRuns,
+        summary="Runs that proposed, executed or reverted something on this record",
+    )
+    def touched(
+        queries: QueriesDep,
+        system: str,
+        kind: str,
+        entity_id: Annotated[str, Path()],
+        tenant: Tenant = "default",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> RelatedRuns:
         return queries.touched(system, kind, entity_id, tenant=tenant, limit=limit)
 
-    @app.get("/sources/{system}/{kind}/{source_id:path}/runs", response_model=RelatedRuns,
-             summary="Runs that relied on this document or record (or on one version of it)")  # fmt: skip
-    def relied_on(queries: QueriesDep, system: str, kind: str, source_id: Annotated[str, Path()],
-                  tenant: Tenant = "default", version: str | None = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> RelatedRuns:  # fmt: skip
+    @app.get(
+        "/sources/{system}/{kind}/{source_id:path}/runs",
+        response_model=RelatedRuns,
+        summary="Runs that relied on this document or record (or on one version of it)",
+    )
+    def relied_on(
+        queries: QueriesDep,
+        system: str,
+        kind: str,
+        source_id: Annotated[str, Path()],
+        tenant: Tenant = "default",
+        version: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> RelatedRuns:
         return queries.relied_on(system, kind, source_id, tenant=tenant, version=version, limit=limit)
 
     @app.get("/findings", response_model=FindingsPage, summary="Receipt gaps across runs, newest runs first")
     def findings(
-        queries: QueriesDep, tenant: Tenant = "default", code: str | None = None,
-        severity: str | None = None, workflow: str | None = None,
-        since: AwareDatetime | None = None, until: AwareDatetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100, cursor: str | None = None,
-    ) -> FindingsPage:  # fmt: skip
-        return queries.findings(tenant=tenant, code=code, severity=severity, workflow=workflow,
-                                since=since, until=until, limit=limit, cursor=cursor)  # fmt: skip
+        queries: QueriesDep,
+        tenant: Tenant = "default",
+        code: str | None = None,
+        severity: str | None = None,
+        workflow: str | None = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        cursor: str | None = None,
+    ) -> FindingsPage:
+        return queries.findings(
+            tenant=tenant,
+            code=code,
+            severity=severity,
+            workflow=workflow,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
 
     @app.get("/health", summary="Liveness, and how many events each view is behind the event store")
     def health(store: StoreDep, queries: QueriesDep) -> dict[str, Any]:
@@ -171,8 +214,10 @@ def _routes(app: FastAPI) -> None:
 def _install_problems(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "message": e["msg"]}
-                  for e in error.errors()]  # fmt: skip
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "message": e["msg"]}
+            for e in error.errors()
+        ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "Invalid request", detail, errors=errors)
 

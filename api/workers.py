@@ -45,8 +45,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     settings = settings.resolved()
     port = settings.http_port if args.port is None else args.port
-    print(f"HTTP API on http://{settings.http_host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
-          flush=True)  # fmt: skip
+    print(
+        f"HTTP API on http://{settings.http_host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
+        flush=True,
+    )
     uvicorn.run(create_app(settings), host=settings.http_host, port=port, log_level="warning")
     return 0
 
@@ -68,8 +70,13 @@ def _to_stderr(text: str) -> None:
     print(text, end="", file=sys.stderr, flush=True)
 
 
-def rebuild(runner: ProjectionRunner, database_url: str, out: Callable[[str], None] = _to_stderr,
-            workers: int | None = None, size: int = RANGE) -> float:  # fmt: skip
+def rebuild(
+    runner: ProjectionRunner,
+    database_url: str,
+    out: Callable[[str], None] = _to_stderr,
+    workers: int | None = None,
+    size: int = RANGE,
+) -> float:
     """Empty the runner's views and apply the whole log again, on every core; returns events/s."""
     names = ", ".join(view.name for view in runner.views)
     total = max(runner.log_end(), 1)
@@ -85,8 +92,10 @@ def rebuild(runner: ProjectionRunner, database_url: str, out: Callable[[str], No
         last_shown = now
         share = min(done / total, 1.0)
         rate = applied / max(now - started, 1e-9)
-        out(f"\rrebuilding {names}: [{'#' * int(share * 30):30}] {share:4.0%} {applied:,} events  "
-            f"{rate:,.0f} events/s" + ("\n" if final else ""))  # fmt: skip
+        out(
+            f"\rrebuilding {names}: [{'#' * int(share * 30):30}] {share:4.0%} {applied:,} events  "
+            f"{rate:,.0f} events/s" + ("\n" if final else "")
+        )
 
     applied = parallel_rebuild(runner, database_url, show, workers, size)
     done = total
@@ -105,9 +114,13 @@ class Children:
         self.commands: list[str] = []
 
     def start(self, command: Sequence[str]) -> None:
-        env = {**os.environ, "RECEIPTS_DATABASE_URL": str(self.settings.database_url),
-               "RECEIPTS_KAFKA_BOOTSTRAP": str(self.settings.kafka_bootstrap),
-               "RECEIPTS_DATA_DIR": str(self.settings.data_dir), PARENT: str(os.getpid())}  # fmt: skip
+        env = {
+            **os.environ,
+            "RECEIPTS_DATABASE_URL": str(self.settings.database_url),
+            "RECEIPTS_KAFKA_BOOTSTRAP": str(self.settings.kafka_bootstrap),
+            "RECEIPTS_DATA_DIR": str(self.settings.data_dir),
+            PARENT: str(os.getpid()),
+        }
         self.commands.append(" ".join(command))
         self.processes.append(subprocess.Popen([sys.executable, "-m", "api.cli", *command], env=env))
 

@@ -32,12 +32,21 @@ from schemas import encode_json
 
 _SLOT = re.compile(rb"@@(\w+)@@")
 REGIONS = ("", "-eu", "-us")  # 4 lanes x 3 = 12 workflows
-MODELS = (("anthropic", "claude-sonnet", "4.5"), ("anthropic", "claude-haiku", "4.5"),
-          ("anthropic", "claude-opus", "4.1"), ("openai", "gpt-4.1", "2025-04-14"))  # fmt: skip
-REVIEWER_IDS = tuple(f"{n.lower()}.{c}{i}@acme.example" for i, (n, c) in
-                     enumerate((n, c) for n in FIRST_NAMES for c in COMPANIES[:4]))  # fmt: skip
-SOURCE_PLACES = tuple((s, k) for s in ("cms", "stripe", "zendesk", "hubspot", "gdrive")
-                      for k in ("page", "customer", "ticket", "doc"))  # fmt: skip
+MODELS = (
+    ("anthropic", "claude-sonnet", "4.5"),
+    ("anthropic", "claude-haiku", "4.5"),
+    ("anthropic", "claude-opus", "4.1"),
+    ("openai", "gpt-4.1", "2025-04-14"),
+)
+REVIEWER_IDS = tuple(
+    f"{n.lower()}.{c}{i}@acme.example"
+    for i, (n, c) in enumerate((n, c) for n in FIRST_NAMES for c in COMPANIES[:4])
+)
+SOURCE_PLACES = tuple(
+    (s, k)
+    for s in ("cms", "stripe", "zendesk", "hubspot", "gdrive")
+    for k in ("page", "customer", "ticket", "doc")
+)
 # Incidents have hot spots: HOT_SHARE of runs (and of source uses) go to the busiest HOT_RECORDS.
 HOT_RECORDS = 0.01
 HOT_SHARE = 0.10
@@ -121,9 +130,16 @@ def _template(steps: list[StepEvent], rng: random.Random, excerpt_bytes: int) ->
             s = data["source"]
             n = sources.setdefault(s["id"], len(sources))
             excerpt = s["excerpt"][:excerpt_bytes]
-            s.update(system=f"@@src{n}_system@@", kind=f"@@src{n}_kind@@", id=f"@@src{n}@@",
-                     uri=f"https://docs.example/@@src{n}@@", version=f"@@src{n}_version@@",
-                     retrieved_at=f"@@src{n}_at@@", excerpt=excerpt, hash=content_hash(excerpt))  # fmt: skip
+            s.update(
+                system=f"@@src{n}_system@@",
+                kind=f"@@src{n}_kind@@",
+                id=f"@@src{n}@@",
+                uri=f"https://docs.example/@@src{n}@@",
+                version=f"@@src{n}_version@@",
+                retrieved_at=f"@@src{n}_at@@",
+                excerpt=excerpt,
+                hash=content_hash(excerpt),
+            )
         elif step.type == "action.proposed":
             target = data["action"]["target"]
             target["id"] = "@@target@@"
@@ -132,8 +148,11 @@ def _template(steps: list[StepEvent], rng: random.Random, excerpt_bytes: int) ->
         # Agents take seconds, people minutes.
         offset += rng.uniform(60, 900) if d["actor"]["kind"] == "human" else rng.uniform(0.5, 20)
         parts = _SLOT.split(json.dumps(d, separators=(",", ":")).encode())
-        events.append(TemplateEvent(tuple(parts[0::2]), tuple(p.decode() for p in parts[1::2]), offset,
-                                    step.type == "run.started"))  # fmt: skip
+        events.append(
+            TemplateEvent(
+                tuple(parts[0::2]), tuple(p.decode() for p in parts[1::2]), offset, step.type == "run.started"
+            )
+        )
     first, last = steps[0], steps[-1]
     assert isinstance(first, RunStarted)
     final = last.data.final_state if isinstance(last, RunFinished) else None
@@ -144,8 +163,9 @@ class Stamper:
     """Fills templates into runs: a run's values are drawn once, then each event is
     the template's literals joined around them."""
 
-    def __init__(self, templates: list[Template], runs: int, seed: int, start: datetime, days: float,
-                 unfinished: float) -> None:  # fmt: skip
+    def __init__(
+        self, templates: list[Template], runs: int, seed: int, start: datetime, days: float, unfinished: float
+    ) -> None:
         self.templates = templates
         self.rng = random.Random(seed)
         self.runs = runs
@@ -172,18 +192,32 @@ class Stamper:
         target = f"{FIRST_NAMES[entity % 10].lower()}-{COMPANIES[entity // 10 % 8]}-{entity:06d}"
         provider, model, model_version = rng.choice(MODELS)
         reviewer = rng.choice(REVIEWER_IDS)
-        values = {"run": run_id, "workflow": workflow, "target": target, "reviewer": reviewer,
-                  "input": f"{lane.input_kind[:3]}-{rng.randrange(10**7):07d}", "provider": provider,
-                  "model": model, "model_version": model_version,
-                  "agent_version": f"2.{rng.randrange(9)}.{rng.randrange(20)}"}  # fmt: skip
+        values = {
+            "run": run_id,
+            "workflow": workflow,
+            "target": target,
+            "reviewer": reviewer,
+            "input": f"{lane.input_kind[:3]}-{rng.randrange(10**7):07d}",
+            "provider": provider,
+            "model": model,
+            "model_version": model_version,
+            "agent_version": f"2.{rng.randrange(9)}.{rng.randrange(20)}",
+        }
         sources = []
         for n in range(template.sources):
             k = self._pick(self.source_ids)
             system, kind = SOURCE_PLACES[k % len(SOURCE_PLACES)]
             age = rng.uniform(8, 40) * 86_400 if rng.random() < STALE_SHARE else rng.uniform(60, 86_400)
             sources.append((system, kind, f"src-{k:06d}", f"v{rng.randint(1, SOURCE_VERSIONS)}"))
-            values.update({f"src{n}_system": system, f"src{n}_kind": kind, f"src{n}": f"src-{k:06d}",
-                           f"src{n}_version": sources[-1][3], f"src{n}_at": _iso(started - age)})  # fmt: skip
+            values.update(
+                {
+                    f"src{n}_system": system,
+                    f"src{n}_kind": kind,
+                    f"src{n}": f"src-{k:06d}",
+                    f"src{n}_version": sources[-1][3],
+                    f"src{n}_at": _iso(started - age),
+                }
+            )
         raw = {name: value.encode() for name, value in values.items()}
         events = template.events
         final = template.final_state
@@ -198,8 +232,16 @@ class Stamper:
             for slot, literal in zip(event.slots, event.literals[1:], strict=True):
                 pieces += (raw[slot], literal)
             out.append((at, b"".join(pieces), event_id, event.opens))
-        keys = RunKeys(run_id, workflow, final, datetime.fromtimestamp(started, UTC), values["input"],
-                       reviewer, (lane.target_system, lane.target_kind, target), tuple(sources))  # fmt: skip
+        keys = RunKeys(
+            run_id,
+            workflow,
+            final,
+            datetime.fromtimestamp(started, UTC),
+            values["input"],
+            reviewer,
+            (lane.target_system, lane.target_kind, target),
+            tuple(sources),
+        )
         return keys, out
 
 
@@ -207,8 +249,9 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def interleaved_rows(stamper: Stamper, numbers: range, open_runs: int, loaded: Loaded,
-                     sample_every: int) -> Iterator[Row]:  # fmt: skip
+def interleaved_rows(
+    stamper: Stamper, numbers: range, open_runs: int, loaded: Loaded, sample_every: int
+) -> Iterator[Row]:
     """Rows for runs `numbers`, `open_runs` at a time interleaved by time, as concurrent
     agents would publish them; each run chained and versioned in its own order."""
     for first in range(numbers.start, numbers.stop, open_runs):
@@ -234,8 +277,14 @@ def interleaved_rows(stamper: Stamper, numbers: range, open_runs: int, loaded: L
             yield key, version + 1, OPENED_TOPIC if opens else RECORDED_TOPIC, state
 
 
-def load(recorder: StepRecorder, stamper: Stamper, open_runs: int, runs_per_batch: int,
-         progress: Callable[[Loaded], None], samples: int = 5000) -> Loaded:  # fmt: skip
+def load(
+    recorder: StepRecorder,
+    stamper: Stamper,
+    open_runs: int,
+    runs_per_batch: int,
+    progress: Callable[[Loaded], None],
+    samples: int = 5000,
+) -> Loaded:
     """Stamp and COPY every run, one transaction per `runs_per_batch` runs; rows are
     generated while PostgreSQL takes the ones before them."""
     loaded = Loaded(entities=stamper.entities, sources=stamper.source_ids)

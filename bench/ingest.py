@@ -65,8 +65,9 @@ from schemas import Codec
 # --- throughput ------------------------------------------------------------------------
 
 
-def run_throughput(args: argparse.Namespace, base: Settings, data: Dataset, tag: str,
-                   stack: ExitStack) -> tuple[list[Throughput], int]:  # fmt: skip
+def run_throughput(
+    args: argparse.Namespace, base: Settings, data: Dataset, tag: str, stack: ExitStack
+) -> tuple[list[Throughput], int]:
     assert base.kafka_bootstrap and base.database_url
     url = base.database_url
     results = []
@@ -74,8 +75,10 @@ def run_throughput(args: argparse.Namespace, base: Settings, data: Dataset, tag:
         topic = f"bench-{tag}-{encoding}"
         ensure_topics(base.kafka_bootstrap, [topic, f"{topic}.dlq"], base.partitions)
         sent = publish(base.kafka_bootstrap, topic, zip(data.keys, data.values[encoding], strict=True))
-        say(f"published {sent.count:,} {encoding} values to {topic} in {sent.seconds:.1f}s "
-            f"({sent.count / sent.seconds:,.0f}/s)")  # fmt: skip
+        say(
+            f"published {sent.count:,} {encoding} values to {topic} in {sent.seconds:.1f}s "
+            f"({sent.count / sent.seconds:,.0f}/s)"
+        )
         results.append(Throughput(encoding, topic, sent.last_offsets, produce_rate=sent.count / sent.seconds))
 
     rng = random.Random(args.seed)
@@ -91,11 +94,18 @@ def run_throughput(args: argparse.Namespace, base: Settings, data: Dataset, tag:
             schema = f"bench_{tag}_{result.encoding}_{round_no}"
             create_schema(url, schema)
             checkpoint(url)
-            settings = settings.model_copy(update={"database_schema": schema,
-                                                   "group": f"bench-{tag}-{result.encoding}-{round_no}"})
+            settings = settings.model_copy(
+                update={"database_schema": schema, "group": f"bench-{tag}-{result.encoding}-{round_no}"}
+            )
             try:
-                p = worker.call("pipeline", settings, events=args.events, timeout=timeout, spot=spot,
-                                last_offsets=result.last_offsets)
+                p = worker.call(
+                    "pipeline",
+                    settings,
+                    events=args.events,
+                    timeout=timeout,
+                    spot=spot,
+                    last_offsets=result.last_offsets,
+                )
             finally:
                 if not args.keep_schemas:
                     drop_schema(url, schema)
@@ -104,10 +114,12 @@ def run_throughput(args: argparse.Namespace, base: Settings, data: Dataset, tag:
             result.pipeline.append(p["rate"])
             result.batches.append(p["batches"])
             result.rss.append(p["rss_peak"])
-            say(f"round {round_no} {result.encoding}: raw consume {b['rate']:,.0f} msg/s, pipeline "
+            say(
+                f"round {round_no} {result.encoding}: raw consume {b['rate']:,.0f} msg/s, pipeline "
                 f"{p['rate']:,.0f} events/s ({p['rate'] / b['rate']:.2f}x), {p['batches']} batches, "
                 f"all rows there, {p['spot']} spot-checked runs verify, "
-                f"peak RSS {mib(p['rss_peak'])}")  # fmt: skip
+                f"peak RSS {mib(p['rss_peak'])}"
+            )
     peak = worker.close()
     return results, peak
 
@@ -132,9 +144,15 @@ def run_backlog(args: argparse.Namespace, base: Settings, tag: str, stack: ExitS
     worker = Worker()
     stack.callback(worker.close)
     try:
-        result = worker.call("pipeline", settings, events=args.backlog, spot=spot,
-                             last_offsets=sent.last_offsets, timeout=max(300.0, args.backlog / 200),
-                             sample_every=args.sample_every)
+        result = worker.call(
+            "pipeline",
+            settings,
+            events=args.backlog,
+            spot=spot,
+            last_offsets=sent.last_offsets,
+            timeout=max(300.0, args.backlog / 200),
+            sample_every=args.sample_every,
+        )
     finally:
         worker.close()
         if not args.keep_schemas:
@@ -158,14 +176,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--events", type=int, default=200_000, help="events per encoding for throughput")
     p.add_argument("--rounds", type=int, default=3, help="interleaved baseline/pipeline rounds (0: skip)")
-    p.add_argument("--encodings", default="json,avro", type=lambda s: [e for e in s.split(",") if e],
-                   help="comma-separated: json, avro")  # fmt: skip
+    p.add_argument(
+        "--encodings",
+        default="json,avro",
+        type=lambda s: [e for e in s.split(",") if e],
+        help="comma-separated: json, avro",
+    )
     p.add_argument("--open-runs", type=int, default=200, help="runs in progress at once (interleaving)")
     p.add_argument("--latency-seconds", type=float, default=20, help="latency phase length (0: skip)")
     p.add_argument("--latency-rate", type=float, default=1000, help="events/s published in the latency phase")
     p.add_argument("--latency-encoding", choices=ENCODINGS, default="avro")
-    p.add_argument("--backlog", type=int, default=0, metavar="N",
-                   help="also publish N events, then ingest them all, sampling the consumer's RSS")
+    p.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also publish N events, then ingest them all, sampling the consumer's RSS",
+    )
     p.add_argument("--backlog-encoding", choices=ENCODINGS, default="avro")
     p.add_argument("--sample-every", type=int, default=100_000, help="backlog RSS sample interval (events)")
     p.add_argument("--seed", type=int, default=7)
@@ -201,8 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"building {args.events:,} steps and encoding each as {', '.join(args.encodings)}")
                 data = build_dataset(args.events, args.seed, args.open_runs, args.encodings)
                 sizes = ", ".join(f"{e} {data.sizes(e)[0]:,.0f} B" for e in args.encodings)
-                say(f"built {args.events:,} steps in {len(data.runs):,} runs in {data.seconds:.1f}s; "
-                    f"mean value size {sizes}")  # fmt: skip
+                say(
+                    f"built {args.events:,} steps in {len(data.runs):,} runs in {data.seconds:.1f}s; "
+                    f"mean value size {sizes}"
+                )
                 throughput, worker_peak = run_throughput(args, base, data, tag, stack)
             if args.latency_seconds > 0:
                 with ExitStack() as phase:
@@ -217,8 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown:
         print("\n" + report.markdown(date))
     if args.json:
-        args.json.write_text(json.dumps({"date": date, "rows": report.rows, "rounds": report.rounds,
-                                         "backlog": report.backlog}, indent=2))  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {"date": date, "rows": report.rows, "rounds": report.rounds, "backlog": report.backlog},
+                indent=2,
+            )
+        )
     return 0
 
 

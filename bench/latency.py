@@ -86,16 +86,18 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def run_latency(args: argparse.Namespace, base: Settings, tag: str, workdir: Path,
-                stack: ExitStack) -> Latency:  # fmt: skip
+def run_latency(
+    args: argparse.Namespace, base: Settings, tag: str, workdir: Path, stack: ExitStack
+) -> Latency:
     assert base.kafka_bootstrap and base.database_url
     url = base.database_url
     schema = f"bench_{tag}_latency"
     create_schema(url, schema)
     if not args.keep_schemas:
         stack.callback(drop_schema, url, schema)
-    settings = base.model_copy(update={"topic": f"bench-{tag}-latency", "database_schema": schema,
-                                       "group": f"bench-{tag}-latency"})  # fmt: skip
+    settings = base.model_copy(
+        update={"topic": f"bench-{tag}-latency", "database_schema": schema, "group": f"bench-{tag}-latency"}
+    )
     ensure_topics(base.kafka_bootstrap, settings.all_topics, settings.partitions)
     from api.bootstrap import open_store
 
@@ -122,13 +124,16 @@ def run_latency(args: argparse.Namespace, base: Settings, tag: str, workdir: Pat
             raise RuntimeError(
                 f"no warm-up step seen in 60 s ({count_rows(url, schema)} rows stored, listener error "
                 f"{listener.error!r}, ingest exit code {proc.poll()}); the end of {log_path}:\n"
-                + log_path.read_text()[-2000:])  # fmt: skip
+                + log_path.read_text()[-2000:]
+            )
         send(next(warm))
         client.flush()
         time.sleep(0.2)
     time.sleep(1.0)
-    say(f"latency: ingest subprocess (pid {proc.pid}) is consuming; publishing {result.rate:,.0f}/s "
-        f"for {result.seconds:g}s")  # fmt: skip
+    say(
+        f"latency: ingest subprocess (pid {proc.pid}) is consuming; publishing {result.rate:,.0f}/s "
+        f"for {result.seconds:g}s"
+    )
 
     published = _steady_publish(args, tag, result, send, psutil.Process(proc.pid))
     client.flush()
@@ -157,21 +162,32 @@ def start_ingest_process(settings: Settings, data_dir: Path, log_path: Path) -> 
     return start_cli_process(settings, ["ingest"], data_dir, log_path)
 
 
-def start_cli_process(settings: Settings, command: Sequence[str], data_dir: Path,
-                      log_path: Path) -> subprocess.Popen[bytes]:  # fmt: skip
+def start_cli_process(
+    settings: Settings, command: Sequence[str], data_dir: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
     """`python -m api.cli <command>` with `settings` as its RECEIPTS_* environment, output to `log_path`."""
     assert settings.database_url and settings.kafka_bootstrap
-    env = {**os.environ, "RECEIPTS_DATABASE_URL": settings.database_url,
-           "RECEIPTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "RECEIPTS_DATABASE_SCHEMA": settings.database_schema, "RECEIPTS_TOPIC": settings.topic,
-           "RECEIPTS_GROUP": settings.group, "RECEIPTS_DATA_DIR": str(data_dir),
-           "RECEIPTS_PARTITIONS": str(settings.partitions),
-           "RECEIPTS_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
-           "RECEIPTS_MAX_POLL_RECORDS": str(settings.max_poll_records)}  # fmt: skip
+    env = {
+        **os.environ,
+        "RECEIPTS_DATABASE_URL": settings.database_url,
+        "RECEIPTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
+        "RECEIPTS_TOPIC": settings.topic,
+        "RECEIPTS_GROUP": settings.group,
+        "RECEIPTS_DATA_DIR": str(data_dir),
+        "RECEIPTS_PARTITIONS": str(settings.partitions),
+        "RECEIPTS_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
+        "RECEIPTS_MAX_POLL_RECORDS": str(settings.max_poll_records),
+    }
     with open(log_path, "wb") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "api.cli", *command], cwd=ROOT, env=env,
-                                stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.cli", *command],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _sender(client: Any, topic: str, encoding: str) -> Callable[[StepEvent], tuple[str, float]]:
@@ -187,9 +203,13 @@ def _sender(client: Any, topic: str, encoding: str) -> Callable[[StepEvent], tup
     return send
 
 
-def _steady_publish(args: argparse.Namespace, tag: str, result: Latency,
-                    send: Callable[[StepEvent], tuple[str, float]],
-                    consumer: psutil.Process) -> dict[str, float]:  # fmt: skip
+def _steady_publish(
+    args: argparse.Namespace,
+    tag: str,
+    result: Latency,
+    send: Callable[[StepEvent], tuple[str, float]],
+    consumer: psutil.Process,
+) -> dict[str, float]:
     """Publish at a fixed schedule (no catching up in bursts beyond the schedule); event id -> time."""
     total = int(result.rate * result.seconds)
     published: dict[str, float] = {}

@@ -90,15 +90,18 @@ def questions(samples: Sequence[RunKeys], finding_codes: Sequence[str]) -> list[
         Question("entity lookup", 20, entity),
         Question("source lookup, any version", 20, lambda rng: source(rng, False)),
         Question("source lookup, one version", 20, lambda rng: source(rng, True)),
-        Question("run list: workflow + final_state", 20,
-                 lambda rng: runs(workflow=(k := pick(rng)).workflow, final_state=k.final_state)),
+        Question(
+            "run list: workflow + final_state",
+            20,
+            lambda rng: runs(workflow=(k := pick(rng)).workflow, final_state=k.final_state),
+        ),
         Question("run list: finding code", 20, lambda rng: runs(finding=rng.choice(finding_codes))),
         Question("run list: reviewer", 20, lambda rng: runs(reviewer=rng.choice(samples).reviewer)),
         Question("run list: 1 h time window", 20, window),
         Question("run list: text in input ref", 20, lambda rng: runs(text=rng.choice(samples).input_id)),
         Question("run list: newest, no filter", 20, lambda _rng: runs()),
         Question("receipt read", 10, receipt),
-    ]  # fmt: skip
+    ]
 
 
 def _size(answer: object) -> int:
@@ -107,8 +110,13 @@ def _size(answer: object) -> int:
     return int(answer is not None)
 
 
-def _rounds(asked: Sequence[Question], samples: int, warmup: int, seed: int,
-            ask: Callable[[Question, Probe, bool], None]) -> None:  # fmt: skip
+def _rounds(
+    asked: Sequence[Question],
+    samples: int,
+    warmup: int,
+    seed: int,
+    ask: Callable[[Question, Probe, bool], None],
+) -> None:
     """Questions in turn (so noise falls on all alike), `warmup` rounds unrecorded first."""
     rng = random.Random(seed)
     for i in range(warmup + samples):
@@ -116,8 +124,14 @@ def _rounds(asked: Sequence[Question], samples: int, warmup: int, seed: int,
             ask(question, question.probe(rng), i >= warmup)
 
 
-def time_direct(queries: Queries, asked: Sequence[Question], timings: dict[str, Timings], samples: int,
-                warmup: int, seed: int) -> None:  # fmt: skip
+def time_direct(
+    queries: Queries,
+    asked: Sequence[Question],
+    timings: dict[str, Timings],
+    samples: int,
+    warmup: int,
+    seed: int,
+) -> None:
     def ask(question: Question, probe: Probe, record: bool) -> None:
         started = time.perf_counter()
         answer = probe.direct(queries)
@@ -129,8 +143,9 @@ def time_direct(queries: Queries, asked: Sequence[Question], timings: dict[str, 
     _rounds(asked, samples, warmup, seed, ask)
 
 
-def time_floor(url: str, schema: str, samples: Sequence[RunKeys], count: int, warmup: int,
-               seed: int) -> list[float]:  # fmt: skip
+def time_floor(
+    url: str, schema: str, samples: Sequence[RunKeys], count: int, warmup: int, seed: int
+) -> list[float]:
     """A prepared primary-key read of the stored receipt document on one open connection."""
     table = sql.SQL("{}.view_receipts").format(sql.Identifier(schema))
     statement = sql.SQL("SELECT document FROM {} WHERE run_key = %s").format(table)
@@ -169,8 +184,9 @@ class Client:
         self.conn.close()
 
 
-def time_http(port: int, asked: Sequence[Question], timings: dict[str, Timings], samples: int,
-              warmup: int, seed: int) -> None:  # fmt: skip
+def time_http(
+    port: int, asked: Sequence[Question], timings: dict[str, Timings], samples: int, warmup: int, seed: int
+) -> None:
     client = Client(port)
 
     def ask(question: Question, probe: Probe, record: bool) -> None:
@@ -209,5 +225,7 @@ def start_api(settings: Settings, workdir: Path, stack: ExitStack) -> int:
         finally:
             client.close()
         time.sleep(0.2)
-    raise RuntimeError(f"the HTTP API did not come up (exit code {proc.poll()}); the end of {log_path}:\n"
-                       + log_path.read_text()[-2000:])  # fmt: skip
+    raise RuntimeError(
+        f"the HTTP API did not come up (exit code {proc.poll()}); the end of {log_path}:\n"
+        + log_path.read_text()[-2000:]
+    )

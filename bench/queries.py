@@ -70,19 +70,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--unfinished", type=float, default=0.05, help="share of runs left without run.finished")
     p.add_argument("--output-bytes", type=int, default=150, help="size of a proposed output")
     p.add_argument("--excerpt-bytes", type=int, default=200, help="size of a source excerpt")
-    p.add_argument("--baseline-events", type=int, default=20_000,
-                   help="events eventsourcing's per-event runner applies for the baseline (0: skip)")
-    p.add_argument("--rebuild-events", type=int, default=0, metavar="N",
-                   help="time the rebuild over the first N log positions only, then apply the rest "
-                   "(timed apart) so the views still hold every run; 0: time the whole rebuild")  # fmt: skip
-    p.add_argument("--samples", type=int, help="timed queries per question and path "
-                   "(default: runs/40, between 100 and 2,000)")  # fmt: skip
+    p.add_argument(
+        "--baseline-events",
+        type=int,
+        default=20_000,
+        help="events eventsourcing's per-event runner applies for the baseline (0: skip)",
+    )
+    p.add_argument(
+        "--rebuild-events",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time the rebuild over the first N log positions only, then apply the rest "
+        "(timed apart) so the views still hold every run; 0: time the whole rebuild",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        help="timed queries per question and path (default: runs/40, between 100 and 2,000)",
+    )
     p.add_argument("--warmup", type=int, default=50, help="untimed queries per question and path first")
     p.add_argument("--visible-seconds", type=float, default=30, help="publish->visible phase (0: skip)")
     p.add_argument("--visible-rate", type=float, default=1000, help="events/s published in that phase")
     p.add_argument("--visible-sample-every", type=int, default=10, help="wait on every Nth published event")
-    p.add_argument("--database-url", help="an existing PostgreSQL (default: RECEIPTS_DATABASE_URL, else "
-                   "an embedded one under /tmp)")  # fmt: skip
+    p.add_argument(
+        "--database-url",
+        help="an existing PostgreSQL (default: RECEIPTS_DATABASE_URL, else an embedded one under /tmp)",
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep-schema", action="store_true", help="keep the schema on an external database")
     p.add_argument("--markdown", action="store_true", help="also print the report as Markdown")
@@ -107,8 +121,10 @@ def load_store(args: argparse.Namespace, store: RunStore) -> Loaded:
     def progress(loaded: Loaded) -> None:
         if loaded.seconds - shown[0] >= 15 or loaded.runs == args.runs:
             shown[0] = loaded.seconds
-            say(f"load: {loaded.runs:,} runs, {loaded.events:,} events in {loaded.seconds:.0f}s "
-                f"({loaded.events / loaded.seconds:,.0f} events/s)")  # fmt: skip
+            say(
+                f"load: {loaded.runs:,} runs, {loaded.events:,} events in {loaded.seconds:.0f}s "
+                f"({loaded.events / loaded.seconds:,.0f} events/s)"
+            )
 
     say(f"loading {args.runs:,} runs by binary COPY, {args.runs_per_batch:,} runs a transaction")
     loaded = load(store.steps, stamper, args.open_runs, args.runs_per_batch, progress)
@@ -121,8 +137,10 @@ def check_views(url: str, schema: str, loaded: Loaded) -> None:
     count = sql.SQL("SELECT (SELECT count(*) FROM {s}.view_runs), (SELECT count(*) FROM {s}.view_timeline)")
     runs, steps = sql_run(url, count.format(s=sql.Identifier(schema)))[0]
     if (runs, steps) != (loaded.runs, loaded.events):
-        raise RuntimeError(f"views hold {runs:,} runs and {steps:,} steps; loaded {loaded.runs:,} runs and "
-                           f"{loaded.events:,} events")  # fmt: skip
+        raise RuntimeError(
+            f"views hold {runs:,} runs and {steps:,} steps; loaded {loaded.runs:,} runs and "
+            f"{loaded.events:,} events"
+        )
 
 
 def settle(url: str, schema: str) -> float:
@@ -141,8 +159,9 @@ def finding_codes(url: str, schema: str) -> list[str]:
     return [*sorted(row[0] for row in rows), "final_state_unclear"]  # the one judged at read time
 
 
-def run_queries(args: argparse.Namespace, settings: Settings, store: RunStore, loaded: Loaded,
-                port: int) -> dict[str, Timings]:  # fmt: skip
+def run_queries(
+    args: argparse.Namespace, settings: Settings, store: RunStore, loaded: Loaded, port: int
+) -> dict[str, Timings]:
     assert settings.database_url
     asked = questions(loaded.samples, finding_codes(settings.database_url, settings.database_schema))
     timings = {q.name: Timings(q.name, q.target_ms) for q in asked}
@@ -150,8 +169,14 @@ def run_queries(args: argparse.Namespace, settings: Settings, store: RunStore, l
     say(f"queries: {len(asked)} questions x {args.samples:,} random keys, direct (Queries)")
     time_direct(queries, asked, timings, args.samples, args.warmup, args.seed + 1)
     floor = Timings(FLOOR, None)
-    floor.direct_ms = time_floor(settings.database_url, settings.database_schema, loaded.samples,
-                                 args.samples, args.warmup, args.seed + 2)  # fmt: skip
+    floor.direct_ms = time_floor(
+        settings.database_url,
+        settings.database_schema,
+        loaded.samples,
+        args.samples,
+        args.warmup,
+        args.seed + 2,
+    )
     say(f"queries: the same through the HTTP API on port {port}")
     time_http(port, asked, timings, args.samples, args.warmup, args.seed + 3)
     return {**timings, FLOOR: floor}
@@ -160,8 +185,10 @@ def run_queries(args: argparse.Namespace, settings: Settings, store: RunStore, l
 def disk_check(workdir: Path, runs: int) -> None:
     free = shutil.disk_usage(workdir).free
     if free < runs * BYTES_PER_RUN:
-        raise SystemExit(f"{runs:,} runs need about {runs * BYTES_PER_RUN / 2**30:,.0f} GiB under {workdir}; "
-                         f"{free / 2**30:,.0f} GiB are free")  # fmt: skip
+        raise SystemExit(
+            f"{runs:,} runs need about {runs * BYTES_PER_RUN / 2**30:,.0f} GiB under {workdir}; "
+            f"{free / 2**30:,.0f} GiB are free"
+        )
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -182,8 +209,9 @@ def measure(args: argparse.Namespace, workdir: Path, date: str, stack: ExitStack
     create_schema(url, schema)
     if not embedded and not args.keep_schema:
         stack.callback(drop_schema, url, schema)
-    settings = base.model_copy(update={"database_schema": schema, "topic": f"bench-{tag}-visible",
-                                       "group": f"bench-{tag}-visible"})  # fmt: skip
+    settings = base.model_copy(
+        update={"database_schema": schema, "topic": f"bench-{tag}-visible", "group": f"bench-{tag}-visible"}
+    )
     store = open_store(settings)
     stack.callback(store.close)
     loaded = load_store(args, store)
@@ -201,8 +229,16 @@ def measure(args: argparse.Namespace, workdir: Path, date: str, stack: ExitStack
     timings = run_queries(args, settings, store, loaded, port)
     visible = None
     if args.visible_seconds > 0:
-        visible = run_visible(settings, port, args.visible_rate, args.visible_seconds,
-                              args.visible_sample_every, args.seed, workdir, stack)  # fmt: skip
+        visible = run_visible(
+            settings,
+            port,
+            args.visible_rate,
+            args.visible_seconds,
+            args.visible_sample_every,
+            args.seed,
+            workdir,
+            stack,
+        )
     return query_report(args, settings, servers, date, loaded, baseline, rebuilt, settled, timings, visible)
 
 

@@ -34,9 +34,11 @@ class OneRowPerEvent(PostgresTrackingRecorder):
         super().__init__(datastore, **kwargs)
         rows = f"{self.tracking_table_name}_rows"
         table = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(rows))
-        self.sql_create_statements.append(SQL(
-            "CREATE TABLE IF NOT EXISTS {} (run_key uuid, version int, PRIMARY KEY (run_key, version))"
-        ).format(table))  # fmt: skip
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (run_key uuid, version int, PRIMARY KEY (run_key, version))"
+            ).format(table)
+        )
         self.insert_row = SQL("INSERT INTO {} VALUES (%s, %s)").format(table)
 
     def record(self, run_key: UUID, version: int, tracking: Tracking) -> None:
@@ -57,8 +59,9 @@ def library_baseline(settings: Settings, events: int) -> float:
     (the runner decodes each stored step through the application's mapper)."""
     env = {**settings.eventsourcing_env(), "PERSISTENCE_MODULE": "eventsourcing.postgres"}
     started = time.perf_counter()
-    runner = LibraryRunner(application_class=RunStore, projection_class=OneRowProjection,
-                           view_class=OneRowPerEvent, env=env)  # fmt: skip
+    runner = LibraryRunner(
+        application_class=RunStore, projection_class=OneRowProjection, view_class=OneRowPerEvent, env=env
+    )
     with runner:
         runner.wait(_first_position(settings) + events - 1, timeout=max(120.0, events / 200))
         seconds = time.perf_counter() - started
@@ -67,8 +70,12 @@ def library_baseline(settings: Settings, events: int) -> float:
 
 def _first_position(settings: Settings) -> int:
     assert settings.database_url
-    rows = sql_run(settings.database_url, SQL("SELECT min(notification_id) FROM {}.{}").format(
-        Identifier(settings.database_schema), Identifier(EVENTS_TABLE)))  # fmt: skip
+    rows = sql_run(
+        settings.database_url,
+        SQL("SELECT min(notification_id) FROM {}.{}").format(
+            Identifier(settings.database_schema), Identifier(EVENTS_TABLE)
+        ),
+    )
     return int(rows[0][0])
 
 
@@ -99,8 +106,10 @@ def rebuild_views(runner: ProjectionRunner, database_url: str, prefix: int) -> R
     started = time.perf_counter()
     applied = runner.catch_up(prefix, _progress("rebuild (timed prefix)", prefix, started))
     timed = time.perf_counter() - started
-    say(f"rebuild: first {applied:,} events in {timed:.0f}s ({applied / timed:,.0f} events/s); "
-        f"applying the remaining {end - prefix:,} positions")  # fmt: skip
+    say(
+        f"rebuild: first {applied:,} events in {timed:.0f}s ({applied / timed:,.0f} events/s); "
+        f"applying the remaining {end - prefix:,} positions"
+    )
     started = time.perf_counter()
     rest = runner.catch_up(end, _progress("rebuild (rest)", end - prefix, started))
     return Rebuilt(applied, timed, applied / timed, rest, time.perf_counter() - started)

@@ -45,6 +45,7 @@ class Throughput:
     def ratio(self) -> float:
         return statistics.median(self.pipeline) / statistics.median(self.baseline)
 
+
 def mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
@@ -69,8 +70,11 @@ def machine() -> str:
 
 def server_facts(url: str) -> str:
     try:
-        rows = sql_run(url, "SELECT current_setting('server_version'), current_setting('fsync'), "
-                       "current_setting('synchronous_commit')")  # fmt: skip
+        rows = sql_run(
+            url,
+            "SELECT current_setting('server_version'), current_setting('fsync'), "
+            "current_setting('synchronous_commit')",
+        )
     except psycopg.Error as error:
         return f"unknown ({error})"
     v, fsync, sync = rows[0]
@@ -94,14 +98,16 @@ class Report:
 
     def plain(self) -> str:
         width = max(len(label) for label, _ in self.rows)
-        out = ["", self.title.upper(), "=" * len(self.title)] + [f"{label.ljust(width)}  {value}"
-                                                                 for label, value in self.rows]  # fmt: skip
+        out = ["", self.title.upper(), "=" * len(self.title)] + [
+            f"{label.ljust(width)}  {value}" for label, value in self.rows
+        ]
         for title, table in self._tables():
             if len(table) > 1:
                 widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
                 out += ["", title[0].lower() + title[1:]]
-                out += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
-                        for row in table]  # fmt: skip
+                out += [
+                    "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in table
+                ]
         return "\n".join(out)
 
     def markdown(self, date: str) -> str:
@@ -109,8 +115,7 @@ class Report:
         out += [f"| {label} | {value} |" for label, value in self.rows]
         for title, table in self._tables():
             if len(table) > 1:
-                out += ["", f"{title}:", "", "| " + " | ".join(table[0]) + " |",
-                        "|" + "---|" * len(table[0])]  # fmt: skip
+                out += ["", f"{title}:", "", "| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
                 out += ["| " + " | ".join(row) + " |" for row in table[1:]]
         return "\n".join(out)
 
@@ -122,21 +127,36 @@ def add_environment(r: Report, date: str, packages: Sequence[str]) -> None:
     r.add("packages", ", ".join(f"{p} {version(p)}" for p in packages))
 
 
-def build_report(args: argparse.Namespace, base: Settings, servers: str, data: Dataset | None,
-                 throughput: list[Throughput], worker_peak: int, latency: Latency | None,
-                 backlog: dict[str, Any] | None, date: str) -> Report:  # fmt: skip
+def build_report(
+    args: argparse.Namespace,
+    base: Settings,
+    servers: str,
+    data: Dataset | None,
+    throughput: list[Throughput],
+    worker_peak: int,
+    latency: Latency | None,
+    backlog: dict[str, Any] | None,
+    date: str,
+) -> Report:
     r = Report()
-    add_environment(r, date, ("kafka-python", "psycopg", "psycopg-binary", "eventsourcing", "fastavro",
-                              "pydantic"))  # fmt: skip
+    add_environment(
+        r, date, ("kafka-python", "psycopg", "psycopg-binary", "eventsourcing", "fastavro", "pydantic")
+    )
     r.add("crc32c", f"present ({version('crc32c')})" if find_spec("crc32c") else "ABSENT (pure-Python CRC)")
     assert base.database_url
     r.add("servers", servers)
     r.add("postgresql", server_facts(base.database_url))
-    r.add("consumer settings", f"fetch_max_wait_ms {base.fetch_max_wait_ms}, max_poll_records "
-          f"{base.max_poll_records}, {base.partitions} partitions")  # fmt: skip
+    r.add(
+        "consumer settings",
+        f"fetch_max_wait_ms {base.fetch_max_wait_ms}, max_poll_records "
+        f"{base.max_poll_records}, {base.partitions} partitions",
+    )
     if data is not None:
-        r.add("events (N)", f"{args.events:,} in {len(data.runs):,} runs of 5-30 steps, "
-              f"{args.open_runs} runs open at once, keyed by run_id")  # fmt: skip
+        r.add(
+            "events (N)",
+            f"{args.events:,} in {len(data.runs):,} runs of 5-30 steps, "
+            f"{args.open_runs} runs open at once, keyed by run_id",
+        )
         for encoding in args.encodings:
             mean, lo, hi = data.sizes(encoding)
             r.add(f"value size {encoding}", f"mean {mean:,.0f} B (min {lo:,}, max {hi:,})")
@@ -144,28 +164,49 @@ def build_report(args: argparse.Namespace, base: Settings, servers: str, data: D
         if not t.pipeline:
             continue
         label = f"{t.encoding}: raw consume / pipeline / ratio"
-        r.add(label, f"{statistics.median(t.baseline):,.0f} msg/s / {statistics.median(t.pipeline):,.0f} "
-              f"events/s / {t.ratio:.2f}x (medians, {len(t.pipeline)} round(s); target >= 0.25x, "
-              f"aim 0.5x: {'met' if t.ratio >= 0.25 else 'NOT met'})")  # fmt: skip
-        r.add(f"{t.encoding}: produce",
-              f"{t.produce_rate:,.0f} msg/s (linger 10 ms, acks=all; not in the ratio)")
+        r.add(
+            label,
+            f"{statistics.median(t.baseline):,.0f} msg/s / {statistics.median(t.pipeline):,.0f} "
+            f"events/s / {t.ratio:.2f}x (medians, {len(t.pipeline)} round(s); target >= 0.25x, "
+            f"aim 0.5x: {'met' if t.ratio >= 0.25 else 'NOT met'})",
+        )
+        r.add(
+            f"{t.encoding}: produce",
+            f"{t.produce_rate:,.0f} msg/s (linger 10 ms, acks=all; not in the ratio)",
+        )
     if throughput and throughput[0].pipeline:
-        r.add("peak RSS, throughput consumer", f"{mib(worker_peak)} (worker process, ru_maxrss over all "
-              f"rounds; per pipeline round {', '.join(mib(x) for t in throughput for x in t.rss)})")
-        r.rounds.append(("round", "encoding", "raw consume msg/s", "pipeline events/s", "ratio", "batches",
-                         "peak RSS"))  # fmt: skip
+        r.add(
+            "peak RSS, throughput consumer",
+            f"{mib(worker_peak)} (worker process, ru_maxrss over all "
+            f"rounds; per pipeline round {', '.join(mib(x) for t in throughput for x in t.rss)})",
+        )
+        r.rounds.append(
+            ("round", "encoding", "raw consume msg/s", "pipeline events/s", "ratio", "batches", "peak RSS")
+        )
         for i in range(len(throughput[0].pipeline)):
             for t in throughput:
-                r.rounds.append((str(i + 1), t.encoding, f"{t.baseline[i]:,.0f}", f"{t.pipeline[i]:,.0f}",
-                                 f"{t.pipeline[i] / t.baseline[i]:.2f}", str(t.batches[i]), mib(t.rss[i])))
+                r.rounds.append(
+                    (
+                        str(i + 1),
+                        t.encoding,
+                        f"{t.baseline[i]:,.0f}",
+                        f"{t.pipeline[i]:,.0f}",
+                        f"{t.pipeline[i] / t.baseline[i]:.2f}",
+                        str(t.batches[i]),
+                        mib(t.rss[i]),
+                    )
+                )
     if latency is not None:
         add_latency(r, latency)
     if backlog is not None:
         samples = backlog["samples"]
-        r.add("backlog", f"{args.backlog:,} {args.backlog_encoding} events ingested at "
-              f"{backlog['rate']:,.0f} events/s; RSS {mib(samples[0][2]) if samples else '?'} at the "
-              f"first sample, peak "
-              f"{mib(backlog['rss_peak'])} (ru_maxrss {mib(backlog['max_rss'])})")  # fmt: skip
+        r.add(
+            "backlog",
+            f"{args.backlog:,} {args.backlog_encoding} events ingested at "
+            f"{backlog['rate']:,.0f} events/s; RSS {mib(samples[0][2]) if samples else '?'} at the "
+            f"first sample, peak "
+            f"{mib(backlog['rss_peak'])} (ru_maxrss {mib(backlog['max_rss'])})",
+        )
         r.backlog.append(("recorded", "seconds", "RSS", "run heads cached"))
         r.backlog += [(f"{n:,}", f"{at:.1f}", mib(rss), f"{heads:,}") for n, at, rss, heads in samples]
     return r
@@ -175,17 +216,23 @@ def add_latency(r: Report, latency: Latency) -> None:
     def stats(ms: list[float]) -> str:
         if not ms:
             return "no events"
-        return (f"p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, "
-                f"max {max(ms):.1f} ms")  # fmt: skip
+        return f"p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
 
-    r.add("latency load", f"{latency.published:,} {latency.encoding} events at "
-          f"{latency.achieved_rate:,.0f}/s (asked {latency.rate:,.0f}/s for {latency.seconds:g}s) "
-          f"into `api.cli ingest` (group subscription); {latency.missing} not stored")  # fmt: skip
+    r.add(
+        "latency load",
+        f"{latency.published:,} {latency.encoding} events at "
+        f"{latency.achieved_rate:,.0f}/s (asked {latency.rate:,.0f}/s for {latency.seconds:g}s) "
+        f"into `api.cli ingest` (group subscription); {latency.missing} not stored",
+    )
     p99 = percentile(latency.recorded_ms, 0.99) if latency.recorded_ms else math.inf
-    r.add("latency, publish -> recorded-at", f"{stats(latency.recorded_ms)} "
-          f"(target p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'})")  # fmt: skip
-    r.add("latency, publish -> visible", f"{stats(latency.visible_ms)} (committed row seen by a LISTENing "
-          "reader)")  # fmt: skip
+    r.add(
+        "latency, publish -> recorded-at",
+        f"{stats(latency.recorded_ms)} (target p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'})",
+    )
+    r.add(
+        "latency, publish -> visible",
+        f"{stats(latency.visible_ms)} (committed row seen by a LISTENing reader)",
+    )
     r.add("peak RSS, latency consumer", mib(latency.rss_peak))
 
 
@@ -204,29 +251,50 @@ def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def query_report(args: argparse.Namespace, settings: Settings, servers: str, date: str, loaded: Loaded,
-                 baseline: float | None, rebuilt: Rebuilt, settled: float, timings: dict[str, Timings],
-                 visible: Visible | None) -> Report:  # fmt: skip
+def query_report(
+    args: argparse.Namespace,
+    settings: Settings,
+    servers: str,
+    date: str,
+    loaded: Loaded,
+    baseline: float | None,
+    rebuilt: Rebuilt,
+    settled: float,
+    timings: dict[str, Timings],
+    visible: Visible | None,
+) -> Report:
     assert settings.database_url
     r = Report(title="Query benchmark")
-    add_environment(r, date, ("psycopg", "psycopg-binary", "eventsourcing", "pydantic", "fastapi", "uvicorn",
-                              "kafka-python"))  # fmt: skip
+    add_environment(
+        r,
+        date,
+        ("psycopg", "psycopg-binary", "eventsourcing", "pydantic", "fastapi", "uvicorn", "kafka-python"),
+    )
     r.add("servers", servers)
     r.add("postgresql", server_facts(settings.database_url))
-    r.add("store", f"{loaded.runs:,} runs, {loaded.events:,} events ({loaded.unfinished:,} runs without "
-          f"run.finished), stamped from {loaded.templates:,} StepFactory runs; JSON values, mean "
-          f"{loaded.bytes / loaded.events:,.0f} B; {args.open_runs} runs interleaved; one target record "
-          f"a run among {loaded.entities:,}, sources among {loaded.sources:,} in {SOURCE_VERSIONS} versions, "
-          f"{HOT_RECORDS:.0%} of each taking {HOT_SHARE:.0%} of the uses")  # fmt: skip
-    r.add("load", f"{loaded.events / loaded.seconds:,.0f} events/s ({loaded.seconds:,.0f}s) by binary COPY, "
-          f"{args.runs_per_batch:,} runs a transaction, generation included")  # fmt: skip
+    r.add(
+        "store",
+        f"{loaded.runs:,} runs, {loaded.events:,} events ({loaded.unfinished:,} runs without "
+        f"run.finished), stamped from {loaded.templates:,} StepFactory runs; JSON values, mean "
+        f"{loaded.bytes / loaded.events:,.0f} B; {args.open_runs} runs interleaved; one target record "
+        f"a run among {loaded.entities:,}, sources among {loaded.sources:,} in {SOURCE_VERSIONS} versions, "
+        f"{HOT_RECORDS:.0%} of each taking {HOT_SHARE:.0%} of the uses",
+    )
+    r.add(
+        "load",
+        f"{loaded.events / loaded.seconds:,.0f} events/s ({loaded.seconds:,.0f}s) by binary COPY, "
+        f"{args.runs_per_batch:,} runs a transaction, generation included",
+    )
     r.add("on disk", _sizes(settings.database_url, settings.database_schema))
     _add_rebuild(r, args, baseline, rebuilt)
     r.add("settle", f"VACUUM (ANALYZE) of every table, then CHECKPOINT, before the queries: {settled:,.0f}s")
     n = len(next(iter(timings.values())).direct_ms)
-    r.add("queries", f"{n:,} timed per question and path after {args.warmup} untimed, keys of random "
-          "loaded runs; HTTP: `receipts serve` (uvicorn, 1 process), one keep-alive connection; "
-          "verdict on the HTTP p99")  # fmt: skip
+    r.add(
+        "queries",
+        f"{n:,} timed per question and path after {args.warmup} untimed, keys of random "
+        "loaded runs; HTTP: `receipts serve` (uvicorn, 1 process), one keep-alive connection; "
+        "verdict on the HTTP p99",
+    )
     r.tables.append(("Query latencies (ms)", _latency_table(timings)))
     if visible is not None:
         _add_visible(r, visible)
@@ -235,30 +303,51 @@ def query_report(args: argparse.Namespace, settings: Settings, servers: str, dat
 
 def _sizes(url: str, schema: str) -> str:
     tables = ("receipts_events", *VIEW_TABLES)
-    sizes = sql_run(url, "SELECT pg_size_pretty(pg_database_size(current_database())), " + ", ".join(
-        f"pg_size_pretty(pg_total_relation_size('{schema}.{t}'))" for t in tables))[0]  # fmt: skip
+    sizes = sql_run(
+        url,
+        "SELECT pg_size_pretty(pg_database_size(current_database())), "
+        + ", ".join(f"pg_size_pretty(pg_total_relation_size('{schema}.{t}'))" for t in tables),
+    )[0]
     return f"database {sizes[0]}; " + ", ".join(f"{t} {s}" for t, s in zip(tables, sizes[1:], strict=True))
 
 
 def _add_rebuild(r: Report, args: argparse.Namespace, baseline: float | None, rebuilt: Rebuilt) -> None:
     if baseline:
-        r.add("rebuild baseline", f"{baseline:,.0f} events/s: eventsourcing's ProjectionRunner, one row "
-              f"and its tracking row per event in one transaction, first {args.baseline_events:,} "
-              "events")  # fmt: skip
+        r.add(
+            "rebuild baseline",
+            f"{baseline:,.0f} events/s: eventsourcing's ProjectionRunner, one row "
+            f"and its tracking row per event in one transaction, first {args.baseline_events:,} "
+            "events",
+        )
     ratio = f", {rebuilt.rate / baseline:.1f}x the baseline" if baseline else ""
     timed = "the whole log"
     if rebuilt.rest_events:
-        timed = (f"the first {rebuilt.events:,} events; the other {rebuilt.rest_events:,} in "
-                 f"{rebuilt.rest_seconds:,.0f}s ({rebuilt.rest_events / rebuilt.rest_seconds:,.0f} "
-                 "events/s)")  # fmt: skip
-    r.add("projection rebuild", f"{rebuilt.rate:,.0f} events/s, all six views, {rebuilt.events:,} events "
-          f"in {rebuilt.seconds:,.0f}s, timed over {timed}{ratio} (target >= 20k events/s: "
-          f"{_verdict(rebuilt.rate >= REBUILD_TARGET)})")  # fmt: skip
+        timed = (
+            f"the first {rebuilt.events:,} events; the other {rebuilt.rest_events:,} in "
+            f"{rebuilt.rest_seconds:,.0f}s ({rebuilt.rest_events / rebuilt.rest_seconds:,.0f} "
+            "events/s)"
+        )
+    r.add(
+        "projection rebuild",
+        f"{rebuilt.rate:,.0f} events/s, all six views, {rebuilt.events:,} events "
+        f"in {rebuilt.seconds:,.0f}s, timed over {timed}{ratio} (target >= 20k events/s: "
+        f"{_verdict(rebuilt.rate >= REBUILD_TARGET)})",
+    )
 
 
 def _latency_table(timings: dict[str, Timings]) -> list[tuple[str, ...]]:
-    header = ("question", "target p99", "direct p50", "p95", "p99", "HTTP p50", "p95", "p99", "runs/answer",
-              "verdict")  # fmt: skip
+    header = (
+        "question",
+        "target p99",
+        "direct p50",
+        "p95",
+        "p99",
+        "HTTP p50",
+        "p95",
+        "p99",
+        "runs/answer",
+        "verdict",
+    )
     table: list[tuple[str, ...]] = [header]
     for t in timings.values():
         verdict = ""
@@ -268,19 +357,32 @@ def _latency_table(timings: dict[str, Timings]) -> list[tuple[str, ...]]:
             verdict += f" ({t.http_errors} HTTP errors)"
         sizes = f"{statistics.mean(t.sizes):.1f} (max {max(t.sizes)})" if t.sizes else "-"
         target = f"< {t.target_ms:g} ms" if t.target_ms else "floor"
-        table.append((t.name, target, *(_ms(t.direct_ms, q) for q in (0.5, 0.95, 0.99)),
-                      *(_ms(t.http_ms, q) for q in (0.5, 0.95, 0.99)), sizes, verdict))  # fmt: skip
+        table.append(
+            (
+                t.name,
+                target,
+                *(_ms(t.direct_ms, q) for q in (0.5, 0.95, 0.99)),
+                *(_ms(t.http_ms, q) for q in (0.5, 0.95, 0.99)),
+                sizes,
+                verdict,
+            )
+        )
     return table
 
 
 def _add_visible(r: Report, visible: Visible) -> None:
     ms = visible.latencies_ms
     met = bool(ms) and percentile(ms, 0.99) < VISIBLE_TARGET_MS and not visible.missing
-    r.add("publish -> visible load", f"{visible.published:,} events at {visible.achieved_rate:,.0f}/s "
-          f"(asked {visible.rate:,.0f}/s for {visible.seconds:g}s) through the Publisher; `receipts "
-          f"ingest` and `receipts project` as processes; every {visible.sample_every}th event waited "
-          "on")  # fmt: skip
-    r.add("publish -> visible in GET /runs/{id}/receipt",
-          f"p50 {_ms(ms, 0.5)} ms, p95 {_ms(ms, 0.95)} ms, p99 {_ms(ms, 0.99)} ms, max "
-          f"{max(ms, default=0):.1f} ms over {len(ms):,} events; {visible.missing} not visible within "
-          f"10 s (target p99 < 250 ms: {_verdict(met)})")  # fmt: skip
+    r.add(
+        "publish -> visible load",
+        f"{visible.published:,} events at {visible.achieved_rate:,.0f}/s "
+        f"(asked {visible.rate:,.0f}/s for {visible.seconds:g}s) through the Publisher; `receipts "
+        f"ingest` and `receipts project` as processes; every {visible.sample_every}th event waited "
+        "on",
+    )
+    r.add(
+        "publish -> visible in GET /runs/{id}/receipt",
+        f"p50 {_ms(ms, 0.5)} ms, p95 {_ms(ms, 0.95)} ms, p99 {_ms(ms, 0.99)} ms, max "
+        f"{max(ms, default=0):.1f} ms over {len(ms):,} events; {visible.missing} not visible within "
+        f"10 s (target p99 < 250 ms: {_verdict(met)})",
+    )

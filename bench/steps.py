@@ -33,8 +33,12 @@ _VOCABULARY = (
 WORDS = tuple(_VOCABULARY.split())
 FIRST_NAMES = ("Dana", "Ana", "Sam", "Lee", "Priya", "Jonas", "Mei", "Omar", "Lucia", "Tom")
 COMPANIES = ("bigco", "acme", "globex", "initech", "umbrella", "hooli", "vandelay", "stark")
-REVIEWERS = (("maria@acme.example", "sales-lead"), ("sam@acme.example", "support-lead"),
-             ("dev@acme.example", "web-owner"), ("kim@acme.example", "account-manager"))  # fmt: skip
+REVIEWERS = (
+    ("maria@acme.example", "sales-lead"),
+    ("sam@acme.example", "support-lead"),
+    ("dev@acme.example", "web-owner"),
+    ("kim@acme.example", "account-manager"),
+)
 MODEL = {"provider": "anthropic", "name": "claude-sonnet", "version": "4.5"}
 
 
@@ -53,30 +57,90 @@ class Lane:
 
 
 LANES = (
-    Lane("lead-followup", "lead-bot", "hubspot", "form_submission", "send_email", "gmail.send",
-         "hubspot", "contact", "sent", "outbound-email-review"),
-    Lane("support-triage", "triage-bot", "zendesk", "ticket", "route_ticket", "zendesk.update",
-         "zendesk", "ticket", "routed", "cancellation-escalates"),
-    Lane("pricing-update", "web-bot", "jira", "issue", "update_page", "cms.publish",
-         "cms", "page", "published", "public-page-review"),
-    Lane("crm-note", "notes-bot", "gong", "call", "write_note", "salesforce.update",
-         "salesforce", "account", "written", "crm-claims-review"),
-)  # fmt: skip
+    Lane(
+        "lead-followup",
+        "lead-bot",
+        "hubspot",
+        "form_submission",
+        "send_email",
+        "gmail.send",
+        "hubspot",
+        "contact",
+        "sent",
+        "outbound-email-review",
+    ),
+    Lane(
+        "support-triage",
+        "triage-bot",
+        "zendesk",
+        "ticket",
+        "route_ticket",
+        "zendesk.update",
+        "zendesk",
+        "ticket",
+        "routed",
+        "cancellation-escalates",
+    ),
+    Lane(
+        "pricing-update",
+        "web-bot",
+        "jira",
+        "issue",
+        "update_page",
+        "cms.publish",
+        "cms",
+        "page",
+        "published",
+        "public-page-review",
+    ),
+    Lane(
+        "crm-note",
+        "notes-bot",
+        "gong",
+        "call",
+        "write_note",
+        "salesforce.update",
+        "salesforce",
+        "account",
+        "written",
+        "crm-claims-review",
+    ),
+)
 
 # One proposed action and what followed it; weights are how often each happens.
 CYCLES: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("approved", ("action.proposed", "policy.decided", "action.reviewed", "action.executed"), 22),
-    ("edited", ("action.proposed", "policy.decided", "action.edited", "action.reviewed",
-                "action.executed"), 40),
+    (
+        "edited",
+        ("action.proposed", "policy.decided", "action.edited", "action.reviewed", "action.executed"),
+        40,
+    ),
     ("held", ("action.proposed", "policy.decided", "action.held"), 8),
     ("auto", ("action.proposed", "policy.decided", "action.executed"), 10),
-    ("reverted", ("action.proposed", "policy.decided", "action.reviewed", "action.executed",
-                  "rollback.requested", "action.reverted"), 8),
+    (
+        "reverted",
+        (
+            "action.proposed",
+            "policy.decided",
+            "action.reviewed",
+            "action.executed",
+            "rollback.requested",
+            "action.reverted",
+        ),
+        8,
+    ),
     ("rejected", ("action.proposed", "policy.decided", "action.reviewed"), 8),
     ("failed", ("action.proposed", "policy.decided", "action.reviewed", "action.failed"), 6),
 )
-FINAL_STATE = {"approved": "sent", "edited": "edited", "held": "held", "auto": "sent",
-               "reverted": "reverted", "rejected": "rejected", "failed": "failed"}  # fmt: skip
+FINAL_STATE = {
+    "approved": "sent",
+    "edited": "edited",
+    "held": "held",
+    "auto": "sent",
+    "reverted": "reverted",
+    "rejected": "rejected",
+    "failed": "failed",
+}
 
 
 class StepFactory:
@@ -168,64 +232,113 @@ class StepFactory:
         for sequence, (kind, variant) in enumerate(self._plan(length), start=1):
             data, actor = self._data(kind, variant, lane, run_id, state, bot, reviewer, policy)
             at = self.t0 + timedelta(milliseconds=10 * next(clock))
-            yield step_adapter.validate_python({
-                "event_id": str(uuid5(EVENT_NAMESPACE, f"{TENANT}/{run_id}/{sequence}")),
-                "run_id": run_id, "tenant": TENANT, "type": kind, "occurred_at": at,
-                "actor": actor, "step_id": None if kind in ("run.started", "source.used", "run.finished")
-                else f"{run_id}/step-{state['step']}",
-                "data": data,
-            })  # fmt: skip
+            yield step_adapter.validate_python(
+                {
+                    "event_id": str(uuid5(EVENT_NAMESPACE, f"{TENANT}/{run_id}/{sequence}")),
+                    "run_id": run_id,
+                    "tenant": TENANT,
+                    "type": kind,
+                    "occurred_at": at,
+                    "actor": actor,
+                    "step_id": None
+                    if kind in ("run.started", "source.used", "run.finished")
+                    else f"{run_id}/step-{state['step']}",
+                    "data": data,
+                }
+            )
 
-    def _data(self, kind: str, variant: str, lane: Lane, run_id: str, state: dict[str, Any],
-              bot: dict[str, Any], reviewer: dict[str, Any],
-              policy: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    def _data(
+        self,
+        kind: str,
+        variant: str,
+        lane: Lane,
+        run_id: str,
+        state: dict[str, Any],
+        bot: dict[str, Any],
+        reviewer: dict[str, Any],
+        policy: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         rng = self.rng
         name = rng.choice(FIRST_NAMES)
         company = rng.choice(COMPANIES)
         ref = f"{lane.input_kind[:3]}-{rng.randrange(10**6):06d}"
         if kind == "run.started":
-            return {"workflow": lane.workflow,
-                    "input": {"system": lane.input_system, "kind": lane.input_kind, "id": ref,
-                              "uri": f"https://{lane.input_system}.example/{lane.input_kind}/{ref}",
-                              "hash": content_hash(ref)},
-                    "agent": {"name": lane.bot, "version": f"2.{rng.randrange(9)}.{rng.randrange(20)}"},
-                    "model": MODEL}, bot  # fmt: skip
+            return {
+                "workflow": lane.workflow,
+                "input": {
+                    "system": lane.input_system,
+                    "kind": lane.input_kind,
+                    "id": ref,
+                    "uri": f"https://{lane.input_system}.example/{lane.input_kind}/{ref}",
+                    "hash": content_hash(ref),
+                },
+                "agent": {"name": lane.bot, "version": f"2.{rng.randrange(9)}.{rng.randrange(20)}"},
+                "model": MODEL,
+            }, bot
         if kind == "source.used":
             source_id = f"src-{rng.randrange(10**6):06d}"
             state["sources"].append(source_id)
             excerpt = self.text(rng.randint(500, 1400))
-            return {"source": {"system": rng.choice(("cms", "stripe", "zendesk", "hubspot", "gdrive")),
-                               "kind": rng.choice(("page", "customer", "ticket", "doc")), "id": source_id,
-                               "version": f"v{rng.randrange(1, 40)}",
-                               "uri": f"https://docs.example/{source_id}",
-                               "retrieved_at": self.t0.isoformat(), "excerpt": excerpt,
-                               "hash": content_hash(excerpt)}}, bot  # fmt: skip
+            return {
+                "source": {
+                    "system": rng.choice(("cms", "stripe", "zendesk", "hubspot", "gdrive")),
+                    "kind": rng.choice(("page", "customer", "ticket", "doc")),
+                    "id": source_id,
+                    "version": f"v{rng.randrange(1, 40)}",
+                    "uri": f"https://docs.example/{source_id}",
+                    "retrieved_at": self.t0.isoformat(),
+                    "excerpt": excerpt,
+                    "hash": content_hash(excerpt),
+                }
+            }, bot
         if kind == "action.proposed":
             state["step"] += 1
             body = self.text(rng.randint(self.output_bytes * 3 // 4, self.output_bytes * 5 // 4))
             output = f"Hi {name},\n\n{body}\n\nBest,\nAcme"
             state["output"], state["hash"] = output, content_hash(output)
             target_id = f"{name.lower()}-{company}-{rng.randrange(10**4):04d}"
-            return {"action": {
-                "verb": lane.verb, "tool": lane.tool,
-                "target": {"system": lane.target_system, "kind": lane.target_kind, "id": target_id,
-                           "uri": f"https://{lane.target_system}.example/{target_id}"},
-                "params": {"to": f"{name.lower()}@{company}.example", "subject": self.text(40),
-                           "cc": [f"owner@{company}.example"], "template": f"{lane.workflow}-v3",
-                           "locale": rng.choice(("en-US", "en-GB", "de-DE")), "priority": "normal"},
-                "output": output, "output_hash": state["hash"]},
-                "signal": {"confidence": round(rng.uniform(0.4, 0.99), 2),
-                           "reason_code": f"{lane.workflow}.qualified",
-                           "flags": ["cancellation_keyword"] if rng.random() < 0.1 else []},
+            return {
+                "action": {
+                    "verb": lane.verb,
+                    "tool": lane.tool,
+                    "target": {
+                        "system": lane.target_system,
+                        "kind": lane.target_kind,
+                        "id": target_id,
+                        "uri": f"https://{lane.target_system}.example/{target_id}",
+                    },
+                    "params": {
+                        "to": f"{name.lower()}@{company}.example",
+                        "subject": self.text(40),
+                        "cc": [f"owner@{company}.example"],
+                        "template": f"{lane.workflow}-v3",
+                        "locale": rng.choice(("en-US", "en-GB", "de-DE")),
+                        "priority": "normal",
+                    },
+                    "output": output,
+                    "output_hash": state["hash"],
+                },
+                "signal": {
+                    "confidence": round(rng.uniform(0.4, 0.99), 2),
+                    "reason_code": f"{lane.workflow}.qualified",
+                    "flags": ["cancellation_keyword"] if rng.random() < 0.1 else [],
+                },
                 "source_ids": state["sources"][-2:],
-                "rollback": {"method": rng.choice(("none", "revert", "correct")),
-                             "runbook": f"https://wiki.example/undo/{lane.verb}"}}, bot  # fmt: skip
+                "rollback": {
+                    "method": rng.choice(("none", "revert", "correct")),
+                    "runbook": f"https://wiki.example/undo/{lane.verb}",
+                },
+            }, bot
         if kind == "policy.decided":
             lane_name = {"auto": "auto", "held": "draft_only"}.get(variant, "review")
-            return {"rule_id": lane.rule, "policy_version": "2026-11-01", "lane": lane_name,
-                    "reasons": [self.text(rng.randint(40, 120)) for _ in range(rng.randint(1, 4))],
-                    "missing_fields": [],
-                    "required_role": None if lane_name == "auto" else reviewer["role"]}, policy  # fmt: skip
+            return {
+                "rule_id": lane.rule,
+                "policy_version": "2026-11-01",
+                "lane": lane_name,
+                "reasons": [self.text(rng.randint(40, 120)) for _ in range(rng.randint(1, 4))],
+                "missing_fields": [],
+                "required_role": None if lane_name == "auto" else reviewer["role"],
+            }, policy
         if kind == "action.edited":
             cut = len(state["output"]) // 2
             output = state["output"][:cut] + " " + self.text(len(state["output"]) - cut)
@@ -233,21 +346,30 @@ class StepFactory:
             return {"output": output, "output_hash": state["hash"], "base_hash": base}, reviewer
         if kind == "action.reviewed":
             decision = "rejected" if variant == "rejected" else "approved"
-            return {"decision": decision, "reviewed_hash": state["hash"],
-                    "comment": self.text(rng.randint(60, 400))}, reviewer  # fmt: skip
+            return {
+                "decision": decision,
+                "reviewed_hash": state["hash"],
+                "comment": self.text(rng.randint(60, 400)),
+            }, reviewer
         if kind == "action.held":
             return {"reason": self.text(60), "missing_fields": ["contact.consent"]}, policy
         if kind == "action.executed":
-            return {"executed_hash": state["hash"], "state": lane.executed_state,
-                    "external_ref": f"{lane.tool}-{rng.randrange(16**8):08x}",
-                    "url": f"https://{lane.target_system}.example/r/{rng.randrange(10**6)}"}, bot  # fmt: skip
+            return {
+                "executed_hash": state["hash"],
+                "state": lane.executed_state,
+                "external_ref": f"{lane.tool}-{rng.randrange(16**8):08x}",
+                "url": f"https://{lane.target_system}.example/r/{rng.randrange(10**6)}",
+            }, bot
         if kind == "action.failed":
             return {"error": f"{lane.tool}: 503 Service Unavailable; {self.text(80)}"}, bot
         if kind == "rollback.requested":
             return {"reason": self.text(80), "scope": "step"}, reviewer
         if kind == "action.reverted":
-            return {"method": "revert", "reverse_ref": f"commit {rng.randrange(16**7):07x}",
-                    "note": self.text(60)}, bot  # fmt: skip
+            return {
+                "method": "revert",
+                "reverse_ref": f"commit {rng.randrange(16**7):07x}",
+                "note": self.text(60),
+            }, bot
         if kind == "run.finished":
             return {"final_state": FINAL_STATE.get(variant, "sent")}, bot
         raise ValueError(kind)

@@ -151,6 +151,8 @@ def checkpoint(url: str) -> None:
 
 
 def count_rows(url: str, schema: str) -> int:
-    rows = sql_run(url, sql.SQL("SELECT count(*) FROM {}.{}").format(
-        sql.Identifier(schema), sql.Identifier(EVENTS_TABLE)))  # fmt: skip
+    rows = sql_run(
+        url,
+        sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(EVENTS_TABLE)),
+    )
     return int(rows[0][0])

@@ -51,8 +51,9 @@ class PacedPublisher(Publisher):
     sent at once, never in bursts beyond the schedule), and hands every `sample_every`-th
     event to `on_sample` with its publish time."""
 
-    def __init__(self, settings: Settings, rate: float, sample_every: int,
-                 on_sample: Callable[[str, str, float], None]) -> None:  # fmt: skip
+    def __init__(
+        self, settings: Settings, rate: float, sample_every: int, on_sample: Callable[[str, str, float], None]
+    ) -> None:
         super().__init__(bootstrap=settings.kafka_bootstrap, topic=settings.topic, encoding=settings.encoding)
         self.rate = rate
         self.sample_every = sample_every
@@ -88,20 +89,38 @@ class Script:
         reviewer_id, role = rng.choice(REVIEWERS)
         reviewer = Actor(kind="human", id=reviewer_id, role=role)
         ref = f"{lane.input_kind[:3]}-{rng.randrange(10**7):07d}"
-        with publisher.run(workflow=lane.workflow, run_id=f"{self.prefix}-{self.number:06d}",
-                           input={"system": lane.input_system, "kind": lane.input_kind, "id": ref},
-                           agent={"name": lane.bot, "version": "2.4.1"},
-                           model={"provider": "anthropic", "name": "claude-sonnet", "version": "4.5"}) as run:
-            sources = [run.source(system="cms", kind="page", id=f"src-{rng.randrange(10**5):06d}",
-                                  version=f"v{rng.randint(1, 12)}", excerpt=rng.choice(self.texts))
-                       for _ in range(rng.randint(1, 3))]  # fmt: skip
+        with publisher.run(
+            workflow=lane.workflow,
+            run_id=f"{self.prefix}-{self.number:06d}",
+            input={"system": lane.input_system, "kind": lane.input_kind, "id": ref},
+            agent={"name": lane.bot, "version": "2.4.1"},
+            model={"provider": "anthropic", "name": "claude-sonnet", "version": "4.5"},
+        ) as run:
+            sources = [
+                run.source(
+                    system="cms",
+                    kind="page",
+                    id=f"src-{rng.randrange(10**5):06d}",
+                    version=f"v{rng.randint(1, 12)}",
+                    excerpt=rng.choice(self.texts),
+                )
+                for _ in range(rng.randint(1, 3))
+            ]
             for _ in range(rng.randint(1, 3)):
-                target = {"system": lane.target_system, "kind": lane.target_kind,
-                          "id": f"live-{rng.randrange(10**4)}"}  # fmt: skip
-                step = run.propose(verb=lane.verb, target=target, tool=lane.tool,
-                                   output=rng.choice(self.texts), sources=sources[-2:],
-                                   confidence=round(rng.uniform(0.5, 0.99), 2),
-                                   rollback=UNDO)  # fmt: skip
+                target = {
+                    "system": lane.target_system,
+                    "kind": lane.target_kind,
+                    "id": f"live-{rng.randrange(10**4)}",
+                }
+                step = run.propose(
+                    verb=lane.verb,
+                    target=target,
+                    tool=lane.tool,
+                    output=rng.choice(self.texts),
+                    sources=sources[-2:],
+                    confidence=round(rng.uniform(0.5, 0.99), 2),
+                    rollback=UNDO,
+                )
                 step.policy(lane.rule, "2026-11-01", "review", required_role=role)
                 if rng.random() < 0.4:
                     step.edit(rng.choice(self.texts), by=reviewer)
@@ -144,13 +163,23 @@ def _wait_for_log(proc: subprocess.Popen[bytes], log_path: Path, text: str, time
     deadline = time.monotonic() + timeout
     while text and text not in log_path.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{log_path.stem} did not log '{text}' (exit code {proc.poll()}); the end of "
-                               f"{log_path}:\n{log_path.read_text(errors='replace')[-2000:]}")  # fmt: skip
+            raise RuntimeError(
+                f"{log_path.stem} did not log '{text}' (exit code {proc.poll()}); the end of "
+                f"{log_path}:\n{log_path.read_text(errors='replace')[-2000:]}"
+            )
         time.sleep(0.1)
 
 
-def run_visible(settings: Settings, port: int, rate: float, seconds: float, sample_every: int, seed: int,
-                workdir: Path, stack: ExitStack) -> Visible:  # fmt: skip
+def run_visible(
+    settings: Settings,
+    port: int,
+    rate: float,
+    seconds: float,
+    sample_every: int,
+    seed: int,
+    workdir: Path,
+    stack: ExitStack,
+) -> Visible:
     assert settings.kafka_bootstrap
     ensure_topics(settings.kafka_bootstrap, settings.all_topics, settings.partitions)
     # One after the other: each runs eventsourcing's start-up DDL (CREATE OR REPLACE FUNCTION),
@@ -173,11 +202,15 @@ def run_visible(settings: Settings, port: int, rate: float, seconds: float, samp
         if all(r is not None for r in pollers.results()):
             break
         if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {name}.log\n" + (workdir / f"{name}.log").read_text()[-1500:]
-                             for name in ("ingest", "project"))  # fmt: skip
+            logs = "\n".join(
+                f"--- {name}.log\n" + (workdir / f"{name}.log").read_text()[-1500:]
+                for name in ("ingest", "project")
+            )
             raise RuntimeError(f"no published run became visible in 90 s:\n{logs}")
-    say(f"visible: ingest and projections are live; publishing {rate:,.0f} events/s for {seconds:g}s, "
-        f"waiting on every {sample_every}th event through GET /runs/{{id}}/receipt?after_event=")  # fmt: skip
+    say(
+        f"visible: ingest and projections are live; publishing {rate:,.0f} events/s for {seconds:g}s, "
+        f"waiting on every {sample_every}th event through GET /runs/{{id}}/receipt?after_event="
+    )
 
     result = Visible(rate, seconds, sample_every)
     publisher = PacedPublisher(settings, rate, sample_every, pollers.submit)

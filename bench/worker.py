@@ -76,8 +76,14 @@ def baseline_round(settings: Settings, events: int, timeout: float) -> dict[str,
     return {"count": count, "seconds": seconds, "rate": events / seconds, "rss_peak": meter.peak}
 
 
-def pipeline_round(settings: Settings, events: int, timeout: float, spot: dict[str, int],
-                   last_offsets: dict[int, int], sample_every: int = 0) -> dict[str, Any]:  # fmt: skip
+def pipeline_round(
+    settings: Settings,
+    events: int,
+    timeout: float,
+    spot: dict[str, int],
+    last_offsets: dict[int, int],
+    sample_every: int = 0,
+) -> dict[str, Any]:
     """The real ingest path, built like api.bootstrap.build_ingest but on a manual assignment."""
     from api.bootstrap import open_store
     from consumers.dead_letters import KafkaDeadLetters
@@ -112,8 +118,9 @@ def pipeline_round(settings: Settings, events: int, timeout: float, spot: dict[s
             ingest.poll_once()
             polls += 1
             if sample_every and totals.recorded >= next_sample:
-                samples.append((totals.recorded, time.perf_counter() - start, meter.sample(),
-                                len(ingest.cache)))  # fmt: skip
+                samples.append(
+                    (totals.recorded, time.perf_counter() - start, meter.sample(), len(ingest.cache))
+                )
                 while next_sample <= totals.recorded:
                     next_sample += sample_every
             elif polls % 8 == 0:
@@ -121,8 +128,9 @@ def pipeline_round(settings: Settings, events: int, timeout: float, spot: dict[s
             if totals.dead or totals.duplicates:
                 raise RuntimeError(f"unexpected: {totals}")
             if polls % 8 == 0 and time.perf_counter() - start > timeout:
-                raise RuntimeError(f"pipeline recorded {totals.recorded:,} of {events:,} in "
-                                   f"{timeout:.0f}s: {totals}")  # fmt: skip
+                raise RuntimeError(
+                    f"pipeline recorded {totals.recorded:,} of {events:,} in {timeout:.0f}s: {totals}"
+                )
         seconds = time.perf_counter() - start
         meter.sample()
         problems = _verify(settings, store, parts, events, spot, last_offsets)
@@ -131,13 +139,28 @@ def pipeline_round(settings: Settings, events: int, timeout: float, spot: dict[s
         dlq.close()
         store.close()
     t = ingest.totals
-    return {"seconds": seconds, "rate": events / seconds, "batches": t.batches, "recorded": t.recorded,
-            "retries": t.retries, "spot": len(spot), "problems": problems, "rss_peak": meter.peak,
-            "samples": samples, "max_rss": max_rss_bytes()}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "rate": events / seconds,
+        "batches": t.batches,
+        "recorded": t.recorded,
+        "retries": t.retries,
+        "spot": len(spot),
+        "problems": problems,
+        "rss_peak": meter.peak,
+        "samples": samples,
+        "max_rss": max_rss_bytes(),
+    }
 
 
-def _verify(settings: Settings, store: Any, parts: list[TopicPartition], events: int,
-            spot: dict[str, int], last_offsets: dict[int, int]) -> list[str]:  # fmt: skip
+def _verify(
+    settings: Settings,
+    store: Any,
+    parts: list[TopicPartition],
+    events: int,
+    spot: dict[str, int],
+    last_offsets: dict[int, int],
+) -> list[str]:
     """After the timing: every event is a row, sample runs verify, positions are at the ends."""
     from consumers.ingest import position_name
     from domain.run import run_uuid
@@ -151,14 +174,18 @@ def _verify(settings: Settings, store: Any, parts: list[TopicPartition], events:
         run = store.run(TENANT, run_id)
         links = store.steps.stored_links(run_uuid(TENANT, run_id))
         if not (run.receipt().integrity.verified and len(run.entries) == length == len(links)):
-            problems.append(f"run {run_id}: {len(run.entries)} entries, {len(links)} rows, expected "
-                            f"{length}; integrity {run.receipt().integrity}")  # fmt: skip
+            problems.append(
+                f"run {run_id}: {len(run.entries)} entries, {len(links)} rows, expected "
+                f"{length}; integrity {run.receipt().integrity}"
+            )
     stored = store.steps.positions(position_name(tp.topic, tp.partition) for tp in parts)
     for tp in parts:
         position = stored.get(position_name(tp.topic, tp.partition))
         if position != last_offsets.get(tp.partition):
-            problems.append(f"{tp.topic}/{tp.partition}: stored position {position}, "
-                            f"last offset {last_offsets.get(tp.partition)}")  # fmt: skip
+            problems.append(
+                f"{tp.topic}/{tp.partition}: stored position {position}, "
+                f"last offset {last_offsets.get(tp.partition)}"
+            )
     return problems
 
 

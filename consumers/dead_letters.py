@@ -57,11 +57,17 @@ class KafkaDeadLetters:
     def send(self, letters: Sequence[DeadLetter]) -> None:
         futures = []
         for letter in letters:
-            log.warning("dead letter %s/%d@%d: %s: %s", letter.topic, letter.partition,
-                        letter.offset, letter.reason, letter.error)  # fmt: skip
-            futures.append(self.producer.send(
-                self.topic, key=letter.key, value=letter.value, headers=letter.headers()
-            ))  # fmt: skip
+            log.warning(
+                "dead letter %s/%d@%d: %s: %s",
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                letter.reason,
+                letter.error,
+            )
+            futures.append(
+                self.producer.send(self.topic, key=letter.key, value=letter.value, headers=letter.headers())
+            )
         if futures:
             self.producer.flush(self.timeout)
             for future in futures:

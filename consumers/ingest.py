@@ -112,8 +112,12 @@ class Plan:
             head.event_ids.add(step.event_id)
             opens = head.version == 1
             self.recorded += 1
-            yield (run, head.version, OPENED_TOPIC if opens else RECORDED_TOPIC,
-                   state(head.digest, step.event_id, wire, opens))  # fmt: skip
+            yield (
+                run,
+                head.version,
+                OPENED_TOPIC if opens else RECORDED_TOPIC,
+                state(head.digest, step.event_id, wire, opens),
+            )
 
 
 def _decode(codec: Codec, record: ConsumerRecord, dead: list[DeadLetter]) -> StepEvent | None:
@@ -123,8 +127,17 @@ def _decode(codec: Codec, record: ConsumerRecord, dead: list[DeadLetter]) -> Ste
             raise DecodeError("the message has no value (a tombstone?)")
         return codec.decode(value)
     except DecodeError as error:
-        dead.append(DeadLetter(record.topic, record.partition, record.offset, record.key,
-                               value or b"", error.reason, str(error)))  # fmt: skip
+        dead.append(
+            DeadLetter(
+                record.topic,
+                record.partition,
+                record.offset,
+                record.key,
+                value or b"",
+                error.reason,
+                str(error),
+            )
+        )
         return None
 
 
@@ -208,14 +221,19 @@ class Ingest:
             plan = self.plan(batch)
             # Dead letters are found while rows stream; they are made durable
             # before the transaction that moves the positions past them commits.
-            self.recorder.record_batch(plan.rows(), plan.positions,
-                                       before_commit=lambda: self.dead_letters.send(plan.dead))  # fmt: skip
+            self.recorder.record_batch(
+                plan.rows(), plan.positions, before_commit=lambda: self.dead_letters.send(plan.dead)
+            )
         except (IntegrityError, PersistenceError, KafkaError, OSError) as error:
             # Another consumer applied these offsets first, a cached head went
             # stale, or a server is away: commit nothing, re-read from the store.
             self.totals.retries += 1
-            log.warning("batch of %s not applied (%s: %s); resuming from stored positions",
-                        _describe(batch), type(error).__name__, error)  # fmt: skip
+            log.warning(
+                "batch of %s not applied (%s: %s); resuming from stored positions",
+                _describe(batch),
+                type(error).__name__,
+                error,
+            )
             self.cache.clear()
             self.resume(batch.keys())
             time.sleep(min(0.05 * self.totals.retries, 1.0))
@@ -272,12 +290,14 @@ class Ingest:
                 self.consumer.seek(tp, offset + 1)
             else:
                 self.consumer.seek_to_beginning(tp)
-        log.info("resumed %s from stored positions %s",
-                 ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions), stored or "{}")  # fmt: skip
+        log.info(
+            "resumed %s from stored positions %s",
+            ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions),
+            stored or "{}",
+        )
 
     def _commit_offsets(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
-        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                   for tp, records in batch.items()}  # fmt: skip
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
         # Positions are in PostgreSQL already; this commit only feeds lag monitors,
         # so it need not wait for the broker's answer.
         self.consumer.commit_async(offsets, callback=_log_commit_failure)
@@ -293,8 +313,9 @@ class Ingest:
         if self.empty_poll_at is None or self.empty_poll_at < since or not assigned:
             return False
         listed = self.consumer.end_offsets(assigned)
-        return all(self.consumer.position(tp) >= max(self.consumer.highwater(tp) or 0, listed[tp])
-                   for tp in assigned)  # fmt: skip
+        return all(
+            self.consumer.position(tp) >= max(self.consumer.highwater(tp) or 0, listed[tp]) for tp in assigned
+        )
 
 
 class _ResumeFromStore(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -317,5 +338,4 @@ def _log_commit_failure(offsets: Any, response: Any) -> None:
 
 
 def _describe(batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> str:
-    return ", ".join(f"{tp.topic}/{tp.partition}@{r[0].offset}-{r[-1].offset}"
-                     for tp, r in batch.items())  # fmt: skip
+    return ", ".join(f"{tp.topic}/{tp.partition}@{r[0].offset}-{r[-1].offset}" for tp, r in batch.items())

@@ -46,18 +46,19 @@ def first_break(links: Iterable[StoredLink]) -> ChainBreak | None:
             return ChainBreak(stored.version, stored.event_id, f"version {stored.version} appears twice")
         if stored.version > expected_version:
             return ChainBreak(
-                expected_version, None,
+                expected_version,
+                None,
                 f"version {expected_version} is missing (next stored is {stored.version})",
-            )  # fmt: skip
+            )
         if stored.wire is None or stored.digest is None:
             return ChainBreak(stored.version, stored.event_id, "stored row is unreadable")
         recomputed = link(previous, stored.wire)
         if recomputed != stored.digest:
             return ChainBreak(
-                stored.version, stored.event_id,
-                f"digest mismatch: stored {stored.digest.hex()[:16]}…, "
-                f"recomputed {recomputed.hex()[:16]}…",
-            )  # fmt: skip
+                stored.version,
+                stored.event_id,
+                f"digest mismatch: stored {stored.digest.hex()[:16]}…, recomputed {recomputed.hex()[:16]}…",
+            )
         previous = stored.digest
         expected_version += 1
     return None

@@ -54,12 +54,18 @@ Detector = Callable[[Evidence], Iterator[Finding]]
 def no_input_reference(ev: Evidence) -> Iterator[Finding]:
     started = [e for e in ev.events if isinstance(e, RunStarted)]
     if not started:
-        yield Finding(code="run_not_started", severity="warning",
-                      message="no run.started event: workflow, input, agent and model unknown")
+        yield Finding(
+            code="run_not_started",
+            severity="warning",
+            message="no run.started event: workflow, input, agent and model unknown",
+        )
     elif started[0].data.input is None:
-        yield Finding(code="no_input_reference", severity="warning",
-                      message="the run does not say what input it worked from",
-                      event_ids=(started[0].event_id,))  # fmt: skip
+        yield Finding(
+            code="no_input_reference",
+            severity="warning",
+            message="the run does not say what input it worked from",
+            event_ids=(started[0].event_id,),
+        )
 
 
 def no_source_evidence(ev: Evidence) -> Iterator[Finding]:
@@ -67,12 +73,19 @@ def no_source_evidence(ev: Evidence) -> Iterator[Finding]:
         if step.action is None or step.source_ids:
             continue
         if ev.sources:
-            yield Finding(code="no_source_evidence", severity="info", step_id=step.step_id,
-                          message=f"'{step.action.verb}' does not say which of the run's sources "
-                          "it relied on")  # fmt: skip
+            yield Finding(
+                code="no_source_evidence",
+                severity="info",
+                step_id=step.step_id,
+                message=f"'{step.action.verb}' does not say which of the run's sources it relied on",
+            )
         else:
-            yield Finding(code="no_source_evidence", severity="warning", step_id=step.step_id,
-                          message=f"'{step.action.verb}' was proposed with no source evidence")  # fmt: skip
+            yield Finding(
+                code="no_source_evidence",
+                severity="warning",
+                step_id=step.step_id,
+                message=f"'{step.action.verb}' was proposed with no source evidence",
+            )
 
 
 def unknown_source(ev: Evidence) -> Iterator[Finding]:
@@ -80,8 +93,12 @@ def unknown_source(ev: Evidence) -> Iterator[Finding]:
     for step in ev.steps:
         missing = [sid for sid in step.source_ids if sid not in known]
         if missing:
-            yield Finding(code="unknown_source", severity="warning", step_id=step.step_id,
-                          message=f"relies on sources never recorded: {', '.join(missing)}")  # fmt: skip
+            yield Finding(
+                code="unknown_source",
+                severity="warning",
+                step_id=step.step_id,
+                message=f"relies on sources never recorded: {', '.join(missing)}",
+            )
 
 
 def stale_source(ev: Evidence) -> Iterator[Finding]:
@@ -97,10 +114,12 @@ def stale_source(ev: Evidence) -> Iterator[Finding]:
                 if source_event and retrieved and event.occurred_at - retrieved > STALE_SOURCE_AGE:
                     age = (event.occurred_at - retrieved).days
                     yield Finding(
-                        code="stale_source", severity="warning", step_id=event.step_id,
+                        code="stale_source",
+                        severity="warning",
+                        step_id=event.step_id,
                         message=f"source {sid} was {age} days old when the action relied on it",
                         event_ids=(source_event.event_id,),
-                    )  # fmt: skip
+                    )
 
 
 def no_policy_rule(ev: Evidence) -> Iterator[Finding]:
@@ -108,11 +127,13 @@ def no_policy_rule(ev: Evidence) -> Iterator[Finding]:
         if step.action and step.policy is None:
             confident = step.signal is not None and step.signal.confidence is not None
             yield Finding(
-                code="no_policy_rule", severity="warning" if confident else "info",
+                code="no_policy_rule",
+                severity="warning" if confident else "info",
                 step_id=step.step_id,
-                message="routed on the agent's own signal with no policy rule" if confident
+                message="routed on the agent's own signal with no policy rule"
+                if confident
                 else "no policy rule recorded for this step",
-            )  # fmt: skip
+            )
 
 
 def executed_without_approval(ev: Evidence) -> Iterator[Finding]:
@@ -121,16 +142,22 @@ def executed_without_approval(ev: Evidence) -> Iterator[Finding]:
             continue
         lane = step.policy.lane if step.policy else None
         if lane in ("block", "draft_only"):
-            yield Finding(code="blocked_action_executed", severity="critical",
-                          step_id=step.step_id,
-                          message=f"executed although policy routed it to '{lane}'",
-                          event_ids=(step.execution.event_id,))  # fmt: skip
+            yield Finding(
+                code="blocked_action_executed",
+                severity="critical",
+                step_id=step.step_id,
+                message=f"executed although policy routed it to '{lane}'",
+                event_ids=(step.execution.event_id,),
+            )
         elif lane != "auto" and step.approval is None:
             why = f"lane '{lane}'" if lane else "no policy rule allowed auto-execution"
-            yield Finding(code="executed_without_approval", severity="critical",
-                          step_id=step.step_id,
-                          message=f"executed with no recorded approval ({why})",
-                          event_ids=(step.execution.event_id,))  # fmt: skip
+            yield Finding(
+                code="executed_without_approval",
+                severity="critical",
+                step_id=step.step_id,
+                message=f"executed with no recorded approval ({why})",
+                event_ids=(step.execution.event_id,),
+            )
 
 
 def executed_differs_from_approved(ev: Evidence) -> Iterator[Finding]:
@@ -138,10 +165,12 @@ def executed_differs_from_approved(ev: Evidence) -> Iterator[Finding]:
         approval = step.approval
         if step.execution and approval and step.output.executed_hash != approval.reviewed_hash:
             yield Finding(
-                code="executed_differs_from_approved", severity="critical", step_id=step.step_id,
+                code="executed_differs_from_approved",
+                severity="critical",
+                step_id=step.step_id,
                 message="the executed content is not the version the reviewer approved",
                 event_ids=(approval.event_id, step.execution.event_id),
-            )  # fmt: skip
+            )
 
 
 def edit_not_captured(ev: Evidence) -> Iterator[Finding]:
@@ -156,10 +185,12 @@ def edit_not_captured(ev: Evidence) -> Iterator[Finding]:
         unknown = tuple(event_id for digest, event_id in shown if digest not in known)
         if unknown:
             yield Finding(
-                code="edit_not_captured", severity="warning", step_id=step.step_id,
+                code="edit_not_captured",
+                severity="warning",
+                step_id=step.step_id,
                 message="a version was reviewed or executed that no recorded edit produced",
                 event_ids=unknown,
-            )  # fmt: skip
+            )
 
 
 def self_approval(ev: Evidence) -> Iterator[Finding]:
@@ -170,31 +201,43 @@ def self_approval(ev: Evidence) -> Iterator[Finding]:
             if review.decision == "approved" and (
                 review.reviewer.id == step.proposed_by.id or review.reviewer.kind == "agent"
             ):
-                yield Finding(code="self_approval", severity="critical", step_id=step.step_id,
-                              message=f"approved by {review.reviewer.kind} '{review.reviewer.id}',"
-                              " not by an independent human reviewer",
-                              event_ids=(review.event_id,))  # fmt: skip
+                yield Finding(
+                    code="self_approval",
+                    severity="critical",
+                    step_id=step.step_id,
+                    message=f"approved by {review.reviewer.kind} '{review.reviewer.id}',"
+                    " not by an independent human reviewer",
+                    event_ids=(review.event_id,),
+                )
 
 
 def no_rollback_link(ev: Evidence) -> Iterator[Finding]:
     for step in ev.steps:
         if step.action and step.rollback is None:
             severity: Severity = "warning" if step.execution else "info"
-            yield Finding(code="no_rollback_link", severity=severity, step_id=step.step_id,
-                          message="no rollback link: nobody recorded how to undo this action")  # fmt: skip
+            yield Finding(
+                code="no_rollback_link",
+                severity=severity,
+                step_id=step.step_id,
+                message="no rollback link: nobody recorded how to undo this action",
+            )
 
 
 def conflicting_finals(ev: Evidence) -> Iterator[Finding]:
     finals = [e for e in ev.events if isinstance(e, RunFinished)]
     if len(finals) > 1:
         states = ", ".join(f.data.final_state for f in finals)
-        yield Finding(code="conflicting_finals", severity="warning",
-                      message=f"the run finished {len(finals)} times ({states}); the last counts",
-                      event_ids=tuple(f.event_id for f in finals))  # fmt: skip
+        yield Finding(
+            code="conflicting_finals",
+            severity="warning",
+            message=f"the run finished {len(finals)} times ({states}); the last counts",
+            event_ids=tuple(f.event_id for f in finals),
+        )
 
 
-def final_state_unclear(final_state: str | None, last_recorded: datetime, now: datetime,
-                        after: timedelta) -> Finding | None:  # fmt: skip
+def final_state_unclear(
+    final_state: str | None, last_recorded: datetime, now: datetime, after: timedelta
+) -> Finding | None:
     """A run still unfinished `after` its last recorded step.
 
     Not one of the fold's detectors: a run in progress is not a gap, and the fold
@@ -202,9 +245,12 @@ def final_state_unclear(final_state: str | None, last_recorded: datetime, now: d
     quiet = now - last_recorded
     if final_state is not None or quiet < after:
         return None
-    return Finding(code="final_state_unclear", severity="warning",
-                   message=f"no run.finished {_duration(quiet)} after its last step: "
-                           "the final state of this run is unknown")  # fmt: skip
+    return Finding(
+        code="final_state_unclear",
+        severity="warning",
+        message=f"no run.finished {_duration(quiet)} after its last step: "
+        "the final state of this run is unknown",
+    )
 
 
 def _duration(span: timedelta) -> str:
@@ -224,18 +270,30 @@ def step_order(ev: Evidence) -> Iterator[Finding]:
         if event.type in _RUN_SCOPED:
             continue
         if step_id is None:
-            yield Finding(code="unknown_step", severity="warning", event_ids=(event.event_id,),
-                          message=f"{event.type} without a step_id")  # fmt: skip
+            yield Finding(
+                code="unknown_step",
+                severity="warning",
+                event_ids=(event.event_id,),
+                message=f"{event.type} without a step_id",
+            )
         elif isinstance(event, ActionProposed):
             proposed.add(step_id)
         elif step_id not in ever_proposed:
-            yield Finding(code="unknown_step", severity="warning", step_id=step_id,
-                          event_ids=(event.event_id,),
-                          message=f"{event.type} for a step that was never proposed")  # fmt: skip
+            yield Finding(
+                code="unknown_step",
+                severity="warning",
+                step_id=step_id,
+                event_ids=(event.event_id,),
+                message=f"{event.type} for a step that was never proposed",
+            )
         elif step_id not in proposed:
-            yield Finding(code="out_of_order", severity="info", step_id=step_id,
-                          event_ids=(event.event_id,),
-                          message=f"{event.type} was recorded before the step's proposal")  # fmt: skip
+            yield Finding(
+                code="out_of_order",
+                severity="info",
+                step_id=step_id,
+                event_ids=(event.event_id,),
+                message=f"{event.type} was recorded before the step's proposal",
+            )
 
 
 def after_final(ev: Evidence) -> Iterator[Finding]:
@@ -243,10 +301,18 @@ def after_final(ev: Evidence) -> Iterator[Finding]:
     for event in ev.events:
         if isinstance(event, RunFinished):
             finished = True
-        elif finished and event.type not in ("record.corrected", "rollback.requested",
-                                             "action.reverted", "rollback.failed"):
-            yield Finding(code="after_final", severity="info", event_ids=(event.event_id,),
-                          message=f"{event.type} recorded after the run finished")  # fmt: skip
+        elif finished and event.type not in (
+            "record.corrected",
+            "rollback.requested",
+            "action.reverted",
+            "rollback.failed",
+        ):
+            yield Finding(
+                code="after_final",
+                severity="info",
+                event_ids=(event.event_id,),
+                message=f"{event.type} recorded after the run finished",
+            )
 
 
 DETECTORS: tuple[Detector, ...] = (

@@ -190,17 +190,17 @@ class Receipt(Fact):
             "sources": self.sources or None,
             "model_and_action": (
                 (self.model, [s.action for s in self.steps if s.action])
-                if self.model and any(s.action for s in self.steps) else None
+                if self.model and any(s.action for s in self.steps)
+                else None
             ),
             "policy_rule": [s.policy for s in self.steps if s.policy] or None,
             "reviewer": [r for s in self.steps for r in s.reviews] or None,
             "timestamps": self.timestamps if self.timestamps.first_proposed else None,
             "output": [s.output for s in self.steps if s.output.draft is not None] or None,
-            "signal": [s.signal for s in self.steps if s.signal and _has_signal(s.signal)]
-            or None,
+            "signal": [s.signal for s in self.steps if s.signal and _has_signal(s.signal)] or None,
             "rollback_link": [s.rollback for s in self.steps if s.rollback] or None,
             "final_state": self.final_state,
-        }  # fmt: skip
+        }
 
     def gaps(self) -> list[str]:
         return [name for name, value in self.fields().items() if value is None]
@@ -248,8 +248,7 @@ class _StepFold:
         versions = self.versions()
         proposal = self.proposal
         draft = proposal.data.action if proposal else None
-        approval = self.reviews[-1] if self.reviews and self.reviews[-1].decision == "approved" \
-            else None  # fmt: skip
+        approval = self.reviews[-1] if self.reviews and self.reviews[-1].decision == "approved" else None
         approved = versions.get(approval.reviewed_hash) if approval else None
         executed_hash = self.execution.data.executed_hash if self.execution else None
         executed = versions.get(executed_hash) if executed_hash else None
@@ -270,11 +269,15 @@ class _StepFold:
                 approved_hash=approval.reviewed_hash if approval else None,
                 executed=executed[1] if executed else None,
                 executed_hash=executed_hash,
-                draft_to_approved_diff=_diff(draft_text, approved[1] if approved else None,
-                                             "draft", "approved"),
-                approved_to_executed_diff=_diff(approved[1] if approved else None,
-                                                executed[1] if executed else None,
-                                                "approved", "executed"),
+                draft_to_approved_diff=_diff(
+                    draft_text, approved[1] if approved else None, "draft", "approved"
+                ),
+                approved_to_executed_diff=_diff(
+                    approved[1] if approved else None,
+                    executed[1] if executed else None,
+                    "approved",
+                    "executed",
+                ),
             ),
             timestamps=StepTimestamps(
                 proposed=proposal.occurred_at if proposal else None,
@@ -287,13 +290,15 @@ class _StepFold:
                 url=self.execution.data.url,
                 executed_by=self.execution.actor,
                 event_id=self.execution.event_id,
-            ) if self.execution else None,
+            )
+            if self.execution
+            else None,
             held=tuple(self.held),
             failures=tuple(self.failures),
             rollback=proposal.data.rollback if proposal else None,
             reversal=Reversal.model_validate(self.reversal) if self.reversal else None,
             corrections=tuple(self.corrections),
-        )  # fmt: skip
+        )
 
 
 def _diff(before: str | None, after: str | None, a: str, b: str) -> str | None:
@@ -312,22 +317,39 @@ def _fold_step(fold: _StepFold, step: StepEvent) -> None:
                 fold.proposal = step
         case PolicyDecided(data=d):
             fold.policy = PolicyRule(
-                rule_id=d.rule_id, policy_version=d.policy_version, lane=d.lane,
-                reasons=d.reasons, missing_fields=d.missing_fields,
-                required_role=d.required_role, decided_by=step.actor, event_id=step.event_id,
-            )  # fmt: skip
+                rule_id=d.rule_id,
+                policy_version=d.policy_version,
+                lane=d.lane,
+                reasons=d.reasons,
+                missing_fields=d.missing_fields,
+                required_role=d.required_role,
+                decided_by=step.actor,
+                event_id=step.event_id,
+            )
         case ActionEdited(data=d):
-            fold.edits.append(Edit(
-                editor=step.actor, output=d.output, output_hash=d.output_hash,
-                base_hash=d.base_hash, at=step.occurred_at, event_id=step.event_id,
-            ))  # fmt: skip
+            fold.edits.append(
+                Edit(
+                    editor=step.actor,
+                    output=d.output,
+                    output_hash=d.output_hash,
+                    base_hash=d.base_hash,
+                    at=step.occurred_at,
+                    event_id=step.event_id,
+                )
+            )
         case ActionReviewed(data=d):
             label = fold.versions().get(d.reviewed_hash, ("uncaptured version", ""))[0]
-            fold.reviews.append(Review(
-                reviewer=step.actor, decision=d.decision, reviewed_hash=d.reviewed_hash,
-                reviewed_version=label, comment=d.comment, at=step.occurred_at,
-                event_id=step.event_id,
-            ))  # fmt: skip
+            fold.reviews.append(
+                Review(
+                    reviewer=step.actor,
+                    decision=d.decision,
+                    reviewed_hash=d.reviewed_hash,
+                    reviewed_version=label,
+                    comment=d.comment,
+                    at=step.occurred_at,
+                    event_id=step.event_id,
+                )
+            )
         case ActionExecuted():
             fold.execution = step
         case ActionHeld(data=d):
@@ -362,16 +384,19 @@ def render(entries: Sequence[Entry]) -> Receipt:
             case RunFinished():
                 finished.append(step)
             case RecordCorrected(data=d):
-                steps.setdefault(d.corrects, _StepFold(d.corrects)).corrections.append(Correction(
-                    correction=d.correction, reason=d.reason, by=step.actor,
-                    at=step.occurred_at, event_id=step.event_id,
-                ))  # fmt: skip
+                steps.setdefault(d.corrects, _StepFold(d.corrects)).corrections.append(
+                    Correction(
+                        correction=d.correction,
+                        reason=d.reason,
+                        by=step.actor,
+                        at=step.occurred_at,
+                        event_id=step.event_id,
+                    )
+                )
             case _ if step.step_id is not None:
                 _fold_step(steps.setdefault(step.step_id, _StepFold(step.step_id)), step)
     step_receipts = tuple(fold.freeze() for fold in steps.values())
-    chain_break = first_break(
-        StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries
-    )
+    chain_break = first_break(StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries)
     last_final = finished[-1] if finished else None
     return Receipt(
         run_id=first.run_id,
@@ -384,12 +409,15 @@ def render(entries: Sequence[Entry]) -> Receipt:
         steps=step_receipts,
         timestamps=RunTimestamps(
             started=started.occurred_at if started else None,
-            first_proposed=min((s.timestamps.proposed for s in step_receipts
-                                if s.timestamps.proposed), default=None),
-            last_reviewed=max((s.timestamps.reviewed for s in step_receipts
-                               if s.timestamps.reviewed), default=None),
-            last_executed=max((s.timestamps.executed for s in step_receipts
-                               if s.timestamps.executed), default=None),
+            first_proposed=min(
+                (s.timestamps.proposed for s in step_receipts if s.timestamps.proposed), default=None
+            ),
+            last_reviewed=max(
+                (s.timestamps.reviewed for s in step_receipts if s.timestamps.reviewed), default=None
+            ),
+            last_executed=max(
+                (s.timestamps.executed for s in step_receipts if s.timestamps.executed), default=None
+            ),
             finished=last_final.occurred_at if last_final else None,
             last_recorded=entries[-1].recorded_at,
         ),
@@ -405,4 +433,3 @@ def render(entries: Sequence[Entry]) -> Receipt:
         ),
         event_ids=tuple(e.step.event_id for e in entries),
     )
-

@@ -100,5 +100,7 @@ class Run(Aggregate):
 
 class NothingRecordedYet(LookupError):
     def __init__(self, run_id: str, as_of: datetime, first: datetime) -> None:
-        super().__init__(f"run '{run_id}' had nothing recorded at {as_of.isoformat()}; "
-                         f"its first step was recorded at {first.isoformat()}")  # fmt: skip
+        super().__init__(
+            f"run '{run_id}' had nothing recorded at {as_of.isoformat()}; "
+            f"its first step was recorded at {first.isoformat()}"
+        )

@@ -28,9 +28,18 @@ Lane = Literal["auto", "review", "escalate", "draft_only", "block"]
 RollbackMethod = Literal["revert", "amend", "reopen", "correct", "delete", "none"]
 ExecutedState = Literal["sent", "routed", "written", "published", "synced", "noted"]
 FinalState = Literal[
-    "sent", "held", "edited", "rejected", "escalated", "synced", "published",
-    "reverted", "corrected", "failed", "abandoned",
-]  # fmt: skip
+    "sent",
+    "held",
+    "edited",
+    "rejected",
+    "escalated",
+    "synced",
+    "published",
+    "reverted",
+    "corrected",
+    "failed",
+    "abandoned",
+]
 
 
 class Actor(Fact):
@@ -259,11 +268,22 @@ class RunFinished(StepEvent):
 
 
 Step = Annotated[
-    RunStarted | SourceUsed | ActionProposed | PolicyDecided | ActionEdited | ActionReviewed
-    | ActionHeld | ActionExecuted | ActionFailed | RollbackRequested | ActionReverted
-    | RollbackFailed | RecordCorrected | RunFinished,
+    RunStarted
+    | SourceUsed
+    | ActionProposed
+    | PolicyDecided
+    | ActionEdited
+    | ActionReviewed
+    | ActionHeld
+    | ActionExecuted
+    | ActionFailed
+    | RollbackRequested
+    | ActionReverted
+    | RollbackFailed
+    | RecordCorrected
+    | RunFinished,
     Field(discriminator="type"),
-]  # fmt: skip
+]
 
 STEP_TYPES: dict[str, type[StepEvent]] = {
     cls.model_fields["type"].annotation.__args__[0]: cls  # type: ignore[union-attr]
@@ -271,7 +291,6 @@ STEP_TYPES: dict[str, type[StepEvent]] = {
 }
 
 step_adapter: TypeAdapter[Step] = TypeAdapter(Step)
-
 
 
 def content_hash(text: str) -> str:

@@ -87,10 +87,14 @@ class Publisher:
         at: datetime | None = None,
     ) -> Iterator[RunHandle]:
         """Start a run; an exception inside the block finishes it as `failed`."""
-        handle = RunHandle(self, run_id or f"run-{uuid4().hex[:12]}",
-                           _model(Actor, actor) or Actor(kind="agent", id=workflow))  # fmt: skip
-        handle.emit("run.started", {"workflow": workflow, "input": input, "agent": agent,
-                                    "model": model}, at=at)  # fmt: skip
+        handle = RunHandle(
+            self,
+            run_id or f"run-{uuid4().hex[:12]}",
+            _model(Actor, actor) or Actor(kind="agent", id=workflow),
+        )
+        handle.emit(
+            "run.started", {"workflow": workflow, "input": input, "agent": agent, "model": model}, at=at
+        )
         try:
             yield handle
         except BaseException as error:
@@ -120,8 +124,7 @@ class Publisher:
                 raise PublishError(f"{len(failed)} event(s) not accepted after {attempt} retries")
             time.sleep(0.2 * (attempt + 1))
             for key, value in failed:
-                self._pending.append((key, value, self.producer.send(self.topic, key=key,
-                                                                     value=value)))  # fmt: skip
+                self._pending.append((key, value, self.producer.send(self.topic, key=key, value=value)))
 
     def close(self) -> None:
         self.flush()
@@ -137,53 +140,95 @@ class RunHandle:
         self.finished = False
         self._steps = 0
 
-    def emit(self, type_: str, data: dict[str, Any], *, step_id: str | None = None,
-             by: Actor | None = None, at: datetime | None = None) -> StepEvent:  # fmt: skip
+    def emit(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        step_id: str | None = None,
+        by: Actor | None = None,
+        at: datetime | None = None,
+    ) -> StepEvent:
         self.sequence += 1
         tenant = self.publisher.tenant
-        step = step_adapter.validate_python({
-            "event_id": str(uuid5(_EVENT_NAMESPACE, f"{tenant}/{self.run_id}/{self.sequence}")),
-            "run_id": self.run_id, "tenant": tenant, "type": type_,
-            "occurred_at": at or datetime.now(UTC), "actor": by or self.actor,
-            "step_id": step_id, "data": data,
-        })  # fmt: skip
+        step = step_adapter.validate_python(
+            {
+                "event_id": str(uuid5(_EVENT_NAMESPACE, f"{tenant}/{self.run_id}/{self.sequence}")),
+                "run_id": self.run_id,
+                "tenant": tenant,
+                "type": type_,
+                "occurred_at": at or datetime.now(UTC),
+                "actor": by or self.actor,
+                "step_id": step_id,
+                "data": data,
+            }
+        )
         self.publisher.publish(step)
         return step
 
-    def source(self, system: str, kind: str, id: str, *, by: Actor | None = None,
-               at: datetime | None = None, **details: Any) -> str:  # fmt: skip
+    def source(
+        self,
+        system: str,
+        kind: str,
+        id: str,
+        *,
+        by: Actor | None = None,
+        at: datetime | None = None,
+        **details: Any,
+    ) -> str:
         """Record a document or record the agent relied on; returns its id for `propose`."""
         source = Source(system=system, kind=kind, id=id, **details)
         self.emit("source.used", {"source": source}, by=by, at=at)
         return id
 
     def propose(
-        self, verb: str, target: Reference | dict[str, Any], tool: str, *,
-        output: str = "", params: dict[str, Any] | None = None,
-        confidence: float | None = None, reason_code: str | None = None,
-        flags: Sequence[str] = (), sources: Sequence[str] = (),
+        self,
+        verb: str,
+        target: Reference | dict[str, Any],
+        tool: str,
+        *,
+        output: str = "",
+        params: dict[str, Any] | None = None,
+        confidence: float | None = None,
+        reason_code: str | None = None,
+        flags: Sequence[str] = (),
+        sources: Sequence[str] = (),
         rollback: RollbackLink | dict[str, Any] | None = None,
-        step_id: str | None = None, by: Actor | None = None, at: datetime | None = None,
-    ) -> StepHandle:  # fmt: skip
+        step_id: str | None = None,
+        by: Actor | None = None,
+        at: datetime | None = None,
+    ) -> StepHandle:
         self._steps += 1
         step_id = step_id or f"{self.run_id}/step-{self._steps}"
-        action = Action(verb=verb, target=_model(Reference, target), tool=tool,
-                        params=params or {}, output=output, output_hash=content_hash(output))  # fmt: skip
+        action = Action(
+            verb=verb,
+            target=_model(Reference, target),
+            tool=tool,
+            params=params or {},
+            output=output,
+            output_hash=content_hash(output),
+        )
         data = ActionProposedData(
-            action=action, source_ids=tuple(sources), rollback=_model(RollbackLink, rollback),
+            action=action,
+            source_ids=tuple(sources),
+            rollback=_model(RollbackLink, rollback),
             signal=Signal(confidence=confidence, reason_code=reason_code, flags=tuple(flags)),
         )
         self.emit("action.proposed", data.model_dump(), step_id=step_id, by=by, at=at)
         return StepHandle(self, step_id, action.output_hash)
 
-    def correct(self, step: StepHandle | str, correction: str, reason: str, *, by: Actor,
-                at: datetime | None = None) -> None:  # fmt: skip
+    def correct(
+        self, step: StepHandle | str, correction: str, reason: str, *, by: Actor, at: datetime | None = None
+    ) -> None:
         corrects = step.step_id if isinstance(step, StepHandle) else step
-        self.emit("record.corrected", {"corrects": corrects, "correction": correction,
-                                       "reason": reason}, by=by, at=at)  # fmt: skip
+        self.emit(
+            "record.corrected",
+            {"corrects": corrects, "correction": correction, "reason": reason},
+            by=by,
+            at=at,
+        )
 
-    def finish(self, final_state: str, *, by: Actor | None = None,
-               at: datetime | None = None) -> None:  # fmt: skip
+    def finish(self, final_state: str, *, by: Actor | None = None, at: datetime | None = None) -> None:
         self.emit("run.finished", {"final_state": final_state}, by=by, at=at)
         self.finished = True
 
@@ -196,55 +241,112 @@ class StepHandle:
         self.step_id = step_id
         self.current_hash = output_hash
 
-    def _emit(self, type_: str, data: dict[str, Any], by: Actor | None,
-              at: datetime | None) -> None:  # fmt: skip
+    def _emit(self, type_: str, data: dict[str, Any], by: Actor | None, at: datetime | None) -> None:
         self.run.emit(type_, data, step_id=self.step_id, by=by, at=at)
 
-    def policy(self, rule_id: str, policy_version: str, lane: str, *, reasons: Sequence[str] = (),
-               missing_fields: Sequence[str] = (), required_role: str | None = None,
-               by: Actor | None = None, at: datetime | None = None) -> None:  # fmt: skip
-        self._emit("policy.decided", {
-            "rule_id": rule_id, "policy_version": policy_version, "lane": lane,
-            "reasons": list(reasons), "missing_fields": list(missing_fields),
-            "required_role": required_role,
-        }, by or Actor(kind="system", id="policy"), at)  # fmt: skip
+    def policy(
+        self,
+        rule_id: str,
+        policy_version: str,
+        lane: str,
+        *,
+        reasons: Sequence[str] = (),
+        missing_fields: Sequence[str] = (),
+        required_role: str | None = None,
+        by: Actor | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        self._emit(
+            "policy.decided",
+            {
+                "rule_id": rule_id,
+                "policy_version": policy_version,
+                "lane": lane,
+                "reasons": list(reasons),
+                "missing_fields": list(missing_fields),
+                "required_role": required_role,
+            },
+            by or Actor(kind="system", id="policy"),
+            at,
+        )
 
     def edit(self, output: str, *, by: Actor, at: datetime | None = None) -> str:
         new_hash = content_hash(output)
-        self._emit("action.edited", {"output": output, "output_hash": new_hash,
-                                     "base_hash": self.current_hash}, by, at)  # fmt: skip
+        self._emit(
+            "action.edited",
+            {"output": output, "output_hash": new_hash, "base_hash": self.current_hash},
+            by,
+            at,
+        )
         self.current_hash = new_hash
         return new_hash
 
-    def review(self, decision: str, *, by: Actor, reviewed_hash: str | None = None,
-               comment: str | None = None, at: datetime | None = None) -> None:  # fmt: skip
-        self._emit("action.reviewed", {"decision": decision,
-                                       "reviewed_hash": reviewed_hash or self.current_hash,
-                                       "comment": comment}, by, at)  # fmt: skip
+    def review(
+        self,
+        decision: str,
+        *,
+        by: Actor,
+        reviewed_hash: str | None = None,
+        comment: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        self._emit(
+            "action.reviewed",
+            {"decision": decision, "reviewed_hash": reviewed_hash or self.current_hash, "comment": comment},
+            by,
+            at,
+        )
 
-    def hold(self, reason: str, *, missing_fields: Sequence[str] = (), by: Actor | None = None,
-             at: datetime | None = None) -> None:  # fmt: skip
-        self._emit("action.held", {"reason": reason, "missing_fields": list(missing_fields)},
-                   by, at)  # fmt: skip
+    def hold(
+        self,
+        reason: str,
+        *,
+        missing_fields: Sequence[str] = (),
+        by: Actor | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        self._emit("action.held", {"reason": reason, "missing_fields": list(missing_fields)}, by, at)
 
-    def executed(self, state: str, *, executed_hash: str | None = None,
-                 external_ref: str | None = None, url: str | None = None,
-                 by: Actor | None = None, at: datetime | None = None) -> None:  # fmt: skip
-        self._emit("action.executed", {"executed_hash": executed_hash or self.current_hash,
-                                       "state": state, "external_ref": external_ref,
-                                       "url": url}, by, at)  # fmt: skip
+    def executed(
+        self,
+        state: str,
+        *,
+        executed_hash: str | None = None,
+        external_ref: str | None = None,
+        url: str | None = None,
+        by: Actor | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        self._emit(
+            "action.executed",
+            {
+                "executed_hash": executed_hash or self.current_hash,
+                "state": state,
+                "external_ref": external_ref,
+                "url": url,
+            },
+            by,
+            at,
+        )
 
     def failed(self, error: str, *, by: Actor | None = None, at: datetime | None = None) -> None:
         self._emit("action.failed", {"error": error}, by, at)
 
-    def rollback_requested(self, reason: str, *, scope: str = "step", by: Actor,
-                           at: datetime | None = None) -> None:  # fmt: skip
+    def rollback_requested(
+        self, reason: str, *, scope: str = "step", by: Actor, at: datetime | None = None
+    ) -> None:
         self._emit("rollback.requested", {"reason": reason, "scope": scope}, by, at)
 
-    def reverted(self, method: str, *, reverse_ref: str | None = None, note: str | None = None,
-                 by: Actor | None = None, at: datetime | None = None) -> None:  # fmt: skip
-        self._emit("action.reverted", {"method": method, "reverse_ref": reverse_ref,
-                                       "note": note}, by, at)  # fmt: skip
+    def reverted(
+        self,
+        method: str,
+        *,
+        reverse_ref: str | None = None,
+        note: str | None = None,
+        by: Actor | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        self._emit("action.reverted", {"method": method, "reverse_ref": reverse_ref, "note": note}, by, at)
 
 
 def _model(cls: Any, value: Any) -> Any:

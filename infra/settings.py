@@ -74,19 +74,26 @@ class Settings(BaseSettings):
         if self.database_url and self.kafka_bootstrap:
             return self
         if not self.state_file.exists():
-            missing = [name for name, value in
-                       (("RECEIPTS_DATABASE_URL", self.database_url),
-                        ("RECEIPTS_KAFKA_BOOTSTRAP", self.kafka_bootstrap)) if not value]  # fmt: skip
+            missing = [
+                name
+                for name, value in (
+                    ("RECEIPTS_DATABASE_URL", self.database_url),
+                    ("RECEIPTS_KAFKA_BOOTSTRAP", self.kafka_bootstrap),
+                )
+                if not value
+            ]
             raise NotRunning(
                 f"no servers to talk to: {' and '.join(missing)} not set and no `receipts up` "
                 f"is running from {self.data_dir.resolve()}. Start `./receipts up` in another "
                 "terminal (same directory), or set those variables."
             )
         state = json.loads(self.state_file.read_text())
-        return self.model_copy(update={
-            "database_url": self.database_url or state["database_url"],
-            "kafka_bootstrap": self.kafka_bootstrap or state["kafka_bootstrap"],
-        })  # fmt: skip
+        return self.model_copy(
+            update={
+                "database_url": self.database_url or state["database_url"],
+                "kafka_bootstrap": self.kafka_bootstrap or state["kafka_bootstrap"],
+            }
+        )
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The database URL in the variables eventsourcing's PostgreSQL factory reads."""

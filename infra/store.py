@@ -63,12 +63,20 @@ class StepStates:
         self._prefix = STEP_STATE + b'{"t":"' + recorded_at.isoformat().encode() + b'","d":"'
 
     def __call__(self, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
-        return b"".join((self._prefix, digest.hex().encode(), b'","e":', json.dumps(event_id).encode(),
-                         self._OPENS if opens_run else b"", b"}\n", wire))  # fmt: skip
+        return b"".join(
+            (
+                self._prefix,
+                digest.hex().encode(),
+                b'","e":',
+                json.dumps(event_id).encode(),
+                self._OPENS if opens_run else b"",
+                b"}\n",
+                wire,
+            )
+        )
 
 
-def step_state(recorded_at: datetime, digest: bytes, event_id: str, wire: bytes,
-               opens_run: bool) -> bytes:  # fmt: skip
+def step_state(recorded_at: datetime, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
     return StepStates(recorded_at)(digest, event_id, wire, opens_run)
 
 
@@ -110,8 +118,9 @@ class StepTranscoder(Transcoder):
         step = obj.get("step") if isinstance(obj, dict) else None
         if not isinstance(step, StepEvent):
             return self.fallback.encode(obj)
-        return step_state(obj["timestamp"], obj["digest"], step.event_id, obj["wire"],
-                          opens_run="originator_topic" in obj)  # fmt: skip
+        return step_state(
+            obj["timestamp"], obj["digest"], step.event_id, obj["wire"], opens_run="originator_topic" in obj
+        )
 
     def decode(self, data: bytes) -> Any:
         if not data.startswith(STEP_STATE):
@@ -176,9 +185,7 @@ class StepRecorder(PostgresProcessRecorder):
     (record_batch); an application save runs eventsourcing's own statements, in
     its one transaction, without psycopg's pipeline (insert_events)."""
 
-    def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         # Same statements and transaction as the parent, minus conn.pipeline().
         with self.datastore.transaction(commit=True) as curs:
             self._insert_events(curs, stored_events, **kwargs)
@@ -187,8 +194,12 @@ class StepRecorder(PostgresProcessRecorder):
             self._insert_stored_events(curs, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
-    def record_batch(self, rows: Iterable[Row], positions: Mapping[str, int],
-                     before_commit: Callable[[], None] = lambda: None) -> int:  # fmt: skip
+    def record_batch(
+        self,
+        rows: Iterable[Row],
+        positions: Mapping[str, int],
+        before_commit: Callable[[], None] = lambda: None,
+    ) -> int:
         """Append rows and move positions, all or nothing, in one transaction.
 
         `rows` may be a generator: it is streamed into the COPY as it yields.
@@ -260,8 +271,9 @@ class StepRecorder(PostgresProcessRecorder):
             except (ValueError, KeyError, UnicodeDecodeError):
                 links.append(StoredLink(stored.originator_version, None, None))
             else:
-                links.append(StoredLink(stored.originator_version, header.wire, header.digest,
-                                        header.event_id))  # fmt: skip
+                links.append(
+                    StoredLink(stored.originator_version, header.wire, header.digest, header.event_id)
+                )
         return links
 
 
@@ -287,8 +299,10 @@ class RunUnreadable(RuntimeError):
     """A stored event of the run no longer decodes: the record was altered or damaged."""
 
     def __init__(self, tenant: str, run_id: str, detail: str) -> None:
-        super().__init__(f"run '{run_id}' in tenant '{tenant}' has an event that no longer "
-                         f"decodes ({detail}); `receipts verify {run_id}` names it")  # fmt: skip
+        super().__init__(
+            f"run '{run_id}' in tenant '{tenant}' has an event that no longer "
+            f"decodes ({detail}); `receipts verify {run_id}` names it"
+        )
 
 
 class RunStore(Application[UUID]):
@@ -328,8 +342,15 @@ class RunStore(Application[UUID]):
             raise RunUnreadable(tenant, run_id, str(error.__cause__ or error)) from error
         return run
 
-    def receipt(self, tenant: str, run_id: str, unfinished_after: timedelta, *,
-                as_of: datetime | None = None, version: int | None = None) -> Receipt:  # fmt: skip
+    def receipt(
+        self,
+        tenant: str,
+        run_id: str,
+        unfinished_after: timedelta,
+        *,
+        as_of: datetime | None = None,
+        version: int | None = None,
+    ) -> Receipt:
         """The run's receipt from its own events (as of a time, or after `version` of
         them), as a reader sees it then: now, or at `as_of`."""
         receipt = self.run(tenant, run_id, version=version).receipt(as_of)

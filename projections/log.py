@@ -117,8 +117,13 @@ class EventLog:
             header = read_step_state(state)
             step = self.codec.decode(header.wire)
         except (ValueError, KeyError, UnicodeDecodeError, DecodeError) as error:
-            log.warning("projections skip run %s version %d (notification %s): the stored row "
-                        "no longer decodes: %s", run_key, version, position, error)  # fmt: skip
+            log.warning(
+                "projections skip run %s version %d (notification %s): the stored row no longer decodes: %s",
+                run_key,
+                version,
+                position,
+                error,
+            )
             return None
         return Entry(version, step, header.wire, header.digest, header.recorded_at)
 
@@ -130,8 +135,9 @@ def group_by_run(steps: Iterable[Recorded]) -> dict[UUID, list[Entry]]:
     return runs
 
 
-def histories(curs: psycopg.Cursor[Any], log_: EventLog,
-              steps: Sequence[Recorded]) -> dict[UUID, list[Entry]]:  # fmt: skip
+def histories(
+    curs: psycopg.Cursor[Any], log_: EventLog, steps: Sequence[Recorded]
+) -> dict[UUID, list[Entry]]:
     """Every run touched by `steps`, with all its entries up to the last of them."""
     runs = group_by_run(steps)
     earlier = log_.before(curs, {run: entries[0].version for run, entries in runs.items()})

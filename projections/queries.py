@@ -36,9 +36,11 @@ class BadQuery(ValueError):
 
 class NotYetApplied(TimeoutError):
     def __init__(self, event_id: str, run_id: str, waited: float) -> None:
-        super().__init__(f"event '{event_id}' is not in the receipt of run '{run_id}' after "
-                         f"{waited:.1f} s; the projections have not applied it yet (or it was "
-                         "never recorded: a dead-lettered or unpublished event never arrives)")  # fmt: skip
+        super().__init__(
+            f"event '{event_id}' is not in the receipt of run '{run_id}' after "
+            f"{waited:.1f} s; the projections have not applied it yet (or it was "
+            "never recorded: a dead-lettered or unpublished event never arrives)"
+        )
 
 
 class Model(BaseModel):
@@ -141,8 +143,13 @@ _UNFINISHED_SEQ = 1_000_000  # sorts an overdue run's finding after its recorded
 
 
 class Queries:
-    def __init__(self, datastore: PostgresDatastore, schema: str, unfinished_after: timedelta,
-                 clock: Clock = lambda: datetime.now(UTC)) -> None:  # fmt: skip
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        schema: str,
+        unfinished_after: timedelta,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
         self.datastore = datastore
         self.schema = schema
         self.unfinished_after = unfinished_after
@@ -166,8 +173,12 @@ class Queries:
     def runs(self, f: RunFilter) -> RunsPage:
         where: list[Composable] = [SQL("tenant = %s")]
         params: list[Any] = [f.tenant]
-        for column, value in (("workflow", f.workflow), ("final_state", f.final_state),
-                              ("agent", f.agent), ("model", f.model)):  # fmt: skip
+        for column, value in (
+            ("workflow", f.workflow),
+            ("final_state", f.final_state),
+            ("agent", f.agent),
+            ("model", f.model),
+        ):
             if value is not None:
                 where.append(SQL("{} = %s").format(Identifier(column)))
                 params.append(value)
@@ -188,46 +199,76 @@ class Queries:
             started, key = _decode_cursor(f.cursor, 2)
             where.append(SQL("(started_at, run_key) < (%s, %s::uuid)"))
             params += [started, key]
-        statement = SQL("SELECT {}, run_key FROM {} WHERE {} ORDER BY started_at DESC, run_key DESC "
-                        "LIMIT %s").format(SQL(", ").join(map(Identifier, _RUN_COLUMNS)),
-                                            self._t("runs"), SQL(" AND ").join(where))  # fmt: skip
+        statement = SQL(
+            "SELECT {}, run_key FROM {} WHERE {} ORDER BY started_at DESC, run_key DESC LIMIT %s"
+        ).format(SQL(", ").join(map(Identifier, _RUN_COLUMNS)), self._t("runs"), SQL(" AND ").join(where))
         rows = self._rows(statement, [*params, f.limit + 1])
         more = len(rows) > f.limit
         rows = rows[: f.limit]
         last = rows[-1] if more else None
         cursor = _encode_cursor(last["started_at"].isoformat(), str(last["run_key"])) if last else None
-        return RunsPage(runs=[RunSummary(**{c: row[c] for c in _RUN_COLUMNS}) for row in rows],
-                        next_cursor=cursor)  # fmt: skip
+        return RunsPage(
+            runs=[RunSummary(**{c: row[c] for c in _RUN_COLUMNS}) for row in rows], next_cursor=cursor
+        )
 
     # --- entities and sources ------------------------------------------------------------------
 
-    def touched(self, system: str, kind: str, entity_id: str, tenant: str = "default",
-                limit: int = 100) -> RelatedRuns:  # fmt: skip
+    def touched(
+        self, system: str, kind: str, entity_id: str, tenant: str = "default", limit: int = 100
+    ) -> RelatedRuns:
         """Runs that proposed, executed or reverted something on this record, latest first."""
-        rows = self._related("touches", "entity_id", [tenant, system, kind, entity_id], limit,
-                             "step_id, verb, state, at, event_id", "at")  # fmt: skip
+        rows = self._related(
+            "touches",
+            "entity_id",
+            [tenant, system, kind, entity_id],
+            limit,
+            "step_id, verb, state, at, event_id",
+            "at",
+        )
         runs: dict[str, RelatedRun] = {}
         for row in rows:
             run = runs.setdefault(row["run_id"], _related_run(row))
             run.touches.append(Touch(**{k: row[k] for k in Touch.model_fields}))
         return RelatedRuns(tenant=tenant, system=system, kind=kind, id=entity_id, runs=list(runs.values()))
 
-    def relied_on(self, system: str, kind: str, source_id: str, tenant: str = "default",
-                  version: str | None = None, limit: int = 100) -> RelatedRuns:  # fmt: skip
+    def relied_on(
+        self,
+        system: str,
+        kind: str,
+        source_id: str,
+        tenant: str = "default",
+        version: str | None = None,
+        limit: int = 100,
+    ) -> RelatedRuns:
         """Runs that relied on this document or record (only `version` of it, if given)."""
         params: list[Any] = [tenant, system, kind, source_id]
-        rows = self._related("sources", "source_id", params, limit,
-                             "step_id, version, retrieved_at, used_at, event_id", "used_at",
-                             version)  # fmt: skip
+        rows = self._related(
+            "sources",
+            "source_id",
+            params,
+            limit,
+            "step_id, version, retrieved_at, used_at, event_id",
+            "used_at",
+            version,
+        )
         runs: dict[str, RelatedRun] = {}
         for row in rows:
             run = runs.setdefault(row["run_id"], _related_run(row))
             run.uses.append(Use(**{k: row[k] for k in Use.model_fields}))
-        return RelatedRuns(tenant=tenant, system=system, kind=kind, id=source_id, version=version,
-                           runs=list(runs.values()))  # fmt: skip
+        return RelatedRuns(
+            tenant=tenant, system=system, kind=kind, id=source_id, version=version, runs=list(runs.values())
+        )
 
-    def _related(self, view: str, id_column: str, params: list[Any], limit: int, columns: str,
-                 at: str, version: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def _related(
+        self,
+        view: str,
+        id_column: str,
+        params: list[Any],
+        limit: int,
+        columns: str,
+        at: str,
+        version: str | None = None,
+    ) -> list[dict[str, Any]]:
         # The latest `limit` runs first, then their rows: a busy record may have thousands.
         match = SQL("tenant = %s AND system = %s AND kind = %s AND {} = %s").format(Identifier(id_column))
         if version is not None:
@@ -240,15 +281,28 @@ class Queries:
             "SELECT h.run_id, r.workflow, r.final_state, r.started_at, {cols} "
             "FROM hits h JOIN latest l USING (run_key) LEFT JOIN {runs} r USING (run_key) "
             "ORDER BY l.last DESC, h.run_key, h.{at}"
-        ).format(v=self._t(view), m=match, at=Identifier(at), cols=SQL(", ".join(
-            f"h.{c}" for c in columns.split(", "))), runs=self._t("runs"))  # fmt: skip
+        ).format(
+            v=self._t(view),
+            m=match,
+            at=Identifier(at),
+            cols=SQL(", ".join(f"h.{c}" for c in columns.split(", "))),
+            runs=self._t("runs"),
+        )
         return self._rows(statement, [*params, limit])
 
     # --- findings ------------------------------------------------------------------------------
 
-    def findings(self, tenant: str = "default", code: str | None = None, severity: str | None = None,
-                 workflow: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                 limit: int = 100, cursor: str | None = None) -> FindingsPage:  # fmt: skip
+    def findings(
+        self,
+        tenant: str = "default",
+        code: str | None = None,
+        severity: str | None = None,
+        workflow: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> FindingsPage:
         """Recorded findings, and runs left unfinished past the grace period, newest runs first."""
         recorded: list[Composable] = [SQL("tenant = %s")]
         overdue: list[Composable] = [SQL("tenant = %s AND final_state IS NULL AND last_recorded < %s")]
@@ -264,8 +318,10 @@ class Queries:
                 over_params.append(value)
         if (code not in (None, "final_state_unclear")) or severity not in (None, "warning"):
             overdue.append(SQL("false"))
-        for where, params, seq_column in ((recorded, rec_params, SQL("seq")),
-                                          (overdue, over_params, SQL(str(_UNFINISHED_SEQ)))):  # fmt: skip
+        for where, params, seq_column in (
+            (recorded, rec_params, SQL("seq")),
+            (overdue, over_params, SQL(str(_UNFINISHED_SEQ))),
+        ):
             _window(where, params, since, until)
             if cursor:
                 started, key, seq = _decode_cursor(cursor, 3)
@@ -276,9 +332,14 @@ class Queries:
             "UNION ALL SELECT run_id, workflow, started_at, run_key, {seq}, 'final_state_unclear', "
             "'warning', '', NULL, '{{}}'::text[], last_recorded FROM {r} WHERE {ow} "
             "ORDER BY started_at DESC, run_key DESC, seq DESC LIMIT %s"
-        ).format(cols=SQL(_FINDING_COLUMNS), f=self._t("findings"), r=self._t("runs"),
-                 seq=SQL(str(_UNFINISHED_SEQ)), rw=SQL(" AND ").join(recorded),
-                 ow=SQL(" AND ").join(overdue))  # fmt: skip
+        ).format(
+            cols=SQL(_FINDING_COLUMNS),
+            f=self._t("findings"),
+            r=self._t("runs"),
+            seq=SQL(str(_UNFINISHED_SEQ)),
+            rw=SQL(" AND ").join(recorded),
+            ow=SQL(" AND ").join(overdue),
+        )
         rows = self._rows(statement, [*rec_params, *over_params, limit + 1])
         more = len(rows) > limit
         rows = rows[:limit]
@@ -289,13 +350,27 @@ class Queries:
                 finding = final_state_unclear(None, row["last_recorded"], now, self.unfinished_after)
                 assert finding is not None  # the query chose overdue runs with the same clock
             else:
-                finding = Finding(code=row["code"], severity=row["severity"], message=row["message"],
-                                  step_id=row["step_id"], event_ids=tuple(row["event_ids"]))  # fmt: skip
-            found.append(RunFinding(run_id=row["run_id"], workflow=row["workflow"],
-                                    started_at=row["started_at"], finding=finding))  # fmt: skip
+                finding = Finding(
+                    code=row["code"],
+                    severity=row["severity"],
+                    message=row["message"],
+                    step_id=row["step_id"],
+                    event_ids=tuple(row["event_ids"]),
+                )
+            found.append(
+                RunFinding(
+                    run_id=row["run_id"],
+                    workflow=row["workflow"],
+                    started_at=row["started_at"],
+                    finding=finding,
+                )
+            )
         last = rows[-1] if more else None
-        next_cursor = (_encode_cursor(last["started_at"].isoformat(), str(last["run_key"]), last["seq"])
-                       if last else None)  # fmt: skip
+        next_cursor = (
+            _encode_cursor(last["started_at"].isoformat(), str(last["run_key"]), last["seq"])
+            if last
+            else None
+        )
         return FindingsPage(findings=found, next_cursor=next_cursor)
 
     # --- receipts ------------------------------------------------------------------------------
@@ -342,15 +417,17 @@ class Queries:
         """How far each view has applied the event store's log."""
         selects = SQL(" UNION ALL ").join(
             SQL("SELECT {} AS view, notification_id FROM {} WHERE application_name = %s").format(
-                name, view.tracking_identifier)
+                name, view.tracking_identifier
+            )
             for name, view in self._views.items()
-        )  # fmt: skip
+        )
         rows = self._rows(selects, [application_name] * len(self._views))
         return {row["view"]: row["notification_id"] for row in rows}
 
 
-def _window(where: list[Composable], params: list[Any],
-            since: datetime | None, until: datetime | None) -> None:  # fmt: skip
+def _window(
+    where: list[Composable], params: list[Any], since: datetime | None, until: datetime | None
+) -> None:
     if since and until and since >= until:
         raise BadQuery("until", f"must be after since ({since.isoformat()})")
     if since is not None:
@@ -362,8 +439,12 @@ def _window(where: list[Composable], params: list[Any],
 
 
 def _related_run(row: dict[str, Any]) -> RelatedRun:
-    return RelatedRun(run_id=row["run_id"], workflow=row["workflow"], final_state=row["final_state"],
-                      started_at=row["started_at"])  # fmt: skip
+    return RelatedRun(
+        run_id=row["run_id"],
+        workflow=row["workflow"],
+        final_state=row["final_state"],
+        started_at=row["started_at"],
+    )
 
 
 def _encode_cursor(*parts: object) -> str:
@@ -379,4 +460,3 @@ def _decode_cursor(cursor: str, arity: int) -> list[Any]:
     except (ValueError, TypeError, json.JSONDecodeError):
         raise BadQuery("cursor", "not a cursor this service returned; start again without it") from None
     return parts
-

@@ -44,15 +44,25 @@ class Job:
     end: int
 
 
-def rebuild(runner: ProjectionRunner, database_url: str, on_range: Callable[[int, int], None],
-            workers: int | None = None, size: int = RANGE) -> int:  # fmt: skip
+def rebuild(
+    runner: ProjectionRunner,
+    database_url: str,
+    on_range: Callable[[int, int], None],
+    workers: int | None = None,
+    size: int = RANGE,
+) -> int:
     """Empty the runner's views and apply the log up to its current end; returns
     how many steps were applied. `on_range(steps, positions)` after each range."""
     for view in runner.views:
         runner.reset(view, REBUILDING)
     end = runner.log_end()
-    job = Job(database_url, tuple(type(v) for v in runner.views), runner.views[0].schema,
-              runner.log.events_table, end)  # fmt: skip
+    job = Job(
+        database_url,
+        tuple(type(v) for v in runner.views),
+        runner.views[0].schema,
+        runner.log.events_table,
+        end,
+    )
     ranges = [(start, min(start + size, end)) for start in range(0, end, size)]
     applied = 0
     for steps, (start, stop) in _apply_all(job, ranges, workers):
@@ -63,8 +73,9 @@ def rebuild(runner: ProjectionRunner, database_url: str, on_range: Callable[[int
     return applied
 
 
-def _apply_all(job: Job, ranges: Sequence[tuple[int, int]],
-               workers: int | None) -> Iterator[tuple[int, tuple[int, int]]]:  # fmt: skip
+def _apply_all(
+    job: Job, ranges: Sequence[tuple[int, int]], workers: int | None
+) -> Iterator[tuple[int, tuple[int, int]]]:
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers <= 1 or len(ranges) <= 1:
         _open(job)

@@ -60,8 +60,15 @@ class Progress:
 
 
 class ProjectionRunner:
-    def __init__(self, datastore: PostgresDatastore, log: EventLog, application_name: str,
-                 channel: str, views: Sequence[View], page_size: int = 5000) -> None:  # fmt: skip
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        log: EventLog,
+        application_name: str,
+        channel: str,
+        views: Sequence[View],
+        page_size: int = 5000,
+    ) -> None:
         self.datastore = datastore
         self.log = log
         self.application_name = application_name
@@ -79,8 +86,10 @@ class ProjectionRunner:
             trigrams = _has_trigrams(curs)
             for view in self.views:
                 view.create(curs, trigrams)
-                curs.execute(_tracking(view, "INSERT INTO {} VALUES (%s, 0) ON CONFLICT DO NOTHING"),
-                             (self.application_name,))  # fmt: skip
+                curs.execute(
+                    _tracking(view, "INSERT INTO {} VALUES (%s, 0) ON CONFLICT DO NOTHING"),
+                    (self.application_name,),
+                )
 
     def reset(self, view: View, position: int = 0) -> None:
         """Empty a view and send it back to the start of the log (for a rebuild).
@@ -113,8 +122,11 @@ class ProjectionRunner:
                 try:
                     applied = self.apply_next()
                 except psycopg.Error as error:
-                    log.error("projection page failed, nothing of it was applied; retrying in %.0f s: %s",
-                              RETRY_WAIT, error)  # fmt: skip
+                    log.error(
+                        "projection page failed, nothing of it was applied; retrying in %.0f s: %s",
+                        RETRY_WAIT,
+                        error,
+                    )
                     time.sleep(RETRY_WAIT)
                     continue
                 if not applied:
@@ -181,12 +193,16 @@ class ProjectionRunner:
         return locked
 
     def _track(self, curs: psycopg.Cursor[Any], view: View, position: int) -> None:
-        curs.execute(_tracking(view, "UPDATE {} SET notification_id = %s WHERE application_name = %s"),
-                     (position, self.application_name))  # fmt: skip
+        curs.execute(
+            _tracking(view, "UPDATE {} SET notification_id = %s WHERE application_name = %s"),
+            (position, self.application_name),
+        )
 
     def _position(self, curs: psycopg.Cursor[Any], view: View) -> int:
-        curs.execute(_tracking(view, "SELECT notification_id FROM {} WHERE application_name = %s"),
-                     (self.application_name,))  # fmt: skip
+        curs.execute(
+            _tracking(view, "SELECT notification_id FROM {} WHERE application_name = %s"),
+            (self.application_name,),
+        )
         row = curs.fetchone()
         return int(row[0]) if row else 0
 
@@ -226,7 +242,9 @@ def _has_trigrams(curs: psycopg.Cursor[Any]) -> bool:
         with curs.connection.transaction():
             curs.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
     except psycopg.Error as error:
-        log.warning("pg_trgm unavailable (%s): searching input references scans the runs view",
-                    error.diag.message_primary or error)  # fmt: skip
+        log.warning(
+            "pg_trgm unavailable (%s): searching input references scans the runs view",
+            error.diag.message_primary or error,
+        )
         return False
     return True

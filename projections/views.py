@@ -38,8 +38,14 @@ class Batch:
     """One page of the log, being applied; the runs it touched are rendered once,
     on first use, and shared by every view of whole runs."""
 
-    def __init__(self, curs: psycopg.Cursor[Any], log: EventLog, steps: Sequence[Recorded],
-                 later: Collection[UUID] = (), fresh: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        curs: psycopg.Cursor[Any],
+        log: EventLog,
+        steps: Sequence[Recorded],
+        later: Collection[UUID] = (),
+        fresh: bool = False,
+    ) -> None:
         self._curs = curs
         self._log = log
         self.steps = steps
@@ -51,8 +57,11 @@ class Batch:
     @cached_property
     def runs(self) -> list[RunView]:
         touched = histories(self._curs, self._log, self.steps)
-        return [RunView(key, entries, render(entries)) for key, entries in touched.items()
-                if entries and key not in self._later]  # fmt: skip
+        return [
+            RunView(key, entries, render(entries))
+            for key, entries in touched.items()
+            if entries and key not in self._later
+        ]
 
 
 class View:
@@ -91,14 +100,20 @@ class View:
             curs.execute(SQL("ALTER TABLE {} " + alteration).format(self.identifier))
         indexes = self.indexes + (self.trigram_indexes if trigrams else ())
         for number, index in enumerate(indexes):
-            curs.execute(SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + index).format(
-                Identifier(self._index_name(number)), self.identifier))  # fmt: skip
+            curs.execute(
+                SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + index).format(
+                    Identifier(self._index_name(number)), self.identifier
+                )
+            )
 
     def drop_indexes(self, curs: psycopg.Cursor[Any]) -> None:
         """Drop the secondary indexes (for a bulk load; `create` builds them again)."""
         for number in range(len(self.indexes) + len(self.trigram_indexes)):
-            curs.execute(SQL("DROP INDEX IF EXISTS {}.{}").format(
-                Identifier(self.schema), Identifier(self._index_name(number))))  # fmt: skip
+            curs.execute(
+                SQL("DROP INDEX IF EXISTS {}.{}").format(
+                    Identifier(self.schema), Identifier(self._index_name(number))
+                )
+            )
 
     def _index_name(self, number: int) -> str:
         return f"{self.table}_{number}"
@@ -121,8 +136,10 @@ class RunsView(View):
     def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
         runs = batch.runs
         if not batch.fresh:
-            curs.execute(SQL("DELETE FROM {} WHERE run_key = ANY(%s)").format(self.identifier),
-                         ([run.key for run in runs],))  # fmt: skip
+            curs.execute(
+                SQL("DELETE FROM {} WHERE run_key = ANY(%s)").format(self.identifier),
+                ([run.key for run in runs],),
+            )
         self.copy(curs, (row for run in runs for row in self.rows(run)))
 
     def rows(self, run: RunView) -> Iterator[Row]:
@@ -131,10 +148,30 @@ class RunsView(View):
 
 class Runs(RunsView):
     name = "runs"
-    columns = ("run_key", "tenant", "run_id", "workflow", "input_ref", "input_uri", "agent",
-               "agent_version", "model", "model_provider", "model_version", "started_at",
-               "finished_at", "last_recorded", "final_state", "steps", "events", "findings",
-               "finding_codes", "reviewers", "integrity_head", "verified")  # fmt: skip
+    columns = (
+        "run_key",
+        "tenant",
+        "run_id",
+        "workflow",
+        "input_ref",
+        "input_uri",
+        "agent",
+        "agent_version",
+        "model",
+        "model_provider",
+        "model_version",
+        "started_at",
+        "finished_at",
+        "last_recorded",
+        "final_state",
+        "steps",
+        "events",
+        "findings",
+        "finding_codes",
+        "reviewers",
+        "integrity_head",
+        "verified",
+    )
     definition = """
         run_key uuid PRIMARY KEY, tenant text NOT NULL, run_id text NOT NULL, workflow text,
         input_ref text, input_uri text, agent text, agent_version text, model text,
@@ -163,16 +200,29 @@ class Runs(RunsView):
         r = run.receipt
         reviewers = sorted({review.reviewer.id for step in r.steps for review in step.reviews})
         yield (
-            run.key, r.tenant, r.run_id, r.workflow,
-            r.input.key if r.input else None, r.input.uri if r.input else None,
-            r.agent.name if r.agent else None, r.agent.version if r.agent else None,
-            r.model.name if r.model else None, r.model.provider if r.model else None,
+            run.key,
+            r.tenant,
+            r.run_id,
+            r.workflow,
+            r.input.key if r.input else None,
+            r.input.uri if r.input else None,
+            r.agent.name if r.agent else None,
+            r.agent.version if r.agent else None,
+            r.model.name if r.model else None,
+            r.model.provider if r.model else None,
             r.model.version if r.model else None,
-            r.timestamps.started or run.entries[0].step.occurred_at, r.timestamps.finished,
-            run.entries[-1].recorded_at, r.final_state, len(r.steps), len(run.entries),
-            len(r.findings), sorted({f.code for f in r.findings}), reviewers,
-            r.integrity.head, r.integrity.verified,
-        )  # fmt: skip
+            r.timestamps.started or run.entries[0].step.occurred_at,
+            r.timestamps.finished,
+            run.entries[-1].recorded_at,
+            r.final_state,
+            len(r.steps),
+            len(run.entries),
+            len(r.findings),
+            sorted({f.code for f in r.findings}),
+            reviewers,
+            r.integrity.head,
+            r.integrity.verified,
+        )
 
 
 class Receipts(RunsView):
@@ -194,8 +244,19 @@ class Touches(RunsView):
     """Every target a step proposed, executed or reverted."""
 
     name = "touches"
-    columns = ("run_key", "tenant", "run_id", "step_id", "system", "kind", "entity_id", "verb",
-               "state", "at", "event_id")  # fmt: skip
+    columns = (
+        "run_key",
+        "tenant",
+        "run_id",
+        "step_id",
+        "system",
+        "kind",
+        "entity_id",
+        "verb",
+        "state",
+        "at",
+        "event_id",
+    )
     definition = """
         run_key uuid NOT NULL, tenant text NOT NULL, run_id text NOT NULL, step_id text NOT NULL,
         system text NOT NULL, kind text NOT NULL, entity_id text NOT NULL, verb text NOT NULL,
@@ -218,16 +279,38 @@ class Touches(RunsView):
             if step.step_id not in targets:
                 continue  # no proposal names the target (a step_order finding says so)
             target, verb = targets[step.step_id]
-            yield (run.key, step.tenant, step.run_id, step.step_id, target.system, target.kind,
-                   target.id, verb, state, step.occurred_at, step.event_id)  # fmt: skip
+            yield (
+                run.key,
+                step.tenant,
+                step.run_id,
+                step.step_id,
+                target.system,
+                target.kind,
+                target.id,
+                verb,
+                state,
+                step.occurred_at,
+                step.event_id,
+            )
 
 
 class Sources(RunsView):
     """Every source a run recorded, once per step that cited it (step_id NULL: none did)."""
 
     name = "sources"
-    columns = ("run_key", "tenant", "run_id", "step_id", "system", "kind", "source_id", "version",
-               "retrieved_at", "used_at", "event_id")  # fmt: skip
+    columns = (
+        "run_key",
+        "tenant",
+        "run_id",
+        "step_id",
+        "system",
+        "kind",
+        "source_id",
+        "version",
+        "retrieved_at",
+        "used_at",
+        "event_id",
+    )
     definition = """
         run_key uuid NOT NULL, tenant text NOT NULL, run_id text NOT NULL, step_id text,
         system text NOT NULL, kind text NOT NULL, source_id text NOT NULL, version text,
@@ -245,36 +328,82 @@ class Sources(RunsView):
                 continue
             s = step.data.source
             for step_id in cited.get(s.id) or [None]:
-                yield (run.key, step.tenant, step.run_id, step_id, s.system, s.kind, s.id, s.version,
-                       s.retrieved_at, step.occurred_at, step.event_id)  # fmt: skip
+                yield (
+                    run.key,
+                    step.tenant,
+                    step.run_id,
+                    step_id,
+                    s.system,
+                    s.kind,
+                    s.id,
+                    s.version,
+                    s.retrieved_at,
+                    step.occurred_at,
+                    step.event_id,
+                )
 
 
 class Findings(RunsView):
     name = "findings"
-    columns = ("run_key", "tenant", "run_id", "workflow", "seq", "code", "severity", "message",
-               "step_id", "event_ids", "started_at")  # fmt: skip
+    columns = (
+        "run_key",
+        "tenant",
+        "run_id",
+        "workflow",
+        "seq",
+        "code",
+        "severity",
+        "message",
+        "step_id",
+        "event_ids",
+        "started_at",
+    )
     definition = """
         run_key uuid NOT NULL, tenant text NOT NULL, run_id text NOT NULL, workflow text,
         seq int NOT NULL, code text NOT NULL, severity text NOT NULL, message text NOT NULL,
         step_id text, event_ids text[] NOT NULL, started_at timestamptz NOT NULL,
         PRIMARY KEY (run_key, seq)"""
-    indexes = ("(tenant, started_at DESC, run_key DESC, seq)",
-               "(tenant, code, started_at DESC, run_key DESC, seq)")  # fmt: skip
+    indexes = (
+        "(tenant, started_at DESC, run_key DESC, seq)",
+        "(tenant, code, started_at DESC, run_key DESC, seq)",
+    )
 
     def rows(self, run: RunView) -> Iterator[Row]:
         r = run.receipt
         started = r.timestamps.started or run.entries[0].step.occurred_at
         for seq, f in enumerate(r.findings):
-            yield (run.key, r.tenant, r.run_id, r.workflow, seq, f.code, f.severity, f.message,
-                   f.step_id, list(f.event_ids), started)  # fmt: skip
+            yield (
+                run.key,
+                r.tenant,
+                r.run_id,
+                r.workflow,
+                seq,
+                f.code,
+                f.severity,
+                f.message,
+                f.step_id,
+                list(f.event_ids),
+                started,
+            )
 
 
 class Timeline(View):
     """Every recorded step, for time-window questions ("what happened 14:00-14:10?")."""
 
     name = "timeline"
-    columns = ("position", "tenant", "occurred_at", "recorded_at", "run_key", "run_id", "type",
-               "actor_kind", "actor_id", "step_id", "event_id")  # fmt: skip
+    columns = (
+        "position",
+        "tenant",
+        "occurred_at",
+        "recorded_at",
+        "run_key",
+        "run_id",
+        "type",
+        "actor_kind",
+        "actor_id",
+        "step_id",
+        "event_id",
+    )
     definition = """
         position bigint PRIMARY KEY, tenant text NOT NULL, occurred_at timestamptz NOT NULL,
         recorded_at timestamptz NOT NULL, run_key uuid NOT NULL, run_id text NOT NULL,
@@ -283,11 +412,26 @@ class Timeline(View):
     indexes = ("(tenant, occurred_at DESC, position DESC)",)
 
     def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
-        self.copy(curs, (
-            (r.position, s.tenant, s.occurred_at, r.entry.recorded_at, r.run_key, s.run_id, s.type,
-             s.actor.kind, s.actor.id, s.step_id, s.event_id)
-            for r in batch.steps for s in (r.entry.step,)
-        ))  # fmt: skip
+        self.copy(
+            curs,
+            (
+                (
+                    r.position,
+                    s.tenant,
+                    s.occurred_at,
+                    r.entry.recorded_at,
+                    r.run_key,
+                    s.run_id,
+                    s.type,
+                    s.actor.kind,
+                    s.actor.id,
+                    s.step_id,
+                    s.event_id,
+                )
+                for r in batch.steps
+                for s in (r.entry.step,)
+            ),
+        )
 
 
 VIEWS: tuple[type[View], ...] = (Runs, Receipts, Touches, Sources, Findings, Timeline)

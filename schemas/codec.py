@@ -145,14 +145,16 @@ class Codec:
             # enum index: only a value read to its end is a truncation.
             if body.tell() >= len(raw):
                 raise TruncatedValue(f"Avro value ends early ({len(raw)} bytes)") from None
-            raise InvalidStep(f"Avro body does not match its schema at byte {body.tell()}: "
-                              f"{error!r}") from None
+            raise InvalidStep(
+                f"Avro body does not match its schema at byte {body.tell()}: {error!r}"
+            ) from None
         except Exception as error:
             # fastavro raises many types on bad bytes (ValueError, UnicodeDecodeError,
             # OverflowError for an impossible date...): each means the value is not a
             # step, never that ingest must stop.
-            raise InvalidStep(f"Avro body does not match its schema: {type(error).__name__}: "
-                              f"{error}") from None
+            raise InvalidStep(
+                f"Avro body does not match its schema: {type(error).__name__}: {error}"
+            ) from None
         if not isinstance(record, dict):
             raise InvalidStep("the Avro value is not a record")
         if body.tell() != len(raw):

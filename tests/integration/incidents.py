@@ -67,15 +67,32 @@ class Generated:
     def publish(self, publisher: Publisher) -> None:
         at = self.started_at
         model = {"provider": "acme", "name": self.model, "version": "1"}
-        with publisher.run(self.workflow, run_id=self.run_id, at=at,
-                           input={"system": "hubspot", "kind": "form", "id": f"lead-{self.n:03d}"},
-                           agent={"name": self.agent, "version": "1"}, model=model) as run:  # fmt: skip
-            page = run.source("cms", "page", "pricing", version=self.page_version, at=at,
-                              retrieved_at=at - timedelta(minutes=1))  # fmt: skip
-            step = run.propose("send_email", {"system": "hubspot", "kind": "contact", "id": self.contact},
-                               "gmail.send", output=f"Hello {self.n}", confidence=0.9, sources=[page],
-                               rollback={"method": "none", "runbook": "send a correction"},
-                               at=at + timedelta(seconds=1))  # fmt: skip
+        with publisher.run(
+            self.workflow,
+            run_id=self.run_id,
+            at=at,
+            input={"system": "hubspot", "kind": "form", "id": f"lead-{self.n:03d}"},
+            agent={"name": self.agent, "version": "1"},
+            model=model,
+        ) as run:
+            page = run.source(
+                "cms",
+                "page",
+                "pricing",
+                version=self.page_version,
+                at=at,
+                retrieved_at=at - timedelta(minutes=1),
+            )
+            step = run.propose(
+                "send_email",
+                {"system": "hubspot", "kind": "contact", "id": self.contact},
+                "gmail.send",
+                output=f"Hello {self.n}",
+                confidence=0.9,
+                sources=[page],
+                rollback={"method": "none", "runbook": "send a correction"},
+                at=at + timedelta(seconds=1),
+            )
             step.policy("outbound-email", "p1", "review", at=at + timedelta(seconds=2))
             if self.reviewer:
                 by = {"kind": "human", "id": self.reviewer}

@@ -16,18 +16,24 @@ class IngestProcess:
     def __init__(self, settings: Settings, **overrides: object) -> None:
         env = dict(os.environ)
         values = {
-            "DATABASE_URL": settings.database_url, "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "DATABASE_SCHEMA": settings.database_schema, "TOPIC": settings.topic,
-            "GROUP": settings.group, "PARTITIONS": settings.partitions,
+            "DATABASE_URL": settings.database_url,
+            "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "DATABASE_SCHEMA": settings.database_schema,
+            "TOPIC": settings.topic,
+            "GROUP": settings.group,
+            "PARTITIONS": settings.partitions,
             "SESSION_TIMEOUT_MS": settings.session_timeout_ms,
             "HEARTBEAT_INTERVAL_MS": settings.heartbeat_interval_ms,
-        }  # fmt: skip
+        }
         values.update({name.upper(): value for name, value in overrides.items()})
         env.update({f"RECEIPTS_{name}": str(value) for name, value in values.items()})
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "ingest"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "api.cli", "ingest"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -43,7 +43,9 @@ def test_bad_values_land_in_the_dlq_with_reason_and_original_bytes(settings: Set
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= 4 and ingest.totals.dead >= len(bad))
         assert {r for r in ("good-1", "good-2") if store.run("default", r).receipt().final_state} == {
-            "good-1", "good-2"}
+            "good-1",
+            "good-2",
+        }
 
     assert len(stored_rows(settings)) == 4
     letters = read_topic(str(settings.kafka_bootstrap), settings.dlq_topic, len(bad))

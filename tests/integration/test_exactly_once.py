@@ -43,8 +43,12 @@ def _publish_runs(
     for n in range(runs):
         with publisher.run("lead-followup", run_id=f"{prefix}-{n}") as run:
             for i in range(steps):
-                run.propose("send_email", {"system": "crm", "kind": "contact", "id": f"c{i}"},
-                            "gmail.send", output=f"draft {n}/{i}")  # fmt: skip
+                run.propose(
+                    "send_email",
+                    {"system": "crm", "kind": "contact", "id": f"c{i}"},
+                    "gmail.send",
+                    output=f"draft {n}/{i}",
+                )
             run.finish("sent")
     publisher.close()
     return sent
@@ -55,8 +59,7 @@ def test_redelivered_and_retried_events_are_recorded_once(settings: Settings) ->
     publish_raw(settings, sent)  # the whole stream again: a redelivery
     publish_raw(settings, sent[3:7])  # and a producer retry of a few
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
-        poll_until(ingest, lambda: ingest.totals.recorded + ingest.totals.duplicates
-                   >= 2 * len(sent) + 4)  # fmt: skip
+        poll_until(ingest, lambda: ingest.totals.recorded + ingest.totals.duplicates >= 2 * len(sent) + 4)
         receipts = [store.run("default", f"run-{n}").receipt() for n in range(5)]
     assert len(stored_rows(settings)) == len(sent) == ingest.totals.recorded
     assert ingest.totals.duplicates == len(sent) + 4
@@ -151,8 +154,12 @@ def test_large_batches_do_not_hang_the_store(settings: Settings) -> None:
         publisher = build_publisher(settings)
         with publisher.run("website-update", run_id="big") as run:
             for i in range(40):
-                run.propose("update_page", {"system": "cms", "kind": "page", "id": str(i)},
-                            "cms.write", output="x" * 100_000)  # fmt: skip
+                run.propose(
+                    "update_page",
+                    {"system": "cms", "kind": "page", "id": str(i)},
+                    "cms.write",
+                    output="x" * 100_000,
+                )
         publisher.close()
         # Through the aggregate and eventsourcing's save(): ~8 MB in one transaction.
         steps = [(s, encode_json(s)) for s in _replay(settings, publisher.published)]

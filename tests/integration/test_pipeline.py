@@ -23,8 +23,9 @@ def test_demo_receipts_fill_the_ten_fields_or_name_the_gap(settings: Settings, e
     publisher.close()
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= publisher.published)
-        receipts = {run_id.removeprefix("demo-"): store.run("default", run_id).receipt()
-                    for run_id in run_ids}
+        receipts = {
+            run_id.removeprefix("demo-"): store.run("default", run_id).receipt() for run_id in run_ids
+        }
 
     for name in COMPLETE:
         receipt = receipts[name]
@@ -54,8 +55,12 @@ def test_demo_receipts_fill_the_ten_fields_or_name_the_gap(settings: Settings, e
     failures = receipts["boring-failures"]
     assert failures.gaps() == ["sources", "policy_rule", "reviewer", "rollback_link"]
     codes = {f.code for f in failures.findings}
-    assert {"no_source_evidence", "executed_without_approval", "no_rollback_link",
-            "edit_not_captured"} <= codes
+    assert {
+        "no_source_evidence",
+        "executed_without_approval",
+        "no_rollback_link",
+        "edit_not_captured",
+    } <= codes
 
 
 def test_stored_rows_keep_the_bytes_as_published(settings: Settings) -> None:

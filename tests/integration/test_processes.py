@@ -21,11 +21,16 @@ def _publish(settings: Settings, runs: int, steps: int, prefix: str = "run") -> 
     publisher = build_publisher(settings.model_copy(update={"encoding": "json"}))
     rng = random.Random(runs * 1000 + steps)
     for n in range(runs):
-        with publisher.run("crm-notes", run_id=f"{prefix}-{n}",
-                           input={"system": "gong", "kind": "call", "id": f"call-{n}"}) as run:  # fmt: skip
+        with publisher.run(
+            "crm-notes", run_id=f"{prefix}-{n}", input={"system": "gong", "kind": "call", "id": f"call-{n}"}
+        ) as run:
             for i in range(rng.randint(1, steps)):
-                step = run.propose("write_note", {"system": "crm", "kind": "note", "id": f"{n}-{i}"},
-                                   "crm.note", output=f"note {n}/{i} " * 20)  # fmt: skip
+                step = run.propose(
+                    "write_note",
+                    {"system": "crm", "kind": "note", "id": f"{n}-{i}"},
+                    "crm.note",
+                    output=f"note {n}/{i} " * 20,
+                )
                 step.review("approved", by={"kind": "human", "id": "maria"})  # type: ignore[arg-type]
                 step.executed("noted")
             run.finish("sent")
@@ -55,8 +60,9 @@ def test_two_processes_in_one_group_share_the_partitions(settings: Settings) -> 
     second = IngestProcess(settings)
     second.wait_for("resumed ")
     deadline = time.monotonic() + 30
-    while not (first.assigned() and second.assigned()
-               and first.assigned() | second.assigned() == {0, 1, 2, 3}):  # fmt: skip
+    while not (
+        first.assigned() and second.assigned() and first.assigned() | second.assigned() == {0, 1, 2, 3}
+    ):
         assert time.monotonic() < deadline, (first.lines, second.lines)
         time.sleep(0.1)
     assert not first.assigned() & second.assigned()
@@ -95,8 +101,9 @@ def test_sigkill_and_restart_ten_times_loses_and_doubles_nothing(settings: Setti
     assert survivor.stop(signal.SIGTERM) == 0
 
     # The same events ingested once, with no crash, into a clean schema.
-    clean = settings.model_copy(update={"database_schema": settings.database_schema + "_clean",
-                                        "group": settings.group + "-clean"})  # fmt: skip
+    clean = settings.model_copy(
+        update={"database_schema": settings.database_schema + "_clean", "group": settings.group + "-clean"}
+    )
     execute(settings, f'CREATE SCHEMA "{clean.database_schema}"')
     with running_store(clean) as clean_store, ingest_for(clean, clean_store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= published, timeout=60)
@@ -109,5 +116,6 @@ def test_sigkill_and_restart_ten_times_loses_and_doubles_nothing(settings: Setti
 
 def _unclocked(receipt: Receipt) -> Receipt:
     """The receipt without when this store recorded it (two ingests differ only there)."""
-    return receipt.model_copy(update={"timestamps": receipt.timestamps.model_copy(
-        update={"last_recorded": None})})  # fmt: skip
+    return receipt.model_copy(
+        update={"timestamps": receipt.timestamps.model_copy(update={"last_recorded": None})}
+    )

@@ -52,8 +52,11 @@ def dump(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
 def indexes(settings: Settings) -> list[tuple[str, str]]:
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:
-        rows = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND "
-                            "tablename LIKE 'view_%%' ORDER BY indexname", (settings.database_schema,))
+        rows = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND "
+            "tablename LIKE 'view_%%' ORDER BY indexname",
+            (settings.database_schema,),
+        )
         return [(name, definition) for name, definition in rows.fetchall()]
 
 
@@ -100,12 +103,20 @@ def _corrections(generated: list[Generated]) -> list[StepEvent]:
     """A correction appended to each of some finished runs."""
     steps = []
     for g in generated:
-        steps.append(step_adapter.validate_python({
-            "event_id": f"late-{g.run_id}", "run_id": g.run_id, "tenant": "default",
-            "type": "record.corrected", "occurred_at": g.started_at.isoformat(),
-            "actor": {"kind": "human", "id": "ana"}, "step_id": None,
-            "data": {"corrects": f"{g.run_id}/step-1", "correction": "typo", "reason": "spelling"},
-        }))  # fmt: skip
+        steps.append(
+            step_adapter.validate_python(
+                {
+                    "event_id": f"late-{g.run_id}",
+                    "run_id": g.run_id,
+                    "tenant": "default",
+                    "type": "record.corrected",
+                    "occurred_at": g.started_at.isoformat(),
+                    "actor": {"kind": "human", "id": "ana"},
+                    "step_id": None,
+                    "data": {"corrects": f"{g.run_id}/step-1", "correction": "typo", "reason": "spelling"},
+                }
+            )
+        )
     return steps
 
 
@@ -123,8 +134,11 @@ def test_two_runners_side_by_side_apply_each_page_once(settings: Settings, store
 def test_a_damaged_row_is_skipped_not_fatal(settings: Settings, store: RunStore) -> None:
     record_incidents(store)
     victim = run_uuid("default", GENERATED[0].run_id)
-    execute(settings, "UPDATE receipts_events SET state = 'garbage' "
-                      "WHERE originator_id = %s AND originator_version = 2", victim)  # fmt: skip
+    execute(
+        settings,
+        "UPDATE receipts_events SET state = 'garbage' WHERE originator_id = %s AND originator_version = 2",
+        victim,
+    )
     runner = build_projections(settings, store)
     runner.catch_up()
     assert runner.positions()["runs"] == runner.log_end()
@@ -140,11 +154,19 @@ def test_unknown_view_names_the_real_ones(settings: Settings) -> None:
 
 
 def _project(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RECEIPTS_DATABASE_URL": str(settings.database_url),
-           "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
-           "RECEIPTS_DATABASE_SCHEMA": settings.database_schema, "RECEIPTS_PROJECTION_PAGE": "3"}  # fmt: skip
-    return subprocess.Popen([sys.executable, "-m", "api.cli", "project"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    env = {
+        **os.environ,
+        "RECEIPTS_DATABASE_URL": str(settings.database_url),
+        "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+        "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
+        "RECEIPTS_PROJECTION_PAGE": "3",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "project"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_a_killed_runner_resumes_without_applying_anything_twice(settings: Settings, store: RunStore) -> None:
@@ -174,11 +196,20 @@ def test_a_killed_runner_resumes_without_applying_anything_twice(settings: Setti
 
 
 def _receipts(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RECEIPTS_DATABASE_URL": str(settings.database_url),
-           "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
-           "RECEIPTS_DATABASE_SCHEMA": settings.database_schema}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "RECEIPTS_DATABASE_URL": str(settings.database_url),
+        "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+        "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_rebuild_and_show_as_of_from_the_command_line(settings: Settings, store: RunStore) -> None:
@@ -240,11 +271,18 @@ def test_an_interrupted_rebuild_leaves_views_marked_and_a_rerun_finishes_it(
     runner = build_projections(settings, store)
     runner.catch_up()
     incremental = dump(settings)
-    env = {**os.environ, "RECEIPTS_DATABASE_URL": str(settings.database_url),
-           "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
-           "RECEIPTS_DATABASE_SCHEMA": settings.database_schema}  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "api.cli", "rebuild", "all", "--range", "2"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    env = {
+        **os.environ,
+        "RECEIPTS_DATABASE_URL": str(settings.database_url),
+        "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+        "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "rebuild", "all", "--range", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(dump(settings)["timeline"]) in (0, events):
         time.sleep(0.005)

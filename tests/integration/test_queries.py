@@ -48,20 +48,27 @@ def generated_only(q: Queries, **filters: object) -> list[str]:
     return [r.run_id for r in page.runs if r.run_id.startswith("gen-")]
 
 
-@pytest.mark.parametrize(("filters", "expected"), [
-    ({"workflow": "support-triage"}, lambda g: g.workflow == "support-triage"),
-    ({"final_state": "held"}, lambda g: g.finished and not g.executed),
-    ({"reviewer": "ben"}, lambda g: g.reviewer == "ben"),
-    ({"agent": "agent-1"}, lambda g: g.agent == "agent-1"),
-    ({"model": "gemini"}, lambda g: g.model == "gemini"),
-    ({"finding": "executed_without_approval"}, lambda g: g.executed and g.reviewer is None),
-    ({"finding": "final_state_unclear"}, lambda g: not g.finished),
-    ({"since": T0 + timedelta(minutes=10), "until": T0 + timedelta(minutes=20)},
-     lambda g: 10 <= g.n < 20),
-    ({"text": "LEAD-02"}, lambda g: 20 <= g.n < 30),
-    ({"workflow": "crm-notes", "agent": "agent-0"},
-     lambda g: g.workflow == "crm-notes" and g.agent == "agent-0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"workflow": "support-triage"}, lambda g: g.workflow == "support-triage"),
+        ({"final_state": "held"}, lambda g: g.finished and not g.executed),
+        ({"reviewer": "ben"}, lambda g: g.reviewer == "ben"),
+        ({"agent": "agent-1"}, lambda g: g.agent == "agent-1"),
+        ({"model": "gemini"}, lambda g: g.model == "gemini"),
+        ({"finding": "executed_without_approval"}, lambda g: g.executed and g.reviewer is None),
+        ({"finding": "final_state_unclear"}, lambda g: not g.finished),
+        (
+            {"since": T0 + timedelta(minutes=10), "until": T0 + timedelta(minutes=20)},
+            lambda g: 10 <= g.n < 20,
+        ),
+        ({"text": "LEAD-02"}, lambda g: 20 <= g.n < 30),
+        (
+            {"workflow": "crm-notes", "agent": "agent-0"},
+            lambda g: g.workflow == "crm-notes" and g.agent == "agent-0",
+        ),
+    ],
+)
 def test_run_filters(queries: Queries, filters: dict[str, object], expected: object) -> None:
     wanted = [g for g in GENERATED if expected(g)]  # type: ignore[operator]
     assert wanted, "a filter that matches nothing proves little"

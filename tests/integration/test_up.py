@@ -23,14 +23,19 @@ pytestmark = pytest.mark.integration
 
 
 def _receipts(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
     command = [sys.executable, "-m", "api.cli", "up", "--kafka-port", "0", "--http-port", "0"]
-    process = subprocess.Popen(command, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     assert process.stdout is not None
     deadline = time.monotonic() + 60
@@ -82,8 +87,10 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
     try:
         verify = _receipts(env, "verify", "demo-pricing-update")
         assert verify.returncode == 0 and verify.stdout.startswith("OK"), verify.stdout + verify.stderr
-        stored = sum(json.loads(_show_eventually(env, run_id, "--json"))["integrity"]["events"]
-                     for run_id in _demo_run_ids())  # fmt: skip
+        stored = sum(
+            json.loads(_show_eventually(env, run_id, "--json"))["integrity"]["events"]
+            for run_id in _demo_run_ids()
+        )
         assert stored == _demo_event_count()
         assert "Final state: sent" in _show_eventually(env, "demo-lead-followup")
         children = [c for c in psutil.Process(again.pid).children() if "api.cli" in c.cmdline()]
@@ -137,13 +144,15 @@ def _demo_event_count() -> int:
 
 def test_up_on_external_servers_starts_nothing_embedded(tmp_path: Path, settings: Settings) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTS_")}
-    env.update({
-        "RECEIPTS_DATA_DIR": str(tmp_path / "data"),
-        "RECEIPTS_DATABASE_URL": str(settings.database_url),
-        "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
-        "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
-        "RECEIPTS_TOPIC": settings.topic,
-    })  # fmt: skip
+    env.update(
+        {
+            "RECEIPTS_DATA_DIR": str(tmp_path / "data"),
+            "RECEIPTS_DATABASE_URL": str(settings.database_url),
+            "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+            "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
+            "RECEIPTS_TOPIC": settings.topic,
+        }
+    )
     up, lines = _start_up(env)
     try:
         assert f"Kafka     {settings.kafka_bootstrap}" in "".join(lines)

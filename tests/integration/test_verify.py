@@ -17,9 +17,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def demo(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name, value in (("DATABASE_URL", settings.database_url), ("KAFKA_BOOTSTRAP",
-                        settings.kafka_bootstrap), ("DATABASE_SCHEMA", settings.database_schema),
-                        ("TOPIC", settings.topic)):  # fmt: skip
+    for name, value in (
+        ("DATABASE_URL", settings.database_url),
+        ("KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+        ("DATABASE_SCHEMA", settings.database_schema),
+        ("TOPIC", settings.topic),
+    ):
         monkeypatch.setenv(f"RECEIPTS_{name}", str(value))
     publisher = build_publisher(settings)
     publish_demo(publisher)
@@ -40,10 +43,14 @@ def test_verify_passes_then_names_exactly_the_altered_event(
     target = run.entries[4]  # the first review
     assert target.step.type == "action.reviewed"
     # Someone rewrites history in SQL: "rejected" becomes "approved".
-    execute(demo, "UPDATE receipts_events SET state = overlay(state placing convert_to('approved', "
-            "'UTF8') from position(convert_to('rejected', 'UTF8') in state) for 8) "
-            "WHERE originator_id = %s AND originator_version = %s",
-            str(run.id), target.version)  # fmt: skip
+    execute(
+        demo,
+        "UPDATE receipts_events SET state = overlay(state placing convert_to('approved', "
+        "'UTF8') from position(convert_to('rejected', 'UTF8') in state) for 8) "
+        "WHERE originator_id = %s AND originator_version = %s",
+        str(run.id),
+        target.version,
+    )
 
     assert main(["verify", "demo-crm-note"]) == 1
     out = capsys.readouterr().out
@@ -55,8 +62,7 @@ def test_verify_passes_then_names_exactly_the_altered_event(
 def test_verify_reports_a_deleted_event(demo: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     with running_store(demo) as store:
         run_id = str(store.run("default", "demo-lead-followup").id)
-    execute(demo, "DELETE FROM receipts_events WHERE originator_id = %s AND originator_version = 3",
-            run_id)
+    execute(demo, "DELETE FROM receipts_events WHERE originator_id = %s AND originator_version = 3", run_id)
     assert main(["verify", "demo-lead-followup"]) == 1
     assert "event #3" in capsys.readouterr().out
 
@@ -67,8 +73,12 @@ def test_a_row_altered_past_decoding_is_named_by_verify_and_refused_by_show(
     with running_store(demo) as store:
         run = store.run("default", "demo-support-triage")
     # Cut the stored step short: its bytes no longer decode at all.
-    execute(demo, "UPDATE receipts_events SET state = substring(state from 1 for length(state) - 20) "
-            "WHERE originator_id = %s AND originator_version = 2", str(run.id))  # fmt: skip
+    execute(
+        demo,
+        "UPDATE receipts_events SET state = substring(state from 1 for length(state) - 20) "
+        "WHERE originator_id = %s AND originator_version = 2",
+        str(run.id),
+    )
     assert main(["verify", "demo-support-triage"]) == 1
     assert f"event #2 (event_id {run.entries[1].step.event_id})" in capsys.readouterr().out
     assert main(["show", "demo-support-triage"]) == 2

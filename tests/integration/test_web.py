@@ -53,16 +53,22 @@ def problem(response, status: int) -> dict:  # type: ignore[no-untyped-def, type
 
 def test_openapi_lists_every_question(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/runs", "/runs/{run_id}/receipt", "/runs/{run_id}/verify", "/findings",
-            "/entities/{system}/{kind}/{entity_id}/runs",
-            "/sources/{system}/{kind}/{source_id}/runs"} <= set(paths)  # fmt: skip
+    assert {
+        "/runs",
+        "/runs/{run_id}/receipt",
+        "/runs/{run_id}/verify",
+        "/findings",
+        "/entities/{system}/{kind}/{entity_id}/runs",
+        "/sources/{system}/{kind}/{source_id}/runs",
+    } <= set(paths)
 
 
 def test_runs_filter_and_paginate(client: TestClient, projected: int) -> None:
     page = client.get("/runs", params={"workflow": "support-triage", "limit": 5}).json()
     assert len(page["runs"]) == 5 and page["next_cursor"]
-    rest = client.get("/runs", params={"workflow": "support-triage", "limit": 100,
-                                       "cursor": page["next_cursor"]}).json()  # fmt: skip
+    rest = client.get(
+        "/runs", params={"workflow": "support-triage", "limit": 100, "cursor": page["next_cursor"]}
+    ).json()
     got = [r["run_id"] for r in page["runs"] + rest["runs"]]
     wanted = {g.run_id for g in GENERATED if g.workflow == "support-triage"} | {"demo-support-triage"}
     assert sorted(got) == sorted(wanted) and len(got) == len(set(got))
@@ -111,9 +117,12 @@ def test_findings_and_verify(client: TestClient, projected: int) -> None:
 
 
 def test_verify_names_an_altered_row(settings: Settings, client: TestClient, projected: int) -> None:
-    execute(settings, "UPDATE receipts_events SET state = overlay(state PLACING 'X'::bytea "
-                      "FROM length(state) - 5 FOR 1) WHERE originator_id = %s AND originator_version = 3",
-            run_uuid("default", GENERATED[1].run_id))  # fmt: skip
+    execute(
+        settings,
+        "UPDATE receipts_events SET state = overlay(state PLACING 'X'::bytea "
+        "FROM length(state) - 5 FOR 1) WHERE originator_id = %s AND originator_version = 3",
+        run_uuid("default", GENERATED[1].run_id),
+    )
     body = client.get(f"/runs/{GENERATED[1].run_id}/verify").json()
     assert body["verified"] is False and body["first_bad_version"] == 3
 

@@ -24,11 +24,20 @@ DRAFT = "Hi Ana,\nthanks for your interest.\nOur plan costs 40 EUR.\n"
 AGENT = Actor(kind="agent", id="lead-bot", role="drafter")
 REVIEWER = Actor(kind="human", id="maria", role="sales-lead")
 POLICY = Actor(kind="system", id="policy-engine")
-INPUT = {"system": "hubspot", "kind": "form", "id": "lead-42", "uri": "https://crm.example/lead-42",
-         "hash": content_hash("form body")}  # fmt: skip
+INPUT = {
+    "system": "hubspot",
+    "kind": "form",
+    "id": "lead-42",
+    "uri": "https://crm.example/lead-42",
+    "hash": content_hash("form body"),
+}
 TARGET = {"system": "gmail", "kind": "contact", "id": "ana@example.com"}
-ROLLBACK = {"method": "correct", "ref": "gmail:follow-up", "prior_version": "none-sent-before",
-            "runbook": "https://wiki.example/undo-email"}
+ROLLBACK = {
+    "method": "correct",
+    "ref": "gmail:follow-up",
+    "prior_version": "none-sent-before",
+    "runbook": "https://wiki.example/undo-email",
+}
 
 _ids = itertools.count(1)
 _DEFAULT: Any = object()
@@ -44,114 +53,224 @@ def new_event_id() -> str:
 
 
 def _step(
-    type_: str, data: dict[str, Any], *, run_id: str = RUN, tenant: str = "default",
-    at: datetime = T0, by: Actor | dict[str, Any] = AGENT, event_id: str | None = None,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    run_id: str = RUN,
+    tenant: str = "default",
+    at: datetime = T0,
+    by: Actor | dict[str, Any] = AGENT,
+    event_id: str | None = None,
     step_id: str | None = None,
-) -> StepEvent:  # fmt: skip
-    step: StepEvent = step_adapter.validate_python({
-        "event_id": event_id or new_event_id(), "run_id": run_id, "tenant": tenant, "type": type_,
-        "occurred_at": at, "actor": by, "step_id": step_id, "data": data,
-    })  # fmt: skip
+) -> StepEvent:
+    step: StepEvent = step_adapter.validate_python(
+        {
+            "event_id": event_id or new_event_id(),
+            "run_id": run_id,
+            "tenant": tenant,
+            "type": type_,
+            "occurred_at": at,
+            "actor": by,
+            "step_id": step_id,
+            "data": data,
+        }
+    )
     return step
 
 
-def started(run_id: str = RUN, *, workflow: str = "lead-followup", input: Any = _DEFAULT,
-            agent: Any = _DEFAULT, model: Any = _DEFAULT, **kw: Any) -> StepEvent:  # fmt: skip
+def started(
+    run_id: str = RUN,
+    *,
+    workflow: str = "lead-followup",
+    input: Any = _DEFAULT,
+    agent: Any = _DEFAULT,
+    model: Any = _DEFAULT,
+    **kw: Any,
+) -> StepEvent:
     data = {
         "workflow": workflow,
         "input": INPUT if input is _DEFAULT else input,
         "agent": {"name": "lead-bot", "version": "1.4.0"} if agent is _DEFAULT else agent,
-        "model": {"provider": "acme", "name": "writer", "version": "2025-01"}
-        if model is _DEFAULT else model,
-    }  # fmt: skip
+        "model": {"provider": "acme", "name": "writer", "version": "2025-01"} if model is _DEFAULT else model,
+    }
     return _step("run.started", data, run_id=run_id, **kw)
 
 
-def source(source_id: str = "pricing", *, retrieved_at: datetime | None = None, version: str | None = "v12",
-           **kw: Any) -> StepEvent:  # fmt: skip
-    data = {"source": {"system": "cms", "kind": "page", "id": source_id, "uri": f"https://cms.example/{source_id}",
-                       "version": version, "retrieved_at": retrieved_at, "excerpt": "Plan: 40 EUR",
-                       "hash": content_hash("Plan: 40 EUR")}}  # fmt: skip
+def source(
+    source_id: str = "pricing",
+    *,
+    retrieved_at: datetime | None = None,
+    version: str | None = "v12",
+    **kw: Any,
+) -> StepEvent:
+    data = {
+        "source": {
+            "system": "cms",
+            "kind": "page",
+            "id": source_id,
+            "uri": f"https://cms.example/{source_id}",
+            "version": version,
+            "retrieved_at": retrieved_at,
+            "excerpt": "Plan: 40 EUR",
+            "hash": content_hash("Plan: 40 EUR"),
+        }
+    }
     return _step("source.used", data, **kw)
 
 
 def proposed(
-    step_id: str = STEP, *, output: str = DRAFT, sources: Sequence[str] = ("pricing",),
-    rollback: Any = _DEFAULT, confidence: float | None = None, reason_code: str | None = None,
-    flags: Sequence[str] = (), verb: str = "send_email", target: Any = _DEFAULT,
-    params: dict[str, Any] | None = None, **kw: Any,
-) -> StepEvent:  # fmt: skip
+    step_id: str = STEP,
+    *,
+    output: str = DRAFT,
+    sources: Sequence[str] = ("pricing",),
+    rollback: Any = _DEFAULT,
+    confidence: float | None = None,
+    reason_code: str | None = None,
+    flags: Sequence[str] = (),
+    verb: str = "send_email",
+    target: Any = _DEFAULT,
+    params: dict[str, Any] | None = None,
+    **kw: Any,
+) -> StepEvent:
     data = {
-        "action": {"verb": verb, "target": TARGET if target is _DEFAULT else target, "tool": "gmail.send",
-                   "params": params or {}, "output": output, "output_hash": content_hash(output)},
+        "action": {
+            "verb": verb,
+            "target": TARGET if target is _DEFAULT else target,
+            "tool": "gmail.send",
+            "params": params or {},
+            "output": output,
+            "output_hash": content_hash(output),
+        },
         "signal": {"confidence": confidence, "reason_code": reason_code, "flags": list(flags)},
         "source_ids": list(sources),
         "rollback": ROLLBACK if rollback is _DEFAULT else rollback,
-    }  # fmt: skip
+    }
     return _step("action.proposed", data, step_id=step_id, **kw)
 
 
-def policy(step_id: str = STEP, lane: str = "review", *, rule_id: str = "R-lead-email",
-           policy_version: str = "2025.03", required_role: str | None = "sales-lead",
-           reasons: Sequence[str] = ("public-facing email",), missing_fields: Sequence[str] = (),
-           by: Actor = POLICY, **kw: Any) -> StepEvent:  # fmt: skip
-    data = {"rule_id": rule_id, "policy_version": policy_version, "lane": lane,
-            "reasons": list(reasons), "missing_fields": list(missing_fields),
-            "required_role": required_role}  # fmt: skip
+def policy(
+    step_id: str = STEP,
+    lane: str = "review",
+    *,
+    rule_id: str = "R-lead-email",
+    policy_version: str = "2025.03",
+    required_role: str | None = "sales-lead",
+    reasons: Sequence[str] = ("public-facing email",),
+    missing_fields: Sequence[str] = (),
+    by: Actor = POLICY,
+    **kw: Any,
+) -> StepEvent:
+    data = {
+        "rule_id": rule_id,
+        "policy_version": policy_version,
+        "lane": lane,
+        "reasons": list(reasons),
+        "missing_fields": list(missing_fields),
+        "required_role": required_role,
+    }
     return _step("policy.decided", data, step_id=step_id, by=by, **kw)
 
 
-def edited(step_id: str = STEP, output: str = DRAFT + "Best, Maria\n", *, base: str = DRAFT,
-           base_hash: str | None = None, by: Actor = REVIEWER, **kw: Any) -> StepEvent:  # fmt: skip
-    data = {"output": output, "output_hash": content_hash(output),
-            "base_hash": base_hash or content_hash(base)}  # fmt: skip
+def edited(
+    step_id: str = STEP,
+    output: str = DRAFT + "Best, Maria\n",
+    *,
+    base: str = DRAFT,
+    base_hash: str | None = None,
+    by: Actor = REVIEWER,
+    **kw: Any,
+) -> StepEvent:
+    data = {
+        "output": output,
+        "output_hash": content_hash(output),
+        "base_hash": base_hash or content_hash(base),
+    }
     return _step("action.edited", data, step_id=step_id, by=by, **kw)
 
 
-def reviewed(step_id: str = STEP, decision: str = "approved", *, output: str = DRAFT,
-             reviewed_hash: str | None = None, comment: str | None = None, by: Actor = REVIEWER,
-             **kw: Any) -> StepEvent:  # fmt: skip
+def reviewed(
+    step_id: str = STEP,
+    decision: str = "approved",
+    *,
+    output: str = DRAFT,
+    reviewed_hash: str | None = None,
+    comment: str | None = None,
+    by: Actor = REVIEWER,
+    **kw: Any,
+) -> StepEvent:
     """A review of the version whose text is `output` (or exactly `reviewed_hash`)."""
     data = {"decision": decision, "reviewed_hash": reviewed_hash or content_hash(output), "comment": comment}
     return _step("action.reviewed", data, step_id=step_id, by=by, **kw)
 
 
-def executed(step_id: str = STEP, *, output: str = DRAFT, executed_hash: str | None = None,
-             state: str = "sent", external_ref: str | None = "msg-123", url: str | None = None,
-             **kw: Any) -> StepEvent:  # fmt: skip
-    data = {"executed_hash": executed_hash or content_hash(output), "state": state,
-            "external_ref": external_ref, "url": url}  # fmt: skip
+def executed(
+    step_id: str = STEP,
+    *,
+    output: str = DRAFT,
+    executed_hash: str | None = None,
+    state: str = "sent",
+    external_ref: str | None = "msg-123",
+    url: str | None = None,
+    **kw: Any,
+) -> StepEvent:
+    data = {
+        "executed_hash": executed_hash or content_hash(output),
+        "state": state,
+        "external_ref": external_ref,
+        "url": url,
+    }
     return _step("action.executed", data, step_id=step_id, **kw)
 
 
-def held(step_id: str = STEP, reason: str = "missing account owner", *,
-         missing_fields: Sequence[str] = ("account.owner",), **kw: Any) -> StepEvent:  # fmt: skip
-    return _step("action.held", {"reason": reason, "missing_fields": list(missing_fields)},
-                 step_id=step_id, **kw)  # fmt: skip
+def held(
+    step_id: str = STEP,
+    reason: str = "missing account owner",
+    *,
+    missing_fields: Sequence[str] = ("account.owner",),
+    **kw: Any,
+) -> StepEvent:
+    return _step(
+        "action.held", {"reason": reason, "missing_fields": list(missing_fields)}, step_id=step_id, **kw
+    )
 
 
 def failed(step_id: str = STEP, error: str = "SMTP 550", **kw: Any) -> StepEvent:
     return _step("action.failed", {"error": error}, step_id=step_id, **kw)
 
 
-def rollback_requested(step_id: str = STEP, reason: str = "wrong price", *, scope: str = "step",
-                       by: Actor = REVIEWER, **kw: Any) -> StepEvent:  # fmt: skip
+def rollback_requested(
+    step_id: str = STEP, reason: str = "wrong price", *, scope: str = "step", by: Actor = REVIEWER, **kw: Any
+) -> StepEvent:
     return _step("rollback.requested", {"reason": reason, "scope": scope}, step_id=step_id, by=by, **kw)
 
 
-def reverted(step_id: str = STEP, method: str = "correct", *, reverse_ref: str | None = "msg-124",
-             note: str | None = "sent a correction", by: Actor = POLICY, **kw: Any) -> StepEvent:  # fmt: skip
+def reverted(
+    step_id: str = STEP,
+    method: str = "correct",
+    *,
+    reverse_ref: str | None = "msg-124",
+    note: str | None = "sent a correction",
+    by: Actor = POLICY,
+    **kw: Any,
+) -> StepEvent:
     data = {"method": method, "reverse_ref": reverse_ref, "note": note}
     return _step("action.reverted", data, step_id=step_id, by=by, **kw)
 
 
-def rollback_failed(step_id: str = STEP, error: str = "mailbox gone", *, by: Actor = POLICY,
-                    **kw: Any) -> StepEvent:  # fmt: skip
+def rollback_failed(
+    step_id: str = STEP, error: str = "mailbox gone", *, by: Actor = POLICY, **kw: Any
+) -> StepEvent:
     return _step("rollback.failed", {"error": error}, step_id=step_id, by=by, **kw)
 
 
-def corrected(corrects: str = STEP, correction: str = "price was 45 EUR", *, reason: str = "typo",
-              by: Actor = REVIEWER, **kw: Any) -> StepEvent:  # fmt: skip
+def corrected(
+    corrects: str = STEP,
+    correction: str = "price was 45 EUR",
+    *,
+    reason: str = "typo",
+    by: Actor = REVIEWER,
+    **kw: Any,
+) -> StepEvent:
     data = {"corrects": corrects, "correction": correction, "reason": reason}
     return _step("record.corrected", data, by=by, **kw)
 

@@ -57,7 +57,8 @@ def test_altered_digest_breaks_at_that_version() -> None:
     links[1] = replace(links[1], digest=bytes(32))
     found = first_break(links)
     assert found == ChainBreak(
-        2, links[1].event_id,
+        2,
+        links[1].event_id,
         f"digest mismatch: stored {'0' * 16}…, recomputed {link(links[0].digest, links[1].wire).hex()[:16]}…",  # type: ignore[arg-type]
     )
 

@@ -39,9 +39,15 @@ def _full_steps() -> dict[str, StepEvent]:
     steps = [
         f.started(step_id="s-1", **env),
         f.source(retrieved_at=WHEN - timedelta(days=2), step_id="s-1", **env),
-        f.proposed("s-1", confidence=0.87, reason_code="pricing", flags=["public", "money"],
-                   params={"cc": ["ops@example.com"], "priority": 2, "nested": {"ok": True}},
-                   target={**f.TARGET, "uri": "mailto:ana@example.com"}, **env),
+        f.proposed(
+            "s-1",
+            confidence=0.87,
+            reason_code="pricing",
+            flags=["public", "money"],
+            params={"cc": ["ops@example.com"], "priority": 2, "nested": {"ok": True}},
+            target={**f.TARGET, "uri": "mailto:ana@example.com"},
+            **env,
+        ),
         f.policy("s-1", "review", missing_fields=["account.owner"], **env),
         f.edited("s-1", **env),
         f.reviewed("s-1", comment="fixed the sign-off", **env),
@@ -58,11 +64,16 @@ def _full_steps() -> dict[str, StepEvent]:
 
 
 def _minimal(type_: str, data: dict[str, Any]) -> StepEvent:
-    step: StepEvent = step_adapter.validate_python({
-        "event_id": f"min-{type_}", "run_id": "run-min", "type": type_,
-        "occurred_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), "actor": {"kind": "agent", "id": "bot"},
-        "data": data,
-    })  # fmt: skip
+    step: StepEvent = step_adapter.validate_python(
+        {
+            "event_id": f"min-{type_}",
+            "run_id": "run-min",
+            "type": type_,
+            "occurred_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+            "actor": {"kind": "agent", "id": "bot"},
+            "data": data,
+        }
+    )
     return step
 
 
@@ -70,8 +81,11 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
     "run.started": {"workflow": "support-triage"},
     "source.used": {"source": {"system": "zendesk", "kind": "ticket", "id": "T-9"}},
     "action.proposed": {
-        "action": {"verb": "route", "target": {"system": "zendesk", "kind": "ticket", "id": "T-9"},
-                   "tool": "zendesk.assign"},
+        "action": {
+            "verb": "route",
+            "target": {"system": "zendesk", "kind": "ticket", "id": "T-9"},
+            "tool": "zendesk.assign",
+        },
     },
     "policy.decided": {"rule_id": "R1", "policy_version": "1", "lane": "auto"},
     "action.edited": {"output": "", "output_hash": "sha256:x", "base_hash": "sha256:y"},
@@ -161,17 +175,23 @@ def test_avro_keeps_the_instant_and_microseconds_of_occurred_at() -> None:
 def test_avro_round_trips_nested_params_as_a_dict() -> None:
     decoded = CODEC.decode(CODEC.encode(FULL["action.proposed"]))
     assert decoded.data.action.params == {  # type: ignore[attr-defined]
-        "cc": ["ops@example.com"], "priority": 2, "nested": {"ok": True},
-    }  # fmt: skip
+        "cc": ["ops@example.com"],
+        "priority": 2,
+        "nested": {"ok": True},
+    }
 
 
 def test_json_form_is_the_pydantic_dump_without_nulls() -> None:
     step = MINIMAL["run.finished"]
     assert json.loads(encode_json(step)) == {
-        "event_id": "min-run.finished", "run_id": "run-min", "tenant": "default",
-        "occurred_at": "2025-01-02T03:04:05Z", "actor": {"kind": "agent", "id": "bot"},
-        "type": "run.finished", "data": {"final_state": "abandoned"},
-    }  # fmt: skip
+        "event_id": "min-run.finished",
+        "run_id": "run-min",
+        "tenant": "default",
+        "occurred_at": "2025-01-02T03:04:05Z",
+        "actor": {"kind": "agent", "id": "bot"},
+        "type": "run.finished",
+        "data": {"final_state": "abandoned"},
+    }
 
 
 def test_json_with_leading_whitespace_decodes() -> None:
@@ -220,8 +240,11 @@ def test_avro_body_after_the_header_is_plain_avro_binary() -> None:
     step = FULL["action.failed"]
     body = io.BytesIO(CODEC.encode(step)[10:])
     record = fastavro.schemaless_reader(body, CODEC.reader_schema, None)
-    assert (record["event_id"], record["type"], record["data"]) == (step.event_id, "action.failed",
-                                                                   {"error": "SMTP 550"})  # fmt: skip
+    assert (record["event_id"], record["type"], record["data"]) == (
+        step.event_id,
+        "action.failed",
+        {"error": "SMTP 550"},
+    )
 
 
 # --- schema evolution ---------------------------------------------------------------------------------
@@ -315,7 +338,6 @@ def test_bytes_after_an_avro_record_are_invalid() -> None:
     assert str(error) == "3 bytes left over after the Avro record"
 
 
-
 def test_full_length_avro_with_a_corrupt_union_index_is_invalid_not_truncated() -> None:
     raw = CODEC.encode(MINIMAL["run.finished"])
     # The value ends: data union index, then final_state ('abandoned': length byte 0x12 and 9 bytes).
@@ -335,9 +357,16 @@ def _json(step: StepEvent, change: Any) -> bytes:
 
 
 def _avro_record(type_: str, data_record: str, data: dict[str, Any]) -> bytes:
-    record = {"event_id": "e-1", "run_id": "r-1", "tenant": "default", "type": type_, "occurred_at": f.T0,
-              "actor": {"kind": "agent", "id": "bot", "role": None}, "step_id": "s-1",
-              "data": (f"dev.agentreceipts.v1.{data_record}", data)}  # fmt: skip
+    record = {
+        "event_id": "e-1",
+        "run_id": "r-1",
+        "tenant": "default",
+        "type": type_,
+        "occurred_at": f.T0,
+        "actor": {"kind": "agent", "id": "bot", "role": None},
+        "step_id": "s-1",
+        "data": (f"dev.agentreceipts.v1.{data_record}", data),
+    }
     out = io.BytesIO()
     out.write(AVRO_MAGIC + CODEC.fingerprint)
     fastavro.schemaless_writer(out, CODEC.reader_schema, record)
@@ -358,28 +387,57 @@ def _set(*path: str, value: Any) -> Any:
 
 EXECUTED_BAD_STATE = {"executed_hash": "h", "state": "exploded"}
 INVALID = [
-    pytest.param(_json(PROPOSED, _set("data", "action", "target", value="ana@example.com")),
-                 "data.action.target: Input should be an object", id="wrong-shape"),
-    pytest.param(_json(PROPOSED, lambda v: v["data"]["action"].pop("verb")),
-                 "data.action.verb: Field required", id="missing-nested-field"),
+    pytest.param(
+        _json(PROPOSED, _set("data", "action", "target", value="ana@example.com")),
+        "data.action.target: Input should be an object",
+        id="wrong-shape",
+    ),
+    pytest.param(
+        _json(PROPOSED, lambda v: v["data"]["action"].pop("verb")),
+        "data.action.verb: Field required",
+        id="missing-nested-field",
+    ),
     pytest.param(_json(PROPOSED, lambda v: v.pop("run_id")), "run_id: Field required", id="missing-envelope"),
-    pytest.param(_json(PROPOSED, _set("occurred_at", value="yesterday")),
-                 "occurred_at: Input should be a valid datetime", id="date-not-a-date"),
-    pytest.param(_json(PROPOSED, _set("data", "signal", "confidence", value=1.5)),
-                 "data.signal.confidence: Input should be less than or equal to 1", id="confidence-over-1"),
-    pytest.param(_json(PROPOSED, _set("occurred_at", value="2025-03-03T09:00:00")),
-                 "occurred_at: Input should have timezone info", id="naive-occurred-at"),
-    pytest.param(_json(FULL["source.used"], _set("data", "source", "retrieved_at", value="2025-03-01T08:00")),
-                 "data.source.retrieved_at: Input should have timezone info", id="naive-retrieved-at"),
-    pytest.param(_json(PROPOSED, _set("actor", "kind", value="robot")),
-                 "actor.kind: Input should be 'agent', 'human' or 'system'", id="bad-literal"),
-    pytest.param(_json(PROPOSED, _set("event_id", value="")),
-                 "event_id: String should have at least 1 character", id="empty-event-id"),
-    pytest.param(_avro_record("action.executed", "ActionExecutedData", EXECUTED_BAD_STATE),
-                 "data.state: Input should be 'sent', 'routed', 'written', 'published', 'synced' or 'noted'",
-                 id="avro-bad-state"),
-    pytest.param(_avro_record("run.finished", "ErrorData", {"error": "x"}),
-                 "data.final_state: Field required", id="avro-data-of-another-type"),
+    pytest.param(
+        _json(PROPOSED, _set("occurred_at", value="yesterday")),
+        "occurred_at: Input should be a valid datetime",
+        id="date-not-a-date",
+    ),
+    pytest.param(
+        _json(PROPOSED, _set("data", "signal", "confidence", value=1.5)),
+        "data.signal.confidence: Input should be less than or equal to 1",
+        id="confidence-over-1",
+    ),
+    pytest.param(
+        _json(PROPOSED, _set("occurred_at", value="2025-03-03T09:00:00")),
+        "occurred_at: Input should have timezone info",
+        id="naive-occurred-at",
+    ),
+    pytest.param(
+        _json(FULL["source.used"], _set("data", "source", "retrieved_at", value="2025-03-01T08:00")),
+        "data.source.retrieved_at: Input should have timezone info",
+        id="naive-retrieved-at",
+    ),
+    pytest.param(
+        _json(PROPOSED, _set("actor", "kind", value="robot")),
+        "actor.kind: Input should be 'agent', 'human' or 'system'",
+        id="bad-literal",
+    ),
+    pytest.param(
+        _json(PROPOSED, _set("event_id", value="")),
+        "event_id: String should have at least 1 character",
+        id="empty-event-id",
+    ),
+    pytest.param(
+        _avro_record("action.executed", "ActionExecutedData", EXECUTED_BAD_STATE),
+        "data.state: Input should be 'sent', 'routed', 'written', 'published', 'synced' or 'noted'",
+        id="avro-bad-state",
+    ),
+    pytest.param(
+        _avro_record("run.finished", "ErrorData", {"error": "x"}),
+        "data.final_state: Field required",
+        id="avro-data-of-another-type",
+    ),
 ]
 
 

@@ -39,10 +39,20 @@ STARTED, SOURCE, PROPOSED, POLICY, REVIEWED, EXECUTED, FINISHED = range(7)
 
 def test_detectors_are_the_ones_tested_here() -> None:
     assert [d.__name__ for d in DETECTORS] == [
-        "no_input_reference", "no_source_evidence", "unknown_source", "stale_source", "no_policy_rule",
-        "executed_without_approval", "executed_differs_from_approved", "edit_not_captured",
-        "self_approval", "no_rollback_link", "conflicting_finals", "step_order", "after_final",
-    ]  # fmt: skip
+        "no_input_reference",
+        "no_source_evidence",
+        "unknown_source",
+        "stale_source",
+        "no_policy_rule",
+        "executed_without_approval",
+        "executed_differs_from_approved",
+        "edit_not_captured",
+        "self_approval",
+        "no_rollback_link",
+        "conflicting_finals",
+        "step_order",
+        "after_final",
+    ]
 
 
 def test_clean_run_has_no_findings() -> None:
@@ -115,7 +125,6 @@ def test_stale_source_quiet_up_to_seven_days(age: timedelta) -> None:
 
 def test_stale_source_quiet_when_retrieval_time_is_unknown() -> None:
     assert found("stale_source", clean_with((SOURCE, f.source(retrieved_at=None, at=f.at(1))))) == []
-
 
 
 def test_stale_source_not_hidden_by_a_refresh_recorded_after_the_proposal() -> None:
@@ -192,19 +201,29 @@ def test_blocked_action_quiet_while_not_executed(lane: str) -> None:
 
 def test_executed_differs_from_approved_fires() -> None:
     review = f.reviewed(at=f.at(10))
-    run = clean_with((REVIEWED, review), (EXECUTED, None), extra=[
-        f.edited(output=EDIT, at=f.at(10.5)), execution := f.executed(output=EDIT, at=f.at(11)),
-    ])  # fmt: skip
+    run = clean_with(
+        (REVIEWED, review),
+        (EXECUTED, None),
+        extra=[
+            f.edited(output=EDIT, at=f.at(10.5)),
+            execution := f.executed(output=EDIT, at=f.at(11)),
+        ],
+    )
     (finding,) = found("executed_differs_from_approved", run)
     assert (finding.severity, finding.event_ids) == ("critical", (review.event_id, execution.event_id))
     assert found("edit_not_captured", run) == []  # the executed version was captured, just not approved
 
 
 def test_executed_differs_from_approved_quiet_when_the_approved_edit_is_executed() -> None:
-    run = clean_with((REVIEWED, None), (EXECUTED, None), extra=[
-        f.edited(output=EDIT, at=f.at(9)), f.reviewed(output=EDIT, at=f.at(10)),
-        f.executed(output=EDIT, at=f.at(11)),
-    ])  # fmt: skip
+    run = clean_with(
+        (REVIEWED, None),
+        (EXECUTED, None),
+        extra=[
+            f.edited(output=EDIT, at=f.at(9)),
+            f.reviewed(output=EDIT, at=f.at(10)),
+            f.executed(output=EDIT, at=f.at(11)),
+        ],
+    )
     assert findings(run) == []
 
 
@@ -220,16 +239,24 @@ def test_edit_not_captured_fires_for_a_reviewed_version_nobody_recorded() -> Non
 
 def test_edit_not_captured_fires_for_an_edit_of_an_unknown_base() -> None:
     edit = f.edited(output=EDIT, base="an earlier edit never recorded", at=f.at(9))
-    run = clean_with((REVIEWED, f.reviewed(output=EDIT, at=f.at(10))),
-                     (EXECUTED, f.executed(output=EDIT, at=f.at(11))), extra=[edit])  # fmt: skip
+    run = clean_with(
+        (REVIEWED, f.reviewed(output=EDIT, at=f.at(10))),
+        (EXECUTED, f.executed(output=EDIT, at=f.at(11))),
+        extra=[edit],
+    )
     assert [x.event_ids for x in found("edit_not_captured", run)] == [(edit.event_id,)]
 
 
 def test_edit_not_captured_quiet_when_every_version_was_recorded() -> None:
-    run = clean_with((REVIEWED, None), (EXECUTED, None), extra=[
-        f.edited(output=EDIT, at=f.at(9)), f.reviewed(output=EDIT, at=f.at(10)),
-        f.executed(output=EDIT, at=f.at(11)),
-    ])  # fmt: skip
+    run = clean_with(
+        (REVIEWED, None),
+        (EXECUTED, None),
+        extra=[
+            f.edited(output=EDIT, at=f.at(9)),
+            f.reviewed(output=EDIT, at=f.at(10)),
+            f.executed(output=EDIT, at=f.at(11)),
+        ],
+    )
     assert found("edit_not_captured", run) == []
 
 
@@ -331,7 +358,6 @@ def test_unknown_step_fires_for_a_step_event_without_step_id() -> None:
     assert (finding.step_id, finding.event_ids) == (None, (policy.event_id,))
 
 
-
 def test_step_event_without_step_id_after_a_proposal_without_one_is_unknown_not_out_of_order() -> None:
     policy = f.policy(step_id=None)
     run = [f.started(), f.proposed(step_id=None), policy]
@@ -361,8 +387,13 @@ def test_after_final_fires_for_a_step_event_after_the_run_finished() -> None:
 
 
 def test_after_final_quiet_for_corrections_and_rollbacks() -> None:
-    run = [*f.clean_run(), f.corrected(at=f.at(20)), f.rollback_requested(at=f.at(21)),
-           f.rollback_failed(at=f.at(22)), f.reverted(at=f.at(23))]  # fmt: skip
+    run = [
+        *f.clean_run(),
+        f.corrected(at=f.at(20)),
+        f.rollback_requested(at=f.at(21)),
+        f.rollback_failed(at=f.at(22)),
+        f.reverted(at=f.at(23)),
+    ]
     assert found("after_final", run) == []
     assert findings(run) == []
 

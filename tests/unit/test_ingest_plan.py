@@ -139,8 +139,13 @@ class QueuedPolls:
 def test_a_full_poll_is_topped_up_from_the_backlog_and_a_trickle_is_not() -> None:
     value = encode_json(f.started())
     full, more = _batch(*[value] * 3), _batch(*[value] * 2, start=3)
-    ingest = Ingest(QueuedPolls(full, more), StoredHeads(), None, backlog_from=3,  # type: ignore[arg-type]
-                    max_batch=10)  # fmt: skip
+    ingest = Ingest(
+        QueuedPolls(full, more),
+        StoredHeads(),
+        None,
+        backlog_from=3,  # type: ignore[arg-type]
+        max_batch=10,
+    )
     merged = ingest._poll_batch(100)
     assert [r.offset for r in merged[TopicPartition("steps", 0)]] == [0, 1, 2, 3, 4]
     assert ingest.consumer.calls == [100, 0, 0]  # type: ignore[attr-defined]

@@ -17,10 +17,12 @@ def _publisher(producer: Any, **kw: Any) -> Publisher:
 
 
 def _publish_one_run(publisher: Publisher, run_id: str = "r-1") -> None:
-    with publisher.run("lead-followup", run_id=run_id,
-                       input={"system": "crm", "kind": "lead", "id": "L1"}) as run:  # fmt: skip
-        step = run.propose("send_email", {"system": "crm", "kind": "contact", "id": "c"},
-                           "gmail.send", output="hello")  # fmt: skip
+    with publisher.run(
+        "lead-followup", run_id=run_id, input={"system": "crm", "kind": "lead", "id": "L1"}
+    ) as run:
+        step = run.propose(
+            "send_email", {"system": "crm", "kind": "contact", "id": "c"}, "gmail.send", output="hello"
+        )
         step.executed("sent")
         run.finish("sent")
 

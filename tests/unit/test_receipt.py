@@ -14,9 +14,17 @@ from schemas.codec import encode_json
 from tests.unit import factories as f
 
 TEN_FIELDS = [
-    "input_reference", "sources", "model_and_action", "policy_rule", "reviewer",
-    "timestamps", "output", "signal", "rollback_link", "final_state",
-]  # fmt: skip
+    "input_reference",
+    "sources",
+    "model_and_action",
+    "policy_rule",
+    "reviewer",
+    "timestamps",
+    "output",
+    "signal",
+    "rollback_link",
+    "final_state",
+]
 EDIT = f.DRAFT.replace("40 EUR", "45 EUR") + "Best, Maria\n"
 DRAFT_TO_EDIT_DIFF = (
     "--- draft\n"
@@ -88,9 +96,15 @@ def test_bare_run_names_every_field_as_a_gap() -> None:
 def test_lone_proposal_has_output_and_timestamps_but_the_rest_are_gaps() -> None:
     receipt = _receipt(f.proposed(sources=(), rollback=None, at=f.at(2)))
     assert receipt.gaps() == [
-        "input_reference", "sources", "model_and_action", "policy_rule", "reviewer",
-        "signal", "rollback_link", "final_state",
-    ]  # fmt: skip
+        "input_reference",
+        "sources",
+        "model_and_action",
+        "policy_rule",
+        "reviewer",
+        "signal",
+        "rollback_link",
+        "final_state",
+    ]
 
 
 def test_model_without_an_action_is_still_a_gap() -> None:
@@ -169,12 +183,18 @@ def test_reviewed_version_labels_draft_edits_and_uncaptured() -> None:
 def test_step_and_run_timestamps() -> None:
     receipt = _receipt(_edited_run())
     assert receipt.steps[0].timestamps.model_dump() == {
-        "proposed": f.at(2), "reviewed": f.at(6), "executed": f.at(7),
-    }  # fmt: skip
+        "proposed": f.at(2),
+        "reviewed": f.at(6),
+        "executed": f.at(7),
+    }
     assert receipt.timestamps.model_dump() == {
-        "started": f.at(0), "first_proposed": f.at(2), "last_reviewed": f.at(6),
-        "last_executed": f.at(7), "finished": f.at(8), "last_recorded": f.at(8),
-    }  # fmt: skip
+        "started": f.at(0),
+        "first_proposed": f.at(2),
+        "last_reviewed": f.at(6),
+        "last_executed": f.at(7),
+        "finished": f.at(8),
+        "last_recorded": f.at(8),
+    }
 
 
 def test_an_unfinished_run_reads_as_unclear_only_after_the_grace_period() -> None:
@@ -189,10 +209,13 @@ def test_an_unfinished_run_reads_as_unclear_only_after_the_grace_period() -> Non
 
 def test_run_timestamps_span_several_steps() -> None:
     receipt = _receipt(
-        f.proposed("a", at=f.at(5)), f.proposed("b", at=f.at(3)),
-        f.reviewed("a", at=f.at(9)), f.reviewed("b", at=f.at(7)),
-        f.executed("b", at=f.at(8)), f.executed("a", at=f.at(10)),
-    )  # fmt: skip
+        f.proposed("a", at=f.at(5)),
+        f.proposed("b", at=f.at(3)),
+        f.reviewed("a", at=f.at(9)),
+        f.reviewed("b", at=f.at(7)),
+        f.executed("b", at=f.at(8)),
+        f.executed("a", at=f.at(10)),
+    )
     assert (receipt.timestamps.first_proposed, receipt.timestamps.last_reviewed) == (f.at(3), f.at(9))
     assert receipt.timestamps.last_executed == f.at(10)
     assert [s.step_id for s in receipt.steps] == ["a", "b"]
@@ -208,8 +231,12 @@ def test_step_reviewed_timestamp_is_the_last_review() -> None:
 
 
 def test_final_state_is_the_last_of_several_finals() -> None:
-    receipt = _receipt(f.started(), f.finished("sent", at=f.at(1)), f.finished("reverted", at=f.at(2)),
-                       f.finished("corrected", at=f.at(3)))  # fmt: skip
+    receipt = _receipt(
+        f.started(),
+        f.finished("sent", at=f.at(1)),
+        f.finished("reverted", at=f.at(2)),
+        f.finished("corrected", at=f.at(3)),
+    )
     assert receipt.final_state == "corrected"
     assert receipt.timestamps.finished == f.at(3)
     (finding,) = [x for x in receipt.findings if x.code == "conflicting_finals"]
@@ -263,20 +290,32 @@ def test_second_proposal_for_the_same_step_does_not_replace_the_first() -> None:
 def test_execution_holds_failures_reversal_and_corrections_are_kept() -> None:
     correction = f.corrected(correction="price was 45 EUR")
     step = _receipt(
-        f.proposed(), f.held(reason="no owner"), f.reviewed(),
-        f.failed(error="SMTP 421"), f.executed(url="https://mail.example/1", by=f.POLICY),
-        f.rollback_requested(reason="wrong price"), f.rollback_failed(error="mailbox gone"),
-        f.reverted(method="correct", reverse_ref="msg-124"), correction,
-    ).steps[0]  # fmt: skip
+        f.proposed(),
+        f.held(reason="no owner"),
+        f.reviewed(),
+        f.failed(error="SMTP 421"),
+        f.executed(url="https://mail.example/1", by=f.POLICY),
+        f.rollback_requested(reason="wrong price"),
+        f.rollback_failed(error="mailbox gone"),
+        f.reverted(method="correct", reverse_ref="msg-124"),
+        correction,
+    ).steps[0]
     assert step.held == ("no owner",)
     assert step.failures == ("SMTP 421",)
     assert step.execution is not None
     assert (step.execution.state, step.execution.external_ref, step.execution.url) == (
-        "sent", "msg-123", "https://mail.example/1")  # fmt: skip
+        "sent",
+        "msg-123",
+        "https://mail.example/1",
+    )
     assert step.execution.executed_by == f.POLICY
     assert step.reversal is not None
-    assert (step.reversal.requested_reason, step.reversal.failed_error, step.reversal.reverted_method,
-            step.reversal.reverse_ref) == ("wrong price", "mailbox gone", "correct", "msg-124")  # fmt: skip
+    assert (
+        step.reversal.requested_reason,
+        step.reversal.failed_error,
+        step.reversal.reverted_method,
+        step.reversal.reverse_ref,
+    ) == ("wrong price", "mailbox gone", "correct", "msg-124")
     assert [(c.correction, c.event_id) for c in step.corrections] == [
         ("price was 45 EUR", correction.event_id)
     ]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from consumers.dead_letters import KafkaDeadLetters
 from consumers.ingest import Ingest
+from infra.health import Health
 from infra.kafka import consumer, ensure_topics, producer
 from infra.memory import tune_gc
 from infra.publisher import Publisher
@@ -27,7 +28,10 @@ log = logging.getLogger(__name__)
 def open_store(settings: Settings) -> RunStore:
     env = settings.eventsourcing_env()
     with schema_lock(_url(settings)):
-        return RunStore(env=env)
+        store = RunStore(env=env)
+        with store.steps.datastore.transaction(commit=True) as curs:
+            Health(settings.database_schema).create_tables(curs)
+        return store
 
 
 def _url(settings: Settings) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from consumers.dead_letters import KafkaDeadLetters
+from consumers.dead_letters import DeadLetterRelay
 from consumers.ingest import Ingest
+from consumers.positions import KafkaLogProbe
 from infra.health import Health
 from infra.kafka import consumer, ensure_topics, producer
 from infra.memory import tune_gc
@@ -46,10 +47,12 @@ def build_ingest(settings: Settings, store: RunStore, **consumer_overrides: obje
     ingest = Ingest(
         consumer=consumer(settings, **consumer_overrides),
         recorder=store.steps,
-        dead_letters=KafkaDeadLetters(producer(settings.kafka_bootstrap), settings.dlq_topic),
+        dead_letters=DeadLetterRelay(producer(settings.kafka_bootstrap), settings.dlq_topic, store.steps),
         codec=store.codec,
         head_cache_runs=settings.head_cache_runs,
         max_batch=settings.max_batch,
+        probe=KafkaLogProbe(settings.kafka_bootstrap),
+        check_every=settings.position_check_seconds,
     )
     ingest.subscribe(settings.topic)
     return ingest

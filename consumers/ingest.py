@@ -15,11 +15,12 @@ holds, not to Kafka's committed offsets.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -30,12 +31,14 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.dead_letters import DeadLetter, DeadLetterSink
+from consumers.dead_letters import DeadLetterRelay
+from consumers.positions import LogProbe, check_positions, fingerprint
 from domain.chain import GENESIS, link
 from domain.run import run_uuid
-from domain.steps import StepEvent
-from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, Row, StepRecorder, StepStates
-from schemas import Codec, DecodeError
+from domain.steps import SERVICE_TYPES, StepEvent, flag
+from infra.dead_letters import DeadLetter
+from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, Mark, Position, Row, StepRecorder, StepStates
+from schemas import Codec, DecodeError, encode_json
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +85,23 @@ class Plan:
     Chaining advances the heads in place (copying every run's event ids per
     batch costs more than the rest of planning): a batch that is then not
     committed must drop them, and process() clears the whole cache.
+
+    A known event id that arrives with other bytes is a suspect: once the COPY
+    is done, `settle` asks the store what that id was recorded as. The same step
+    encoded differently is a duplicate; different content is a conflict, flagged
+    on the run and kept as a dead letter (`conflicting_duplicate`).
     """
 
     codec: Codec
     items: list[tuple[UUID, StepEvent | None, ConsumerRecord]]
     dead: list[DeadLetter]
-    positions: dict[str, int]
+    positions: dict[str, Position]
     heads: dict[UUID, Head]
     recorded_at: datetime
     recorded: int = 0
     duplicates: int = 0
+    flagged: int = 0
+    suspects: list[tuple[UUID, StepEvent, ConsumerRecord]] = field(default_factory=list)
 
     def rows(self) -> Iterator[Row]:
         state = StepStates(self.recorded_at)
@@ -100,24 +110,86 @@ class Plan:
             step = decoded or _decode(self.codec, record, self.dead)
             if step is None:
                 continue
+            wire = record.value
             head = heads.get(run)
             if head is None:
-                head = heads[run] = Head(0, GENESIS, set())
-            elif step.event_id in head.event_ids:
+                head = heads[run] = Head(0, GENESIS, {})
+            else:
+                known = head.event_ids.get(step.event_id)
+                if known is not None:
+                    if known == hash(wire):
+                        self.duplicates += 1
+                    else:
+                        self.suspects.append((run, step, record))
+                    continue
+            self.recorded += 1
+            yield _append(state, run, head, step, wire)
+            if record.key is not None and record.key != step.run_id.encode():
+                note = flag(
+                    step,
+                    "key_mismatch",
+                    f"{step.type} arrived with Kafka key {record.key[:64]!r}, not its run id: "
+                    "keyed otherwise, a run's events may land on several partitions and lose their order",
+                )
+                self.flagged += 1
+                yield _append(state, run, head, note, encode_json(note))
+
+    def settle(self, stored_wire: Callable[[UUID, str], bytes | None]) -> Iterator[Row]:
+        state = StepStates(self.recorded_at)
+        for run, step, record in self.suspects:
+            original = stored_wire(run, step.event_id)
+            if original is not None and _same_step(self.codec, original, step):
                 self.duplicates += 1
                 continue
-            wire = record.value
-            head.version += 1
-            head.digest = link(head.digest, wire)
-            head.event_ids.add(step.event_id)
-            opens = head.version == 1
-            self.recorded += 1
-            yield (
-                run,
-                head.version,
-                OPENED_TOPIC if opens else RECORDED_TOPIC,
-                state(head.digest, step.event_id, wire, opens),
+            self.dead.append(
+                _letter(
+                    record,
+                    "conflicting_duplicate",
+                    f"event id {step.event_id!r} was already recorded in run {step.run_id!r} with other "
+                    "content; the first version stands and this one is kept here",
+                )
             )
+            note = flag(
+                step,
+                "conflicting_duplicate",
+                f"a second {step.type} with event id {step.event_id} and different content arrived "
+                f"({record.topic}/{record.partition}@{record.offset}); the first version stands, the second "
+                "is in the dead-letter queue",
+                detail=hashlib.sha256(record.value).hexdigest(),
+            )
+            head = self.heads[run]
+            if note.event_id in head.event_ids:
+                continue  # this very content was flagged before
+            self.flagged += 1
+            yield _append(state, run, head, note, encode_json(note))
+
+
+def _append(state: StepStates, run: UUID, head: Head, step: StepEvent, wire: bytes) -> Row:
+    head.version += 1
+    head.digest = link(head.digest, wire)
+    head.event_ids[step.event_id] = hash(wire)
+    opens = head.version == 1
+    return (
+        run,
+        head.version,
+        OPENED_TOPIC if opens else RECORDED_TOPIC,
+        state(head.digest, step.event_id, wire, opens),
+    )
+
+
+def _same_step(codec: Codec, original: bytes, step: StepEvent) -> bool:
+    try:
+        return codec.decode(original) == step
+    except DecodeError:
+        return False
+
+
+def _letter(record: ConsumerRecord, reason: str, error: str) -> DeadLetter:
+    # PostgreSQL text cannot hold NUL, and an error naming a huge value must not be huge itself.
+    text = error.replace("\x00", "\\x00")[:2000]
+    return DeadLetter(
+        record.topic, record.partition, record.offset, record.key, record.value or b"", reason, text
+    )
 
 
 def _decode(codec: Codec, record: ConsumerRecord, dead: list[DeadLetter]) -> StepEvent | None:
@@ -125,20 +197,20 @@ def _decode(codec: Codec, record: ConsumerRecord, dead: list[DeadLetter]) -> Ste
     try:
         if value is None:
             raise DecodeError("the message has no value (a tombstone?)")
-        return codec.decode(value)
+        step = codec.decode(value)
     except DecodeError as error:
-        dead.append(
-            DeadLetter(
-                record.topic,
-                record.partition,
-                record.offset,
-                record.key,
-                value or b"",
-                error.reason,
-                str(error),
-            )
-        )
+        dead.append(_letter(record, error.reason, str(error)))
         return None
+    except Exception as error:
+        log.exception(
+            "decoding %s/%d@%d raised; dead-lettered", record.topic, record.partition, record.offset
+        )
+        dead.append(_letter(record, "undecodable", f"{type(error).__name__}: {error}"))
+        return None
+    if step.type in SERVICE_TYPES:
+        dead.append(_letter(record, "reserved_type", f"{step.type} is written by the service only"))
+        return None
+    return step
 
 
 @dataclass
@@ -147,7 +219,9 @@ class Totals:
     recorded: int = 0
     duplicates: int = 0
     dead: int = 0
+    flagged: int = 0
     retries: int = 0
+    resets: int = 0
 
 
 class Ingest:
@@ -157,16 +231,23 @@ class Ingest:
         self,
         consumer: KafkaConsumer,
         recorder: StepRecorder,
-        dead_letters: DeadLetterSink,
+        dead_letters: DeadLetterRelay | None,
         codec: Codec | None = None,
         head_cache_runs: int = 10_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_batch: int = 8_000,
         backlog_from: int = 500,
+        probe: LogProbe | None = None,
+        check_every: float = 30.0,
     ) -> None:
         self.consumer = consumer
         self.recorder = recorder
         self.dead_letters = dead_letters
+        # Reads the broker's log to check stored positions still mean something in it.
+        self.probe = probe
+        self.check_every = check_every
+        self.next_check = time.monotonic() + check_every
+        self.failures = 0  # consecutive batches not applied: the backoff grows with them
         self.codec = codec or Codec()
         self.cache = HeadCache(head_cache_runs)
         self.clock = clock
@@ -188,12 +269,19 @@ class Ingest:
     def close(self) -> None:
         """After the loop: every batch is already committed, so nothing is pending."""
         self.consumer.close(autocommit=False)
-        self.dead_letters.close()
+        if self.dead_letters:
+            self.dead_letters.close()
+        if self.probe:
+            self.probe.close()
 
     def poll_once(self, timeout_ms: int = 100) -> int:
         started = time.monotonic()
+        if self.probe and started >= self.next_check:
+            self.check_assigned()
         batch = self._poll_batch(timeout_ms)
         self.empty_poll_at = None if batch else started
+        if self.dead_letters:
+            self.dead_letters.publish_pending()
         if not batch:
             return 0
         self.process(batch)
@@ -219,15 +307,14 @@ class Ingest:
         """Apply one batch all-or-nothing. False: nothing committed; the batch will be re-read."""
         try:
             plan = self.plan(batch)
-            # Dead letters are found while rows stream; they are made durable
-            # before the transaction that moves the positions past them commits.
-            self.recorder.record_batch(
-                plan.rows(), plan.positions, before_commit=lambda: self.dead_letters.send(plan.dead)
-            )
+            # Dead letters are found while rows stream; they are written in the
+            # transaction that moves the positions past them, and published after.
+            self.recorder.record_batch(plan)
         except (IntegrityError, PersistenceError, KafkaError, OSError) as error:
             # Another consumer applied these offsets first, a cached head went
             # stale, or a server is away: commit nothing, re-read from the store.
             self.totals.retries += 1
+            self.failures += 1
             log.warning(
                 "batch of %s not applied (%s: %s); resuming from stored positions",
                 _describe(batch),
@@ -235,14 +322,23 @@ class Ingest:
                 error,
             )
             self.cache.clear()
-            self.resume(batch.keys())
-            time.sleep(min(0.05 * self.totals.retries, 1.0))
+            time.sleep(min(0.05 * 2 ** (self.failures - 1), 5.0))
+            try:
+                self.resume(batch.keys())
+            except (PersistenceError, KafkaError, OSError) as again:
+                # Still away: the next poll re-reads from wherever the consumer is;
+                # the stored positions refuse anything already applied.
+                log.warning("could not resume from stored positions yet: %s", again)
             return False
+        self.failures = 0
         self.cache.put_all(plan.heads)
         self.totals.batches += 1
         self.totals.recorded += plan.recorded
         self.totals.duplicates += plan.duplicates
+        self.totals.flagged += plan.flagged
         self.totals.dead += len(plan.dead)
+        if plan.dead and self.dead_letters:
+            self.dead_letters.publish_pending(force=True)
         self._commit_offsets(batch)
         return True
 
@@ -252,7 +348,7 @@ class Ingest:
         """Find each value's run (peeking Avro, decoding JSON) and the runs' heads."""
         items: list[tuple[UUID, StepEvent | None, ConsumerRecord]] = []
         dead: list[DeadLetter] = []
-        positions: dict[str, int] = {}
+        positions: dict[str, Position] = {}
         codec = self.codec
         for tp, records in batch.items():
             for record in records:
@@ -261,7 +357,10 @@ class Ingest:
                     items.append((run_uuid(*peeked), None, record))
                 elif (step := _decode(codec, record, dead)) is not None:
                     items.append((run_uuid(step.tenant, step.run_id), step, record))
-            positions[position_name(tp.topic, tp.partition)] = records[-1].offset
+            positions[position_name(tp.topic, tp.partition)] = Position(
+                Mark(records[-1].offset, fingerprint(records[-1])),
+                Mark(records[0].offset, fingerprint(records[0])),
+            )
         heads = self._heads({run for run, _, _ in items})
         return Plan(codec, items, dead, positions, heads, self.clock())
 
@@ -281,20 +380,71 @@ class Ingest:
     # --- positions ---------------------------------------------------------
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
-        """Seek each partition to just after the offset the store last applied."""
+        """Seek each partition to just after the offset the store last applied, once
+        the broker's log is shown to be the one that offset was read from."""
         partitions = list(partitions)
-        stored = self.recorder.positions(position_name(tp.topic, tp.partition) for tp in partitions)
+        stored = self._checked({tp: self._stored(partitions).get(tp) for tp in partitions})
         for tp in partitions:
-            offset = stored.get(position_name(tp.topic, tp.partition))
-            if offset is not None:
-                self.consumer.seek(tp, offset + 1)
+            position = stored.get(tp)
+            if position is not None:
+                self.consumer.seek(tp, position.offset + 1)
             else:
                 self.consumer.seek_to_beginning(tp)
         log.info(
             "resumed %s from stored positions %s",
             ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions),
-            stored or "{}",
+            {f"{tp.topic}/{tp.partition}": p.offset for tp, p in stored.items() if p} or "{}",
         )
+
+    def check_assigned(self) -> None:
+        """Between batches, now and then: is each stored position still in the broker's
+        log? A broker restarted or a topic recreated under a running consumer is
+        otherwise only noticed if the new log is shorter than the old one."""
+        self.next_check = time.monotonic() + self.check_every
+        assigned = list(self.consumer.assignment())
+        try:
+            stored = self._stored(assigned)
+            checked = self._checked(dict(stored))
+        except (PersistenceError, KafkaError, OSError) as error:
+            log.warning("could not check stored positions against the broker: %s", error)
+            return
+        for tp in assigned:
+            if tp in stored and checked.get(tp) is None:
+                self.cache.clear()
+                self.consumer.seek_to_beginning(tp)
+
+    def _stored(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Position]:
+        names = {position_name(tp.topic, tp.partition): tp for tp in partitions}
+        return {names[name]: position for name, position in self.recorder.positions(names).items()}
+
+    def _checked(
+        self, stored: Mapping[TopicPartition, Position | None]
+    ) -> dict[TopicPartition, Position | None]:
+        known = {tp: p for tp, p in stored.items() if p is not None}
+        if not self.probe or not known:
+            return dict(stored)
+        verdicts = check_positions(known, self.probe)
+        checked: dict[TopicPartition, Position | None] = dict(stored)
+        for tp, verdict in verdicts.items():
+            name = position_name(tp.topic, tp.partition)
+            if verdict.anchor is not None:
+                self.recorder.move_anchor(name, verdict.anchor)
+            if verdict.gap:
+                log.error("%s/%d: %s", tp.topic, tp.partition, verdict.reason)
+                self.recorder.record_incident("position_gap", name, reason=verdict.reason)
+                checked[tp] = None  # from the log's start, which is after the stored position
+            if verdict.reset:
+                log.error(
+                    "%s/%d: %s; re-reading the partition from its start (event ids make the "
+                    "re-read events duplicates, never doubles)",
+                    tp.topic,
+                    tp.partition,
+                    verdict.reason,
+                )
+                self.recorder.reset_position(name, reason=verdict.reason, stored_offset=known[tp].offset)
+                self.totals.resets += 1
+                checked[tp] = None
+        return checked
 
     def _commit_offsets(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}

@@ -15,6 +15,7 @@ from domain.steps import (
     ActionProposed,
     Fact,
     RecordCorrected,
+    RecordFlagged,
     RunFinished,
     RunStarted,
     Source,
@@ -30,7 +31,7 @@ Severity = Literal["info", "warning", "critical"]
 # A source older than this when the action relied on it is reported as stale.
 STALE_SOURCE_AGE = timedelta(days=7)
 # Step-scoped types: each must name a step that was proposed.
-_RUN_SCOPED = {"run.started", "source.used", "run.finished"}
+_RUN_SCOPED = {"run.started", "source.used", "run.finished", "record.flagged"}
 
 
 class Finding(Fact):
@@ -302,6 +303,7 @@ def after_final(ev: Evidence) -> Iterator[Finding]:
         if isinstance(event, RunFinished):
             finished = True
         elif finished and event.type not in (
+            "record.flagged",
             "record.corrected",
             "rollback.requested",
             "action.reverted",
@@ -312,6 +314,20 @@ def after_final(ev: Evidence) -> Iterator[Finding]:
                 severity="info",
                 event_ids=(event.event_id,),
                 message=f"{event.type} recorded after the run finished",
+            )
+
+
+def flagged_delivery(ev: Evidence) -> Iterator[Finding]:
+    """What the service noticed as the run's events arrived: a known event id with
+    other content, a Kafka key that is not the run id, a run id under two tenants."""
+    for event in ev.events:
+        if isinstance(event, RecordFlagged):
+            yield Finding(
+                code=event.data.code,
+                severity="warning",
+                step_id=event.step_id,
+                message=event.data.message,
+                event_ids=(*event.data.event_ids, event.event_id),
             )
 
 
@@ -329,6 +345,7 @@ DETECTORS: tuple[Detector, ...] = (
     conflicting_finals,
     step_order,
     after_final,
+    flagged_delivery,
 )
 
 

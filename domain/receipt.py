@@ -34,6 +34,7 @@ from domain.steps import (
     Model,
     PolicyDecided,
     RecordCorrected,
+    RecordFlagged,
     RollbackFailed,
     RollbackLink,
     RollbackRequested,
@@ -383,6 +384,8 @@ def render(entries: Sequence[Entry]) -> Receipt:
                 sources.append(step.data.source)
             case RunFinished():
                 finished.append(step)
+            case RecordFlagged():
+                pass  # a note on delivery, not part of any step: findings report it
             case RecordCorrected(data=d):
                 steps.setdefault(d.corrects, _StepFold(d.corrects)).corrections.append(
                     Correction(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Annotated, Any, Literal
+from uuid import NAMESPACE_URL, uuid5
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -184,6 +185,17 @@ class RunFinishedData(Fact):
     final_state: FinalState
 
 
+FlagCode = Literal["conflicting_duplicate", "key_mismatch", "tenant_changed"]
+
+
+class RecordFlaggedData(Fact):
+    """The service's note on how one of the run's events arrived."""
+
+    code: FlagCode
+    message: NonEmpty
+    event_ids: tuple[str, ...] = ()
+
+
 # --- the envelope, one class per wire type ----------------------------------
 
 
@@ -267,6 +279,13 @@ class RunFinished(StepEvent):
     data: RunFinishedData
 
 
+class RecordFlagged(StepEvent):
+    """Written by the service only (ingest dead-letters it from the wire)."""
+
+    type: Literal["record.flagged"]
+    data: RecordFlaggedData
+
+
 Step = Annotated[
     RunStarted
     | SourceUsed
@@ -281,7 +300,8 @@ Step = Annotated[
     | ActionReverted
     | RollbackFailed
     | RecordCorrected
-    | RunFinished,
+    | RunFinished
+    | RecordFlagged,
     Field(discriminator="type"),
 ]
 
@@ -291,6 +311,29 @@ STEP_TYPES: dict[str, type[StepEvent]] = {
 }
 
 step_adapter: TypeAdapter[Step] = TypeAdapter(Step)
+
+
+# Step types only the service writes; a publisher sending one is refused.
+SERVICE_TYPES = frozenset({"record.flagged"})
+SERVICE = Actor(kind="system", id="agent-receipts")
+_FLAG_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/flag")
+
+
+def flag(about: StepEvent, code: FlagCode, message: str, *, detail: str = "") -> RecordFlagged:
+    """The service's flag on `about`; its id derives from what it flags (and `detail`,
+    e.g. the conflicting bytes' digest), so flagging the same thing twice is one event."""
+    return RecordFlagged(
+        type="record.flagged",
+        event_id=str(
+            uuid5(_FLAG_NAMESPACE, f"{about.tenant}/{about.run_id}/{about.event_id}/{code}/{detail}")
+        ),
+        run_id=about.run_id,
+        tenant=about.tenant,
+        occurred_at=about.occurred_at,
+        actor=SERVICE,
+        step_id=about.step_id,
+        data=RecordFlaggedData(code=code, message=message, event_ids=(about.event_id,)),
+    )
 
 
 def content_hash(text: str) -> str:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # How fast the group notices a dead consumer and hands its partitions on.
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
+    # How often a running consumer checks that its stored positions still name
+    # records in the broker's log (a broker restarted or a topic recreated under it).
+    position_check_seconds: float = 30.0
     # Runs whose head (version, digest, event ids: ~2 KB) stays in memory; others
     # are read back from PostgreSQL when their next event arrives.
     head_cache_runs: int = 10_000

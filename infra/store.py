@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
 import psycopg
@@ -42,6 +42,8 @@ from domain.chain import ChainBreak, StoredLink, first_break
 from domain.receipt import Receipt
 from domain.run import Run, run_uuid
 from domain.steps import StepEvent
+from infra.dead_letters import DeadLetter, DeadLetterTable
+from infra.health import Health
 from schemas import Codec
 
 STEP_STATE = b"S1"
@@ -156,11 +158,53 @@ class StalePosition(IntegrityError):
 
 @dataclass(slots=True)
 class Head:
-    """What the ingest path must know of a run to append to it."""
+    """What the ingest path must know of a run to append to it: its version, its
+    chain head, and each recorded event id with a hash of the bytes it arrived as
+    (a known id with other bytes may be a conflicting duplicate)."""
 
     version: int
     digest: bytes
-    event_ids: set[str]
+    event_ids: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A record of a partition's log: its offset and a fingerprint of its key, value
+    and timestamp."""
+
+    offset: int
+    fingerprint: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """How far a Kafka partition has been applied (`last`), and an `anchor`: the first
+    record applied from this log. A broker that lost its log (restarted, topic
+    recreated) holds another record at the anchor's offset, or none, so the consumer
+    can tell that its stored offset means nothing in the log it reads now."""
+
+    last: Mark
+    anchor: Mark | None = None
+
+    @property
+    def offset(self) -> int:
+        return self.last.offset
+
+
+class WritableBatch(Protocol):
+    """What `record_batch` writes in one transaction (the ingest plan)."""
+
+    dead: list[DeadLetter]
+
+    @property
+    def positions(self) -> Mapping[str, Position]:
+        """Each partition's position once the batch is applied."""
+
+    def rows(self) -> Iterable[Row]:
+        """The batch's rows, streamed into the COPY as they are made."""
+
+    def settle(self, stored_wire: Callable[[UUID, str], bytes | None]) -> Iterable[Row]:
+        """Rows decided only after the COPY, when the store can be asked about them."""
 
 
 Row = tuple[UUID, int, str, bytes]
@@ -194,28 +238,95 @@ class StepRecorder(PostgresProcessRecorder):
             self._insert_stored_events(curs, stored_events, **kwargs)
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
-    def record_batch(
-        self,
-        rows: Iterable[Row],
-        positions: Mapping[str, int],
-        before_commit: Callable[[], None] = lambda: None,
-    ) -> int:
-        """Append rows and move positions, all or nothing, in one transaction.
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        schema = self.datastore.schema
+        self.letters = DeadLetterTable(schema)
+        self.health = Health(schema)
+        self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
+        self.sql_create_statements.append(self.letters.create_statement())
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, "
+                '"offset" bigint NOT NULL, fingerprint bytea NOT NULL, '
+                "anchor_offset bigint NOT NULL, anchor_fingerprint bytea NOT NULL)"
+            ).format(self.positions_table)
+        )
 
-        `rows` may be a generator: it is streamed into the COPY as it yields.
-        `before_commit` runs inside the transaction; if it raises, nothing commits."""
+    def record_batch(self, batch: WritableBatch) -> int:
+        """Append a batch's rows, its dead letters and its positions, all or nothing."""
         with self.datastore.transaction(commit=True) as curs:
             self._lock_table(curs)
-            for name, offset in positions.items():
-                try:
-                    self._insert_tracking(curs, Tracking(name, offset))
-                except IntegrityError:
-                    raise StalePosition(f"{name} is already at or past offset {offset}") from None
-            written = self._copy_rows(curs, rows)
+            self._move_positions(curs, batch.positions)
+            written = self._copy_rows(curs, batch.rows())
+            late = list(batch.settle(lambda run, event_id: self._stored_wire(curs, run, event_id)))
+            if late:
+                written += self._copy_rows(curs, late)
+            self.letters.insert(curs, batch.dead)
             if written:
                 self._notify_channel(curs)
-            before_commit()
         return written
+
+    def _move_positions(self, curs: psycopg.Cursor[Any], positions: Mapping[str, Position]) -> None:
+        for name, position in positions.items():
+            try:
+                self._insert_tracking(curs, Tracking(name, position.offset))
+            except IntegrityError:
+                raise StalePosition(f"{name} is already at or past offset {position.offset}") from None
+        if positions:
+            # The anchor is kept from the first batch of a log until the position is reset.
+            curs.executemany(
+                SQL(
+                    'INSERT INTO {} (name, "offset", fingerprint, anchor_offset, anchor_fingerprint) '
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) "
+                    'DO UPDATE SET "offset" = EXCLUDED."offset", fingerprint = EXCLUDED.fingerprint'
+                ).format(self.positions_table),
+                [
+                    (name, p.last.offset, p.last.fingerprint, anchor.offset, anchor.fingerprint)
+                    for name, p in positions.items()
+                    for anchor in (p.anchor or p.last,)
+                ],
+            )
+
+    def move_anchor(self, name: str, anchor: Mark) -> None:
+        """The broker deleted the anchor record (retention): anchor at a later one."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL("UPDATE {} SET anchor_offset = %s, anchor_fingerprint = %s WHERE name = %s").format(
+                    self.positions_table
+                ),
+                (anchor.offset, anchor.fingerprint, name),
+            )
+
+    def reset_position(self, name: str, **why: Any) -> None:
+        """Forget a partition's position (its broker log was replaced), recording why."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
+                    Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
+                ),
+                (name,),
+            )
+            curs.execute(SQL("DELETE FROM {} WHERE name = %s").format(self.positions_table), (name,))
+            self.health.record(curs, "position_reset", name, **why)
+
+    def record_incident(self, kind: str, subject: str, **detail: Any) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            self.health.record(curs, kind, subject, **detail)
+
+    def _stored_wire(self, curs: psycopg.Cursor[Any], run: UUID, event_id: str) -> bytes | None:
+        """The bytes an event id of a run was recorded as (the rare conflict check)."""
+        curs.execute(
+            SQL("SELECT state FROM {}.{} WHERE originator_id = %s").format(
+                Identifier(self.datastore.schema), Identifier(self.events_table_name)
+            ),
+            (run,),
+        )
+        for row in curs.fetchall():
+            header = read_step_state(bytes(row["state"]))
+            if header.event_id == event_id:
+                return header.wire
+        return None
 
     def _copy_rows(self, curs: psycopg.Cursor[Any], rows: Iterable[Row]) -> int:
         statement = SQL(
@@ -237,13 +348,28 @@ class StepRecorder(PostgresProcessRecorder):
             copy.write(buffer)
         return written
 
-    def positions(self, names: Iterable[str]) -> dict[str, int]:
+    def positions(self, names: Iterable[str]) -> dict[str, Position]:
         statement = SQL(
-            "SELECT application_name, notification_id FROM {}.{} WHERE application_name = ANY(%s)"
-        ).format(Identifier(self.datastore.schema), Identifier(self.tracking_table_name))
+            'SELECT t.application_name, t.notification_id, p."offset", p.fingerprint, p.anchor_offset, '
+            "p.anchor_fingerprint FROM {}.{} t LEFT JOIN {} p ON p.name = t.application_name "
+            "WHERE t.application_name = ANY(%s)"
+        ).format(
+            Identifier(self.datastore.schema), Identifier(self.tracking_table_name), self.positions_table
+        )
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(statement, (list(names),))
-            return {row["application_name"]: row["notification_id"] for row in curs.fetchall()}
+            found = {}
+            for row in curs.fetchall():
+                offset = row["notification_id"]
+                # A position written before marks existed (or one whose mark is older) has none.
+                if row["offset"] != offset:
+                    found[row["application_name"]] = Position(Mark(offset, b""))
+                    continue
+                found[row["application_name"]] = Position(
+                    Mark(offset, bytes(row["fingerprint"])),
+                    Mark(row["anchor_offset"], bytes(row["anchor_fingerprint"])),
+                )
+            return found
 
     def heads(self, run_ids: Iterable[UUID]) -> dict[UUID, Head]:
         """Version, last digest and event ids of each run that exists."""
@@ -256,10 +382,10 @@ class StepRecorder(PostgresProcessRecorder):
             curs.execute(statement, (list(run_ids),))
             for row in curs.fetchall():
                 header = read_step_state(bytes(row["state"]))
-                head = found.setdefault(row["originator_id"], Head(0, b"", set()))
+                head = found.setdefault(row["originator_id"], Head(0, b"", {}))
                 head.version = row["originator_version"]
                 head.digest = header.digest
-                head.event_ids.add(header.event_id)
+                head.event_ids[header.event_id] = hash(header.wire)
         return found
 
     def stored_links(self, run_id: UUID) -> list[StoredLink]:

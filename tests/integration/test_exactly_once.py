@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+import psycopg
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from api.bootstrap import build_publisher
-from consumers.dead_letters import DeadLetter
-from consumers.ingest import position_name
 from domain.run import run_uuid
 from domain.steps import StepEvent
 from infra.settings import Settings
@@ -97,30 +95,47 @@ def test_a_new_consumer_resumes_from_stored_positions_not_kafka_offsets(settings
     assert len(stored_rows(settings)) == len(first) + len(later)
 
 
-class _BrokenSink:
-    def __init__(self) -> None:
-        self.calls = 0
+class _AwayProducer:
+    """A DLQ producer whose broker is away."""
 
-    def send(self, letters: Sequence[DeadLetter]) -> None:
-        self.calls += 1
-        raise OSError("dead-letter topic unavailable")
+    def send(self, *args: object, **kwargs: object) -> None:
+        raise KafkaTimeoutError("dead-letter topic unavailable")
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
 
     def close(self) -> None:
         pass
 
 
-def test_a_batch_whose_dead_letters_cannot_be_kept_commits_nothing(settings: Settings) -> None:
+def test_dead_letters_are_kept_before_their_position_moves_and_published_once_the_topic_is_back(
+    settings: Settings,
+) -> None:
     publish_raw(settings, [(b"r", b"not a step")])
     _publish_runs(settings, runs=1, steps=1)
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
-        working_sink = ingest.dead_letters
-        ingest.dead_letters = _BrokenSink()
-        poll_until(ingest, lambda: ingest.totals.retries >= 2)
-        assert stored_rows(settings) == []
-        assert store.steps.positions([position_name(settings.topic, p) for p in range(4)]) == {}
-        ingest.dead_letters = working_sink
+        relay = ingest.dead_letters
+        assert relay is not None
+        working = relay.producer
+        relay.producer = _AwayProducer()  # type: ignore[assignment]
         poll_until(ingest, lambda: ingest.totals.recorded >= 3 and ingest.totals.dead >= 1)
+        # The batch committed: its letter is in PostgreSQL, not yet on the topic.
+        assert _letters(settings) == [(b"not a step", "not_a_step", False)]
+        relay.producer = working
+        relay.retry_at = 0.0
+        poll_until(ingest, lambda: _letters(settings) == [(b"not a step", "not_a_step", True)])
     assert len(stored_rows(settings)) == 3
+    (letter,) = read_topic(str(settings.kafka_bootstrap), settings.dlq_topic, 1)
+    assert letter.value == b"not a step"
+
+
+def _letters(settings: Settings) -> list[tuple[bytes, str, bool]]:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        table = f'"{settings.database_schema}".receipts_dead_letters'
+        query = f"SELECT value, reason, published_at IS NOT NULL FROM {table} ORDER BY id"
+        rows = conn.execute(query).fetchall()
+    return [(bytes(v), r, p) for v, r, p in rows]
 
 
 def test_a_stale_head_fails_the_batch_and_the_retry_chains_correctly(settings: Settings) -> None:

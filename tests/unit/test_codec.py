@@ -13,7 +13,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from domain.steps import STEP_TYPES, StepEvent, step_adapter
+from domain.steps import SERVICE_TYPES, STEP_TYPES, StepEvent, flag, step_adapter
 from schemas.codec import (
     AVRO_MAGIC,
     CURRENT_SCHEMA_FILE,
@@ -135,8 +135,17 @@ def _raise(raw: bytes, codec: Codec = CODEC) -> DecodeError:
 
 
 def test_full_and_minimal_cases_cover_every_step_type() -> None:
-    assert set(FULL) == set(STEP_TYPES)
-    assert set(MINIMAL) == set(STEP_TYPES)
+    # Service-only types (a flag on how an event arrived) are stored as JSON, never published.
+    assert set(FULL) == set(STEP_TYPES) - SERVICE_TYPES
+    assert set(MINIMAL) == set(STEP_TYPES) - SERVICE_TYPES
+
+
+def test_a_service_flag_round_trips_as_json() -> None:
+    about = FULL["action.proposed"]
+    note = flag(about, "key_mismatch", "keyed otherwise")
+    assert CODEC.decode(encode_json(note)) == note
+    assert note.data.event_ids == (about.event_id,) and note.step_id == about.step_id
+    assert flag(about, "key_mismatch", "again").event_id == note.event_id
 
 
 @pytest.mark.parametrize("step", FULL.values(), ids=list(FULL))

@@ -9,7 +9,7 @@ import pytest
 
 from domain.findings import DETECTORS, STALE_SOURCE_AGE, Finding, final_state_unclear
 from domain.receipt import render
-from domain.steps import Actor, StepEvent, content_hash
+from domain.steps import Actor, StepEvent, content_hash, flag
 from tests.unit import factories as f
 
 EDIT = f.DRAFT + "Best, Maria\n"
@@ -52,6 +52,7 @@ def test_detectors_are_the_ones_tested_here() -> None:
         "conflicting_finals",
         "step_order",
         "after_final",
+        "flagged_delivery",
     ]
 
 
@@ -407,3 +408,22 @@ def test_a_correction_of_a_step_never_proposed_is_an_unknown_step() -> None:
     correction = f.corrected(corrects="step-that-never-was")
     (finding,) = found("unknown_step", clean_with(extra=[correction]))
     assert (finding.step_id, finding.event_ids) == ("step-that-never-was", (correction.event_id,))
+
+
+# --- delivery flags ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["conflicting_duplicate", "key_mismatch", "tenant_changed"])
+def test_a_service_flag_is_a_warning_naming_the_flagged_event(code: str) -> None:
+    run = f.clean_run()
+    note = flag(run[EXECUTED], code, "arrived oddly")  # type: ignore[arg-type]
+    (finding,) = found(code, [*run, note])
+    assert (finding.severity, finding.step_id) == ("warning", run[EXECUTED].step_id)
+    assert finding.event_ids == (run[EXECUTED].event_id, note.event_id)
+    assert finding.message == "arrived oddly"
+
+
+def test_a_flag_after_the_final_is_no_order_finding() -> None:
+    run = f.clean_run()
+    note = flag(run[STARTED], "key_mismatch", "keyed otherwise")
+    assert [x.code for x in findings([*run, note])] == ["key_mismatch"]

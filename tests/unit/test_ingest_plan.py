@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+import pytest
 from kafka import TopicPartition
 
-from consumers.ingest import HeadCache, Ingest, position_name
+from consumers.ingest import HeadCache, Ingest, Plan, position_name
+from consumers.positions import Seen, Verdict, check_positions
 from domain.chain import GENESIS, link
 from domain.run import run_uuid
-from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, read_step_state
+from domain.steps import Actor, StepEvent, flag
+from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, Mark, Position, Row, read_step_state
 from schemas import Codec, encode_json
 from tests.unit import factories as f
 
@@ -25,6 +28,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 1_764_072_000_000
 
 
 class StoredHeads:
@@ -44,7 +48,7 @@ def _ingest(store: StoredHeads) -> Ingest:
 
 
 def _batch(*values: bytes | None, partition: int = 0, start: int = 0) -> dict[TopicPartition, list[Record]]:
-    records = [Record("steps", partition, start + i, b"k", v) for i, v in enumerate(values)]
+    records = [Record("steps", partition, start + i, f.RUN.encode(), v) for i, v in enumerate(values)]
     return {TopicPartition("steps", partition): records}
 
 
@@ -59,13 +63,14 @@ def test_a_new_run_is_chained_from_genesis_and_opened_by_its_first_row() -> None
     assert headers[0].digest == link(GENESIS, wires[0])
     assert headers[1].digest == link(headers[0].digest, wires[1])
     assert [h.wire for h in headers] == wires and headers[0].recorded_at == NOW
-    assert plan.positions == {position_name("steps", 0): 41}
+    assert {name: p.offset for name, p in plan.positions.items()} == {position_name("steps", 0): 41}
+    assert plan.positions[position_name("steps", 0)].anchor.offset == 40  # type: ignore[union-attr]
 
 
 def test_known_event_ids_are_skipped_within_a_batch_and_against_the_store() -> None:
     stored, fresh = f.started(), f.proposed()
     run = run_uuid("default", f.RUN)
-    store = StoredHeads({run: Head(1, b"\x07" * 32, {stored.event_id})})
+    store = StoredHeads({run: Head(1, b"\x07" * 32, {stored.event_id: hash(encode_json(stored))})})
     plan = _ingest(store).plan(_batch(encode_json(stored), encode_json(fresh), encode_json(fresh)))
     ((run_id, version, topic, state),) = list(plan.rows())
     assert (plan.duplicates, plan.recorded) == (2, 1)
@@ -89,15 +94,15 @@ def test_bad_values_become_dead_letters_and_still_move_the_position() -> None:
     assert [(d.offset, d.reason) for d in plan.dead] == [(7, "not_a_step"), (9, "undecodable")]
     assert plan.dead[0].value == b"garbage" and plan.dead[0].partition == 3
     assert len(list(plan.rows())) == 1
-    assert plan.positions == {position_name("steps", 3): 9}
+    assert {name: p.offset for name, p in plan.positions.items()} == {position_name("steps", 3): 9}
 
 
 def test_the_head_cache_evicts_the_least_recently_used_run() -> None:
     cache = HeadCache(capacity=2)
     a, b, c = (UUID(int=n) for n in (1, 2, 3))
-    cache.put_all({a: Head(1, b"", set()), b: Head(1, b"", set())})
+    cache.put_all({a: Head(1, b"", {}), b: Head(1, b"", {})})
     assert cache.get(a) is not None  # a is now the most recent
-    cache.put_all({c: Head(1, b"", set())})
+    cache.put_all({c: Head(1, b"", {})})
     assert (cache.get(a) is not None, cache.get(b), cache.get(c) is not None) == (True, None, True)
     assert len(cache) == 2
 
@@ -153,3 +158,106 @@ def test_a_full_poll_is_topped_up_from_the_backlog_and_a_trickle_is_not() -> Non
     trickle = Ingest(QueuedPolls(_batch(value), more), StoredHeads(), None, backlog_from=3)  # type: ignore[arg-type]
     assert len(trickle._poll_batch(100)[TopicPartition("steps", 0)]) == 1
     assert trickle.consumer.calls == [100]  # type: ignore[attr-defined]
+
+
+# --- conflicts and flags -------------------------------------------------------------------------
+
+
+def _rows_and_settle(plan: Plan, stored: dict[str, bytes]) -> list[Row]:
+    rows = list(plan.rows())
+    return rows + list(plan.settle(lambda _run, event_id: stored.get(event_id)))
+
+
+def test_a_key_that_is_not_the_run_id_is_flagged_on_the_run() -> None:
+    step = f.started()
+    batch = _batch(encode_json(step))
+    batch[TopicPartition("steps", 0)][0].key = b"another-key"
+    plan = _ingest(StoredHeads()).plan(batch)
+    rows = _rows_and_settle(plan, {})
+    assert [r[1] for r in rows] == [1, 2] and plan.flagged == 1
+    note = Codec().decode(read_step_state(rows[1][3]).wire)
+    assert note.type == "record.flagged" and note.data.code == "key_mismatch"  # type: ignore[attr-defined]
+    assert note.data.event_ids == (step.event_id,)  # type: ignore[attr-defined]
+
+
+def test_a_known_id_with_other_content_is_a_conflict_and_a_dead_letter() -> None:
+    first = f.proposed()
+    second = first.model_copy(update={"actor": Actor(kind="human", id="mallory")})
+    run = run_uuid("default", f.RUN)
+    store = StoredHeads({run: Head(1, b"\x07" * 32, {first.event_id: hash(encode_json(first))})})
+    plan = _ingest(store).plan(_batch(encode_json(second)))
+    rows = _rows_and_settle(plan, {first.event_id: encode_json(first)})
+    (row,) = rows
+    note = Codec().decode(read_step_state(row[3]).wire)
+    assert note.data.code == "conflicting_duplicate" and row[1] == 2  # type: ignore[attr-defined]
+    assert [(d.reason, d.value) for d in plan.dead] == [("conflicting_duplicate", encode_json(second))]
+    assert (plan.recorded, plan.duplicates, plan.flagged) == (0, 0, 1)
+
+
+def test_the_same_step_encoded_otherwise_is_a_plain_duplicate() -> None:
+    step = f.proposed()
+    run = run_uuid("default", f.RUN)
+    avro = Codec().encode_avro(step)
+    store = StoredHeads({run: Head(1, b"\x07" * 32, {step.event_id: hash(avro)})})
+    plan = _ingest(store).plan(_batch(encode_json(step)))
+    assert _rows_and_settle(plan, {step.event_id: avro}) == []
+    assert (plan.duplicates, plan.dead) == (1, [])
+
+
+def test_a_service_only_type_from_the_wire_is_a_dead_letter() -> None:
+    forged = flag(f.proposed(), "conflicting_duplicate", "forged")
+    plan = _ingest(StoredHeads()).plan(_batch(encode_json(forged)))
+    assert list(plan.rows()) == [] and [d.reason for d in plan.dead] == ["reserved_type"]
+
+
+class _Exploding(Codec):
+    def decode(self, raw: bytes) -> StepEvent:
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+def test_any_exception_while_decoding_is_a_dead_letter_not_a_stop() -> None:
+    ingest = Ingest(consumer=None, recorder=StoredHeads(), dead_letters=None, codec=_Exploding())  # type: ignore[arg-type]
+    plan = ingest.plan(_batch(encode_json(f.started())))
+    assert [(d.reason, d.error) for d in plan.dead] == [
+        ("undecodable", "RecursionError: maximum recursion depth exceeded")
+    ]
+
+
+# --- positions against the broker's log ---------------------------------------------------------
+
+
+class FakeLog:
+    def __init__(self, seen: dict[TopicPartition, Seen]) -> None:
+        self.seen = seen
+
+    def look(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, Seen]:
+        return {tp: self.seen[tp] for tp in offsets if tp in self.seen}
+
+    def close(self) -> None:
+        pass
+
+
+TP = TopicPartition("steps", 0)
+STORED = Position(Mark(560, b"last"), Mark(0, b"anchor"))
+
+
+@pytest.mark.parametrize(
+    ("seen", "reset", "gap"),
+    [
+        (Seen(b"anchor", 0), False, False),  # the same log
+        (Seen(b"other", 0), True, False),  # another record where the anchor was: replaced
+        (Seen(None, 0), True, False),  # the log is shorter than the anchor: replaced (restart)
+        (Seen(None, 0, known=False), False, False),  # no answer: try again later
+        (Seen(None, 900), False, True),  # retention deleted past the stored position
+    ],
+)
+def test_a_stored_position_is_checked_against_the_record_at_its_anchor(
+    seen: Seen, reset: bool, gap: bool
+) -> None:
+    verdict = check_positions({TP: STORED}, FakeLog({TP: seen})).get(TP, Verdict())
+    assert (verdict.reset, verdict.gap) == (reset, gap)
+
+
+def test_retention_past_the_anchor_moves_it_to_the_stored_position() -> None:
+    verdict = check_positions({TP: STORED}, FakeLog({TP: Seen(None, 100)}))[TP]
+    assert verdict.anchor == STORED.last and not verdict.reset

@@ -102,6 +102,9 @@ class Plan:
     duplicates: int = 0
     flagged: int = 0
     suspects: list[tuple[UUID, StepEvent, ConsumerRecord]] = field(default_factory=list)
+    # (tenant, run id) of runs this batch opens, and those whose run id another tenant has.
+    new_runs: list[tuple[str, str]] = field(default_factory=list)
+    shared: set[UUID] = field(default_factory=set)
 
     def rows(self) -> Iterator[Row]:
         state = StepStates(self.recorded_at)
@@ -112,8 +115,16 @@ class Plan:
                 continue
             wire = record.value
             head = heads.get(run)
+            note: StepEvent | None = None
             if head is None:
                 head = heads[run] = Head(0, GENESIS, {})
+                if run in self.shared:
+                    note = flag(
+                        step,
+                        "tenant_changed",
+                        f"run id {step.run_id!r} is recorded under another tenant too: one run's events "
+                        f"were published under two isolation boundaries (this one: {step.tenant!r})",
+                    )
             else:
                 known = head.event_ids.get(step.event_id)
                 if known is not None:
@@ -124,13 +135,14 @@ class Plan:
                     continue
             self.recorded += 1
             yield _append(state, run, head, step, wire)
-            if record.key is not None and record.key != step.run_id.encode():
+            if note is None and record.key is not None and record.key != step.run_id.encode():
                 note = flag(
                     step,
                     "key_mismatch",
                     f"{step.type} arrived with Kafka key {record.key[:64]!r}, not its run id: "
                     "keyed otherwise, a run's events may land on several partitions and lose their order",
                 )
+            if note is not None:
                 self.flagged += 1
                 yield _append(state, run, head, note, encode_json(note))
 
@@ -347,6 +359,7 @@ class Ingest:
     def plan(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> Plan:
         """Find each value's run (peeking Avro, decoding JSON) and the runs' heads."""
         items: list[tuple[UUID, StepEvent | None, ConsumerRecord]] = []
+        names: dict[UUID, tuple[str, str]] = {}
         dead: list[DeadLetter] = []
         positions: dict[str, Position] = {}
         codec = self.codec
@@ -354,15 +367,33 @@ class Ingest:
             for record in records:
                 peeked = codec.peek_run(record.value) if record.value is not None else None
                 if peeked is not None:
-                    items.append((run_uuid(*peeked), None, record))
+                    run = run_uuid(*peeked)
+                    items.append((run, None, record))
+                    names[run] = peeked
                 elif (step := _decode(codec, record, dead)) is not None:
-                    items.append((run_uuid(step.tenant, step.run_id), step, record))
+                    run = run_uuid(step.tenant, step.run_id)
+                    items.append((run, step, record))
+                    names[run] = (step.tenant, step.run_id)
             positions[position_name(tp.topic, tp.partition)] = Position(
                 Mark(records[-1].offset, fingerprint(records[-1])),
                 Mark(records[0].offset, fingerprint(records[0])),
             )
-        heads = self._heads({run for run, _, _ in items})
-        return Plan(codec, items, dead, positions, heads, self.clock())
+        heads = self._heads(names)
+        new_runs = {run: name for run, name in names.items() if run not in heads}
+        plan = Plan(codec, items, dead, positions, heads, self.clock())
+        if new_runs:
+            plan.new_runs = list(new_runs.values())
+            plan.shared = self._shared_run_ids(new_runs)
+        return plan
+
+    def _shared_run_ids(self, new_runs: Mapping[UUID, tuple[str, str]]) -> set[UUID]:
+        """New runs whose run id another tenant uses too (stored, or new in this batch)."""
+        tenants: dict[str, set[str]] = {}
+        for tenant, run_id in new_runs.values():
+            tenants.setdefault(run_id, set()).add(tenant)
+        for run_id, stored in self.recorder.tenants_of(list(tenants)).items():
+            tenants[run_id] |= stored
+        return {run for run, (tenant, run_id) in new_runs.items() if tenants[run_id] - {tenant}}
 
     def _heads(self, runs: Iterable[UUID]) -> dict[UUID, Head]:
         heads: dict[UUID, Head] = {}

@@ -195,6 +195,7 @@ class WritableBatch(Protocol):
     """What `record_batch` writes in one transaction (the ingest plan)."""
 
     dead: list[DeadLetter]
+    new_runs: list[tuple[str, str]]  # (tenant, run id) of each run the batch opens
 
     @property
     def positions(self) -> Mapping[str, Position]:
@@ -245,6 +246,14 @@ class StepRecorder(PostgresProcessRecorder):
         self.health = Health(schema)
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())
+        # Which tenants use a run id: one run id under two tenants is flagged.
+        self.run_tenants = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_run_tenants"))
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (run_id text NOT NULL, tenant text NOT NULL, "
+                "PRIMARY KEY (run_id, tenant))"
+            ).format(self.run_tenants)
+        )
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, "
@@ -263,6 +272,13 @@ class StepRecorder(PostgresProcessRecorder):
             if late:
                 written += self._copy_rows(curs, late)
             self.letters.insert(curs, batch.dead)
+            if batch.new_runs:
+                curs.executemany(
+                    SQL("INSERT INTO {} (tenant, run_id) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
+                        self.run_tenants
+                    ),
+                    batch.new_runs,
+                )
             if written:
                 self._notify_channel(curs)
         return written
@@ -370,6 +386,18 @@ class StepRecorder(PostgresProcessRecorder):
                     Mark(row["anchor_offset"], bytes(row["anchor_fingerprint"])),
                 )
             return found
+
+    def tenants_of(self, run_ids: Sequence[str]) -> dict[str, set[str]]:
+        """The tenants each of these run ids is recorded under."""
+        found: dict[str, set[str]] = {}
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL("SELECT run_id, tenant FROM {} WHERE run_id = ANY(%s)").format(self.run_tenants),
+                (list(run_ids),),
+            )
+            for row in curs.fetchall():
+                found.setdefault(row["run_id"], set()).add(row["tenant"])
+        return found
 
     def heads(self, run_ids: Iterable[UUID]) -> dict[UUID, Head]:
         """Version, last digest and event ids of each run that exists."""

@@ -171,10 +171,13 @@ def test_a_conflicting_duplicate_is_flagged_and_kept_and_a_re_encoding_is_not(se
                 (b"run-0", encode_json(forged)),  # same id, other content: a conflict
                 (b"run-0", encode_json(forged)),  # the same conflict again: flagged once
                 (b"not-run-0", encode_json(_a_step("run-0"))),  # keyed by something else
+                (b"run-0", encode_json(_a_step("run-0").model_copy(update={"tenant": "acme"}))),
             ],
         )
-        poll_until(ingest, lambda: ingest.totals.dead >= 2 and ingest.totals.recorded >= 4)
+        poll_until(ingest, lambda: ingest.totals.dead >= 2 and ingest.totals.recorded >= 5)
         receipt = _receipt(store, "run-0")
+        other = store.run("acme", "run-0").receipt()
+    assert [x.code for x in other.findings if x.code == "tenant_changed"] == ["tenant_changed"]
     codes = [finding.code for finding in receipt.findings]
     assert codes.count("conflicting_duplicate") == 1 and codes.count("key_mismatch") == 1
     (conflict,) = [x for x in receipt.findings if x.code == "conflicting_duplicate"]

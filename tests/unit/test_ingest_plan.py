@@ -37,10 +37,14 @@ class StoredHeads:
     def __init__(self, heads: dict[UUID, Head] | None = None) -> None:
         self.stored = heads or {}
         self.asked: list[list[UUID]] = []
+        self.tenants: dict[str, set[str]] = {}
 
     def heads(self, runs: list[UUID]) -> dict[UUID, Head]:
         self.asked.append(sorted(runs))
         return {run: self.stored[run] for run in runs if run in self.stored}
+
+    def tenants_of(self, run_ids: list[str]) -> dict[str, set[str]]:
+        return {run_id: self.tenants[run_id] for run_id in run_ids if run_id in self.tenants}
 
 
 def _ingest(store: StoredHeads) -> Ingest:
@@ -261,3 +265,14 @@ def test_a_stored_position_is_checked_against_the_record_at_its_anchor(
 def test_retention_past_the_anchor_moves_it_to_the_stored_position() -> None:
     verdict = check_positions({TP: STORED}, FakeLog({TP: Seen(None, 100)}))[TP]
     assert verdict.anchor == STORED.last and not verdict.reset
+
+
+def test_a_run_id_under_a_second_tenant_is_flagged_when_that_run_opens() -> None:
+    store = StoredHeads()
+    store.tenants = {f.RUN: {"acme"}}
+    plan = _ingest(store).plan(_batch(encode_json(f.started()), encode_json(f.finished())))
+    rows = _rows_and_settle(plan, {})
+    notes = [Codec().decode(read_step_state(r[3]).wire) for r in rows]
+    assert [n.type for n in notes] == ["run.started", "record.flagged", "run.finished"]
+    assert notes[1].data.code == "tenant_changed" and "acme" not in notes[1].data.message  # type: ignore[attr-defined]
+    assert plan.new_runs == [("default", f.RUN)]

@@ -86,8 +86,9 @@ def pipeline_round(
 ) -> dict[str, Any]:
     """The real ingest path, built like api.bootstrap.build_ingest but on a manual assignment."""
     from api.bootstrap import open_store
-    from consumers.dead_letters import KafkaDeadLetters
+    from consumers.dead_letters import DeadLetterRelay
     from consumers.ingest import Ingest
+    from consumers.positions import KafkaLogProbe
     from infra.kafka import consumer as kafka_consumer
     from infra.memory import tune_gc
 
@@ -100,10 +101,12 @@ def pipeline_round(
     ingest = Ingest(
         consumer=kafka_consumer(settings),
         recorder=store.steps,
-        dead_letters=KafkaDeadLetters(dlq, settings.dlq_topic),
+        dead_letters=DeadLetterRelay(dlq, settings.dlq_topic, store.steps),
         codec=store.codec,
         head_cache_runs=settings.head_cache_runs,
         max_batch=settings.max_batch,
+        probe=KafkaLogProbe(settings.kafka_bootstrap),
+        check_every=settings.position_check_seconds,
     )
     samples: list[tuple[int, float, int, int]] = []  # (recorded, seconds, rss, cached heads)
     try:

@@ -33,11 +33,10 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.dead_letters import DeadLetterRelay
 from consumers.positions import LogProbe, check_positions, fingerprint
-from domain.chain import GENESIS, link
-from domain.run import run_uuid
+from domain.run import Entry, RunHead, run_uuid
 from domain.steps import SERVICE_TYPES, StepEvent, flag
 from infra.dead_letters import DeadLetter
-from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, Mark, Position, Row, StepRecorder, StepStates
+from infra.store import Mark, Position, Row, StepRecorder, StepStates
 from schemas import Codec, DecodeError, encode_json
 
 log = logging.getLogger(__name__)
@@ -53,15 +52,15 @@ class HeadCache:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._heads: OrderedDict[UUID, Head] = OrderedDict()
+        self._heads: OrderedDict[UUID, RunHead] = OrderedDict()
 
-    def get(self, run: UUID) -> Head | None:
+    def get(self, run: UUID) -> RunHead | None:
         head = self._heads.get(run)
         if head is not None:
             self._heads.move_to_end(run)
         return head
 
-    def put_all(self, heads: Mapping[UUID, Head]) -> None:
+    def put_all(self, heads: Mapping[UUID, RunHead]) -> None:
         for run, head in heads.items():
             self._heads[run] = head
             self._heads.move_to_end(run)
@@ -96,7 +95,7 @@ class Plan:
     items: list[tuple[UUID, StepEvent | None, ConsumerRecord]]
     dead: list[DeadLetter]
     positions: dict[str, Position]
-    heads: dict[UUID, Head]
+    heads: dict[UUID, RunHead]
     recorded_at: datetime
     recorded: int = 0
     duplicates: int = 0
@@ -117,7 +116,7 @@ class Plan:
             head = heads.get(run)
             note: StepEvent | None = None
             if head is None:
-                head = heads[run] = Head(0, GENESIS, {})
+                head = heads[run] = RunHead()
                 if run in self.shared:
                     note = flag(
                         step,
@@ -125,16 +124,15 @@ class Plan:
                         f"run id {step.run_id!r} is recorded under another tenant too: one run's events "
                         f"were published under two isolation boundaries (this one: {step.tenant!r})",
                     )
-            else:
-                known = head.event_ids.get(step.event_id)
-                if known is not None:
-                    if known == hash(wire):
-                        self.duplicates += 1
-                    else:
-                        self.suspects.append((run, step, record))
-                    continue
+            entry = head.record(step, wire, self.recorded_at)
+            if entry is None:
+                if head.arrived_otherwise(step, wire):
+                    self.suspects.append((run, step, record))
+                else:
+                    self.duplicates += 1
+                continue
             self.recorded += 1
-            yield _append(state, run, head, step, wire)
+            yield state.row(run, entry)
             if note is None and record.key is not None and record.key != step.run_id.encode():
                 note = flag(
                     step,
@@ -144,7 +142,7 @@ class Plan:
                 )
             if note is not None:
                 self.flagged += 1
-                yield _append(state, run, head, note, encode_json(note))
+                yield state.row(run, _recorded(head.record(note, encode_json(note), self.recorded_at)))
 
     def settle(self, stored_wire: Callable[[UUID, str], bytes | None]) -> Iterator[Row]:
         state = StepStates(self.recorded_at)
@@ -169,24 +167,16 @@ class Plan:
                 "is in the dead-letter queue",
                 detail=hashlib.sha256(record.value).hexdigest(),
             )
-            head = self.heads[run]
-            if note.event_id in head.event_ids:
+            entry = self.heads[run].record(note, encode_json(note), self.recorded_at)
+            if entry is None:
                 continue  # this very content was flagged before
             self.flagged += 1
-            yield _append(state, run, head, note, encode_json(note))
+            yield state.row(run, entry)
 
 
-def _append(state: StepStates, run: UUID, head: Head, step: StepEvent, wire: bytes) -> Row:
-    head.version += 1
-    head.digest = link(head.digest, wire)
-    head.event_ids[step.event_id] = hash(wire)
-    opens = head.version == 1
-    return (
-        run,
-        head.version,
-        OPENED_TOPIC if opens else RECORDED_TOPIC,
-        state(head.digest, step.event_id, wire, opens),
-    )
+def _recorded(entry: Entry | None) -> Entry:
+    assert entry is not None, "a flag's id derives from a step recorded just now"
+    return entry
 
 
 def _same_step(codec: Codec, original: bytes, step: StepEvent) -> bool:
@@ -395,8 +385,8 @@ class Ingest:
             tenants[run_id] |= stored
         return {run for run, (tenant, run_id) in new_runs.items() if tenants[run_id] - {tenant}}
 
-    def _heads(self, runs: Iterable[UUID]) -> dict[UUID, Head]:
-        heads: dict[UUID, Head] = {}
+    def _heads(self, runs: Iterable[UUID]) -> dict[UUID, RunHead]:
+        heads: dict[UUID, RunHead] = {}
         missing = []
         for run in runs:
             head = self.cache.get(run)

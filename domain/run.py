@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -34,6 +34,49 @@ class Entry:
     recorded_at: datetime
 
 
+@dataclass(slots=True)
+class RunHead:
+    """The one way a step is recorded: what a run must know to append to it (its
+    version, its chain head, each event id with a hash of the bytes it arrived as),
+    advanced by every entry. The Run aggregate, the ingest path and the tests all
+    record through it."""
+
+    version: int = 0
+    digest: bytes = GENESIS
+    event_ids: dict[str, int] = field(default_factory=dict)
+
+    def record(self, step: StepEvent, wire: bytes, recorded_at: datetime) -> Entry | None:
+        """The entry that appends `step` (arrived as `wire`), or None if its id is recorded.
+
+        Whether a known id came with other content is `arrived_otherwise`."""
+        if not self.accepts(step):
+            return None
+        entry = Entry(self.version + 1, step, wire, self.next_digest(wire), recorded_at)
+        self.advance(entry)
+        return entry
+
+    def accepts(self, step: StepEvent) -> bool:
+        """False for an event id the run has recorded: redelivery never doubles a step."""
+        return step.event_id not in self.event_ids
+
+    def next_digest(self, wire: bytes) -> bytes:
+        return link(self.digest, wire)
+
+    def advance(self, entry: Entry) -> None:
+        self.follow(entry.version, entry.digest, entry.step.event_id, entry.wire)
+
+    def follow(self, version: int, digest: bytes, event_id: str, wire: bytes) -> None:
+        """Follow a step already recorded (read back from the store, undecoded)."""
+        self.version = version
+        self.digest = digest
+        self.event_ids[event_id] = hash(wire)
+
+    def arrived_otherwise(self, step: StepEvent, wire: bytes) -> bool:
+        """A recorded id whose bytes now differ: the same step re-encoded, or a conflict."""
+        known = self.event_ids.get(step.event_id)
+        return known is not None and known != hash(wire)
+
+
 class Run(Aggregate):
     """Records every step of one run, in arrival order, hash-chained.
 
@@ -56,15 +99,19 @@ class Run(Aggregate):
         self.tenant = step.tenant
         self.run_id = step.run_id
         self.entries: list[Entry] = []
-        self.event_ids: set[str] = set()
+        self.chain = RunHead()
         self._append(step, wire, digest, self.created_on)
 
     def record(self, step: StepEvent, wire: bytes) -> bool:
         """Record a step; False when this event id is already in the run."""
-        if step.event_id in self.event_ids:
+        if not self.chain.accepts(step):
             return False
-        self.trigger_event(self.StepRecorded, step=step, wire=wire, digest=link(self.head, wire))
+        self.trigger_event(self.StepRecorded, step=step, wire=wire, digest=self.chain.next_digest(wire))
         return True
+
+    @property
+    def event_ids(self) -> set[str]:
+        return set(self.chain.event_ids)
 
     class StepRecorded(Aggregate.Event):
         # Declared rather than made by @event: an @event method runs before the
@@ -78,12 +125,13 @@ class Run(Aggregate):
             aggregate._append(self.step, self.wire, self.digest, self.timestamp)
 
     def _append(self, step: StepEvent, wire: bytes, digest: bytes, recorded_at: datetime) -> None:
-        self.entries.append(Entry(len(self.entries) + 1, step, wire, digest, recorded_at))
-        self.event_ids.add(step.event_id)
+        entry = Entry(len(self.entries) + 1, step, wire, digest, recorded_at)
+        self.entries.append(entry)
+        self.chain.advance(entry)
 
     @property
     def head(self) -> bytes:
-        return self.entries[-1].digest
+        return self.chain.digest
 
     def links(self) -> list[StoredLink]:
         return [StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in self.entries]

@@ -40,7 +40,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.chain import ChainBreak, StoredLink, first_break
 from domain.receipt import Receipt
-from domain.run import Run, run_uuid
+from domain.run import Entry, Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
@@ -63,6 +63,12 @@ class StepStates:
 
     def __init__(self, recorded_at: datetime) -> None:
         self._prefix = STEP_STATE + b'{"t":"' + recorded_at.isoformat().encode() + b'","d":"'
+
+    def row(self, run: UUID, entry: Entry) -> Row:
+        """The row that stores `entry` of `run`: the first opens the aggregate."""
+        opens = entry.version == 1
+        state = self(entry.digest, entry.step.event_id, entry.wire, opens)
+        return run, entry.version, OPENED_TOPIC if opens else RECORDED_TOPIC, state
 
     def __call__(self, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
         return b"".join(
@@ -154,17 +160,6 @@ _SCHEMA_LOCK = 0x5EC0_7D5  # any constant; the same in every process
 
 class StalePosition(IntegrityError):
     """A batch's Kafka position is not ahead of the stored one: it was already applied."""
-
-
-@dataclass(slots=True)
-class Head:
-    """What the ingest path must know of a run to append to it: its version, its
-    chain head, and each recorded event id with a hash of the bytes it arrived as
-    (a known id with other bytes may be a conflicting duplicate)."""
-
-    version: int
-    digest: bytes
-    event_ids: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,21 +394,20 @@ class StepRecorder(PostgresProcessRecorder):
                 found.setdefault(row["run_id"], set()).add(row["tenant"])
         return found
 
-    def heads(self, run_ids: Iterable[UUID]) -> dict[UUID, Head]:
+    def heads(self, run_ids: Iterable[UUID]) -> dict[UUID, RunHead]:
         """Version, last digest and event ids of each run that exists."""
         statement = SQL(
             "SELECT originator_id, originator_version, state FROM {}.{} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        found: dict[UUID, Head] = {}
+        found: dict[UUID, RunHead] = {}
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(statement, (list(run_ids),))
             for row in curs.fetchall():
                 header = read_step_state(bytes(row["state"]))
-                head = found.setdefault(row["originator_id"], Head(0, b"", {}))
-                head.version = row["originator_version"]
-                head.digest = header.digest
-                head.event_ids[header.event_id] = hash(header.wire)
+                found.setdefault(row["originator_id"], RunHead()).follow(
+                    row["originator_version"], header.digest, header.event_id, header.wire
+                )
         return found
 
     def stored_links(self, run_id: UUID) -> list[StoredLink]:

@@ -12,8 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from domain.chain import GENESIS, link
-from domain.run import Entry
+from domain.run import Entry, RunHead
 from domain.steps import Actor, StepEvent, content_hash, step_adapter
 from schemas.codec import encode_json
 
@@ -297,10 +296,6 @@ def entries(*steps: StepEvent | Iterable[StepEvent]) -> list[Entry]:
     flat: list[StepEvent] = []
     for item in steps:
         flat.extend([item] if isinstance(item, StepEvent) else item)
-    recorded: list[Entry] = []
-    previous = GENESIS
-    for version, step in enumerate(flat, start=1):
-        wire = encode_json(step)
-        previous = link(previous, wire)
-        recorded.append(Entry(version, step, wire, previous, step.occurred_at))
-    return recorded
+    head = RunHead()
+    recorded = [head.record(step, encode_json(step), step.occurred_at) for step in flat]
+    return [entry for entry in recorded if entry is not None]

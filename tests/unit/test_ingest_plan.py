@@ -12,9 +12,9 @@ from kafka import TopicPartition
 from consumers.ingest import HeadCache, Ingest, Plan, position_name
 from consumers.positions import Seen, Verdict, check_positions
 from domain.chain import GENESIS, link
-from domain.run import run_uuid
+from domain.run import RunHead, run_uuid
 from domain.steps import Actor, StepEvent, flag
-from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Head, Mark, Position, Row, read_step_state
+from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Mark, Position, Row, read_step_state
 from schemas import Codec, encode_json
 from tests.unit import factories as f
 
@@ -34,12 +34,12 @@ class Record:
 class StoredHeads:
     """The store as planning sees it: the heads of runs already recorded."""
 
-    def __init__(self, heads: dict[UUID, Head] | None = None) -> None:
+    def __init__(self, heads: dict[UUID, RunHead] | None = None) -> None:
         self.stored = heads or {}
         self.asked: list[list[UUID]] = []
         self.tenants: dict[str, set[str]] = {}
 
-    def heads(self, runs: list[UUID]) -> dict[UUID, Head]:
+    def heads(self, runs: list[UUID]) -> dict[UUID, RunHead]:
         self.asked.append(sorted(runs))
         return {run: self.stored[run] for run in runs if run in self.stored}
 
@@ -74,7 +74,7 @@ def test_a_new_run_is_chained_from_genesis_and_opened_by_its_first_row() -> None
 def test_known_event_ids_are_skipped_within_a_batch_and_against_the_store() -> None:
     stored, fresh = f.started(), f.proposed()
     run = run_uuid("default", f.RUN)
-    store = StoredHeads({run: Head(1, b"\x07" * 32, {stored.event_id: hash(encode_json(stored))})})
+    store = StoredHeads({run: RunHead(1, b"\x07" * 32, {stored.event_id: hash(encode_json(stored))})})
     plan = _ingest(store).plan(_batch(encode_json(stored), encode_json(fresh), encode_json(fresh)))
     ((run_id, version, topic, state),) = list(plan.rows())
     assert (plan.duplicates, plan.recorded) == (2, 1)
@@ -104,9 +104,9 @@ def test_bad_values_become_dead_letters_and_still_move_the_position() -> None:
 def test_the_head_cache_evicts_the_least_recently_used_run() -> None:
     cache = HeadCache(capacity=2)
     a, b, c = (UUID(int=n) for n in (1, 2, 3))
-    cache.put_all({a: Head(1, b"", {}), b: Head(1, b"", {})})
+    cache.put_all({a: RunHead(1, b"", {}), b: RunHead(1, b"", {})})
     assert cache.get(a) is not None  # a is now the most recent
-    cache.put_all({c: Head(1, b"", {})})
+    cache.put_all({c: RunHead(1, b"", {})})
     assert (cache.get(a) is not None, cache.get(b), cache.get(c) is not None) == (True, None, True)
     assert len(cache) == 2
 
@@ -188,7 +188,7 @@ def test_a_known_id_with_other_content_is_a_conflict_and_a_dead_letter() -> None
     first = f.proposed()
     second = first.model_copy(update={"actor": Actor(kind="human", id="mallory")})
     run = run_uuid("default", f.RUN)
-    store = StoredHeads({run: Head(1, b"\x07" * 32, {first.event_id: hash(encode_json(first))})})
+    store = StoredHeads({run: RunHead(1, b"\x07" * 32, {first.event_id: hash(encode_json(first))})})
     plan = _ingest(store).plan(_batch(encode_json(second)))
     rows = _rows_and_settle(plan, {first.event_id: encode_json(first)})
     (row,) = rows
@@ -202,7 +202,7 @@ def test_the_same_step_encoded_otherwise_is_a_plain_duplicate() -> None:
     step = f.proposed()
     run = run_uuid("default", f.RUN)
     avro = Codec().encode_avro(step)
-    store = StoredHeads({run: Head(1, b"\x07" * 32, {step.event_id: hash(avro)})})
+    store = StoredHeads({run: RunHead(1, b"\x07" * 32, {step.event_id: hash(avro)})})
     plan = _ingest(store).plan(_batch(encode_json(step)))
     assert _rows_and_settle(plan, {step.event_id: avro}) == []
     assert (plan.duplicates, plan.dead) == (1, [])

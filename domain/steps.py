@@ -41,8 +41,9 @@ from pydantic import (
 # Identifiers, names and codes end up in text columns and btree indexes, whose
 # entries must stay under ~2.7 KB: 512 characters leaves room for realistic ids
 # (URLs used as ids, file paths) and keeps one column's entry at most 2 KB (4
-# bytes a character). An index over several such columns is only safe for
-# values well under the limit; the views must not rely on it alone.
+# bytes a character). It cannot make an index over several such columns safe:
+# two 512-character CJK values in one row already make a 3,096-byte entry
+# (measured), so such indexes must take a prefix or a hash of their columns.
 MAX_NAME_LENGTH = 512
 # Instants PostgreSQL timestamptz and Python's datetime both hold, with room for
 # any UTC offset (Python stops at years 1 and 9999 *in UTC*, so 9999-12-31T23:00-05:00

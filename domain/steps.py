@@ -7,24 +7,109 @@ travels or is stored: that is `schemas/` and `infra/`.
 Fields a receipt treats as evidence (an input reference, a rollback link, the
 model) are optional on purpose: a step that lacks them is still a fact worth
 recording, and its absence is reported as a finding instead of being rejected.
+
+What a step may hold at all is bounded here, once (see "limits" below): a value
+outside the bounds is not a fact the store could keep or its readers could read
+back, so it is rejected and dead-lettered with the field and the limit named.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import NAMESPACE_URL, uuid5
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+)
+
+# --- limits: what the store and its readers can hold -------------------------
+#
+# Every value a publisher sends is checked against these before it is recorded,
+# so nothing unstorable gets in and nothing recorded breaks a reader later.
+# Ingest validates tens of thousands of events a second, so each check is one
+# pydantic-core constraint or one memchr, never a Python walk over a whole step.
+# README "Limits of what is recorded" documents them for publishers.
+
+# Identifiers, names and codes end up in text columns and btree indexes, whose
+# entries must stay under ~2.7 KB: 512 characters leaves room for realistic ids
+# (URLs used as ids, file paths) and keeps one column's entry at most 2 KB (4
+# bytes a character). It cannot make an index over several such columns safe:
+# two 512-character CJK values in one row already make a 3,096-byte entry
+# (measured), so such indexes must take a prefix or a hash of their columns.
+MAX_NAME_LENGTH = 512
+# Instants PostgreSQL timestamptz and Python's datetime both hold, with room for
+# any UTC offset (Python stops at years 1 and 9999 *in UTC*, so 9999-12-31T23:00-05:00
+# is stored by PostgreSQL and then breaks every reader).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+# Levels of objects and arrays in `params` (the object itself is level 1). Parsers
+# and serialisers recurse: pydantic's serialiser refuses a few hundred levels,
+# Python's json module raises RecursionError past ~1,000. A real tool call nests
+# a handful of levels; 64 keeps every reader far from its own limit.
+MAX_PARAMS_DEPTH = 64
+# PostgreSQL text cannot hold U+0000, so no string anywhere may contain it, free
+# text included: rejecting is simpler and more honest than a silent substitution.
+NO_NUL = r"^[^\x00]*$"
+NUL_REASON = "should not contain NUL (U+0000), which PostgreSQL text cannot hold"
+NUL_MESSAGE = f"String {NUL_REASON}"
 
 
-class Fact(BaseModel):
-    # Unknown fields are ignored so that newer publishers (extra optional
-    # fields) never break an older reader.
-    model_config = ConfigDict(frozen=True, extra="ignore")
+def _bounded_json(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` is the one free-form JSON value: check its depth, NULs and numbers.
+
+    Iterative on purpose: a recursive walk is the very thing deep nesting breaks."""
+    stack: list[tuple[Any, int]] = [(params, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_PARAMS_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_PARAMS_DEPTH} levels of objects and arrays")
+        if isinstance(node, dict):
+            for key in node:
+                if "\x00" in key:
+                    raise ValueError(f"a key {NUL_REASON}")
+            children = node.values()
+        else:
+            children = node
+        for child in children:
+            if isinstance(child, str):
+                if "\x00" in child:
+                    raise ValueError(f"a string {NUL_REASON}")
+            elif isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif isinstance(child, float) and not math.isfinite(child):
+                # JSON has no NaN or Infinity (1e400 parses as inf): it would be
+                # written back as null, so the record would not say what was sent.
+                raise ValueError("a number is not finite (NaN, Infinity or out of range)")
+    return params
 
 
-NonEmpty = Annotated[str, Field(min_length=1)]
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError(NUL_MESSAGE)
+    return text
+
+
+# A required identifier, name or code; `Label` is the same where empty is allowed.
+# Native constraints: no Python call per field (~60 ns a short string).
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NO_NUL)]
+Label = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH, pattern=NO_NUL)]
+# Free text (outputs, excerpts, comments, reasons, URIs): any length, no NUL. Not
+# the pattern: pydantic-core's regex costs ~2.5 ns a character (25 µs on a 10 KB
+# output) where `in` (memchr) costs a fixed ~70 ns call.
+Text = Annotated[str, AfterValidator(_no_nul)]
+Sentence = Annotated[str, StringConstraints(min_length=1), AfterValidator(_no_nul)]
+Instant = Annotated[AwareDatetime, Field(ge=EARLIEST, lt=LATEST)]
+Params = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+
 Lane = Literal["auto", "review", "escalate", "draft_only", "block"]
 RollbackMethod = Literal["revert", "amend", "reopen", "correct", "delete", "none"]
 ExecutedState = Literal["sent", "routed", "written", "published", "synced", "noted"]
@@ -43,19 +128,25 @@ FinalState = Literal[
 ]
 
 
+class Fact(BaseModel):
+    # Unknown fields are ignored so that newer publishers (extra optional
+    # fields) never break an older reader.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
 class Actor(Fact):
     kind: Literal["agent", "human", "system"]
-    id: NonEmpty
-    role: str | None = None
+    id: Name
+    role: Label | None = None
 
 
 class Reference(Fact):
     """A record in some other system: a ticket, a CRM contact, a page."""
 
-    system: NonEmpty
-    kind: NonEmpty
-    id: NonEmpty
-    uri: str | None = None
+    system: Name
+    kind: Name
+    id: Name
+    uri: Text | None = None
 
     @property
     def key(self) -> str:
@@ -63,54 +154,54 @@ class Reference(Fact):
 
 
 class InputReference(Reference):
-    hash: str | None = None
+    hash: Label | None = None
 
 
 class Source(Reference):
-    version: str | None = None
-    retrieved_at: AwareDatetime | None = None
-    excerpt: str | None = None
-    hash: str | None = None
+    version: Label | None = None
+    retrieved_at: Instant | None = None
+    excerpt: Text | None = None
+    hash: Label | None = None
 
 
 class Agent(Fact):
-    name: NonEmpty
-    version: str
+    name: Name
+    version: Label
 
 
 class Model(Fact):
-    provider: NonEmpty
-    name: NonEmpty
-    version: str
+    provider: Name
+    name: Name
+    version: Label
 
 
 class Action(Fact):
-    verb: NonEmpty
+    verb: Name
     target: Reference
-    tool: NonEmpty
-    params: dict[str, Any] = Field(default_factory=dict)
-    output: str = ""
-    output_hash: str = ""
+    tool: Name
+    params: Params = Field(default_factory=dict)
+    output: Text = ""
+    output_hash: Label = ""
 
 
 class Signal(Fact):
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
-    reason_code: str | None = None
-    flags: tuple[str, ...] = ()
+    reason_code: Label | None = None
+    flags: tuple[Label, ...] = ()
 
 
 class RollbackLink(Fact):
     method: RollbackMethod
-    ref: str | None = None
-    prior_version: str | None = None
-    runbook: str | None = None
+    ref: Label | None = None
+    prior_version: Label | None = None
+    runbook: Text | None = None
 
 
 # --- data of each step type -------------------------------------------------
 
 
 class RunStartedData(Fact):
-    workflow: NonEmpty
+    workflow: Name
     input: InputReference | None = None
     agent: Agent | None = None
     model: Model | None = None
@@ -123,62 +214,62 @@ class SourceUsedData(Fact):
 class ActionProposedData(Fact):
     action: Action
     signal: Signal = Signal()
-    source_ids: tuple[str, ...] = ()
+    source_ids: tuple[Label, ...] = ()
     rollback: RollbackLink | None = None
 
 
 class PolicyDecidedData(Fact):
-    rule_id: NonEmpty
-    policy_version: NonEmpty
+    rule_id: Name
+    policy_version: Name
     lane: Lane
-    reasons: tuple[str, ...] = ()
-    missing_fields: tuple[str, ...] = ()
-    required_role: str | None = None
+    reasons: tuple[Text, ...] = ()
+    missing_fields: tuple[Label, ...] = ()
+    required_role: Label | None = None
 
 
 class ActionEditedData(Fact):
-    output: str
-    output_hash: NonEmpty
-    base_hash: NonEmpty
+    output: Text
+    output_hash: Name
+    base_hash: Name
 
 
 class ActionReviewedData(Fact):
     decision: Literal["approved", "rejected", "escalated"]
-    reviewed_hash: NonEmpty
-    comment: str | None = None
+    reviewed_hash: Name
+    comment: Text | None = None
 
 
 class ActionHeldData(Fact):
-    reason: NonEmpty
-    missing_fields: tuple[str, ...] = ()
+    reason: Sentence
+    missing_fields: tuple[Label, ...] = ()
 
 
 class ActionExecutedData(Fact):
-    executed_hash: NonEmpty
+    executed_hash: Name
     state: ExecutedState
-    external_ref: str | None = None
-    url: str | None = None
+    external_ref: Label | None = None
+    url: Text | None = None
 
 
 class ErrorData(Fact):
-    error: NonEmpty
+    error: Sentence
 
 
 class RollbackRequestedData(Fact):
-    reason: NonEmpty
+    reason: Sentence
     scope: Literal["step", "run"]
 
 
 class ActionRevertedData(Fact):
     method: RollbackMethod
-    reverse_ref: str | None = None
-    note: str | None = None
+    reverse_ref: Label | None = None
+    note: Text | None = None
 
 
 class RecordCorrectedData(Fact):
-    corrects: NonEmpty
-    correction: NonEmpty
-    reason: NonEmpty
+    corrects: Name
+    correction: Sentence
+    reason: Sentence
 
 
 class RunFinishedData(Fact):
@@ -201,12 +292,12 @@ class RecordFlaggedData(Fact):
 
 class StepEvent(Fact):
     type: str  # the wire name; each subclass narrows it to its Literal
-    event_id: NonEmpty
-    run_id: NonEmpty
-    tenant: NonEmpty = "default"
-    occurred_at: AwareDatetime
+    event_id: Name
+    run_id: Name
+    tenant: Name = "default"
+    occurred_at: Instant
     actor: Actor
-    step_id: str | None = None
+    step_id: Label | None = None
 
 
 class RunStarted(StepEvent):

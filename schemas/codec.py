@@ -4,24 +4,29 @@ A value is Avro single-object encoding (`C3 01` + 8-byte CRC-64-AVRO
 fingerprint + Avro binary) or JSON (`{`), told apart by its first bytes. Avro
 written with an older schema is resolved against the current one by its
 fingerprint. Every way a value can be wrong is a typed `DecodeError` whose
-message says what to fix.
+message says what to fix, and nothing else escapes `Codec.decode`: one hostile
+value must never stop the ingest loop. What a step may hold (lengths, NUL,
+timestamps, nesting) is defined once, in `domain.steps`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import fastavro
+import pydantic_core
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import ValidationError
 
-from domain.steps import STEP_TYPES, StepEvent, step_adapter
+from domain.steps import EARLIEST, LATEST, NO_NUL, NUL_MESSAGE, STEP_TYPES, StepEvent, step_adapter
 
 AVRO_MAGIC = b"\xc3\x01"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HEADER = len(AVRO_MAGIC) + 8
 SCHEMA_DIR = Path(__file__).parent
 CURRENT_SCHEMA_FILE = SCHEMA_DIR / "step-v1.avsc"
@@ -34,10 +39,20 @@ AVRO_DATA_RECORD = {
 }
 
 
+# A message travels as a dead letter's header: a hostile value (a 100 KB type
+# name) must not make it larger than the broker takes.
+MAX_MESSAGE = 2_000
+
+
 class DecodeError(ValueError):
     """A value that is not a valid step. `reason` is a stable short code."""
 
     reason = "undecodable"
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = f"{message[: MAX_MESSAGE - 30]}… ({len(message):,} characters)"
+        super().__init__(message)
 
 
 class NotAStep(DecodeError):
@@ -111,6 +126,19 @@ class Codec:
     # --- decoding --------------------------------------------------------
 
     def decode(self, raw: bytes) -> StepEvent:
+        try:
+            return self._decode(raw)
+        except DecodeError:
+            raise
+        except MemoryError:
+            raise  # the process is short of memory, not the value wrong: let it retry
+        except Exception as error:
+            # The limits in domain.steps are meant to make this unreachable; if a
+            # parser still finds a way to fail, the value is dead-lettered, and the
+            # loop goes on, rather than the loop stopping on it for good.
+            raise InvalidStep(f"value could not be decoded: {type(error).__name__}: {error}") from None
+
+    def _decode(self, raw: bytes) -> StepEvent:
         if raw[:2] == AVRO_MAGIC:
             return self._validate(lambda: step_adapter.validate_python(self._read_avro(raw)))
         if raw[:1] == b"{" or raw.lstrip()[:1] == b"{":
@@ -153,7 +181,8 @@ class Codec:
             # OverflowError for an impossible date...): each means the value is not a
             # step, never that ingest must stop.
             raise InvalidStep(
-                f"Avro body does not match its schema: {type(error).__name__}: {error}"
+                _timestamp_out_of_range(raw, writer)
+                or f"Avro body does not match its schema: {type(error).__name__}: {error}"
             ) from None
         if not isinstance(record, dict):
             raise InvalidStep("the Avro value is not a record")
@@ -162,9 +191,12 @@ class Codec:
         data = record.get("data")
         if isinstance(data, dict) and isinstance(data.get("action"), dict):
             action = data["action"]
+            # pydantic's own JSON parser, so Avro params meet the same parser as JSON
+            # values: no NaN, no lone surrogates, at most 4,300 digits a number, and
+            # a recursion limit that raises ValueError (json.loads: RecursionError).
             try:
-                action["params"] = json.loads(action.get("params") or "{}")
-            except json.JSONDecodeError as error:
+                action["params"] = pydantic_core.from_json(action.get("params") or "{}", allow_inf_nan=False)
+            except (ValueError, RecursionError) as error:
                 raise InvalidStep(f"data.action.params is not JSON text: {error}") from None
         return record
 
@@ -219,6 +251,45 @@ def _avro_string(raw: bytes, at: int) -> tuple[str, int]:
     return raw[at : at + length].decode(), at + length
 
 
+def _timestamp_out_of_range(raw: bytes, writer: Any) -> str | None:
+    """After a failed Avro read only: fastavro turns timestamps into datetimes and,
+    on one Python cannot hold (past 9999), fails without naming the field. Read the
+    value again with timestamps as plain longs to name it and the limit."""
+    try:
+        plain = fastavro.parse_schema(_without_logical_types(writer))
+        record = fastavro.schemaless_reader(BytesIO(raw[_HEADER:]), plain, None)
+    except Exception:
+        return None  # not (only) a timestamp: the caller's message stands
+    if not isinstance(record, dict):
+        return None
+    data = record.get("data")
+    source = data.get("source") if isinstance(data, dict) else None
+    timestamps = {
+        "occurred_at": record.get("occurred_at"),
+        "data.source.retrieved_at": source.get("retrieved_at") if isinstance(source, dict) else None,
+    }
+    earliest, latest = ((t - _EPOCH) // timedelta(microseconds=1) for t in (EARLIEST, LATEST))
+    for name, micros in timestamps.items():
+        if isinstance(micros, int) and not earliest <= micros < latest:
+            return (
+                f"1 invalid field(s): {name}: Input should be from {EARLIEST:%Y-%m-%dT%H:%M:%SZ} and before "
+                f"{LATEST:%Y-%m-%dT%H:%M:%SZ} (timestamp-micros {micros})"
+            )
+    return None
+
+
+def _without_logical_types(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            k: _without_logical_types(v)
+            for k, v in schema.items()
+            if k not in ("logicalType", "__fastavro_parsed", "__named_schemas")
+        }
+    if isinstance(schema, list):
+        return [_without_logical_types(v) for v in schema]
+    return schema
+
+
 def encode_json(step: StepEvent) -> bytes:
     return step.model_dump_json(exclude_none=True).encode()
 
@@ -237,9 +308,9 @@ def _invalid(error: ValidationError) -> InvalidStep:
     first = problems[0]
     if first["type"] == "union_tag_invalid":
         ctx = first.get("ctx", {})
-        return UnknownStepType(
-            f"unknown step type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
-        )
+        tag = str(ctx.get("tag"))
+        shown_tag = repr(tag) if len(tag) <= 100 else f"{tag[:100]!r}… ({len(tag):,} characters)"
+        return UnknownStepType(f"unknown step type {shown_tag}; expected one of {ctx.get('expected_tags')}")
     if first["type"] == "union_tag_not_found":
         return InvalidStep("missing field 'type' (the step type, e.g. 'action.proposed')")
     if first["type"] in ("json_invalid", "json_type"):
@@ -254,4 +325,10 @@ def _describe(problem: Mapping[str, Any]) -> str:
     loc = [str(p) for p in problem["loc"]]
     if loc and loc[0] in STEP_TYPES:
         loc = loc[1:]
-    return f"{'.'.join(loc) or '(value)'}: {problem['msg']}"
+    message = problem["msg"]
+    ctx = problem.get("ctx", {})
+    if problem["type"] == "string_pattern_mismatch" and ctx.get("pattern") == NO_NUL:
+        message = NUL_MESSAGE
+    elif problem["type"] == "value_error":
+        message = str(ctx.get("error", message))  # the domain's own sentence, without "Value error, "
+    return f"{'.'.join(loc) or '(value)'}: {message}"

@@ -183,7 +183,8 @@ def _verify(
             )
     stored = store.steps.positions(position_name(tp.topic, tp.partition) for tp in parts)
     for tp in parts:
-        position = stored.get(position_name(tp.topic, tp.partition))
+        stored_position = stored.get(position_name(tp.topic, tp.partition))
+        position = stored_position.offset if stored_position else None
         if position != last_offsets.get(tp.partition):
             problems.append(
                 f"{tp.topic}/{tp.partition}: stored position {position}, "

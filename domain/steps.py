@@ -283,8 +283,8 @@ class RecordFlaggedData(Fact):
     """The service's note on how one of the run's events arrived."""
 
     code: FlagCode
-    message: NonEmpty
-    event_ids: tuple[str, ...] = ()
+    message: Sentence
+    event_ids: tuple[Name, ...] = ()
 
 
 # --- the envelope, one class per wire type ----------------------------------

@@ -117,29 +117,29 @@ def pipeline_round(
         next_sample = sample_every
         polls = 0
         start = time.perf_counter()
-        while totals.recorded < events:
-            ingest.poll_once()
-            polls += 1
-            if sample_every and totals.recorded >= next_sample:
-                samples.append(
-                    (totals.recorded, time.perf_counter() - start, meter.sample(), len(ingest.cache))
-                )
-                while next_sample <= totals.recorded:
-                    next_sample += sample_every
-            elif polls % 8 == 0:
-                meter.sample()
-            if totals.dead or totals.duplicates:
-                raise RuntimeError(f"unexpected: {totals}")
-            if polls % 8 == 0 and time.perf_counter() - start > timeout:
-                raise RuntimeError(
-                    f"pipeline recorded {totals.recorded:,} of {events:,} in {timeout:.0f}s: {totals}"
-                )
+        with ingest.overlapped():  # as Ingest.run: a writer thread applies while the next is prepared
+            while totals.recorded < events:
+                ingest.poll_once()
+                polls += 1
+                if sample_every and totals.recorded >= next_sample:
+                    samples.append(
+                        (totals.recorded, time.perf_counter() - start, meter.sample(), len(ingest.cache))
+                    )
+                    while next_sample <= totals.recorded:
+                        next_sample += sample_every
+                elif polls % 8 == 0:
+                    meter.sample()
+                if totals.dead or totals.duplicates:
+                    raise RuntimeError(f"unexpected: {totals}")
+                if polls % 8 == 0 and time.perf_counter() - start > timeout:
+                    raise RuntimeError(
+                        f"pipeline recorded {totals.recorded:,} of {events:,} in {timeout:.0f}s: {totals}"
+                    )
         seconds = time.perf_counter() - start
         meter.sample()
         problems = _verify(settings, store, parts, events, spot, last_offsets)
     finally:
-        ingest.consumer.close(autocommit=False)
-        dlq.close()
+        ingest.close()
         store.close()
     t = ingest.totals
     return {

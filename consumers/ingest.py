@@ -1,11 +1,18 @@
 """The ingest loop: agent-steps -> Run records in PostgreSQL, exactly once.
 
-One visible loop, no hidden threads:
+One visible loop (`Ingest.poll_once`), and one writer thread beside it:
 
-    poll a batch -> find each value's run and the runs' heads ->
-    one transaction: table lock, Kafka positions, then a COPY fed as each
-    value is decoded, deduplicated and hash-chained -> dead letters made
-    durable -> commit -> then, as a courtesy to lag monitors, Kafka offsets.
+    poll a batch -> prepare it outside any lock: decode and validate each value
+    (a bad one is a dead letter), find the runs' heads, dedupe, hash-chain and
+    encode rows -> wait for the previous batch's commit -> the writer applies
+    this one in one transaction (table lock, Kafka positions, COPY of the ready
+    rows, dead letters, commit) while the next batch is polled and prepared ->
+    once committed: Kafka offsets (a courtesy to lag monitors), and the dead
+    letters published to the DLQ topic.
+
+A batch is chained on the heads the batch before it left, so when one fails
+to commit, the one prepared after it is dropped too, the head cache is
+cleared, and the consumer seeks back to the stored positions.
 
 Positions live in PostgreSQL beside the events, so a crash anywhere leaves the
 store either with a batch and its positions or with neither; on start and on
@@ -20,6 +27,8 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,10 +45,14 @@ from consumers.positions import LogProbe, check_positions, fingerprint
 from domain.run import Entry, RunHead, run_uuid
 from domain.steps import SERVICE_TYPES, StepEvent, flag
 from infra.dead_letters import DeadLetter
+from infra.retry import Backoff
 from infra.store import Mark, Position, Row, StepRecorder, StepStates
 from schemas import Codec, DecodeError, encode_json
 
 log = logging.getLogger(__name__)
+
+
+Polled = Mapping[TopicPartition, Sequence[ConsumerRecord]]
 
 
 def position_name(topic: str, partition: int) -> str:
@@ -76,14 +89,12 @@ class HeadCache:
 
 @dataclass
 class Plan:
-    """What one poll batch will do to the store.
+    """What one poll batch will do to the store: its decoded steps, then (`chain`)
+    its rows, made before any lock is taken.
 
-    Its rows are made lazily, as the store streams them into a COPY, so
-    PostgreSQL applies the first rows while the last are still being decoded
-    (Avro values whose run was peeked are only decoded here) and chained.
     Chaining advances the heads in place (copying every run's event ids per
     batch costs more than the rest of planning): a batch that is then not
-    committed must drop them, and process() clears the whole cache.
+    committed must drop them, and a failure clears the whole cache.
 
     A known event id that arrives with other bytes is a suspect: once the COPY
     is done, `settle` asks the store what that id was recorded as. The same step
@@ -92,7 +103,7 @@ class Plan:
     """
 
     codec: Codec
-    items: list[tuple[UUID, StepEvent | None, ConsumerRecord]]
+    items: list[tuple[UUID, StepEvent, ConsumerRecord]]
     dead: list[DeadLetter]
     positions: dict[str, Position]
     heads: dict[UUID, RunHead]
@@ -104,14 +115,20 @@ class Plan:
     # (tenant, run id) of runs this batch opens, and those whose run id another tenant has.
     new_runs: list[tuple[str, str]] = field(default_factory=list)
     shared: set[UUID] = field(default_factory=set)
+    ready: list[Row] = field(default_factory=list)
 
-    def rows(self) -> Iterator[Row]:
+    def rows(self) -> list[Row]:
+        """The rows `chain` made, for the store's COPY."""
+        return self.ready
+
+    def chain(self) -> None:
+        """Dedupe and hash-chain each step onto its run's head, and encode its row."""
+        self.ready = list(self._rows())
+
+    def _rows(self) -> Iterator[Row]:
         state = StepStates(self.recorded_at)
         heads = self.heads
-        for run, decoded, record in self.items:
-            step = decoded or _decode(self.codec, record, self.dead)
-            if step is None:
-                continue
+        for run, step, record in self.items:
             wire = record.value
             head = heads.get(run)
             note: StepEvent | None = None
@@ -203,6 +220,8 @@ def _decode(codec: Codec, record: ConsumerRecord, dead: list[DeadLetter]) -> Ste
     except DecodeError as error:
         dead.append(_letter(record, error.reason, str(error)))
         return None
+    except MemoryError:
+        raise  # the process is short of memory, not the value wrong: the batch is retried
     except Exception as error:
         log.exception(
             "decoding %s/%d@%d raised; dead-lettered", record.topic, record.partition, record.offset
@@ -249,7 +268,9 @@ class Ingest:
         self.probe = probe
         self.check_every = check_every
         self.next_check = time.monotonic() + check_every
-        self.failures = 0  # consecutive batches not applied: the backoff grows with them
+        self.backoff = Backoff()  # grows with consecutive batches not applied
+        self.writer: ThreadPoolExecutor | None = None
+        self.pending: tuple[Plan, Polled, Future[int]] | None = None  # the batch being written
         self.codec = codec or Codec()
         self.cache = HeadCache(head_cache_runs)
         self.clock = clock
@@ -265,29 +286,118 @@ class Ingest:
         self.consumer.subscribe([topic], listener=_ResumeFromStore(self))
 
     def run(self, should_stop: Callable[[], bool], poll_timeout_ms: int = 100) -> None:
-        while not should_stop():
-            self.poll_once(poll_timeout_ms)
+        with self.overlapped():
+            while not should_stop():
+                self.poll_once(poll_timeout_ms)
+
+    @contextmanager
+    def overlapped(self) -> Iterator[None]:
+        """A writer thread applies each batch while the next is polled and prepared:
+        PostgreSQL's half (lock, COPY, commit) overlaps Python's (poll, decode,
+        chain); psycopg waits on the server without holding the GIL."""
+        with ThreadPoolExecutor(1, thread_name_prefix="ingest-writer") as writer:
+            self.writer = writer
+            try:
+                yield
+                self.finish_pending()
+            finally:
+                self.writer = None
+
+    def poll_once(self, timeout_ms: int = 100) -> int:
+        """One turn: poll → prepare the batch outside any lock (decode, validate,
+        dedupe, chain, encode rows) → wait for the previous batch's commit → hand
+        this batch to the writer (without a writer thread: apply it now) → Kafka
+        offsets and dead letters once it is committed."""
+        started = time.monotonic()
+        if self.probe and started >= self.next_check and self.finish_pending():
+            self.check_assigned()  # between batches only: it may move the consumer
+        batch = self._poll_batch(timeout_ms)
+        self.empty_poll_at = None if batch else started
+        prepared: Plan | BaseException | None = None
+        if batch:
+            try:
+                prepared = self.prepare(batch)
+            except (IntegrityError, PersistenceError, KafkaError, OSError) as error:
+                prepared = error
+        # The batch was chained on the one in flight: if that one failed, so does this.
+        if not self.finish_pending() and batch:
+            self.resume(batch.keys())
+            return 0
+        if isinstance(prepared, BaseException):
+            self._failed(batch, prepared)
+            return 0
+        if prepared is not None:
+            self.pending = (prepared, batch, self._submit(prepared))
+            if self.writer is None or prepared.suspects:
+                self.finish_pending()  # a conflict is settled against the store before going on
+        if self.dead_letters:
+            self.dead_letters.publish_pending()
+        return sum(len(records) for records in batch.values())
+
+    def process(self, batch: Polled) -> bool:
+        """Apply one batch all-or-nothing, now. False: nothing committed; it will be re-read."""
+        try:
+            plan = self.prepare(batch)
+        except (IntegrityError, PersistenceError, KafkaError, OSError) as error:
+            self._failed(batch, error)
+            return False
+        self.pending = (plan, batch, self._submit(plan))
+        return self.finish_pending()
+
+    def finish_pending(self) -> bool:
+        """Wait for the batch in flight; False if it was not applied."""
+        if self.pending is None:
+            return True
+        plan, batch, written = self.pending
+        self.pending = None
+        try:
+            written.result()
+        except (IntegrityError, PersistenceError, KafkaError, OSError) as error:
+            self._failed(batch, error)
+            return False
+        self.backoff.succeeded()
+        totals = self.totals
+        totals.batches += 1
+        totals.recorded += plan.recorded
+        totals.duplicates += plan.duplicates
+        totals.flagged += plan.flagged
+        totals.dead += len(plan.dead)
+        if plan.dead and self.dead_letters:
+            self.dead_letters.publish_pending(force=True)
+        self._commit_offsets(batch)
+        return True
+
+    def _submit(self, plan: Plan) -> Future[int]:
+        if self.writer is not None:
+            return self.writer.submit(self.recorder.record_batch, plan)
+        done: Future[int] = Future()
+        try:
+            done.set_result(self.recorder.record_batch(plan))
+        except BaseException as error:
+            done.set_exception(error)
+        return done
+
+    def _failed(self, batch: Polled, error: BaseException) -> None:
+        # Another consumer applied these offsets first, a cached head went stale,
+        # or a server is away: nothing was committed; re-read from the stored positions.
+        self.totals.retries += 1
+        log.warning(
+            "batch of %s not applied (%s: %s); resuming from stored positions",
+            _describe(batch),
+            type(error).__name__,
+            error,
+        )
+        self.cache.clear()
+        self.backoff.sleep_after_failure()
+        self.resume(batch.keys())
 
     def close(self) -> None:
-        """After the loop: every batch is already committed, so nothing is pending."""
+        self.finish_pending()
         self.consumer.close(autocommit=False)
         if self.dead_letters:
             self.dead_letters.close()
         if self.probe:
             self.probe.close()
-
-    def poll_once(self, timeout_ms: int = 100) -> int:
-        started = time.monotonic()
-        if self.probe and started >= self.next_check:
-            self.check_assigned()
-        batch = self._poll_batch(timeout_ms)
-        self.empty_poll_at = None if batch else started
-        if self.dead_letters:
-            self.dead_letters.publish_pending()
-        if not batch:
-            return 0
-        self.process(batch)
-        return sum(len(records) for records in batch.values())
 
     def _poll_batch(self, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         """One poll; when it comes back full (a backlog), top it up with what is
@@ -305,62 +415,26 @@ class Ingest:
                 count += len(records)
         return batch
 
-    def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> bool:
-        """Apply one batch all-or-nothing. False: nothing committed; the batch will be re-read."""
-        try:
-            plan = self.plan(batch)
-            # Dead letters are found while rows stream; they are written in the
-            # transaction that moves the positions past them, and published after.
-            self.recorder.record_batch(plan)
-        except (IntegrityError, PersistenceError, KafkaError, OSError) as error:
-            # Another consumer applied these offsets first, a cached head went
-            # stale, or a server is away: commit nothing, re-read from the store.
-            self.totals.retries += 1
-            self.failures += 1
-            log.warning(
-                "batch of %s not applied (%s: %s); resuming from stored positions",
-                _describe(batch),
-                type(error).__name__,
-                error,
-            )
-            self.cache.clear()
-            time.sleep(min(0.05 * 2 ** (self.failures - 1), 5.0))
-            try:
-                self.resume(batch.keys())
-            except (PersistenceError, KafkaError, OSError) as again:
-                # Still away: the next poll re-reads from wherever the consumer is;
-                # the stored positions refuse anything already applied.
-                log.warning("could not resume from stored positions yet: %s", again)
-            return False
-        self.failures = 0
+    def prepare(self, batch: Polled) -> Plan:
+        """Decode, validate, dedupe and chain the batch into ready rows. The next batch
+        chains on these heads, so they are cached now and dropped if this one fails."""
+        plan = self.plan(batch)
+        plan.chain()
         self.cache.put_all(plan.heads)
-        self.totals.batches += 1
-        self.totals.recorded += plan.recorded
-        self.totals.duplicates += plan.duplicates
-        self.totals.flagged += plan.flagged
-        self.totals.dead += len(plan.dead)
-        if plan.dead and self.dead_letters:
-            self.dead_letters.publish_pending(force=True)
-        self._commit_offsets(batch)
-        return True
+        return plan
 
     # --- planning: pure but for one head lookup --------------------------
 
-    def plan(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> Plan:
-        """Find each value's run (peeking Avro, decoding JSON) and the runs' heads."""
-        items: list[tuple[UUID, StepEvent | None, ConsumerRecord]] = []
+    def plan(self, batch: Polled) -> Plan:
+        """Decode each value (a bad one is a dead letter) and find the runs' heads."""
+        items: list[tuple[UUID, StepEvent, ConsumerRecord]] = []
         names: dict[UUID, tuple[str, str]] = {}
         dead: list[DeadLetter] = []
         positions: dict[str, Position] = {}
         codec = self.codec
         for tp, records in batch.items():
             for record in records:
-                peeked = codec.peek_run(record.value) if record.value is not None else None
-                if peeked is not None:
-                    run = run_uuid(*peeked)
-                    items.append((run, None, record))
-                    names[run] = peeked
-                elif (step := _decode(codec, record, dead)) is not None:
+                if (step := _decode(codec, record, dead)) is not None:
                     run = run_uuid(step.tenant, step.run_id)
                     items.append((run, step, record))
                     names[run] = (step.tenant, step.run_id)
@@ -404,6 +478,14 @@ class Ingest:
         """Seek each partition to just after the offset the store last applied, once
         the broker's log is shown to be the one that offset was read from."""
         partitions = list(partitions)
+        try:
+            self._resume(partitions)
+        except (PersistenceError, KafkaError, OSError) as error:
+            # Still away: the next batch fails on its stored positions (they refuse
+            # anything already applied) and resumes again.
+            log.warning("could not resume from stored positions yet: %s", error)
+
+    def _resume(self, partitions: list[TopicPartition]) -> None:
         stored = self._checked({tp: self._stored(partitions).get(tp) for tp in partitions})
         for tp in partitions:
             position = stored.get(tp)
@@ -467,7 +549,7 @@ class Ingest:
                 checked[tp] = None
         return checked
 
-    def _commit_offsets(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+    def _commit_offsets(self, batch: Polled) -> None:
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
         # Positions are in PostgreSQL already; this commit only feeds lag monitors,
         # so it need not wait for the broker's answer.
@@ -508,5 +590,5 @@ def _log_commit_failure(offsets: Any, response: Any) -> None:
         log.info("Kafka offset commit skipped (%s); the store holds the positions", response)
 
 
-def _describe(batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> str:
+def _describe(batch: Polled) -> str:
     return ", ".join(f"{tp.topic}/{tp.partition}@{r[0].offset}-{r[-1].offset}" for tp, r in batch.items())

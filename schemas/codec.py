@@ -90,7 +90,6 @@ class Codec:
         self.reader_schema = load_schema(CURRENT_SCHEMA_FILE)
         self.fingerprint = schema_fingerprint(self.reader_schema)
         self._writers: dict[bytes, Any] = {}
-        self._peekable: set[bytes] = set()
         for path in sorted(SCHEMA_DIR.glob("*.avsc")):
             if path != CURRENT_SCHEMA_FILE:
                 self.register(load_schema(path))
@@ -102,26 +101,7 @@ class Codec:
         """Accept values written with this (older or newer) schema."""
         fp = schema_fingerprint(parsed_schema)
         self._writers[fp] = parsed_schema
-        if [(f["name"], f["type"]) for f in parsed_schema["fields"][:3]] == _PEEKABLE_FIELDS:
-            self._peekable.add(fp)
         return fp
-
-    def peek_run(self, raw: bytes) -> tuple[str, str] | None:
-        """(tenant, run_id) of an Avro value, read from its first fields without
-        decoding the rest; None when the value cannot be read that way (JSON, an
-        unknown schema, a writer schema that starts otherwise, or bad bytes).
-
-        Ingest uses it to find a run's head before a batch's rows are written, so
-        the full decode can overlap PostgreSQL's work on the rows before it."""
-        if raw[:2] != AVRO_MAGIC or raw[2:_HEADER] not in self._peekable:
-            return None
-        try:
-            _event_id, at = _avro_string(raw, _HEADER)
-            run_id, at = _avro_string(raw, at)
-            tenant, _ = _avro_string(raw, at)
-        except (IndexError, ValueError):
-            return None
-        return tenant, run_id
 
     # --- decoding --------------------------------------------------------
 
@@ -230,25 +210,6 @@ class Codec:
         out.write(AVRO_MAGIC + (self.fingerprint if schema is None else schema_fingerprint(writer)))
         fastavro.schemaless_writer(out, writer, record)
         return out.getvalue()
-
-
-_PEEKABLE_FIELDS = [("event_id", "string"), ("run_id", "string"), ("tenant", "string")]
-
-
-def _avro_string(raw: bytes, at: int) -> tuple[str, int]:
-    """An Avro string at `at`: a zigzag varint length, then UTF-8 bytes."""
-    shift = value = 0
-    while True:
-        byte = raw[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-    length = (value >> 1) ^ -(value & 1)
-    if length < 0 or at + length > len(raw):
-        raise ValueError("bad string length")
-    return raw[at : at + length].decode(), at + length
 
 
 def _timestamp_out_of_range(raw: bytes, writer: Any) -> str | None:

@@ -60,7 +60,7 @@ def test_a_new_run_is_chained_from_genesis_and_opened_by_its_first_row() -> None
     first, second = f.started(), f.finished()
     wires = [encode_json(first), encode_json(second)]
     plan = _ingest(StoredHeads()).plan(_batch(*wires, start=40))
-    rows = list(plan.rows())
+    rows = _chained(plan)
     run = run_uuid("default", f.RUN)
     assert [(r[0], r[1], r[2]) for r in rows] == [(run, 1, OPENED_TOPIC), (run, 2, RECORDED_TOPIC)]
     headers = [read_step_state(r[3]) for r in rows]
@@ -76,7 +76,7 @@ def test_known_event_ids_are_skipped_within_a_batch_and_against_the_store() -> N
     run = run_uuid("default", f.RUN)
     store = StoredHeads({run: RunHead(1, b"\x07" * 32, {stored.event_id: hash(encode_json(stored))})})
     plan = _ingest(store).plan(_batch(encode_json(stored), encode_json(fresh), encode_json(fresh)))
-    ((run_id, version, topic, state),) = list(plan.rows())
+    ((run_id, version, topic, state),) = _chained(plan)
     assert (plan.duplicates, plan.recorded) == (2, 1)
     assert (run_id, version, topic) == (run, 2, RECORDED_TOPIC)
     assert read_step_state(state).digest == link(b"\x07" * 32, encode_json(fresh))
@@ -86,7 +86,7 @@ def test_cached_heads_save_the_store_lookup() -> None:
     store = StoredHeads()
     ingest = _ingest(store)
     plan = ingest.plan(_batch(encode_json(f.started())))
-    list(plan.rows())
+    _chained(plan)
     ingest.cache.put_all(plan.heads)
     ingest.plan(_batch(encode_json(f.finished()), start=1))
     assert store.asked == [[run_uuid("default", f.RUN)]]
@@ -97,7 +97,7 @@ def test_bad_values_become_dead_letters_and_still_move_the_position() -> None:
     plan = _ingest(StoredHeads()).plan(_batch(b"garbage", good, None, partition=3, start=7))
     assert [(d.offset, d.reason) for d in plan.dead] == [(7, "not_a_step"), (9, "undecodable")]
     assert plan.dead[0].value == b"garbage" and plan.dead[0].partition == 3
-    assert len(list(plan.rows())) == 1
+    assert len(_chained(plan)) == 1
     assert {name: p.offset for name, p in plan.positions.items()} == {position_name("steps", 3): 9}
 
 
@@ -111,26 +111,13 @@ def test_the_head_cache_evicts_the_least_recently_used_run() -> None:
     assert len(cache) == 2
 
 
-def test_avro_values_are_peeked_for_their_run_and_decoded_as_rows_are_made() -> None:
+def test_a_damaged_avro_value_is_a_dead_letter_found_before_any_row_is_written() -> None:
     codec = Codec()
     good, bad = codec.encode_avro(f.started()), codec.encode_avro(f.finished())
-    corrupt = bad[:-3]  # the front (ids) reads, the rest does not
-    store = StoredHeads()
-    plan = _ingest(store).plan(_batch(good, corrupt))
-    assert store.asked == [[run_uuid("default", f.RUN)]]  # found by peeking, before decoding
-    assert all(step is None for _, step, _ in plan.items) and plan.dead == []
-    rows = list(plan.rows())
-    assert len(rows) == 1 and read_step_state(rows[0][3]).wire == good
+    plan = _ingest(StoredHeads()).plan(_batch(good, bad[:-3]))
     assert [(d.offset, d.reason) for d in plan.dead] == [(1, "truncated")]
-
-
-def test_peek_reads_tenant_and_run_only_from_known_avro() -> None:
-    codec = Codec()
-    step = f.started("run-é", tenant="acme")
-    assert codec.peek_run(codec.encode_avro(step)) == ("acme", "run-é")
-    assert codec.peek_run(encode_json(step)) is None
-    assert codec.peek_run(b"\xc3\x01" + b"\x00" * 8 + b"\x02a") is None  # unknown schema
-    assert codec.peek_run(codec.encode_avro(step)[:13]) is None  # cut inside the ids
+    plan.chain()
+    assert [read_step_state(r[3]).wire for r in plan.rows()] == [good]
 
 
 class QueuedPolls:
@@ -167,8 +154,13 @@ def test_a_full_poll_is_topped_up_from_the_backlog_and_a_trickle_is_not() -> Non
 # --- conflicts and flags -------------------------------------------------------------------------
 
 
+def _chained(plan: Plan) -> list[Row]:
+    plan.chain()
+    return plan.rows()
+
+
 def _rows_and_settle(plan: Plan, stored: dict[str, bytes]) -> list[Row]:
-    rows = list(plan.rows())
+    rows = _chained(plan)
     return rows + list(plan.settle(lambda _run, event_id: stored.get(event_id)))
 
 
@@ -211,7 +203,7 @@ def test_the_same_step_encoded_otherwise_is_a_plain_duplicate() -> None:
 def test_a_service_only_type_from_the_wire_is_a_dead_letter() -> None:
     forged = flag(f.proposed(), "conflicting_duplicate", "forged")
     plan = _ingest(StoredHeads()).plan(_batch(encode_json(forged)))
-    assert list(plan.rows()) == [] and [d.reason for d in plan.dead] == ["reserved_type"]
+    assert _chained(plan) == [] and [d.reason for d in plan.dead] == ["reserved_type"]
 
 
 class _Exploding(Codec):

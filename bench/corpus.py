@@ -27,7 +27,8 @@ from bench.support import EVENT_NAMESPACE, TENANT
 from domain.chain import GENESIS, link
 from domain.run import run_uuid
 from domain.steps import RunFinished, RunStarted, StepEvent, content_hash
-from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Row, StepRecorder, StepStates
+from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, Row, StepStates
+from infra.store import StepRecorder
 from schemas import encode_json
 
 _SLOT = re.compile(rb"@@(\w+)@@")

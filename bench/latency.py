@@ -27,8 +27,8 @@ from bench.support import EVENTS_TABLE, ROOT, count_rows, create_schema, drop_sc
 from domain.steps import StepEvent
 from infra.kafka import ensure_topics
 from infra.kafka import producer as kafka_producer
+from infra.rows import read_step_state
 from infra.settings import Settings
-from infra.store import read_step_state
 from schemas import Codec
 
 # --- latency ------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ from domain.run import Entry, RunHead, run_uuid
 from domain.steps import SERVICE_TYPES, StepEvent, flag
 from infra.dead_letters import DeadLetter
 from infra.retry import Backoff
-from infra.store import Mark, Position, Row, StepRecorder, StepStates
+from infra.rows import Row, StepStates
+from infra.store import Mark, Position, StepRecorder
 from schemas import Codec, DecodeError, encode_json
 
 log = logging.getLogger(__name__)

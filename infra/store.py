@@ -3,9 +3,9 @@
 Runs live in eventsourcing's own tables (`receipts_events`, `receipts_tracking`)
 and eventsourcing reads every row we write. Two things are ours:
 
-- how a recorded step is stored: `S1` + a one-line JSON header (recorded-at,
-  chain digest, event id) + the step's bytes exactly as they arrived, so the
-  chain can be recomputed from the table alone;
+- how a recorded step is stored (infra/rows.py: the step's bytes exactly as
+  they arrived, behind a one-line header), so the chain can be recomputed from
+  the table alone;
 - how rows are sent: `StepRecorder` keeps eventsourcing's transaction (table
   lock, tracking rows, events, NOTIFY) but writes events with binary COPY, and
   never uses psycopg's pipeline, which hangs on saves over ~1 MB (BASELINES.md).
@@ -13,7 +13,6 @@ and eventsourcing reads every row we write. Two things are ours:
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,75 +39,12 @@ from psycopg.sql import SQL, Identifier
 
 from domain.chain import ChainBreak, StoredLink, first_break
 from domain.receipt import Receipt
-from domain.run import Entry, Run, RunHead, run_uuid
+from domain.run import Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
+from infra.rows import STEP_STATE, Row, read_step_state, step_state
 from schemas import Codec
-
-STEP_STATE = b"S1"
-# The event classes of Run (Opened made by its @event __init__).
-OPENED_TOPIC = get_topic(Run.Opened)  # type: ignore[attr-defined]
-RECORDED_TOPIC = get_topic(Run.StepRecorded)
-RUN_TOPIC = get_topic(Run)
-
-
-class StepStates:
-    """Writes the stored form of steps recorded at one instant (see module doc).
-
-    The ingest path writes one per event, so the header is formatted by hand:
-    json.dumps with custom separators builds a new encoder on every call."""
-
-    _OPENS = f',"o":{json.dumps(RUN_TOPIC)}'.encode()
-
-    def __init__(self, recorded_at: datetime) -> None:
-        self._prefix = STEP_STATE + b'{"t":"' + recorded_at.isoformat().encode() + b'","d":"'
-
-    def row(self, run: UUID, entry: Entry) -> Row:
-        """The row that stores `entry` of `run`: the first opens the aggregate."""
-        opens = entry.version == 1
-        state = self(entry.digest, entry.step.event_id, entry.wire, opens)
-        return run, entry.version, OPENED_TOPIC if opens else RECORDED_TOPIC, state
-
-    def __call__(self, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
-        return b"".join(
-            (
-                self._prefix,
-                digest.hex().encode(),
-                b'","e":',
-                json.dumps(event_id).encode(),
-                self._OPENS if opens_run else b"",
-                b"}\n",
-                wire,
-            )
-        )
-
-
-def step_state(recorded_at: datetime, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
-    return StepStates(recorded_at)(digest, event_id, wire, opens_run)
-
-
-@dataclass(frozen=True, slots=True)
-class StepHeader:
-    recorded_at: datetime
-    digest: bytes
-    event_id: str
-    originator_topic: str | None
-    wire: bytes
-
-
-def read_step_state(state: bytes) -> StepHeader:
-    if not state.startswith(STEP_STATE):
-        raise ValueError("not a recorded step")
-    newline = state.index(b"\n")
-    header = json.loads(state[len(STEP_STATE) : newline])
-    return StepHeader(
-        recorded_at=datetime.fromisoformat(header["t"]),
-        digest=bytes.fromhex(header["d"]),
-        event_id=header["e"],
-        originator_topic=header.get("o"),
-        wire=state[newline + 1 :],
-    )
 
 
 class StepTranscoder(Transcoder):
@@ -202,8 +138,6 @@ class WritableBatch(Protocol):
     def settle(self, stored_wire: Callable[[UUID, str], bytes | None]) -> Iterable[Row]:
         """Rows decided only after the COPY, when the store can be asked about them."""
 
-
-Row = tuple[UUID, int, str, bytes]
 
 # PostgreSQL's binary COPY format, written by hand: psycopg's per-row dumpers
 # cost more than the rest of the write. A row is a field count, then each

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from domain.run import Entry
-from infra.store import OPENED_TOPIC, RECORDED_TOPIC, read_step_state
+from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, stored_entry
 from schemas import Codec, DecodeError
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,7 @@ class EventLog:
         """The stored step, or None (logged) when the row no longer decodes: an
         altered row must not stop every projection; `receipts verify` names it."""
         try:
-            header = read_step_state(state)
-            step = self.codec.decode(header.wire)
+            return stored_entry(version, state, self.codec)
         except (ValueError, KeyError, UnicodeDecodeError, DecodeError) as error:
             log.warning(
                 "projections skip run %s version %d (notification %s): the stored row no longer decodes: %s",
@@ -125,7 +124,6 @@ class EventLog:
                 error,
             )
             return None
-        return Entry(version, step, header.wire, header.digest, header.recorded_at)
 
 
 def group_by_run(steps: Iterable[Recorded]) -> dict[UUID, list[Entry]]:

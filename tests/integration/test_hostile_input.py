@@ -16,8 +16,8 @@ import pytest
 
 from consumers import dead_letters as dl
 from domain.steps import EARLIEST, LATEST, StepEvent
+from infra.rows import read_step_state
 from infra.settings import Settings
-from infra.store import read_step_state
 from schemas import Codec
 from tests.integration.helpers import (
     ingest_for,

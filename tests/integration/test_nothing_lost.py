@@ -47,7 +47,7 @@ def _incidents(settings: Settings, kind: str) -> list[tuple[str, dict[str, Any]]
 
 
 def _event_ids(settings: Settings) -> list[str]:
-    from infra.store import read_step_state
+    from infra.rows import read_step_state
 
     return [read_step_state(state).event_id for _, _, state in stored_rows(settings)]
 

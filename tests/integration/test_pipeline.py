@@ -6,8 +6,8 @@ import pytest
 
 from api.bootstrap import build_publisher
 from api.demo import publish_demo
+from infra.rows import read_step_state
 from infra.settings import Settings
-from infra.store import read_step_state
 from tests.integration.helpers import ingest_for, poll_until, running_store, stored_rows
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,8 @@ from consumers.positions import Seen, Verdict, check_positions
 from domain.chain import GENESIS, link
 from domain.run import RunHead, run_uuid
 from domain.steps import Actor, StepEvent, flag
-from infra.store import OPENED_TOPIC, RECORDED_TOPIC, Mark, Position, Row, read_step_state
+from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, Row, read_step_state
+from infra.store import Mark, Position
 from schemas import Codec, encode_json
 from tests.unit import factories as f
 

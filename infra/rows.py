@@ -1,0 +1,93 @@
+"""How a recorded step is stored: the one module that writes and reads the row.
+
+A row of eventsourcing's events table holds, for each recorded step, `S1` + a
+one-line JSON header (recorded-at, chain digest, event id, and for a run's
+first step the aggregate's topic) + the step's bytes exactly as they arrived,
+so the chain can be recomputed from the table alone and eventsourcing reads
+every row back as a `Run` event. The ingest writer, the head lookup, the
+transcoder, verification and the projections' log all go through here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+
+from domain.run import Entry, Run
+from schemas import Codec
+
+Row = tuple[UUID, int, str, bytes]
+
+STEP_STATE = b"S1"
+# The event classes of Run (Opened made by its @event __init__).
+OPENED_TOPIC = get_topic(Run.Opened)  # type: ignore[attr-defined]
+RECORDED_TOPIC = get_topic(Run.StepRecorded)
+RUN_TOPIC = get_topic(Run)
+
+
+class StepStates:
+    """Writes the stored form of steps recorded at one instant (see module doc).
+
+    The ingest path writes one per event, so the header is formatted by hand:
+    json.dumps with custom separators builds a new encoder on every call."""
+
+    _OPENS = f',"o":{json.dumps(RUN_TOPIC)}'.encode()
+
+    def __init__(self, recorded_at: datetime) -> None:
+        self._prefix = STEP_STATE + b'{"t":"' + recorded_at.isoformat().encode() + b'","d":"'
+
+    def row(self, run: UUID, entry: Entry) -> Row:
+        """The row that stores `entry` of `run`: the first opens the aggregate."""
+        opens = entry.version == 1
+        state = self(entry.digest, entry.step.event_id, entry.wire, opens)
+        return run, entry.version, OPENED_TOPIC if opens else RECORDED_TOPIC, state
+
+    def __call__(self, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
+        return b"".join(
+            (
+                self._prefix,
+                digest.hex().encode(),
+                b'","e":',
+                json.dumps(event_id).encode(),
+                self._OPENS if opens_run else b"",
+                b"}\n",
+                wire,
+            )
+        )
+
+
+def step_state(recorded_at: datetime, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
+    return StepStates(recorded_at)(digest, event_id, wire, opens_run)
+
+
+@dataclass(frozen=True, slots=True)
+class StepHeader:
+    recorded_at: datetime
+    digest: bytes
+    event_id: str
+    originator_topic: str | None
+    wire: bytes
+
+
+def read_step_state(state: bytes) -> StepHeader:
+    if not state.startswith(STEP_STATE):
+        raise ValueError("not a recorded step")
+    newline = state.index(b"\n")
+    header = json.loads(state[len(STEP_STATE) : newline])
+    return StepHeader(
+        recorded_at=datetime.fromisoformat(header["t"]),
+        digest=bytes.fromhex(header["d"]),
+        event_id=header["e"],
+        originator_topic=header.get("o"),
+        wire=state[newline + 1 :],
+    )
+
+
+def stored_entry(version: int, state: bytes, codec: Codec) -> Entry:
+    """The recorded step a row holds; raises ValueError/KeyError/DecodeError if it no longer reads."""
+    header = read_step_state(state)
+    return Entry(version, codec.decode(header.wire), header.wire, header.digest, header.recorded_at)

@@ -86,6 +86,14 @@ def run_throughput(
     timeout = max(120.0, args.events / 500)
     worker = Worker()
     stack.callback(worker.close)
+    partners: list[Worker] = []
+
+    def partner() -> Worker:
+        if not partners:
+            partners.append(Worker())
+            stack.callback(partners[0].close)
+        return partners[0]
+
     for round_no in range(1, args.rounds + 1):
         for result in results:
             settings = base.model_copy(update={"topic": result.topic})
@@ -114,14 +122,52 @@ def run_throughput(
             result.pipeline.append(p["rate"])
             result.batches.append(p["batches"])
             result.rss.append(p["rss_peak"])
+            result.lock_share.append(p["lock_share"])
             say(
                 f"round {round_no} {result.encoding}: raw consume {b['rate']:,.0f} msg/s, pipeline "
                 f"{p['rate']:,.0f} events/s ({p['rate'] / b['rate']:.2f}x), {p['batches']} batches, "
-                f"all rows there, {p['spot']} spot-checked runs verify, "
-                f"peak RSS {mib(p['rss_peak'])}"
+                f"lock held {p['lock_share']:.0%} of the time, all rows there, "
+                f"{p['spot']} spot-checked runs verify, peak RSS {mib(p['rss_peak'])}"
             )
+            if args.two_processes:
+                pair = _two_processes(worker, partner(), settings, url, result, timeout)
+                result.two_processes.append(pair)
+                say(
+                    f"round {round_no} {result.encoding}: two ingest processes on one store "
+                    f"{pair:,.0f} events/s"
+                )
     peak = worker.close()
     return results, peak
+
+
+def _two_processes(
+    first: Worker, second: Worker, settings: Settings, url: str, result: Throughput, timeout: float
+) -> float:
+    """Both workers ingest into one fresh schema side by side, two partitions each:
+    the events table lock is held only for ready rows, so the rate must not fall."""
+    schema = f"{settings.database_schema}_pair"
+    create_schema(url, schema)
+    checkpoint(url)
+    pair = settings.model_copy(update={"database_schema": schema})
+    halves = sorted(result.last_offsets)
+    try:
+        for worker, part in ((first, halves[::2]), (second, halves[1::2])):
+            worker.send(
+                "pipeline",
+                pair,
+                events=0,
+                timeout=timeout,
+                spot={},
+                last_offsets=result.last_offsets,
+                partitions=part,
+            )
+        answers = [first.receive("pipeline"), second.receive("pipeline")]
+    finally:
+        drop_schema(url, schema)
+    problems = [p for a in answers for p in a["problems"]]
+    if problems:
+        raise RuntimeError("two processes: " + "; ".join(problems))
+    return sum(a["events"] for a in answers) / max(a["seconds"] for a in answers)
 
 
 # --- backlog: flat memory ---------------------------------------------------------------------
@@ -196,6 +242,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--backlog-encoding", choices=ENCODINGS, default="avro")
     p.add_argument("--sample-every", type=int, default=100_000, help="backlog RSS sample interval (events)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--two-processes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also ingest each round with two processes on one store, two partitions each",
+    )
     p.add_argument("--keep-schemas", action="store_true", help="keep each round's PostgreSQL schema")
     p.add_argument("--markdown", action="store_true", help="also print the report as Markdown")
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the raw results as JSON")

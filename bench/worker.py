@@ -83,8 +83,10 @@ def pipeline_round(
     spot: dict[str, int],
     last_offsets: dict[int, int],
     sample_every: int = 0,
+    partitions: list[int] | None = None,
 ) -> dict[str, Any]:
-    """The real ingest path, built like api.bootstrap.build_ingest but on a manual assignment."""
+    """The real ingest path, built like api.bootstrap.build_ingest but on a manual
+    assignment (of `partitions`, default all: two workers on one store split them)."""
     from api.bootstrap import open_store
     from consumers.dead_letters import DeadLetterRelay
     from consumers.ingest import Ingest
@@ -111,6 +113,9 @@ def pipeline_round(
     samples: list[tuple[int, float, int, int]] = []  # (recorded, seconds, rss, cached heads)
     try:
         parts = _partitions(ingest.consumer, settings.topic)
+        if partitions is not None:
+            parts = [tp for tp in parts if tp.partition in partitions]
+            events = sum(last_offsets[tp.partition] + 1 for tp in parts)
         ingest.consumer.assign(parts)
         ingest.resume(parts)  # what a group assignment does: seek to the stored positions
         totals = ingest.totals
@@ -136,8 +141,9 @@ def pipeline_round(
                         f"pipeline recorded {totals.recorded:,} of {events:,} in {timeout:.0f}s: {totals}"
                     )
         seconds = time.perf_counter() - start
+        lock_held = store.steps.lock_held
         meter.sample()
-        problems = _verify(settings, store, parts, events, spot, last_offsets)
+        problems = _verify(settings, store, parts, None if partitions else events, spot, last_offsets)
     finally:
         ingest.close()
         store.close()
@@ -145,6 +151,8 @@ def pipeline_round(
     return {
         "seconds": seconds,
         "rate": events / seconds,
+        "events": events,
+        "lock_share": lock_held / seconds,
         "batches": t.batches,
         "recorded": t.recorded,
         "retries": t.retries,
@@ -160,20 +168,21 @@ def _verify(
     settings: Settings,
     store: Any,
     parts: list[TopicPartition],
-    events: int,
+    events: int | None,
     spot: dict[str, int],
     last_offsets: dict[int, int],
 ) -> list[str]:
-    """After the timing: every event is a row, sample runs verify, positions are at the ends."""
+    """After the timing: every event is a row (None: other workers share the store),
+    sample runs verify, positions are at the ends."""
     from consumers.ingest import position_name
     from domain.run import run_uuid
 
     assert settings.database_url
     problems = []
     rows = count_rows(settings.database_url, settings.database_schema)
-    if rows != events:
+    if events is not None and rows != events:
         problems.append(f"events table holds {rows:,} rows, expected {events:,}")
-    for run_id, length in spot.items():
+    for run_id, length in spot.items() if events is not None else ():
         run = store.run(TENANT, run_id)
         links = store.steps.stored_links(run_uuid(TENANT, run_id))
         if not (run.receipt().integrity.verified and len(run.entries) == length == len(links)):
@@ -228,7 +237,14 @@ class Worker:
         child.close()
 
     def call(self, command: str, settings: Settings, **kwargs: Any) -> dict[str, Any]:
+        self.send(command, settings, **kwargs)
+        return self.receive(command)
+
+    def send(self, command: str, settings: Settings, **kwargs: Any) -> None:
+        """Start a command; `receive` waits for its answer (workers then run side by side)."""
         self.conn.send((command, {"settings": settings.model_dump(mode="json"), **kwargs}))
+
+    def receive(self, command: str) -> dict[str, Any]:
         try:
             while not self.conn.poll(1.0):
                 if not self.process.is_alive():

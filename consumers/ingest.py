@@ -31,29 +31,64 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, PersistenceError
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.dead_letters import DeadLetterRelay
 from consumers.positions import LogProbe, check_positions, fingerprint
 from domain.run import Entry, RunHead, run_uuid
 from domain.steps import SERVICE_TYPES, StepEvent, flag
 from infra.dead_letters import DeadLetter
 from infra.retry import Backoff
 from infra.rows import Row, StepStates
-from infra.store import Mark, Position, StepRecorder
+from infra.store import Mark, Position
 from schemas import Codec, DecodeError, encode_json
 
 log = logging.getLogger(__name__)
 
 
 Polled = Mapping[TopicPartition, Sequence[ConsumerRecord]]
+
+
+class StepConsumer(Protocol):
+    """What the loop asks of its Kafka consumer (kafka-python's KafkaConsumer)."""
+
+    def poll(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Any]]: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+    def assignment(self) -> set[TopicPartition]: ...
+    def commit_async(self, offsets: Any = None, callback: Any = None) -> Any: ...
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def position(self, partition: TopicPartition) -> int: ...
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+    def subscribe(self, topics: list[str], listener: Any = None) -> None: ...
+    def close(self, autocommit: bool = True) -> None: ...
+
+
+class StepStore(Protocol):
+    """What the loop asks of the event store (infra.store.StepRecorder)."""
+
+    def heads(self, run_ids: Iterable[UUID]) -> dict[UUID, RunHead]: ...
+    def tenants_of(self, run_ids: Sequence[str]) -> dict[str, set[str]]: ...
+    def positions(self, names: Iterable[str]) -> dict[str, Position]: ...
+    def record_batch(self, batch: Plan) -> int: ...
+    def reset_position(self, name: str, **why: Any) -> None: ...
+    def move_anchor(self, name: str, anchor: Mark) -> None: ...
+    def record_incident(self, kind: str, subject: str, **detail: Any) -> None: ...
+
+
+class LetterRelay(Protocol):
+    """Publishes the dead letters a batch kept (consumers.dead_letters.DeadLetterRelay)."""
+
+    def publish_pending(self, force: bool = False) -> int: ...
+    def close(self) -> None: ...
 
 
 def position_name(topic: str, partition: int) -> str:
@@ -251,9 +286,9 @@ class Ingest:
 
     def __init__(
         self,
-        consumer: KafkaConsumer,
-        recorder: StepRecorder,
-        dead_letters: DeadLetterRelay | None,
+        consumer: StepConsumer,
+        recorder: StepStore,
+        dead_letters: LetterRelay | None,
         codec: Codec | None = None,
         head_cache_runs: int = 10_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

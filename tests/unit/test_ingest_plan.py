@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -33,23 +35,70 @@ class Record:
 
 
 class StoredHeads:
-    """The store as planning sees it: the heads of runs already recorded."""
+    """The store as planning sees it: the heads of runs already recorded (a StepStore
+    that never writes: these tests stop before a batch is applied)."""
 
     def __init__(self, heads: dict[UUID, RunHead] | None = None) -> None:
         self.stored = heads or {}
         self.asked: list[list[UUID]] = []
         self.tenants: dict[str, set[str]] = {}
 
-    def heads(self, runs: list[UUID]) -> dict[UUID, RunHead]:
-        self.asked.append(sorted(runs))
+    def heads(self, run_ids: Iterable[UUID]) -> dict[UUID, RunHead]:
+        runs = sorted(run_ids)
+        self.asked.append(runs)
         return {run: self.stored[run] for run in runs if run in self.stored}
 
-    def tenants_of(self, run_ids: list[str]) -> dict[str, set[str]]:
+    def tenants_of(self, run_ids: Sequence[str]) -> dict[str, set[str]]:
         return {run_id: self.tenants[run_id] for run_id in run_ids if run_id in self.tenants}
+
+    def positions(self, names: Iterable[str]) -> dict[str, Position]:
+        return {}
+
+    def record_batch(self, batch: Plan) -> int:
+        raise AssertionError("planning tests apply nothing")
+
+    def reset_position(self, name: str, **why: Any) -> None:
+        raise AssertionError("planning tests check no position")
+
+    def move_anchor(self, name: str, anchor: Mark) -> None:
+        raise AssertionError("planning tests check no position")
+
+    def record_incident(self, kind: str, subject: str, **detail: Any) -> None:
+        raise AssertionError("planning tests record no incident")
+
+
+class QueuedPolls:
+    """A consumer whose polls return prepared batches, then nothing."""
+
+    def __init__(self, *batches: dict[TopicPartition, list[Record]]) -> None:
+        self.batches = list(batches)
+        self.calls: list[int] = []
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        self.calls.append(timeout_ms)
+        return self.batches.pop(0) if self.batches else {}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+    def assignment(self) -> set[TopicPartition]:
+        return set()
+
+    def commit_async(self, offsets: Any = None, callback: Any = None) -> None: ...
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {}
+
+    def position(self, partition: TopicPartition) -> int:
+        return 0
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return None
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None: ...
+    def close(self, autocommit: bool = True) -> None: ...
 
 
 def _ingest(store: StoredHeads) -> Ingest:
-    return Ingest(consumer=None, recorder=store, dead_letters=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    return Ingest(consumer=QueuedPolls(), recorder=store, dead_letters=None, clock=lambda: NOW)
 
 
 def _batch(*values: bytes | None, partition: int = 0, start: int = 0) -> dict[TopicPartition, list[Record]]:
@@ -121,35 +170,19 @@ def test_a_damaged_avro_value_is_a_dead_letter_found_before_any_row_is_written()
     assert [read_step_state(r[3]).wire for r in plan.rows()] == [good]
 
 
-class QueuedPolls:
-    """A consumer whose polls return prepared batches, then nothing."""
-
-    def __init__(self, *batches: dict[TopicPartition, list[Record]]) -> None:
-        self.batches = list(batches)
-        self.calls: list[int] = []
-
-    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
-        self.calls.append(timeout_ms)
-        return self.batches.pop(0) if self.batches else {}
-
-
 def test_a_full_poll_is_topped_up_from_the_backlog_and_a_trickle_is_not() -> None:
     value = encode_json(f.started())
     full, more = _batch(*[value] * 3), _batch(*[value] * 2, start=3)
-    ingest = Ingest(
-        QueuedPolls(full, more),
-        StoredHeads(),
-        None,
-        backlog_from=3,  # type: ignore[arg-type]
-        max_batch=10,
-    )
+    backlog = QueuedPolls(full, more)
+    ingest = Ingest(backlog, StoredHeads(), None, backlog_from=3, max_batch=10)
     merged = ingest._poll_batch(100)
     assert [r.offset for r in merged[TopicPartition("steps", 0)]] == [0, 1, 2, 3, 4]
-    assert ingest.consumer.calls == [100, 0, 0]  # type: ignore[attr-defined]
+    assert backlog.calls == [100, 0, 0]
 
-    trickle = Ingest(QueuedPolls(_batch(value), more), StoredHeads(), None, backlog_from=3)  # type: ignore[arg-type]
+    live = QueuedPolls(_batch(value), more)
+    trickle = Ingest(live, StoredHeads(), None, backlog_from=3)
     assert len(trickle._poll_batch(100)[TopicPartition("steps", 0)]) == 1
-    assert trickle.consumer.calls == [100]  # type: ignore[attr-defined]
+    assert live.calls == [100]
 
 
 # --- conflicts and flags -------------------------------------------------------------------------
@@ -213,7 +246,7 @@ class _Exploding(Codec):
 
 
 def test_any_exception_while_decoding_is_a_dead_letter_not_a_stop() -> None:
-    ingest = Ingest(consumer=None, recorder=StoredHeads(), dead_letters=None, codec=_Exploding())  # type: ignore[arg-type]
+    ingest = Ingest(consumer=QueuedPolls(), recorder=StoredHeads(), dead_letters=None, codec=_Exploding())
     plan = ingest.plan(_batch(encode_json(f.started())))
     assert [(d.reason, d.error) for d in plan.dead] == [
         ("undecodable", "RecursionError: maximum recursion depth exceeded")
@@ -227,7 +260,7 @@ class FakeLog:
     def __init__(self, seen: dict[TopicPartition, Seen]) -> None:
         self.seen = seen
 
-    def look(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, Seen]:
+    def look(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, Seen]:
         return {tp: self.seen[tp] for tp in offsets if tp in self.seen}
 
     def close(self) -> None:

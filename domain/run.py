@@ -11,6 +11,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain.chain import GENESIS, StoredLink, link
+from domain.errors import NotFound
 from domain.receipt import Receipt, render
 from domain.steps import StepEvent
 
@@ -146,7 +147,9 @@ class Run(Aggregate):
         return render(entries)
 
 
-class NothingRecordedYet(LookupError):
+class NothingRecordedYet(NotFound, LookupError):
+    title = "Nothing recorded at that time"
+
     def __init__(self, run_id: str, as_of: datetime, first: datetime) -> None:
         super().__init__(
             f"run '{run_id}' had nothing recorded at {as_of.isoformat()}; "

@@ -10,6 +10,8 @@ from typing import Literal
 from psycopg.conninfo import conninfo_to_dict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.errors import Unavailable
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECEIPTS_", extra="ignore")
@@ -114,5 +116,5 @@ class Settings(BaseSettings):
         }
 
 
-class NotRunning(RuntimeError):
+class NotRunning(Unavailable, RuntimeError):
     """No database or broker is configured or running."""

@@ -39,6 +39,7 @@ from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from domain.chain import ChainBreak, StoredLink, first_break
+from domain.errors import Conflict, NotFound
 from domain.receipt import Receipt
 from domain.run import Run, RunHead, run_uuid
 from domain.steps import StepEvent
@@ -381,12 +382,16 @@ class Verification:
         return digest.hex() if digest else None
 
 
-class RunNotFound(LookupError):
+class RunNotFound(NotFound, LookupError):
+    title = "Run not found"
+
     def __init__(self, tenant: str, run_id: str) -> None:
         super().__init__(f"no run '{run_id}' in tenant '{tenant}'")
 
 
-class RunUnreadable(RuntimeError):
+class RunUnreadable(Conflict, RuntimeError):
+    title = "Run record damaged"
+
     """A stored event of the run no longer decodes: the record was altered or damaged."""
 
     def __init__(self, tenant: str, run_id: str, detail: str) -> None:

@@ -1,0 +1,36 @@
+"""One base for the errors a person is meant to read: each says what HTTP status
+and what CLI exit code it is, so the API and the CLI handle them in one place."""
+
+from __future__ import annotations
+
+
+class ReceiptsError(Exception):
+    """An error with a sentence a person can act on."""
+
+    status: int = 500  # the HTTP status of its problem document
+    title: str = "Internal error"
+    exit_code: int = 2  # what the `receipts` command exits with
+
+    @property
+    def detail(self) -> str:
+        return str(self.args[0]) if self.args else self.title
+
+
+class NotFound(ReceiptsError):
+    status = 404
+    title = "Not found"
+
+
+class Invalid(ReceiptsError):
+    status = 422
+    title = "Invalid request"
+
+
+class Conflict(ReceiptsError):
+    status = 409
+    title = "Conflict"
+
+
+class Unavailable(ReceiptsError):
+    status = 503
+    title = "Unavailable"

@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.run import Entry
 from infra.store import OPENED_TOPIC, RECORDED_TOPIC, read_step_state
+from projections import quarantine
 from schemas import Codec, DecodeError
 
 log = logging.getLogger(__name__)
@@ -45,21 +46,25 @@ class Page:
 
 class EventLog:
     def __init__(self, schema: str, events_table: str, codec: Codec) -> None:
+        self.schema = schema
         self.codec = codec
         self.events_table = events_table
         # LIMIT NULL is no limit.
+        # A quarantined step is read (its position still counts) but not applied.
         self._range = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
-            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id LIMIT %s"
-        ).format(Identifier(schema), Identifier(events_table))
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
+            "q.position IS NOT NULL FROM {}.{} e LEFT JOIN {} q ON q.position = e.notification_id "
+            "WHERE e.notification_id > %s AND e.notification_id <= %s ORDER BY e.notification_id LIMIT %s"
+        ).format(Identifier(schema), Identifier(events_table), quarantine.table(schema))
         # Each run's steps before the given version: what a page needs to render
         # a run whose earlier steps arrived in earlier pages.
         self._before = SQL(
             "SELECT e.originator_id, e.originator_version, e.state FROM {}.{} e "
             "JOIN unnest(%s::uuid[], %s::int[]) AS b(run, version) "
             "ON e.originator_id = b.run AND e.originator_version < b.version "
+            "WHERE NOT EXISTS (SELECT FROM {} q WHERE q.position = e.notification_id) "
             "ORDER BY e.originator_id, e.originator_version"
-        ).format(Identifier(schema), Identifier(events_table))
+        ).format(Identifier(schema), Identifier(events_table), quarantine.table(schema))
         self._continuing = SQL(
             "SELECT DISTINCT originator_id FROM {}.{} "
             "WHERE originator_id = ANY(%s) AND notification_id > %s AND notification_id <= %s"
@@ -84,9 +89,9 @@ class EventLog:
         curs.execute(self._range, (position, until, limit), prepare=True)
         steps: list[Recorded] = []
         end = position
-        for notification_id, run_key, version, topic, state in curs.fetchall():
+        for notification_id, run_key, version, topic, state, quarantined in curs.fetchall():
             end = notification_id
-            if topic not in STEP_TOPICS:
+            if topic not in STEP_TOPICS or quarantined:
                 continue
             entry = self.entry(version, bytes(state), run_key, notification_id)
             if entry is not None:

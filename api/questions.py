@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.bootstrap import build_queries, open_store
 from infra.settings import Settings
+from projections.bounds import in_window
 from projections.queries import BadQuery, Queries, RelatedRuns, RunFilter
 
 
@@ -24,7 +25,11 @@ def when(text: str) -> datetime:
     except ValueError:
         example = "2026-11-25T14:02Z"
         raise argparse.ArgumentTypeError(f"'{text}' is not an ISO 8601 time (e.g. {example})") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return in_window(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"'{text}' {error}") from None
 
 
 def record_path(text: str) -> tuple[str, str, str]:

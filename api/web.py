@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from api.bootstrap import build_projections, build_queries, open_store
@@ -23,6 +23,7 @@ from domain.receipt import Receipt
 from domain.run import NothingRecordedYet
 from infra.settings import Settings
 from infra.store import RunNotFound, RunStore, RunUnreadable
+from projections.bounds import Cursor, Instant, Text
 from projections.queries import (
     BadQuery,
     FindingsPage,
@@ -35,7 +36,12 @@ from projections.queries import (
 
 MARKDOWN = "text/markdown"
 MAX_WAIT = 10.0
-Tenant = Annotated[str, Query(description="isolation boundary of the run")]
+# Every parameter is bounded (projections/bounds.py): no NUL, ids of at most
+# MAX_TEXT characters, times within [EARLIEST, LATEST): a 422, never a 500.
+Tenant = Annotated[Text, Query(description="isolation boundary of the run")]
+RunId = Annotated[Text, Path(description="the run's id as its publisher named it")]
+Name = Annotated[Text, Path()]
+Accept = Annotated[str, Header(max_length=1024)]
 
 
 class Verified(BaseModel):
@@ -109,14 +115,14 @@ def _routes(app: FastAPI) -> None:
         responses={200: {"content": {MARKDOWN: {}}}, 503: {"model": Problem}},
     )
     def receipt(
-        run_id: str,
+        run_id: RunId,
         store: StoreDep,
         queries: QueriesDep,
         tenant: Tenant = "default",
-        as_of: Annotated[AwareDatetime | None, Query(description="the receipt as it stood then")] = None,
-        after_event: Annotated[str | None, Query(description="wait until this event is in it")] = None,
+        as_of: Annotated[Instant | None, Query(description="the receipt as it stood then")] = None,
+        after_event: Annotated[Text | None, Query(description="wait until this event is in it")] = None,
         wait: Annotated[float, Query(gt=0, le=MAX_WAIT, description="seconds to wait for after_event")] = 2.0,
-        accept: Annotated[str, Header()] = "application/json",
+        accept: Accept = "application/json",
     ) -> Response:
         after = queries.unfinished_after
         if as_of is not None:
@@ -136,7 +142,7 @@ def _routes(app: FastAPI) -> None:
         return Response(document, media_type="application/json")
 
     @app.get("/runs/{run_id}/verify", response_model=Verified, summary="Recompute the run's hash chain")
-    def verify(run_id: str, store: StoreDep, tenant: Tenant = "default") -> Verified:
+    def verify(run_id: RunId, store: StoreDep, tenant: Tenant = "default") -> Verified:
         v = store.verify(tenant, run_id)
         broken = v.broken
         return Verified(
@@ -157,9 +163,9 @@ def _routes(app: FastAPI) -> None:
     )
     def touched(
         queries: QueriesDep,
-        system: str,
-        kind: str,
-        entity_id: Annotated[str, Path()],
+        system: Name,
+        kind: Name,
+        entity_id: Name,
         tenant: Tenant = "default",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> RelatedRuns:
@@ -172,11 +178,11 @@ def _routes(app: FastAPI) -> None:
     )
     def relied_on(
         queries: QueriesDep,
-        system: str,
-        kind: str,
-        source_id: Annotated[str, Path()],
+        system: Name,
+        kind: Name,
+        source_id: Name,
         tenant: Tenant = "default",
-        version: str | None = None,
+        version: Annotated[Text | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> RelatedRuns:
         return queries.relied_on(system, kind, source_id, tenant=tenant, version=version, limit=limit)
@@ -185,13 +191,13 @@ def _routes(app: FastAPI) -> None:
     def findings(
         queries: QueriesDep,
         tenant: Tenant = "default",
-        code: str | None = None,
-        severity: str | None = None,
-        workflow: str | None = None,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        code: Annotated[Text | None, Query()] = None,
+        severity: Annotated[Text | None, Query()] = None,
+        workflow: Annotated[Text | None, Query()] = None,
+        since: Annotated[Instant | None, Query()] = None,
+        until: Annotated[Instant | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        cursor: str | None = None,
+        cursor: Annotated[Cursor | None, Query()] = None,
     ) -> FindingsPage:
         return queries.findings(
             tenant=tenant,

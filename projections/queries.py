@@ -6,8 +6,6 @@ bad input raises `BadQuery` naming the field, an unknown run `RunNotFound`.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,17 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.findings import Finding, final_state_unclear
 from domain.receipt import Receipt
 from domain.run import run_uuid
+from projections.bounds import BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
 from projections.views import VIEWS
 
+__all__ = ["BadQuery"]  # raised by the queries; defined with the bounds
+
 Clock = Callable[[], datetime]
-FindingCode = str
-
-
-class BadQuery(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+FindingCode = Text
 
 
 class NotYetApplied(TimeoutError):
@@ -48,18 +42,18 @@ class Model(BaseModel):
 
 
 class RunFilter(Model):
-    tenant: str = "default"
-    workflow: str | None = None
-    final_state: str | None = None
+    tenant: Text = "default"
+    workflow: Text | None = None
+    final_state: Text | None = None
     finding: FindingCode | None = None
-    reviewer: str | None = None
-    agent: str | None = None
-    model: str | None = None
-    since: datetime | None = Field(None, description="runs started at or after (RFC 3339)")
-    until: datetime | None = Field(None, description="runs started before (RFC 3339)")
-    text: str | None = Field(None, description="text in the input reference (system/kind/id)")
+    reviewer: Text | None = None
+    agent: Text | None = None
+    model: Text | None = None
+    since: Instant | None = Field(None, description="runs started at or after (RFC 3339)")
+    until: Instant | None = Field(None, description="runs started before (RFC 3339)")
+    text: Text | None = Field(None, description="text in the input reference (system/kind/id)")
     limit: int = Field(50, ge=1, le=500)
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
 class RunSummary(Model):
@@ -196,7 +190,7 @@ class Queries:
             where.append(SQL("input_ref ILIKE %s"))
             params.append("%" + f.text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%")
         if f.cursor:
-            started, key = _decode_cursor(f.cursor, 2)
+            started, key = decode_cursor(f.cursor, 2)
             where.append(SQL("(started_at, run_key) < (%s, %s::uuid)"))
             params += [started, key]
         statement = SQL(
@@ -206,7 +200,7 @@ class Queries:
         more = len(rows) > f.limit
         rows = rows[: f.limit]
         last = rows[-1] if more else None
-        cursor = _encode_cursor(last["started_at"].isoformat(), str(last["run_key"])) if last else None
+        cursor = encode_cursor(last["started_at"].isoformat(), str(last["run_key"])) if last else None
         return RunsPage(
             runs=[RunSummary(**{c: row[c] for c in _RUN_COLUMNS}) for row in rows], next_cursor=cursor
         )
@@ -324,7 +318,7 @@ class Queries:
         ):
             _window(where, params, since, until)
             if cursor:
-                started, key, seq = _decode_cursor(cursor, 3)
+                started, key, seq = decode_cursor(cursor, 3)
                 where.append(SQL("(started_at, run_key, {}) < (%s, %s::uuid, %s::int)").format(seq_column))
                 params += [started, key, seq]
         statement = SQL(
@@ -367,9 +361,7 @@ class Queries:
             )
         last = rows[-1] if more else None
         next_cursor = (
-            _encode_cursor(last["started_at"].isoformat(), str(last["run_key"]), last["seq"])
-            if last
-            else None
+            encode_cursor(last["started_at"].isoformat(), str(last["run_key"]), last["seq"]) if last else None
         )
         return FindingsPage(findings=found, next_cursor=next_cursor)
 
@@ -445,18 +437,3 @@ def _related_run(row: dict[str, Any]) -> RelatedRun:
         final_state=row["final_state"],
         started_at=row["started_at"],
     )
-
-
-def _encode_cursor(*parts: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, arity: int) -> list[Any]:
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(parts, list) or len(parts) != arity:
-            raise ValueError(parts)
-        parts[0] = datetime.fromisoformat(parts[0])
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise BadQuery("cursor", "not a cursor this service returned; start again without it") from None
-    return parts

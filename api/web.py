@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from api.bootstrap import build_projections, build_queries, open_store
+from api.bootstrap import build_projections, build_queries, build_status, open_store
 from api.render import receipt_markdown
 from domain.receipt import Receipt
 from domain.run import NothingRecordedYet
@@ -33,6 +33,7 @@ from projections.queries import (
     RunFilter,
     RunsPage,
 )
+from projections.status import HealthReport, StatusProbe
 
 MARKDOWN = "text/markdown"
 MAX_WAIT = 10.0
@@ -75,7 +76,11 @@ def create_app(settings: Settings) -> FastAPI:
         build_projections(settings, store)  # the views' tables, if no runner made them yet
         app.state.store = store
         app.state.queries = build_queries(settings, store)
+        app.state.status = build_status(settings, store)
+        # /health runs on threads of its own: never queued behind the shared pool's load.
+        app.state.health_threads = anyio.CapacityLimiter(2)
         yield
+        app.state.status.close()
         store.close()
 
     app = FastAPI(
@@ -210,11 +215,16 @@ def _routes(app: FastAPI) -> None:
             cursor=cursor,
         )
 
-    @app.get("/health", summary="Liveness, and how many events each view is behind the event store")
-    def health(store: StoreDep, queries: QueriesDep) -> dict[str, Any]:
-        last = store.steps.max_notification_id() or 0
-        behind = {view: last - position for view, position in queries.positions(store.name).items()}
-        return {"status": "ok", "time": datetime.now(UTC).isoformat(), "last_event": last, "behind": behind}
+    @app.get(
+        "/health",
+        response_model=HealthReport,
+        summary="Processes, view lag, quarantined events, recent incidents; 503 when degraded",
+        responses={503: {"model": HealthReport, "description": "degraded: `problems` says why"}},
+    )
+    async def health(request: Request) -> JSONResponse:
+        status: StatusProbe = request.app.state.status
+        report = await anyio.to_thread.run_sync(status.report, limiter=request.app.state.health_threads)
+        return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.status == "ok" else 503)
 
 
 def _install_problems(app: FastAPI) -> None:

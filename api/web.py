@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -24,6 +25,7 @@ from domain.run import NothingRecordedYet
 from infra.settings import Settings
 from infra.store import RunNotFound, RunStore, RunUnreadable
 from projections.bounds import Cursor, Instant, Text
+from projections.integrity import Verified, served, stored_chain, verify_run
 from projections.queries import (
     BadQuery,
     FindingsPage,
@@ -43,17 +45,6 @@ Tenant = Annotated[Text, Query(description="isolation boundary of the run")]
 RunId = Annotated[Text, Path(description="the run's id as its publisher named it")]
 Name = Annotated[Text, Path()]
 Accept = Annotated[str, Header(max_length=1024)]
-
-
-class Verified(BaseModel):
-    run_id: str
-    tenant: str
-    events: int
-    verified: bool
-    head: str | None
-    first_bad_version: int | None = None
-    first_bad_event_id: str | None = None
-    reason: str | None = None
 
 
 class Problem(BaseModel):
@@ -132,34 +123,31 @@ def _routes(app: FastAPI) -> None:
         after = queries.unfinished_after
         if as_of is not None:
             # From the aggregate's own events: the views only know the present.
-            document = store.receipt(tenant, run_id, after, as_of=as_of).model_dump_json()
-        elif after_event is not None:
-            document = queries.receipt_after(tenant, run_id, after_event, wait)
+            document = _folded(store.receipt(tenant, run_id, after, as_of=as_of))
         else:
-            # A run recorded but not yet in the views is rendered from the store;
-            # only a run the store does not have is a 404.
-            document = (
-                queries.receipt_json(tenant, run_id) or store.receipt(tenant, run_id, after).model_dump_json()
-            )
+            # A view's document vouches for nothing: its integrity is the store's
+            # chain, recomputed now. A run recorded but not yet in the views is
+            # rendered from the store; only a run the store does not have is a 404.
+            if after_event is not None:
+                viewed: str | None = queries.receipt_after(tenant, run_id, after_event, wait)
+            else:
+                viewed = queries.receipt_json(tenant, run_id)
+            if viewed is not None:
+                document = served(viewed, stored_chain(store, tenant, run_id))
+            else:
+                document = _folded(store.receipt(tenant, run_id, after))
         if MARKDOWN in accept:
             markdown = receipt_markdown(Receipt.model_validate_json(document))
             return PlainTextResponse(markdown, media_type=MARKDOWN)
         return Response(document, media_type="application/json")
 
-    @app.get("/runs/{run_id}/verify", response_model=Verified, summary="Recompute the run's hash chain")
-    def verify(run_id: RunId, store: StoreDep, tenant: Tenant = "default") -> Verified:
-        v = store.verify(tenant, run_id)
-        broken = v.broken
-        return Verified(
-            run_id=run_id,
-            tenant=tenant,
-            events=len(v.links),
-            verified=broken is None,
-            head=v.head,
-            first_bad_version=broken.version if broken else None,
-            first_bad_event_id=broken.event_id if broken else None,
-            reason=broken.reason if broken else None,
-        )
+    @app.get(
+        "/runs/{run_id}/verify",
+        response_model=Verified,
+        summary="Recompute the run's hash chain; compare the receipts view with a fresh fold of its events",
+    )
+    def verify(run_id: RunId, store: StoreDep, queries: QueriesDep, tenant: Tenant = "default") -> Verified:
+        return verify_run(store, queries, tenant, run_id)
 
     @app.get(
         "/entities/{system}/{kind}/{entity_id:path}/runs",
@@ -225,6 +213,12 @@ def _routes(app: FastAPI) -> None:
         status: StatusProbe = request.app.state.status
         report = await anyio.to_thread.run_sync(status.report, limiter=request.app.state.health_threads)
         return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.status == "ok" else 503)
+
+
+def _folded(receipt: Receipt) -> str:
+    """A receipt folded from the store just now: its chain was checked now."""
+    integrity = receipt.integrity.model_copy(update={"checked_at": datetime.now(UTC)})
+    return receipt.model_copy(update={"integrity": integrity}).model_dump_json()
 
 
 def _install_problems(app: FastAPI) -> None:

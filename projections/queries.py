@@ -372,6 +372,12 @@ class Queries:
         row = self._receipt_row(tenant, run_id)
         return self._as_seen(row) if row else None
 
+    def stored_receipt(self, tenant: str, run_id: str) -> str | None:
+        """The receipts view's document exactly as stored (to compare with the events)."""
+        statement = SQL("SELECT document FROM {} WHERE run_key = %s").format(self._t("receipts"))
+        rows = self._rows(statement, [run_uuid(tenant, run_id)])
+        return rows[0]["document"] if rows else None
+
     def receipt_after(self, tenant: str, run_id: str, event_id: str, timeout: float) -> str:
         """Read-your-writes: wait (bounded) until the receipt includes `event_id`."""
         started = time.monotonic()

@@ -6,7 +6,7 @@ sentence a person can act on; a bad parameter is a 422 naming the field.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from api.bootstrap import build_projections, build_queries, build_status, open_store
 from api.render import receipt_markdown
 from domain.receipt import Receipt
-from domain.run import NothingRecordedYet
+from domain.run import NothingRecordedYet, run_uuid
 from infra.settings import Settings
 from infra.store import RunNotFound, RunStore, RunUnreadable
 from projections.bounds import Cursor, Instant, Text
@@ -36,6 +36,7 @@ from projections.queries import (
     RunsPage,
 )
 from projections.status import HealthReport, StatusProbe
+from projections.waiters import TooManyWaiters, Waiters, views_channel
 
 MARKDOWN = "text/markdown"
 MAX_WAIT = 10.0
@@ -70,7 +71,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.status = build_status(settings, store)
         # /health runs on threads of its own: never queued behind the shared pool's load.
         app.state.health_threads = anyio.CapacityLimiter(2)
+        assert settings.database_url  # open_store needs it too
+        waiters = Waiters(
+            settings.database_url, views_channel(settings.database_schema), settings.max_waiters
+        )
+        app.state.waiters = waiters
+        await waiters.start()
         yield
+        await waiters.stop()
         app.state.status.close()
         store.close()
 
@@ -86,12 +94,13 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _store(request: Request) -> RunStore:
+# Dependencies are coroutines: a sync one would take a worker thread per request.
+async def _store(request: Request) -> RunStore:
     store: RunStore = request.app.state.store
     return store
 
 
-def _queries(request: Request) -> Queries:
+async def _queries(request: Request) -> Queries:
     queries: Queries = request.app.state.queries
     return queries
 
@@ -110,7 +119,8 @@ def _routes(app: FastAPI) -> None:
         summary="A run's receipt: JSON, or Markdown (Accept: text/markdown)",
         responses={200: {"content": {MARKDOWN: {}}}, 503: {"model": Problem}},
     )
-    def receipt(
+    async def receipt(
+        request: Request,
         run_id: RunId,
         store: StoreDep,
         queries: QueriesDep,
@@ -120,26 +130,19 @@ def _routes(app: FastAPI) -> None:
         wait: Annotated[float, Query(gt=0, le=MAX_WAIT, description="seconds to wait for after_event")] = 2.0,
         accept: Accept = "application/json",
     ) -> Response:
-        after = queries.unfinished_after
-        if as_of is not None:
-            # From the aggregate's own events: the views only know the present.
-            document = _folded(store.receipt(tenant, run_id, after, as_of=as_of))
-        else:
-            # A view's document vouches for nothing: its integrity is the store's
-            # chain, recomputed now. A run recorded but not yet in the views is
-            # rendered from the store; only a run the store does not have is a 404.
-            if after_event is not None:
-                viewed: str | None = queries.receipt_after(tenant, run_id, after_event, wait)
-            else:
-                viewed = queries.receipt_json(tenant, run_id)
-            if viewed is not None:
-                document = served(viewed, stored_chain(store, tenant, run_id))
-            else:
-                document = _folded(store.receipt(tenant, run_id, after))
-        if MARKDOWN in accept:
-            markdown = receipt_markdown(Receipt.model_validate_json(document))
-            return PlainTextResponse(markdown, media_type=MARKDOWN)
-        return Response(document, media_type="application/json")
+        viewed: str | None = None
+        if after_event is not None and as_of is None:
+            # Waits on the event loop, woken by the views' commits: no thread and no
+            # connection is held while waiting, only for each look (a few ms).
+            waiters: Waiters = request.app.state.waiters
+
+            def look() -> Awaitable[str | None]:
+                return anyio.to_thread.run_sync(queries.receipt_including, tenant, run_id, after_event)
+
+            viewed = await waiters.wait_for(run_uuid(tenant, run_id), look, wait)
+            if viewed is None:
+                raise NotYetApplied(after_event, run_id, wait)
+        return await anyio.to_thread.run_sync(_receipt, store, queries, tenant, run_id, as_of, viewed, accept)
 
     @app.get(
         "/runs/{run_id}/verify",
@@ -215,6 +218,34 @@ def _routes(app: FastAPI) -> None:
         return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.status == "ok" else 503)
 
 
+def _receipt(
+    store: RunStore,
+    queries: Queries,
+    tenant: str,
+    run_id: str,
+    as_of: datetime | None,
+    viewed: str | None,
+    accept: str,
+) -> Response:
+    after = queries.unfinished_after
+    if as_of is not None:
+        # From the aggregate's own events: the views only know the present.
+        document = _folded(store.receipt(tenant, run_id, after, as_of=as_of))
+    else:
+        # A view's document vouches for nothing: its integrity is the store's
+        # chain, recomputed now. A run recorded but not yet in the views is
+        # rendered from the store; only a run the store does not have is a 404.
+        viewed = viewed or queries.receipt_json(tenant, run_id)
+        if viewed is not None:
+            document = served(viewed, stored_chain(store, tenant, run_id))
+        else:
+            document = _folded(store.receipt(tenant, run_id, after))
+    if MARKDOWN in accept:
+        markdown = receipt_markdown(Receipt.model_validate_json(document))
+        return PlainTextResponse(markdown, media_type=MARKDOWN)
+    return Response(document, media_type="application/json")
+
+
 def _folded(receipt: Receipt) -> str:
     """A receipt folded from the store just now: its chain was checked now."""
     integrity = receipt.integrity.model_copy(update={"checked_at": datetime.now(UTC)})
@@ -247,6 +278,12 @@ def _install_problems(app: FastAPI) -> None:
     @app.exception_handler(RunUnreadable)
     async def unreadable(_request: Request, error: RunUnreadable) -> JSONResponse:
         return problem(409, "Run record damaged", str(error))
+
+    @app.exception_handler(TooManyWaiters)
+    async def too_many(_request: Request, error: TooManyWaiters) -> JSONResponse:
+        response = problem(503, "Too many requests waiting", str(error))
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(NotYetApplied)
     async def not_yet(_request: Request, error: NotYetApplied) -> JSONResponse:

@@ -6,7 +6,6 @@ bad input raises `BadQuery` naming the field, an unknown run `RunNotFound`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -378,19 +377,11 @@ class Queries:
         rows = self._rows(statement, [run_uuid(tenant, run_id)])
         return rows[0]["document"] if rows else None
 
-    def receipt_after(self, tenant: str, run_id: str, event_id: str, timeout: float) -> str:
-        """Read-your-writes: wait (bounded) until the receipt includes `event_id`."""
-        started = time.monotonic()
-        pause = 0.005
-        while True:
-            row = self._receipt_row(tenant, run_id, event_id)
-            if row is not None:
-                return self._as_seen(row)
-            waited = time.monotonic() - started
-            if waited >= timeout:
-                raise NotYetApplied(event_id, run_id, waited)
-            time.sleep(min(pause, timeout - waited))
-            pause = min(pause * 2, 0.05)
+    def receipt_including(self, tenant: str, run_id: str, event_id: str) -> str | None:
+        """The receipt if the view has applied `event_id` to it, else None (one look:
+        projections/waiters.py waits between looks)."""
+        row = self._receipt_row(tenant, run_id, event_id)
+        return self._as_seen(row) if row else None
 
     def _receipt_row(self, tenant: str, run_id: str, event_id: str | None = None) -> dict[str, Any] | None:
         statement = SQL(

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
@@ -30,6 +31,7 @@ from infra.transient import Backoff, pause, transient
 from projections import quarantine
 from projections.log import EventLog, Recorded
 from projections.views import VIEWS, Batch, View
+from projections.waiters import payload, views_channel
 
 log = logging.getLogger(__name__)
 IDLE_WAIT = 1.0
@@ -116,6 +118,7 @@ class ProjectionRunner:
             for view in self.views:
                 view.create(curs, trigrams)
                 self._track(curs, view, end)
+            self._notify(curs, ())
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -175,6 +178,7 @@ class ProjectionRunner:
 
     def _apply_next(self, careful: bool) -> int:
         events = 0
+        touched: set[UUID] = set()
         with self._transaction() as curs:
             positions = self._lock(curs, self.views, wait=False)
             at: dict[int, list[View]] = {}
@@ -196,6 +200,9 @@ class ProjectionRunner:
                     events += len(page.steps)
                 for view in views:
                     self._track(curs, view, page.end)
+                touched.update(step.run_key for step in page.steps)
+            if touched:  # delivered on commit: wakes read-your-writes waiters (projections/waiters.py)
+                self._notify(curs, touched)
         return events
 
     def _bisect(
@@ -263,6 +270,9 @@ class ProjectionRunner:
             _tracking(view, "UPDATE {} SET notification_id = %s WHERE application_name = %s"),
             (position, self.application_name),
         )
+
+    def _notify(self, curs: psycopg.Cursor[Any], runs: Collection[UUID]) -> None:
+        curs.execute("SELECT pg_notify(%s, %s)", (views_channel(self.log.schema), payload(runs)))
 
     def _position(self, curs: psycopg.Cursor[Any], view: View) -> int:
         curs.execute(

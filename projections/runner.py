@@ -165,7 +165,7 @@ class ProjectionRunner:
 
         Views at different positions (one being rebuilt) each get their own page.
         When a page fails for a reason that is not transient, it is applied again
-        step by step (see `_bisect`) and what fails alone is quarantined."""
+        step by step (`apply_quarantining`) and what fails alone is quarantined."""
         try:
             events = self._apply_next(careful=False)
         except Exception as error:
@@ -190,7 +190,7 @@ class ProjectionRunner:
                 if page.end == position:
                     continue
                 if careful:
-                    set_aside = self._bisect(curs, page.steps, views)
+                    set_aside = apply_quarantining(curs, self.log, page.steps, views)
                     if set_aside and len(set_aside) == len(page.steps) > 1:
                         # Every step failing alone is not bad data: the views or the database are.
                         raise RuntimeError(f"every step of the page after {position} fails; not quarantining")
@@ -204,39 +204,6 @@ class ProjectionRunner:
             if touched:  # delivered on commit: wakes read-your-writes waiters (projections/waiters.py)
                 self._notify(curs, touched)
         return events
-
-    def _bisect(
-        self, curs: psycopg.Cursor[Any], steps: Sequence[Recorded], views: Sequence[View]
-    ) -> list[int]:
-        """Apply `steps` in order, halving any run of them that fails inside a
-        savepoint; a step that fails alone is quarantined (recorded first, so the
-        steps after it read their run's history without it). Returns the
-        positions set aside."""
-        if not steps:
-            return []
-        try:
-            with curs.connection.transaction():  # a savepoint
-                _apply(curs, Batch(curs, self.log, steps), views)
-        except Exception as error:
-            if transient(error):
-                raise
-            if len(steps) > 1:
-                middle = len(steps) // 2
-                return self._bisect(curs, steps[:middle], views) + self._bisect(curs, steps[middle:], views)
-            (step,) = steps
-            view = error.view if isinstance(error, ViewFailed) else "?"
-            reason = str(error.__cause__ or error)
-            log.error(
-                "quarantined run %s event %s (log position %d): view %s cannot apply it: %s",
-                step.run_key,
-                step.entry.step.event_id,
-                step.position,
-                view,
-                reason,
-            )
-            quarantine.record(curs, self.log.schema, step.position, step.run_key, view, reason)
-            return [step.position]
-        return []
 
     def log_end(self) -> int:
         with self._transaction() as curs:
@@ -314,6 +281,47 @@ class ViewFailed(Exception):
     def __init__(self, view: str) -> None:
         super().__init__(f"view {view} failed")
         self.view = view
+
+
+def apply_quarantining(
+    curs: psycopg.Cursor[Any],
+    log_: EventLog,
+    steps: Sequence[Recorded],
+    views: Sequence[View],
+    later: Collection[UUID] = (),
+) -> list[int]:
+    """Apply `steps` in order, halving any run of them that fails inside a
+    savepoint; a step that fails alone is quarantined (recorded at once, so the
+    steps after it read their run's history without it). Returns the positions
+    set aside. Halves of one run are written in turn, so runs' rows are replaced,
+    never appended (not `fresh`); `later` as in Batch."""
+    if not steps:
+        return []
+    try:
+        with curs.connection.transaction():  # a savepoint
+            _apply(curs, Batch(curs, log_, steps, later), views)
+    except Exception as error:
+        if transient(error):
+            raise
+        if len(steps) > 1:
+            middle = len(steps) // 2
+            return apply_quarantining(curs, log_, steps[:middle], views, later) + apply_quarantining(
+                curs, log_, steps[middle:], views, later
+            )
+        (step,) = steps
+        view = error.view if isinstance(error, ViewFailed) else "?"
+        reason = str(error.__cause__ or error)
+        log.error(
+            "quarantined run %s event %s (log position %d): view %s cannot apply it: %s",
+            step.run_key,
+            step.entry.step.event_id,
+            step.position,
+            view,
+            reason,
+        )
+        quarantine.record(curs, log_.schema, step.position, step.run_key, view, reason)
+        return [step.position]
+    return []
 
 
 def _apply(curs: psycopg.Cursor[Any], batch: Batch, views: Sequence[View]) -> None:

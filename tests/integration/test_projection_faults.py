@@ -173,52 +173,60 @@ def _store_rows(settings: Settings, run_id: str, wires: list[bytes]) -> None:
             conn.execute(statement, (run_uuid("default", run_id), version, topic, state))
 
 
+def _store_poison(settings: Settings) -> None:
+    # A workflow name with NUL (no text column takes it), then a later step of that run.
+    _store_rows(
+        settings,
+        "poison-nul",
+        [
+            _started("poison-nul", "a\u0000b"),
+            _message("run.finished", "poison-nul", 2, {"final_state": "sent"}),
+        ],
+    )
+    # A target id of 100 KB (incompressible) that no btree index row can hold.
+    target = {"system": "crm", "kind": "contact", "id": secrets.token_urlsafe(75_000)}
+    proposed = {
+        "action": {"verb": "note", "target": target, "tool": "crm.note", "params": {}, "output": "x"},
+        "signal": {"flags": []},
+        "rollback": {"method": "none"},
+    }
+    _store_rows(
+        settings,
+        "poison-long",
+        [
+            _started("poison-long", "crm-notes"),
+            _message("action.proposed", "poison-long", 2, proposed, step_id="s1"),
+            _message("run.finished", "poison-long", 3, {"final_state": "abandoned"}),
+        ],
+    )
+
+
+def _quarantined(settings: Settings) -> list[tuple[Any, ...]]:
+    with psycopg.connect(str(settings.database_url)) as conn:
+        return conn.execute(
+            sql.SQL("SELECT run_key, view, reason FROM {} ORDER BY position").format(
+                sql.Identifier(settings.database_schema, "view_quarantine")
+            )
+        ).fetchall()
+
+
 def test_a_step_no_view_can_apply_is_quarantined_and_the_rest_applied(settings: Settings) -> None:
     with running_store(settings) as store:
         events = record_incidents(store)
-        # A workflow name with NUL (no text column takes it), then a later step of that run.
-        _store_rows(
-            settings,
-            "poison-nul",
-            [
-                _started("poison-nul", "a\u0000b"),
-                _message("run.finished", "poison-nul", 2, {"final_state": "sent"}),
-            ],
-        )
-        # A target id of 100 KB (incompressible) that no btree index row can hold.
-        target = {"system": "crm", "kind": "contact", "id": secrets.token_urlsafe(75_000)}
-        proposed = {
-            "action": {"verb": "note", "target": target, "tool": "crm.note", "params": {}, "output": "x"},
-            "signal": {"flags": []},
-            "rollback": {"method": "none"},
-        }
-        _store_rows(
-            settings,
-            "poison-long",
-            [
-                _started("poison-long", "crm-notes"),
-                _message("action.proposed", "poison-long", 2, proposed, step_id="s1"),
-                _message("run.finished", "poison-long", 3, {"final_state": "abandoned"}),
-            ],
-        )
+        _store_poison(settings)
         record_incidents(store)  # more after the poison: redelivered, so nothing new
         runner = build_projections(settings, store)
         runner.catch_up()
         end = runner.log_end()
         assert runner.positions() == dict.fromkeys(VIEW_NAMES, end)
         assert runner.catch_up() == 0  # the quarantined steps never stop a page again
-        with psycopg.connect(str(settings.database_url)) as conn:
-            quarantined = conn.execute(
-                sql.SQL("SELECT run_key, view, reason FROM {} ORDER BY position").format(
-                    sql.Identifier(settings.database_schema, "view_quarantine")
-                )
-            ).fetchall()
+        quarantined = _quarantined(settings)
         assert [(run, view) for run, view, _ in quarantined] == [
             (run_uuid("default", "poison-nul"), "runs"),
             (run_uuid("default", "poison-long"), "touches"),
         ]
         assert "0x00" in quarantined[0][2] or "NUL" in quarantined[0][2]
-        assert "index row" in quarantined[1][2]
+        assert "touches.entity_id would be 100000 bytes; an index key holds at most 2000" in quarantined[1][2]
         tables = dump(settings)
         assert len(tables["timeline"]) == events + 5 - 2  # every step but the two set aside
         runs = {row[2]: row for row in tables["runs"]}
@@ -227,3 +235,16 @@ def test_a_step_no_view_can_apply_is_quarantined_and_the_rest_applied(settings: 
         # A rebuild leaves the same steps out and writes the same rows.
         rebuild(build_projections(settings, store), str(settings.database_url), lambda _: None)
         assert dump(settings) == tables
+
+
+def test_a_rebuild_meeting_such_a_step_quarantines_it_too(settings: Settings) -> None:
+    with running_store(settings) as store:
+        events = record_incidents(store)
+        _store_poison(settings)
+        runner = build_projections(settings, store)
+        rebuild(runner, str(settings.database_url), lambda _: None, workers=1, size=50)
+        assert runner.positions() == dict.fromkeys(VIEW_NAMES, runner.log_end())
+        assert [view for _, view, _ in _quarantined(settings)] == ["runs", "touches"]
+        rebuilt = dump(settings)
+        assert len(rebuilt["timeline"]) == events + 5 - 2
+        assert runner.catch_up() == 0

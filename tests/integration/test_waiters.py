@@ -116,7 +116,9 @@ def test_eighty_waiters_leave_health_fast_and_wake_on_the_commit(
     assert max(a.at for a in woken) - committed < 1.0
 
 
-def test_a_waiter_answers_within_100_ms_of_the_commit(settings: Settings, store: RunStore, server: int) -> None:
+def test_a_waiter_answers_within_100_ms_of_the_commit(
+    settings: Settings, store: RunStore, server: int
+) -> None:
     runner = build_projections(settings, store)
     for generated in GENERATED[5:8]:
         record(store, generated.publish)

@@ -96,6 +96,8 @@ class Verified(BaseModel):
     view_differences: list[str] = []
     # Event ids the view remembers after the store's last event of the run.
     deleted_tail: list[str] = []
+    # Events of the run no view could apply: the views leave them out, so they differ.
+    quarantined: list[str] = []
     checked_at: datetime
     cannot_detect: str = CANNOT_DETECT
 
@@ -125,6 +127,7 @@ def verify_run(store: RunStore, queries: Queries, tenant: str, run_id: str) -> V
         reason=integrity.reason,
         checked_at=now,
         view_events=len(view["event_ids"]) if view else None,
+        quarantined=queries.quarantined(tenant, run_id),
         **result,
     )
 
@@ -193,6 +196,9 @@ def verified_text(v: Verified) -> list[str]:
             f"  the receipts view remembers {v.view_events} events, the store holds {v.events}: the last "
             f"{len(v.deleted_tail)} ({', '.join(v.deleted_tail)}) were deleted from the store"
         )
+    if v.quarantined:
+        lines.append(f"  {len(v.quarantined)} event(s) of this run are quarantined; no view includes them:")
+        lines += [f"    {q}" for q in v.quarantined]
     if v.view == "differs":
         lines.append("  the receipts view differs from the events:")
         lines += [f"    {d}" for d in v.view_differences]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.findings import Finding, final_state_unclear
 from domain.receipt import Receipt
 from domain.run import run_uuid
+from projections import quarantine
 from projections.bounds import BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
 from projections.views import VIEWS
 
@@ -402,16 +403,15 @@ class Queries:
         receipt = Receipt.model_validate_json(document)
         return receipt.seen_at(self.clock(), self.unfinished_after).model_dump_json()
 
-    def positions(self, application_name: str) -> dict[str, int]:
-        """How far each view has applied the event store's log."""
-        selects = SQL(" UNION ALL ").join(
-            SQL("SELECT {} AS view, notification_id FROM {} WHERE application_name = %s").format(
-                name, view.tracking_identifier
-            )
-            for name, view in self._views.items()
+    def quarantined(self, tenant: str, run_id: str) -> list[str]:
+        """The run's events no view could apply (projections/quarantine.py), said plainly."""
+        statement = SQL("SELECT position, view, reason FROM {} WHERE run_key = %s ORDER BY position").format(
+            quarantine.table(self.schema)
         )
-        rows = self._rows(selects, [application_name] * len(self._views))
-        return {row["view"]: row["notification_id"] for row in rows}
+        return [
+            f"log position {r['position']}, refused by view {r['view']}: {r['reason'][:200]}"
+            for r in self._rows(statement, [run_uuid(tenant, run_id)])
+        ]
 
 
 def _window(

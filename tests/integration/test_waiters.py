@@ -104,6 +104,7 @@ def test_eighty_waiters_leave_health_fast_and_wake_on_the_commit(
         health = _get(server, "/health")
         latencies.append(time.perf_counter() - started)
         assert health.status == 200, health.body
+        assert health.body["waiters"] == {"waiting": LIMIT, "limit": LIMIT, "listening": True}
     assert statistics.median(latencies) < 0.05 and max(latencies) < 0.1, latencies
     assert len(answers) == WAITERS - LIMIT  # nobody gave up meanwhile
     runner.catch_up()

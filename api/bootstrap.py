@@ -21,6 +21,7 @@ from infra.store import RunStore, schema_lock
 from projections.log import EventLog
 from projections.queries import Queries
 from projections.runner import ProjectionRunner, views_named
+from projections.status import StatusProbe, StatusReader, Thresholds
 from schemas import Codec
 
 log = logging.getLogger(__name__)
@@ -100,3 +101,10 @@ def build_projections(settings: Settings, store: RunStore, names: Sequence[str] 
     with schema_lock(_url(settings)):
         runner.create_tables()
     return runner
+
+
+def build_status(settings: Settings, store: RunStore) -> StatusProbe:
+    """The health report, over a connection of its own (not the store's pool)."""
+    thresholds = Thresholds(lag_events=settings.health_lag_events, lag_seconds=settings.health_lag_seconds)
+    reader = StatusReader(settings.database_schema, store.steps.events_table_name, store.name, thresholds)
+    return StatusProbe(_url(settings), reader)

@@ -10,11 +10,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel, ValidationError
 
-from api.bootstrap import build_queries, open_store
+from api.bootstrap import build_queries, build_status, open_store
 from infra.settings import Settings
+from projections.bounds import in_window
 from projections.queries import BadQuery, Queries, RelatedRuns, RunFilter
+from projections.status import report_text
 
 
 def when(text: str) -> datetime:
@@ -24,7 +27,11 @@ def when(text: str) -> datetime:
     except ValueError:
         example = "2026-11-25T14:02Z"
         raise argparse.ArgumentTypeError(f"'{text}' is not an ISO 8601 time (e.g. {example})") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return in_window(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"'{text}' {error}") from None
 
 
 def record_path(text: str) -> tuple[str, str, str]:
@@ -152,6 +159,24 @@ def cmd_findings(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    """The /health report; exit status 1 when degraded (for scripts and probes)."""
+    settings = settings.resolved()
+    try:
+        store = open_store(settings)
+    except PersistenceError as error:
+        print(f"DEGRADED: the database does not answer: {error}")
+        return 1
+    status = build_status(settings, store)
+    try:
+        report = status.report()
+    finally:
+        status.close()
+        store.close()
+    _print(report, args.json, lambda: report_text(report))
+    return 0 if report.status == "ok" else 1
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def command(
         name: str, func: Callable[[Settings, argparse.Namespace], int], text: str, limit: int = 100
@@ -195,3 +220,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     relied = command("relied-on", cmd_relied_on, "which runs relied on a document or record")
     relied.add_argument("record", type=record_path, metavar="SYSTEM/KIND/ID")
     relied.add_argument("--version", help="only runs that used this version of it")
+    health = sub.add_parser(
+        "health",
+        help="processes, view lag, quarantined events, incidents; exit 1 when degraded",
+        description="The report GET /health gives; exit status 1 when degraded.",
+    )
+    health.add_argument("--json", action="store_true", help="the report as JSON (as GET /health gives it)")
+    health.set_defaults(func=cmd_health)

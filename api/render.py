@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from domain.receipt import Receipt, StepReceipt
+from domain.receipt import Integrity, Receipt, StepReceipt
 from domain.steps import Reference
 
 MISSING = "MISSING"
@@ -177,6 +177,20 @@ def _output_lines(step: StepReceipt) -> list[str]:
     return lines
 
 
+def _integrity(integrity: Integrity) -> str:
+    if integrity.verified:
+        said = f"{integrity.events} events, chain verifies"
+    elif integrity.first_bad_version:
+        said = f"BROKEN at event #{integrity.first_bad_version}: {integrity.reason}"
+    else:
+        said = f"BROKEN: {integrity.reason}"
+    if integrity.checked_at:
+        said += f" (checked against the event store {_t(integrity.checked_at)})"
+    if integrity.view_current is False:
+        said += "; the view that served this receipt does not hold every stored event"
+    return said
+
+
 def receipt_markdown(receipt: Receipt) -> str:
     """For pasting into an incident document: a summary table, the findings, then
     the full receipt verbatim."""
@@ -190,12 +204,7 @@ def receipt_markdown(receipt: Receipt) -> str:
         ("Steps", str(len(receipt.steps))),
         ("Final state", receipt.final_state or MISSING),
         ("Started / finished", f"{_t(receipt.timestamps.started)} / {_t(receipt.timestamps.finished)}"),
-        (
-            "Integrity",
-            f"{integrity.events} events, chain verifies"
-            if integrity.verified
-            else f"BROKEN at event #{integrity.first_bad_version}: {integrity.reason}",
-        ),
+        ("Integrity", _integrity(integrity)),
     ]
     out = [f"## Receipt: run `{receipt.run_id}`", "", "| | |", "|---|---|"]
     out += ["| {} | {} |".format(name, value.replace("|", "\\|")) for name, value in rows]

@@ -6,23 +6,26 @@ sentence a person can act on; a bad parameter is a 422 naming the field.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from api.bootstrap import build_projections, build_queries, open_store
+from api.bootstrap import build_projections, build_queries, build_status, open_store
 from api.render import receipt_markdown
 from domain.receipt import Receipt
-from domain.run import NothingRecordedYet
+from domain.run import NothingRecordedYet, run_uuid
 from infra.settings import Settings
 from infra.store import RunNotFound, RunStore, RunUnreadable
+from projections.bounds import Cursor, Instant, Text
+from projections.integrity import Verified, served, stored_chain, verify_run
 from projections.queries import (
     BadQuery,
     FindingsPage,
@@ -32,21 +35,17 @@ from projections.queries import (
     RunFilter,
     RunsPage,
 )
+from projections.status import HealthReport, StatusProbe
+from projections.waiters import TooManyWaiters, Waiters, views_channel
 
 MARKDOWN = "text/markdown"
 MAX_WAIT = 10.0
-Tenant = Annotated[str, Query(description="isolation boundary of the run")]
-
-
-class Verified(BaseModel):
-    run_id: str
-    tenant: str
-    events: int
-    verified: bool
-    head: str | None
-    first_bad_version: int | None = None
-    first_bad_event_id: str | None = None
-    reason: str | None = None
+# Every parameter is bounded (projections/bounds.py): no NUL, ids of at most
+# MAX_TEXT characters, times within [EARLIEST, LATEST): a 422, never a 500.
+Tenant = Annotated[Text, Query(description="isolation boundary of the run")]
+RunId = Annotated[Text, Path(description="the run's id as its publisher named it")]
+Name = Annotated[Text, Path()]
+Accept = Annotated[str, Header(max_length=1024)]
 
 
 class Problem(BaseModel):
@@ -69,7 +68,18 @@ def create_app(settings: Settings) -> FastAPI:
         build_projections(settings, store)  # the views' tables, if no runner made them yet
         app.state.store = store
         app.state.queries = build_queries(settings, store)
+        app.state.status = build_status(settings, store)
+        # /health runs on threads of its own: never queued behind the shared pool's load.
+        app.state.health_threads = anyio.CapacityLimiter(2)
+        assert settings.database_url  # open_store needs it too
+        waiters = Waiters(
+            settings.database_url, views_channel(settings.database_schema), settings.max_waiters
+        )
+        app.state.waiters = waiters
+        await waiters.start()
         yield
+        await waiters.stop()
+        app.state.status.close()
         store.close()
 
     app = FastAPI(
@@ -84,12 +94,13 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _store(request: Request) -> RunStore:
+# Dependencies are coroutines: a sync one would take a worker thread per request.
+async def _store(request: Request) -> RunStore:
     store: RunStore = request.app.state.store
     return store
 
 
-def _queries(request: Request) -> Queries:
+async def _queries(request: Request) -> Queries:
     queries: Queries = request.app.state.queries
     return queries
 
@@ -108,47 +119,38 @@ def _routes(app: FastAPI) -> None:
         summary="A run's receipt: JSON, or Markdown (Accept: text/markdown)",
         responses={200: {"content": {MARKDOWN: {}}}, 503: {"model": Problem}},
     )
-    def receipt(
-        run_id: str,
+    async def receipt(
+        request: Request,
+        run_id: RunId,
         store: StoreDep,
         queries: QueriesDep,
         tenant: Tenant = "default",
-        as_of: Annotated[AwareDatetime | None, Query(description="the receipt as it stood then")] = None,
-        after_event: Annotated[str | None, Query(description="wait until this event is in it")] = None,
+        as_of: Annotated[Instant | None, Query(description="the receipt as it stood then")] = None,
+        after_event: Annotated[Text | None, Query(description="wait until this event is in it")] = None,
         wait: Annotated[float, Query(gt=0, le=MAX_WAIT, description="seconds to wait for after_event")] = 2.0,
-        accept: Annotated[str, Header()] = "application/json",
+        accept: Accept = "application/json",
     ) -> Response:
-        after = queries.unfinished_after
-        if as_of is not None:
-            # From the aggregate's own events: the views only know the present.
-            document = store.receipt(tenant, run_id, after, as_of=as_of).model_dump_json()
-        elif after_event is not None:
-            document = queries.receipt_after(tenant, run_id, after_event, wait)
-        else:
-            # A run recorded but not yet in the views is rendered from the store;
-            # only a run the store does not have is a 404.
-            document = (
-                queries.receipt_json(tenant, run_id) or store.receipt(tenant, run_id, after).model_dump_json()
-            )
-        if MARKDOWN in accept:
-            markdown = receipt_markdown(Receipt.model_validate_json(document))
-            return PlainTextResponse(markdown, media_type=MARKDOWN)
-        return Response(document, media_type="application/json")
+        viewed: str | None = None
+        if after_event is not None and as_of is None:
+            # Waits on the event loop, woken by the views' commits: no thread and no
+            # connection is held while waiting, only for each look (a few ms).
+            waiters: Waiters = request.app.state.waiters
 
-    @app.get("/runs/{run_id}/verify", response_model=Verified, summary="Recompute the run's hash chain")
-    def verify(run_id: str, store: StoreDep, tenant: Tenant = "default") -> Verified:
-        v = store.verify(tenant, run_id)
-        broken = v.broken
-        return Verified(
-            run_id=run_id,
-            tenant=tenant,
-            events=len(v.links),
-            verified=broken is None,
-            head=v.head,
-            first_bad_version=broken.version if broken else None,
-            first_bad_event_id=broken.event_id if broken else None,
-            reason=broken.reason if broken else None,
-        )
+            def look() -> Awaitable[str | None]:
+                return anyio.to_thread.run_sync(queries.receipt_including, tenant, run_id, after_event)
+
+            viewed = await waiters.wait_for(run_uuid(tenant, run_id), look, wait)
+            if viewed is None:
+                raise NotYetApplied(after_event, run_id, wait)
+        return await anyio.to_thread.run_sync(_receipt, store, queries, tenant, run_id, as_of, viewed, accept)
+
+    @app.get(
+        "/runs/{run_id}/verify",
+        response_model=Verified,
+        summary="Recompute the run's hash chain; compare the receipts view with a fresh fold of its events",
+    )
+    def verify(run_id: RunId, store: StoreDep, queries: QueriesDep, tenant: Tenant = "default") -> Verified:
+        return verify_run(store, queries, tenant, run_id)
 
     @app.get(
         "/entities/{system}/{kind}/{entity_id:path}/runs",
@@ -157,9 +159,9 @@ def _routes(app: FastAPI) -> None:
     )
     def touched(
         queries: QueriesDep,
-        system: str,
-        kind: str,
-        entity_id: Annotated[str, Path()],
+        system: Name,
+        kind: Name,
+        entity_id: Name,
         tenant: Tenant = "default",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> RelatedRuns:
@@ -172,11 +174,11 @@ def _routes(app: FastAPI) -> None:
     )
     def relied_on(
         queries: QueriesDep,
-        system: str,
-        kind: str,
-        source_id: Annotated[str, Path()],
+        system: Name,
+        kind: Name,
+        source_id: Name,
         tenant: Tenant = "default",
-        version: str | None = None,
+        version: Annotated[Text | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> RelatedRuns:
         return queries.relied_on(system, kind, source_id, tenant=tenant, version=version, limit=limit)
@@ -185,13 +187,13 @@ def _routes(app: FastAPI) -> None:
     def findings(
         queries: QueriesDep,
         tenant: Tenant = "default",
-        code: str | None = None,
-        severity: str | None = None,
-        workflow: str | None = None,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        code: Annotated[Text | None, Query()] = None,
+        severity: Annotated[Text | None, Query()] = None,
+        workflow: Annotated[Text | None, Query()] = None,
+        since: Annotated[Instant | None, Query()] = None,
+        until: Annotated[Instant | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        cursor: str | None = None,
+        cursor: Annotated[Cursor | None, Query()] = None,
     ) -> FindingsPage:
         return queries.findings(
             tenant=tenant,
@@ -204,11 +206,54 @@ def _routes(app: FastAPI) -> None:
             cursor=cursor,
         )
 
-    @app.get("/health", summary="Liveness, and how many events each view is behind the event store")
-    def health(store: StoreDep, queries: QueriesDep) -> dict[str, Any]:
-        last = store.steps.max_notification_id() or 0
-        behind = {view: last - position for view, position in queries.positions(store.name).items()}
-        return {"status": "ok", "time": datetime.now(UTC).isoformat(), "last_event": last, "behind": behind}
+    @app.get(
+        "/health",
+        response_model=HealthReport,
+        summary="Processes, view lag, quarantined events, recent incidents; 503 when degraded",
+        responses={503: {"model": HealthReport, "description": "degraded: `problems` says why"}},
+    )
+    async def health(request: Request) -> JSONResponse:
+        status: StatusProbe = request.app.state.status
+        report = await anyio.to_thread.run_sync(status.report, limiter=request.app.state.health_threads)
+        body = report.model_dump(mode="json")
+        waiters: Waiters = request.app.state.waiters  # this HTTP process's read-your-writes waits
+        listening = waiters.listening.is_set()
+        body["waiters"] = {"waiting": waiters.count, "limit": waiters.limit, "listening": listening}
+        return JSONResponse(body, status_code=200 if report.status == "ok" else 503)
+
+
+def _receipt(
+    store: RunStore,
+    queries: Queries,
+    tenant: str,
+    run_id: str,
+    as_of: datetime | None,
+    viewed: str | None,
+    accept: str,
+) -> Response:
+    after = queries.unfinished_after
+    if as_of is not None:
+        # From the aggregate's own events: the views only know the present.
+        document = _folded(store.receipt(tenant, run_id, after, as_of=as_of))
+    else:
+        # A view's document vouches for nothing: its integrity is the store's
+        # chain, recomputed now. A run recorded but not yet in the views is
+        # rendered from the store; only a run the store does not have is a 404.
+        viewed = viewed or queries.receipt_json(tenant, run_id)
+        if viewed is not None:
+            document = served(viewed, stored_chain(store, tenant, run_id))
+        else:
+            document = _folded(store.receipt(tenant, run_id, after))
+    if MARKDOWN in accept:
+        markdown = receipt_markdown(Receipt.model_validate_json(document))
+        return PlainTextResponse(markdown, media_type=MARKDOWN)
+    return Response(document, media_type="application/json")
+
+
+def _folded(receipt: Receipt) -> str:
+    """A receipt folded from the store just now: its chain was checked now."""
+    integrity = receipt.integrity.model_copy(update={"checked_at": datetime.now(UTC)})
+    return receipt.model_copy(update={"integrity": integrity}).model_dump_json()
 
 
 def _install_problems(app: FastAPI) -> None:
@@ -237,6 +282,12 @@ def _install_problems(app: FastAPI) -> None:
     @app.exception_handler(RunUnreadable)
     async def unreadable(_request: Request, error: RunUnreadable) -> JSONResponse:
         return problem(409, "Run record damaged", str(error))
+
+    @app.exception_handler(TooManyWaiters)
+    async def too_many(_request: Request, error: TooManyWaiters) -> JSONResponse:
+        response = problem(503, "Too many requests waiting", str(error))
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(NotYetApplied)
     async def not_yet(_request: Request, error: NotYetApplied) -> JSONResponse:

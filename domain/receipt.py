@@ -167,6 +167,11 @@ class Integrity(Fact):
     first_bad_version: int | None = None
     first_bad_event_id: str | None = None
     reason: str | None = None
+    # Set only where a receipt is served (render has no clock): when the chain
+    # was last recomputed from the event store, and whether the view that served
+    # the receipt holds every event the store does (None: folded from the store).
+    checked_at: datetime | None = None
+    view_current: bool | None = None
 
 
 class Receipt(Fact):

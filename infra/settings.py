@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # The HTTP API that `receipts up` / `receipts serve` start.
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # /health is degraded when a view is more than this many events behind the
+    # event store and its oldest unapplied step has waited this many seconds.
+    health_lag_events: int = 0
+    health_lag_seconds: float = 30.0
+    # Requests that may wait at once for `after_event` (past it: 503, Retry-After).
+    max_waiters: int = 64
 
     @property
     def unfinished_after(self) -> timedelta:

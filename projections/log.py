@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.run import Entry
 from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, stored_entry
+from projections import quarantine
 from schemas import Codec, DecodeError
 
 log = logging.getLogger(__name__)
@@ -45,21 +46,25 @@ class Page:
 
 class EventLog:
     def __init__(self, schema: str, events_table: str, codec: Codec) -> None:
+        self.schema = schema
         self.codec = codec
         self.events_table = events_table
         # LIMIT NULL is no limit.
+        # A quarantined step is read (its position still counts) but not applied.
         self._range = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
-            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id LIMIT %s"
-        ).format(Identifier(schema), Identifier(events_table))
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
+            "q.position IS NOT NULL FROM {}.{} e LEFT JOIN {} q ON q.position = e.notification_id "
+            "WHERE e.notification_id > %s AND e.notification_id <= %s ORDER BY e.notification_id LIMIT %s"
+        ).format(Identifier(schema), Identifier(events_table), quarantine.table(schema))
         # Each run's steps before the given version: what a page needs to render
         # a run whose earlier steps arrived in earlier pages.
         self._before = SQL(
             "SELECT e.originator_id, e.originator_version, e.state FROM {}.{} e "
             "JOIN unnest(%s::uuid[], %s::int[]) AS b(run, version) "
             "ON e.originator_id = b.run AND e.originator_version < b.version "
+            "WHERE NOT EXISTS (SELECT FROM {} q WHERE q.position = e.notification_id) "
             "ORDER BY e.originator_id, e.originator_version"
-        ).format(Identifier(schema), Identifier(events_table))
+        ).format(Identifier(schema), Identifier(events_table), quarantine.table(schema))
         self._continuing = SQL(
             "SELECT DISTINCT originator_id FROM {}.{} "
             "WHERE originator_id = ANY(%s) AND notification_id > %s AND notification_id <= %s"
@@ -84,13 +89,16 @@ class EventLog:
         curs.execute(self._range, (position, until, limit), prepare=True)
         steps: list[Recorded] = []
         end = position
-        for notification_id, run_key, version, topic, state in curs.fetchall():
+        for notification_id, run_key, version, topic, state, quarantined in curs.fetchall():
             end = notification_id
-            if topic not in STEP_TOPICS:
+            if topic not in STEP_TOPICS or quarantined:
                 continue
             entry = self.entry(version, bytes(state), run_key, notification_id)
-            if entry is not None:
+            if isinstance(entry, Entry):
                 steps.append(Recorded(notification_id, run_key, entry))
+            else:  # no view can apply what does not decode: set aside, visible in /health
+                reason = f"the stored row no longer decodes: {entry}"
+                quarantine.record(curs, self.schema, notification_id, run_key, "log", reason)
         return Page(steps, end)
 
     def before(self, curs: psycopg.Cursor[Any], first_versions: dict[UUID, int]) -> dict[UUID, list[Entry]]:
@@ -101,7 +109,7 @@ class EventLog:
         curs.execute(self._before, ([r for r, _ in wanted], [v for _, v in wanted]))
         for run_key, version, state in curs.fetchall():
             entry = self.entry(version, bytes(state), run_key, None)
-            if entry is not None:
+            if isinstance(entry, Entry):
                 earlier.setdefault(run_key, []).append(entry)
         return earlier
 
@@ -110,9 +118,10 @@ class EventLog:
         row = curs.fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
-    def entry(self, version: int, state: bytes, run_key: UUID, position: int | None) -> Entry | None:
-        """The stored step, or None (logged) when the row no longer decodes: an
-        altered row must not stop every projection; `receipts verify` names it."""
+    def entry(self, version: int, state: bytes, run_key: UUID, position: int | None) -> Entry | str:
+        """The stored step, or why it no longer decodes (logged): an altered row, or
+        one stored before the door checked what it checks now, must not stop every
+        projection; `receipts verify` names it."""
         try:
             return stored_entry(version, state, self.codec)
         except (ValueError, KeyError, UnicodeDecodeError, DecodeError) as error:
@@ -123,7 +132,7 @@ class EventLog:
                 position,
                 error,
             )
-            return None
+            return str(error)
 
 
 def group_by_run(steps: Iterable[Recorded]) -> dict[UUID, list[Entry]]:

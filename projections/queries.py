@@ -6,9 +6,6 @@ bad input raises `BadQuery` naming the field, an unknown run `RunNotFound`.
 
 from __future__ import annotations
 
-import base64
-import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,17 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.findings import Finding, final_state_unclear
 from domain.receipt import Receipt
 from domain.run import run_uuid
+from projections import quarantine
+from projections.bounds import BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
 from projections.views import VIEWS
 
+__all__ = ["BadQuery"]  # raised by the queries; defined with the bounds
+
 Clock = Callable[[], datetime]
-FindingCode = str
-
-
-class BadQuery(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+FindingCode = Text
 
 
 class NotYetApplied(TimeoutError):
@@ -48,18 +42,18 @@ class Model(BaseModel):
 
 
 class RunFilter(Model):
-    tenant: str = "default"
-    workflow: str | None = None
-    final_state: str | None = None
+    tenant: Text = "default"
+    workflow: Text | None = None
+    final_state: Text | None = None
     finding: FindingCode | None = None
-    reviewer: str | None = None
-    agent: str | None = None
-    model: str | None = None
-    since: datetime | None = Field(None, description="runs started at or after (RFC 3339)")
-    until: datetime | None = Field(None, description="runs started before (RFC 3339)")
-    text: str | None = Field(None, description="text in the input reference (system/kind/id)")
+    reviewer: Text | None = None
+    agent: Text | None = None
+    model: Text | None = None
+    since: Instant | None = Field(None, description="runs started at or after (RFC 3339)")
+    until: Instant | None = Field(None, description="runs started before (RFC 3339)")
+    text: Text | None = Field(None, description="text in the input reference (system/kind/id)")
     limit: int = Field(50, ge=1, le=500)
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
 class RunSummary(Model):
@@ -196,7 +190,7 @@ class Queries:
             where.append(SQL("input_ref ILIKE %s"))
             params.append("%" + f.text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%")
         if f.cursor:
-            started, key = _decode_cursor(f.cursor, 2)
+            started, key = decode_cursor(f.cursor, 2)
             where.append(SQL("(started_at, run_key) < (%s, %s::uuid)"))
             params += [started, key]
         statement = SQL(
@@ -206,7 +200,7 @@ class Queries:
         more = len(rows) > f.limit
         rows = rows[: f.limit]
         last = rows[-1] if more else None
-        cursor = _encode_cursor(last["started_at"].isoformat(), str(last["run_key"])) if last else None
+        cursor = encode_cursor(last["started_at"].isoformat(), str(last["run_key"])) if last else None
         return RunsPage(
             runs=[RunSummary(**{c: row[c] for c in _RUN_COLUMNS}) for row in rows], next_cursor=cursor
         )
@@ -324,7 +318,7 @@ class Queries:
         ):
             _window(where, params, since, until)
             if cursor:
-                started, key, seq = _decode_cursor(cursor, 3)
+                started, key, seq = decode_cursor(cursor, 3)
                 where.append(SQL("(started_at, run_key, {}) < (%s, %s::uuid, %s::int)").format(seq_column))
                 params += [started, key, seq]
         statement = SQL(
@@ -367,9 +361,7 @@ class Queries:
             )
         last = rows[-1] if more else None
         next_cursor = (
-            _encode_cursor(last["started_at"].isoformat(), str(last["run_key"]), last["seq"])
-            if last
-            else None
+            encode_cursor(last["started_at"].isoformat(), str(last["run_key"]), last["seq"]) if last else None
         )
         return FindingsPage(findings=found, next_cursor=next_cursor)
 
@@ -380,19 +372,17 @@ class Queries:
         row = self._receipt_row(tenant, run_id)
         return self._as_seen(row) if row else None
 
-    def receipt_after(self, tenant: str, run_id: str, event_id: str, timeout: float) -> str:
-        """Read-your-writes: wait (bounded) until the receipt includes `event_id`."""
-        started = time.monotonic()
-        pause = 0.005
-        while True:
-            row = self._receipt_row(tenant, run_id, event_id)
-            if row is not None:
-                return self._as_seen(row)
-            waited = time.monotonic() - started
-            if waited >= timeout:
-                raise NotYetApplied(event_id, run_id, waited)
-            time.sleep(min(pause, timeout - waited))
-            pause = min(pause * 2, 0.05)
+    def stored_receipt(self, tenant: str, run_id: str) -> str | None:
+        """The receipts view's document exactly as stored (to compare with the events)."""
+        statement = SQL("SELECT document FROM {} WHERE run_key = %s").format(self._t("receipts"))
+        rows = self._rows(statement, [run_uuid(tenant, run_id)])
+        return rows[0]["document"] if rows else None
+
+    def receipt_including(self, tenant: str, run_id: str, event_id: str) -> str | None:
+        """The receipt if the view has applied `event_id` to it, else None (one look:
+        projections/waiters.py waits between looks)."""
+        row = self._receipt_row(tenant, run_id, event_id)
+        return self._as_seen(row) if row else None
 
     def _receipt_row(self, tenant: str, run_id: str, event_id: str | None = None) -> dict[str, Any] | None:
         statement = SQL(
@@ -413,16 +403,15 @@ class Queries:
         receipt = Receipt.model_validate_json(document)
         return receipt.seen_at(self.clock(), self.unfinished_after).model_dump_json()
 
-    def positions(self, application_name: str) -> dict[str, int]:
-        """How far each view has applied the event store's log."""
-        selects = SQL(" UNION ALL ").join(
-            SQL("SELECT {} AS view, notification_id FROM {} WHERE application_name = %s").format(
-                name, view.tracking_identifier
-            )
-            for name, view in self._views.items()
+    def quarantined(self, tenant: str, run_id: str) -> list[str]:
+        """The run's events no view could apply (projections/quarantine.py), said plainly."""
+        statement = SQL("SELECT position, view, reason FROM {} WHERE run_key = %s ORDER BY position").format(
+            quarantine.table(self.schema)
         )
-        rows = self._rows(selects, [application_name] * len(self._views))
-        return {row["view"]: row["notification_id"] for row in rows}
+        return [
+            f"log position {r['position']}, refused by view {r['view']}: {r['reason'][:200]}"
+            for r in self._rows(statement, [run_uuid(tenant, run_id)])
+        ]
 
 
 def _window(
@@ -445,18 +434,3 @@ def _related_run(row: dict[str, Any]) -> RelatedRun:
         final_state=row["final_state"],
         started_at=row["started_at"],
     )
-
-
-def _encode_cursor(*parts: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, arity: int) -> list[Any]:
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(parts, list) or len(parts) != arity:
-            raise ValueError(parts)
-        parts[0] = datetime.fromisoformat(parts[0])
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise BadQuery("cursor", "not a cursor this service returned; start again without it") from None
-    return parts

@@ -20,12 +20,14 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
 from infra.memory import tune_gc
-from projections.log import EventLog
-from projections.runner import REBUILDING, ProjectionRunner
+from infra.retry import transient
+from projections.log import EventLog, Page
+from projections.runner import REBUILDING, ProjectionRunner, apply_quarantining
 from projections.views import Batch, View
 from schemas import Codec
 
@@ -106,11 +108,29 @@ def _apply_range(bounds: tuple[int, int]) -> tuple[int, tuple[int, int]]:
     job: Job = _worker["job"]
     log: EventLog = _worker["log"]
     conn: psycopg.Connection[Any] = _worker["conn"]
+    views: list[View] = _worker["views"]
+    try:
+        with conn.transaction(), conn.cursor() as curs:
+            page, later = _range(curs, log, job, start, stop)
+            batch = Batch(curs, log, page.steps, later, fresh=True)
+            for view in views:
+                view.apply(curs, batch)
+        return len(page.steps), bounds
+    except Exception as error:
+        if transient(error):
+            raise
+    # A step no view can take (not quarantined yet): the range again, step by
+    # step, setting aside what fails alone, as the live runner does.
     with conn.transaction(), conn.cursor() as curs:
-        page = log.between(curs, start, stop)
-        runs = list({step.run_key for step in page.steps})
-        later = log.continuing(curs, runs, stop, job.end) if stop < job.end else set()
-        batch = Batch(curs, log, page.steps, later, fresh=True)
-        for view in _worker["views"]:
-            view.apply(curs, batch)
-    return len(page.steps), bounds
+        page, later = _range(curs, log, job, start, stop)
+        set_aside = apply_quarantining(curs, log, page.steps, views, later)
+    return len(page.steps) - len(set_aside), bounds
+
+
+def _range(
+    curs: psycopg.Cursor[Any], log: EventLog, job: Job, start: int, stop: int
+) -> tuple[Page, set[UUID]]:
+    page = log.between(curs, start, stop)
+    runs = list({step.run_key for step in page.steps})
+    later = log.continuing(curs, runs, stop, job.end) if stop < job.end else set()
+    return page, later

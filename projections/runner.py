@@ -14,26 +14,31 @@ read them. eventsourcing's `ProjectionRunner` commits one transaction per event
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from projections.log import EventLog
+from infra.retry import Backoff, pause, transient
+from projections import quarantine
+from projections.log import EventLog, Recorded
 from projections.views import VIEWS, Batch, View
+from projections.waiters import payload, views_channel
 
 log = logging.getLogger(__name__)
 IDLE_WAIT = 1.0
 # A view's tracking position while a parallel rebuild fills it (projections/rebuild.py).
 REBUILDING = -1
-RETRY_WAIT = 2.0
+# The longest pause between attempts while the database is away.
+RETRY_CAP = 10.0
 
 
 class UnknownView(LookupError):
@@ -84,6 +89,7 @@ class ProjectionRunner:
             PostgresTrackingRecorder(self.datastore, tracking_table_name=view.tracking_table).create_table()
         with self._transaction() as curs:
             trigrams = _has_trigrams(curs)
+            quarantine.create(curs, self.log.schema)
             for view in self.views:
                 view.create(curs, trigrams)
                 curs.execute(
@@ -112,25 +118,37 @@ class ProjectionRunner:
             for view in self.views:
                 view.create(curs, trigrams)
                 self._track(curs, view, end)
+            self._notify(curs, ())
 
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self, should_stop: Callable[[], bool]) -> None:
-        """Apply pages until told to stop; between pages, sleep until the store is written."""
-        with self._listening() as wait_for_write:
-            while not should_stop():
-                try:
-                    applied = self.apply_next()
-                except psycopg.Error as error:
-                    log.error(
-                        "projection page failed, nothing of it was applied; retrying in %.0f s: %s",
-                        RETRY_WAIT,
+        """Apply pages until told to stop; between pages, sleep until the store is written.
+
+        Nothing ends the loop but `should_stop`: a lost database (a restart, a
+        network cut) is waited out with capped exponential backoff, listening
+        connection included; any other failure is logged and retried the same way
+        (a step no view can apply is quarantined by `apply_next`, not retried)."""
+        backoff = Backoff(first=0.1, cap=RETRY_CAP)
+        while not should_stop():
+            try:
+                with self._listening() as wait_for_write:
+                    while not should_stop():
+                        applied = self.apply_next()
+                        backoff.succeeded()
+                        if not applied:
+                            wait_for_write(IDLE_WAIT)
+            except Exception as error:
+                delay = backoff.failed()
+                if transient(error):
+                    log.warning(
+                        "projections lost the database; nothing half-applied; retry in %.1f s: %s",
+                        delay,
                         error,
                     )
-                    time.sleep(RETRY_WAIT)
-                    continue
-                if not applied:
-                    wait_for_write(IDLE_WAIT)
+                else:
+                    log.exception("projection page failed, nothing of it was applied; retry in %.1f s", delay)
+                pause(delay, should_stop)
 
     def catch_up(self, until: int | None = None, on_page: Callable[[int], None] = lambda _: None) -> int:
         """Apply pages until every view has reached `until` (default: the log's end now)."""
@@ -145,8 +163,22 @@ class ProjectionRunner:
     def apply_next(self) -> int:
         """One transaction: the next page for every view this runner could lock.
 
-        Views at different positions (one being rebuilt) each get their own page."""
+        Views at different positions (one being rebuilt) each get their own page.
+        When a page fails for a reason that is not transient, it is applied again
+        step by step (`apply_quarantining`) and what fails alone is quarantined."""
+        try:
+            events = self._apply_next(careful=False)
+        except Exception as error:
+            if transient(error):
+                raise
+            log.warning("projection page failed (%s); applying it again to set aside what fails", error)
+            events = self._apply_next(careful=True)
+        self.progress.events += events
+        return events
+
+    def _apply_next(self, careful: bool) -> int:
         events = 0
+        touched: set[UUID] = set()
         with self._transaction() as curs:
             positions = self._lock(curs, self.views, wait=False)
             at: dict[int, list[View]] = {}
@@ -157,12 +189,20 @@ class ProjectionRunner:
                 page = self.log.after(curs, position, self.page_size)
                 if page.end == position:
                     continue
-                batch = Batch(curs, self.log, page.steps)
+                if careful:
+                    set_aside = apply_quarantining(curs, self.log, page.steps, views)
+                    if set_aside and len(set_aside) == len(page.steps) > 1:
+                        # Every step failing alone is not bad data: the views or the database are.
+                        raise RuntimeError(f"every step of the page after {position} fails; not quarantining")
+                    events += len(page.steps) - len(set_aside)
+                else:
+                    _apply(curs, Batch(curs, self.log, page.steps), views)
+                    events += len(page.steps)
                 for view in views:
-                    view.apply(curs, batch)
                     self._track(curs, view, page.end)
-                events += len(page.steps)
-        self.progress.events += events
+                touched.update(step.run_key for step in page.steps)
+            if touched:  # delivered on commit: wakes read-your-writes waiters (projections/waiters.py)
+                self._notify(curs, touched)
         return events
 
     def log_end(self) -> int:
@@ -198,6 +238,9 @@ class ProjectionRunner:
             (position, self.application_name),
         )
 
+    def _notify(self, curs: psycopg.Cursor[Any], runs: Collection[UUID]) -> None:
+        curs.execute("SELECT pg_notify(%s, %s)", (views_channel(self.log.schema), payload(runs)))
+
     def _position(self, curs: psycopg.Cursor[Any], view: View) -> int:
         curs.execute(
             _tracking(view, "SELECT notification_id FROM {} WHERE application_name = %s"),
@@ -228,7 +271,65 @@ class ProjectionRunner:
             try:
                 yield wait_for_write
             finally:
-                conn.execute(SQL("UNLISTEN {}").format(Identifier(self.channel)))
+                with contextlib.suppress(psycopg.Error):  # a lost connection has nothing to undo
+                    conn.execute(SQL("UNLISTEN {}").format(Identifier(self.channel)))
+
+
+class ViewFailed(Exception):
+    """A view could not apply a batch; names the view (the cause says why)."""
+
+    def __init__(self, view: str) -> None:
+        super().__init__(f"view {view} failed")
+        self.view = view
+
+
+def apply_quarantining(
+    curs: psycopg.Cursor[Any],
+    log_: EventLog,
+    steps: Sequence[Recorded],
+    views: Sequence[View],
+    later: Collection[UUID] = (),
+) -> list[int]:
+    """Apply `steps` in order, halving any run of them that fails inside a
+    savepoint; a step that fails alone is quarantined (recorded at once, so the
+    steps after it read their run's history without it). Returns the positions
+    set aside. Halves of one run are written in turn, so runs' rows are replaced,
+    never appended (not `fresh`); `later` as in Batch."""
+    if not steps:
+        return []
+    try:
+        with curs.connection.transaction():  # a savepoint
+            _apply(curs, Batch(curs, log_, steps, later), views)
+    except Exception as error:
+        if transient(error):
+            raise
+        if len(steps) > 1:
+            middle = len(steps) // 2
+            return apply_quarantining(curs, log_, steps[:middle], views, later) + apply_quarantining(
+                curs, log_, steps[middle:], views, later
+            )
+        (step,) = steps
+        view = error.view if isinstance(error, ViewFailed) else "?"
+        reason = str(error.__cause__ or error)
+        log.error(
+            "quarantined run %s event %s (log position %d): view %s cannot apply it: %s",
+            step.run_key,
+            step.entry.step.event_id,
+            step.position,
+            view,
+            reason,
+        )
+        quarantine.record(curs, log_.schema, step.position, step.run_key, view, reason)
+        return [step.position]
+    return []
+
+
+def _apply(curs: psycopg.Cursor[Any], batch: Batch, views: Sequence[View]) -> None:
+    for view in views:
+        try:
+            view.apply(curs, batch)
+        except Exception as error:
+            raise ViewFailed(view.name) from error
 
 
 def _tracking(view: View, statement: str) -> Composed:

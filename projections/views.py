@@ -8,6 +8,7 @@ whole runs replace a touched run's rows; the timeline appends one row per step.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,6 +24,33 @@ from domain.steps import ActionExecuted, ActionProposed, ActionReverted, Referen
 from projections.log import EventLog, Recorded, histories
 
 Row = tuple[Any, ...]
+# PostgreSQL's btree index row holds ~2.7 KB. A longer key fails the insert, or,
+# in a rebuild (indexes built at the end), the whole rebuild at its last step.
+# So keys are checked as rows are written, against a limit below that.
+KEY_BYTES = 2000
+
+
+class UnindexableValue(ValueError):
+    def __init__(self, view: str, column: str, size: int) -> None:
+        super().__init__(f"{view}.{column} would be {size} bytes; an index key holds at most {KEY_BYTES}")
+
+
+def _key_size(value: object) -> int:
+    """Bytes of a text (or text array) key; 0 when clearly short (the common case, no encoding)."""
+    if isinstance(value, str):
+        return len(value.encode()) if len(value) > KEY_BYTES // 4 else 0
+    if isinstance(value, list):
+        return max((_key_size(item) for item in value), default=0)
+    return 0
+
+
+def _group_size(values: Sequence[object]) -> int:
+    """Bytes the text values of one composite btree key take together; 0 when
+    they are clearly short together."""
+    texts = [v for v in values if isinstance(v, str)]
+    if sum(map(len, texts)) <= KEY_BYTES // 4:
+        return 0
+    return sum(len(text.encode()) for text in texts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +102,8 @@ class View:
     trigram_indexes: ClassVar[tuple[str, ...]] = ()
     # ALTER TABLE actions run after the table is made ("{}" is the table).
     alterations: ClassVar[tuple[str, ...]] = ()
+    # Text columns some index keys on (see KEY_BYTES).
+    keyed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
@@ -125,9 +155,29 @@ class View:
         statement = SQL("COPY {} ({}) FROM STDIN").format(
             self.identifier, SQL(", ").join(map(Identifier, self.columns))
         )
+        keyed = [(i, self.columns[i]) for i in map(self.columns.index, self.keyed)]
+        groups = self._key_groups
         with curs.copy(statement) as copy:
             for row in rows:
+                for i, column in keyed:
+                    if (size := _key_size(row[i])) > KEY_BYTES:
+                        raise UnindexableValue(self.name, column, size)
+                for group in groups:
+                    if (size := _group_size([row[i] for i in group])) > KEY_BYTES:
+                        raise UnindexableValue(self.name, "+".join(self.columns[i] for i in group), size)
                 copy.write_row(row)
+
+    @cached_property
+    def _key_groups(self) -> list[tuple[int, ...]]:
+        """The keyed columns each btree index keys on together (GIN keys are elements or trigrams)."""
+        groups = []
+        for index in self.indexes:
+            if "gin" in index.lower():
+                continue
+            names = [c for c in self.keyed if re.search(rf"\b{c}\b", index)]
+            if len(names) > 1:
+                groups.append(tuple(self.columns.index(c) for c in names))
+        return groups
 
 
 class RunsView(View):
@@ -195,6 +245,7 @@ class Runs(RunsView):
         "(tenant, run_id)",
     )
     trigram_indexes = ("USING gin (input_ref gin_trgm_ops) WITH (fastupdate = off)",)
+    keyed = ("tenant", "run_id", "workflow", "final_state", "agent", "model", "finding_codes", "reviewers")
 
     def rows(self, run: RunView) -> Iterator[Row]:
         r = run.receipt
@@ -262,6 +313,7 @@ class Touches(RunsView):
         system text NOT NULL, kind text NOT NULL, entity_id text NOT NULL, verb text NOT NULL,
         state text NOT NULL, at timestamptz NOT NULL, event_id text NOT NULL"""
     indexes = ("(tenant, system, kind, entity_id, at DESC)", "(run_key)")
+    keyed = ("tenant", "system", "kind", "entity_id")
 
     def rows(self, run: RunView) -> Iterator[Row]:
         targets: dict[str, tuple[Reference, str]] = {}
@@ -316,6 +368,7 @@ class Sources(RunsView):
         system text NOT NULL, kind text NOT NULL, source_id text NOT NULL, version text,
         retrieved_at timestamptz, used_at timestamptz NOT NULL, event_id text NOT NULL"""
     indexes = ("(tenant, system, kind, source_id, version)", "(run_key)")
+    keyed = ("tenant", "system", "kind", "source_id", "version")
 
     def rows(self, run: RunView) -> Iterator[Row]:
         cited: dict[str, list[str | None]] = {}
@@ -367,6 +420,7 @@ class Findings(RunsView):
         "(tenant, started_at DESC, run_key DESC, seq)",
         "(tenant, code, started_at DESC, run_key DESC, seq)",
     )
+    keyed = ("tenant", "code")
 
     def rows(self, run: RunView) -> Iterator[Row]:
         r = run.receipt
@@ -410,6 +464,7 @@ class Timeline(View):
         type text NOT NULL, actor_kind text NOT NULL, actor_id text NOT NULL, step_id text,
         event_id text NOT NULL"""
     indexes = ("(tenant, occurred_at DESC, position DESC)",)
+    keyed = ("tenant",)
 
     def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
         self.copy(

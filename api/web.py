@@ -20,14 +20,14 @@ from starlette.exceptions import HTTPException
 
 from api.bootstrap import build_projections, build_queries, build_status, open_store
 from api.render import receipt_markdown
+from domain.errors import Invalid, ReceiptsError, Unavailable
 from domain.receipt import Receipt
-from domain.run import NothingRecordedYet, run_uuid
+from domain.run import run_uuid
 from infra.settings import Settings
-from infra.store import RunNotFound, RunStore, RunUnreadable
+from infra.store import RunStore
 from projections.bounds import Cursor, Instant, Text
 from projections.integrity import Verified, served, stored_chain, verify_run
 from projections.queries import (
-    BadQuery,
     FindingsPage,
     NotYetApplied,
     Queries,
@@ -36,7 +36,7 @@ from projections.queries import (
     RunsPage,
 )
 from projections.status import HealthReport, StatusProbe
-from projections.waiters import TooManyWaiters, Waiters, views_channel
+from projections.waiters import Waiters, views_channel
 
 MARKDOWN = "text/markdown"
 MAX_WAIT = 10.0
@@ -266,33 +266,15 @@ def _install_problems(app: FastAPI) -> None:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "Invalid request", detail, errors=errors)
 
-    @app.exception_handler(BadQuery)
-    async def bad_query(_request: Request, error: BadQuery) -> JSONResponse:
-        errors = [{"field": error.field, "message": error.message}]
-        return problem(422, "Invalid request", str(error), errors=errors)
-
-    @app.exception_handler(RunNotFound)
-    async def not_found(_request: Request, error: RunNotFound) -> JSONResponse:
-        return problem(404, "Run not found", str(error))
-
-    @app.exception_handler(NothingRecordedYet)
-    async def too_early(_request: Request, error: NothingRecordedYet) -> JSONResponse:
-        return problem(404, "Nothing recorded at that time", str(error))
-
-    @app.exception_handler(RunUnreadable)
-    async def unreadable(_request: Request, error: RunUnreadable) -> JSONResponse:
-        return problem(409, "Run record damaged", str(error))
-
-    @app.exception_handler(TooManyWaiters)
-    async def too_many(_request: Request, error: TooManyWaiters) -> JSONResponse:
-        response = problem(503, "Too many requests waiting", str(error))
-        response.headers["Retry-After"] = "1"
-        return response
-
-    @app.exception_handler(NotYetApplied)
-    async def not_yet(_request: Request, error: NotYetApplied) -> JSONResponse:
-        response = problem(503, "Event not applied yet", str(error))
-        response.headers["Retry-After"] = "1"
+    @app.exception_handler(ReceiptsError)
+    async def receipts_error(_request: Request, error: ReceiptsError) -> JSONResponse:
+        """Every error of ours carries its status and title: one handler."""
+        extra: dict[str, Any] = {}
+        if isinstance(error, Invalid):
+            extra["errors"] = [{"field": error.field, "message": error.message}]
+        response = problem(error.status, error.title, error.detail, **extra)
+        if isinstance(error, Unavailable) and error.retry_after is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
         return response
 
     @app.exception_handler(HTTPException)

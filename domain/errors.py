@@ -25,6 +25,11 @@ class Invalid(ReceiptsError):
     status = 422
     title = "Invalid request"
 
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
 
 class Conflict(ReceiptsError):
     status = 409
@@ -34,3 +39,4 @@ class Conflict(ReceiptsError):
 class Unavailable(ReceiptsError):
     status = 503
     title = "Unavailable"
+    retry_after: int | None = None  # seconds, sent as Retry-After

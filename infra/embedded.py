@@ -17,10 +17,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from domain.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 
-class EmbeddedError(RuntimeError):
+class EmbeddedError(Unavailable, RuntimeError):
     """An embedded server could not be started."""
 
 

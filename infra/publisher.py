@@ -27,6 +27,7 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from kafka import KafkaProducer
 
+from domain.errors import Unavailable
 from domain.steps import (
     Action,
     ActionProposedData,
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 _EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/event")
 
 
-class PublishError(RuntimeError):
+class PublishError(Unavailable, RuntimeError):
     """The broker did not accept an event after every retry."""
 
 

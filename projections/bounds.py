@@ -17,6 +17,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, TypeAdapter, ValidationError
 
+from domain.errors import Invalid
+
 # Longest id or text a question may carry (run ids, event ids, record ids, filters).
 MAX_TEXT = 512
 # The window of times a question may name; wide enough for any real record.
@@ -49,11 +51,8 @@ Instant = Annotated[AwareDatetime, AfterValidator(in_window)]
 Cursor = Annotated[str, StringConstraints(max_length=MAX_CURSOR), AfterValidator(no_nul)]
 
 
-class BadQuery(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+class BadQuery(Invalid, ValueError):
+    """A query parameter out of bounds; names the field."""
 
 
 # Cursors are lists of (started_at, run_key) or (started_at, run_key, seq);

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.errors import Unavailable
 from domain.findings import Finding, final_state_unclear
 from domain.receipt import Receipt
 from domain.run import run_uuid
@@ -28,7 +29,10 @@ Clock = Callable[[], datetime]
 FindingCode = Text
 
 
-class NotYetApplied(TimeoutError):
+class NotYetApplied(Unavailable, TimeoutError):
+    title = "Event not applied yet"
+    retry_after = 1
+
     def __init__(self, event_id: str, run_id: str, waited: float) -> None:
         super().__init__(
             f"event '{event_id}' is not in the receipt of run '{run_id}' after "

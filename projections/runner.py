@@ -27,6 +27,7 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
+from domain.errors import NotFound
 from infra.retry import Backoff, pause, transient
 from projections import quarantine
 from projections.log import EventLog, Recorded
@@ -41,7 +42,7 @@ REBUILDING = -1
 RETRY_CAP = 10.0
 
 
-class UnknownView(LookupError):
+class UnknownView(NotFound, LookupError):
     def __init__(self, name: str) -> None:
         names = ", ".join(view.name for view in VIEWS)
         super().__init__(f"no projection named '{name}'; the projections are: {names}, or all")

@@ -21,6 +21,7 @@ from uuid import UUID
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from domain.errors import Unavailable
 from infra.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ def payload(run_keys: Collection[UUID]) -> str:
     return ",".join(key.hex for key in run_keys)
 
 
-class TooManyWaiters(RuntimeError):
+class TooManyWaiters(Unavailable, RuntimeError):
+    title = "Too many requests waiting"
+    retry_after = 1
+
     def __init__(self, limit: int) -> None:
         super().__init__(
             f"{limit} requests are already waiting for events to be applied (RECEIPTS_MAX_WAITERS); "

@@ -218,6 +218,9 @@ class ActionProposedData(Fact):
     rollback: RollbackLink | None = None
 
 
+DecisionSource = Literal["service", "platform"]
+
+
 class PolicyDecidedData(Fact):
     rule_id: Name
     policy_version: Name
@@ -225,6 +228,11 @@ class PolicyDecidedData(Fact):
     reasons: tuple[Text, ...] = ()
     missing_fields: tuple[Label, ...] = ()
     required_role: Label | None = None
+    # Written by the service's own policy engine (domain.routing); a platform
+    # sends none of them, so absent means the platform decided.
+    decision_id: Label | None = None
+    matched_rules: tuple[Label, ...] = ()
+    source: DecisionSource | None = None
 
 
 class ActionEditedData(Fact):

@@ -1,0 +1,94 @@
+"""Policy evaluation cost: median µs per proposed step with a 50-rule policy.
+
+Run: `.venv/bin/python -m bench.policy`. Not a timed test (the machine is shared);
+the figure goes in the report. The 50 rules are the sample's nine plus 41 more
+over six workflows and the four demo verbs, each with a confidence threshold, a
+missing field and words, so buckets, getters and word scans all do real work;
+the output is a 240-character email with a price in it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import UTC, datetime
+
+from domain.policy import load_policy, sample_text
+from domain.routing import Router, RunContext
+from domain.steps import ActionProposed, step_adapter
+
+VERBS = ("send_email", "route_ticket", "update_page", "write_note")
+WORKFLOWS = ("lead-followup", "support-triage", "website-update", "crm-notes", "billing", "onboarding")
+
+
+def fifty_rule_policy() -> str:
+    head, default = sample_text().rsplit("[default]", 1)
+    extra = []
+    for n in range(41):
+        workflow = WORKFLOWS[n % len(WORKFLOWS)]
+        extra.append(
+            f"""
+[[rules]]
+id = "extra-{n}"
+lane = "{("review", "escalate", "auto", "draft_only")[n % 4]}"
+reason = "synthetic rule {n}"
+when = {{ workflows = ["{workflow}"], verbs = ["verb_{n % 7}", "{VERBS[n % len(VERBS)]}"], \
+min_confidence = 0.{n % 9 + 1}, words = ["word{n}", "refund*", "legal"], \
+missing = ["action.params.account_{n}"] }}
+"""
+        )
+    text = head + "".join(extra) + "[default]" + default
+    return text
+
+
+def proposal(n: int) -> ActionProposed:
+    step = step_adapter.validate_python(
+        {
+            "event_id": f"evt-{n}",
+            "run_id": f"run-{n % 100}",
+            "type": "action.proposed",
+            "occurred_at": datetime(2026, 11, 30, tzinfo=UTC),
+            "actor": {"kind": "agent", "id": "bot"},
+            "step_id": f"s-{n}",
+            "data": {
+                "action": {
+                    "verb": VERBS[n % len(VERBS)],
+                    "target": {"system": "hubspot", "kind": "contact", "id": f"c-{n}"},
+                    "tool": "t",
+                    "params": {"to": "dana@example.com", "subject": "Your question"},
+                    "output": "Hi Dana,\n\nThanks for your interest. Our Business plan is $24/seat/month.\n"
+                    * 3,
+                },
+                "signal": {"confidence": 0.8, "reason_code": "lead.qualified"},
+                "rollback": {"method": "none"},
+            },
+        }
+    )
+    assert isinstance(step, ActionProposed)
+    return step
+
+
+def main() -> None:
+    policy = load_policy(fifty_rule_policy())
+    assert len(policy.rules) == 50, len(policy.rules)
+    router = Router(policy)
+    context = RunContext(WORKFLOWS[0], None, ())
+    steps = [proposal(n) for n in range(1000)]
+    contexts = [RunContext(WORKFLOWS[n % 4], None, ()) for n in range(1000)]
+    for step, ctx in zip(steps, contexts, strict=True):
+        router.evaluate(ctx, step)  # warm the buckets
+    samples = []
+    for _ in range(30):
+        start = time.perf_counter_ns()
+        for step, ctx in zip(steps, contexts, strict=True):
+            router.evaluate(ctx, step)
+        samples.append((time.perf_counter_ns() - start) / len(steps) / 1000)
+    print(
+        f"50 rules, {len(steps)} steps x {len(samples)} rounds: median {statistics.median(samples):.2f} µs "
+        f"per evaluation (min {min(samples):.2f}, max {max(samples):.2f})"
+    )
+    del context
+
+
+if __name__ == "__main__":
+    main()

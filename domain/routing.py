@@ -191,7 +191,8 @@ class Router:
                 Verdict(compiled.rule.id, compiled.rule.lane, ok, ok and len(matched) == 1, checks)
             )
         default = self.policy.default
-        verdicts.append(Verdict(default.id, default.lane, True, not matched, ()))
+        # The default is no rule that matches: it routes exactly when none does.
+        verdicts.append(Verdict(default.id, default.lane, not matched, not matched, ()))
         return Explanation(self._decide(step, edit or proposal, matched), tuple(verdicts))
 
 

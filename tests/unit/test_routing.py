@@ -237,6 +237,11 @@ def test_explain_lists_every_rule_with_what_held_and_what_did_not() -> None:
     ]
     assert rule.checks[2].expected == "any of 'refund' in input/output/params"
     assert (default.rule_id, default.matched, default.routed) == ("default", True, True)
+    routed = Router(policy).explain(CONTEXT, _proposal(confidence=0.95, output="a refund"))
+    assert [(v.rule_id, v.matched, v.routed) for v in routed.rules] == [
+        ("rule", True, True),
+        ("default", False, False),
+    ]
     assert explanation.decision == Router(policy).evaluate(
         CONTEXT, _proposal(confidence=0.95, output="x")
     )._replace(decision_id=explanation.decision.decision_id)

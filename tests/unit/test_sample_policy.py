@@ -38,7 +38,7 @@ def _demo_runs() -> dict[str, list[StepEvent]]:
 RUNS = _demo_runs()
 
 
-def _ingested(steps: list[StepEvent]) -> list[StepEvent]:
+def ingested(steps: list[StepEvent]) -> list[StepEvent]:
     """The run as ingest would record it with the sample policy: each step, then its decision."""
     recorded: list[StepEvent] = []
     for step in steps:
@@ -48,7 +48,7 @@ def _ingested(steps: list[StepEvent]) -> list[StepEvent]:
 
 
 def _service_decisions(steps: list[StepEvent]) -> list[PolicyDecided]:
-    return [s for s in _ingested(steps) if isinstance(s, PolicyDecided) and s.actor == SERVICE]
+    return [s for s in ingested(steps) if isinstance(s, PolicyDecided) and s.actor == SERVICE]
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_edits_are_routed_again_on_the_text_the_reviewer_wrote() -> None:
 
 def test_deciding_again_on_a_redelivered_step_makes_the_same_event() -> None:
     steps = RUNS["lead-followup"]
-    first, again = _ingested(steps), _ingested(steps)
+    first, again = ingested(steps), ingested(steps)
     assert [s.event_id for s in first] == [s.event_id for s in again]
 
 
@@ -107,14 +107,14 @@ def test_decide_records_nothing_for_other_steps_or_an_edit_of_an_unknown_step() 
 
 
 def _receipt(run: str) -> Receipt:
-    steps = _ingested(RUNS[run])
+    steps = ingested(RUNS[run])
     workflow = steps[0].data.workflow  # type: ignore[attr-defined]
     return render(f.entries(steps), POLICY.contract_for(workflow))
 
 
 @pytest.mark.parametrize("run", ["lead-followup", "support-triage", "pricing-update", "crm-note"])
 def test_the_well_behaved_demo_runs_stay_inside_their_contracts_and_lanes(run: str) -> None:
-    steps = _ingested(RUNS[run])
+    steps = ingested(RUNS[run])
     workflow = steps[0].data.workflow  # type: ignore[attr-defined]
     contract = POLICY.contract_for(workflow)
     assert contract is not None

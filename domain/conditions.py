@@ -28,7 +28,6 @@ class StepView:
     """One evaluation's view of the step: plain attributes, texts built only if a rule asks."""
 
     __slots__ = (
-        "_texts",
         "confidence",
         "context",
         "flags",
@@ -37,6 +36,7 @@ class StepView:
         "proposal",
         "reason_code",
         "system",
+        "texts",
         "verb",
         "workflow",
     )
@@ -54,7 +54,7 @@ class StepView:
         self.reason_code = data.signal.reason_code
         self.flags = data.signal.flags
         self.output = action.output if output is None else output
-        self._texts: dict[tuple[TextScope, ...], str] = {}
+        self.texts: dict[tuple[TextScope, ...], str] = {}
 
     @property
     def no_recovery(self) -> bool:
@@ -64,13 +64,13 @@ class StepView:
     def text(self, scopes: tuple[TextScope, ...]) -> str:
         """The scopes' texts, lower-cased, one scope a line (each built once per
         evaluation, and only if a rule looks at it)."""
-        known = self._texts.get(scopes)
+        texts = self.texts
+        known = texts.get(scopes)
         if known is None:
-            if len(scopes) == 1:
-                known = _TEXTS[scopes[0]](self).lower()
-            else:
-                known = "\n".join(self.text((x,)) for x in scopes)
-            self._texts[scopes] = known
+            for scope in scopes:
+                if (scope,) not in texts:
+                    texts[(scope,)] = _TEXTS[scope](self).lower()
+            known = texts[scopes] = "\n".join([texts[(scope,)] for scope in scopes])
         return known
 
 
@@ -314,7 +314,9 @@ def _word_condition(words: tuple[str, ...], scopes: tuple[TextScope, ...]) -> Co
     pattern = _words(words)
 
     def holds(s: StepView) -> bool:
-        text = s.text(scopes)
+        text = s.texts.get(scopes)  # inlined cache hit: this runs for most candidate rules
+        if text is None:
+            text = s.text(scopes)
         for stem, whole in stems:
             at = text.find(stem)
             if at >= 0 and whole.search(text, at):

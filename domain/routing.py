@@ -158,19 +158,21 @@ class Router:
             role = contract.reviewer_role
         missing: dict[str, None] = {}
         for compiled in matched:
-            for path, get in compiled.missing:
-                if is_missing(get(step)):
-                    missing[path] = None
+            if compiled.missing:
+                for path, get in compiled.missing:
+                    if is_missing(get(step)):
+                        missing[path] = None
         key = f"{about.tenant}\x1f{about.run_id}\x1f{about.event_id}\x1f{self.version}"
+        # Positional: keywords cost a NamedTuple ~0.3 µs more, on every proposed step.
         return Decision(
-            decision_id="dec-" + hashlib.sha256(key.encode()).hexdigest()[:32],
-            rule_id=rule.id,
-            matched_rules=tuple(r.rule.id for r in matched),
-            policy_version=self.version,
-            lane=lane,
-            reasons=reasons,
-            missing_fields=tuple(missing),
-            required_role=role,
+            "dec-" + hashlib.sha256(key.encode()).hexdigest()[:32],
+            rule.id,
+            tuple([r.rule.id for r in matched]),
+            self.version,
+            lane,
+            reasons,
+            tuple(missing),
+            role,
         )
 
     def explain(

@@ -130,13 +130,13 @@ class Condition:
     actual: Callable[[StepView], str]
 
 
-def _names(pattern: tuple[str, ...]) -> Callable[[str], bool]:
-    """Membership in a list of names, `x*` matching by prefix."""
+def _names(pattern: tuple[str, ...]) -> Callable[[str | None], bool]:
+    """Membership in a list of names, `x*` matching by prefix; an absent name (None) never matches."""
     exact = frozenset(p for p in pattern if not p.endswith("*"))
     prefixes = tuple(p[:-1] for p in pattern if p.endswith("*"))
     if not prefixes:
         return exact.__contains__
-    return lambda value: value in exact or value.startswith(prefixes)
+    return lambda value: value is not None and (value in exact or value.startswith(prefixes))
 
 
 def _words(words: tuple[str, ...]) -> re.Pattern[str]:

@@ -86,8 +86,13 @@ class When(Doc):
     """What a rule matches on. Every condition given must hold; a list holds when any item does.
 
     Verbs and words ending in `*` match by prefix. Words match whole words, case-insensitively,
-    in the texts `words_in` names. `missing` holds when any listed field is missing: absent,
-    null, an empty string, list or object (a `source:` path: no such source recorded)."""
+    in the texts `words_in` names (`input`: the input reference and what the run recorded of
+    that very record, e.g. the ticket's excerpt; `sources`: every source's excerpt; `output`:
+    the version being routed; `params`: keys and values). `missing` holds when any listed
+    field is missing: absent, null, an empty string, list or object (a `source:` path: no
+    such source recorded). A step is public-facing when its target is one of the policy's
+    `public_targets` or its signal carries the flag `public` or `public_facing`. Confidence
+    thresholds never match a step that reports no confidence."""
 
     workflows: tuple[Id, ...] = ()
     verbs: tuple[Id, ...] = ()

@@ -51,6 +51,7 @@ CASES = [
     ("max_confidence = 0.5", {"confidence": 0.49}, {"confidence": 0.5}),
     ("max_confidence = 0.5", {"confidence": 0.0}, {"confidence": None}),
     ('reason_codes = ["pricing"]', {"reason_code": "pricing"}, {"reason_code": "other"}),
+    ('reason_codes = ["billing.*"]', {"reason_code": "billing.refund"}, {"reason_code": None}),
     ('flags = ["vip", "legal"]', {"flags": ["x", "legal"]}, {"flags": ["x"]}),
     ('words = ["refund"]', {"output": "A Refund is due."}, {"output": "refunded already"}),
     ('words = ["refund*"]', {"output": "refunded already"}, {"output": "nonrefundable"}),

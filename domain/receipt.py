@@ -319,8 +319,8 @@ class _StepFold:
 def decision_source(step: PolicyDecided) -> DecisionSource:
     """Who decided: the service only if the decision says so and the service wrote it.
 
-    A publisher cannot make its own decision pass for the service's by naming it so
-    (ingest refuses such a step from the wire; an old record that has one reads as the platform's)."""
+    Ingest is to refuse a wire step that claims to be the service's (`reserved_for_service`);
+    should one be in the record anyway, naming itself so without the service's actor is not enough."""
     return "service" if step.data.source == "service" and step.actor == SERVICE else "platform"
 
 

@@ -418,6 +418,18 @@ SERVICE = Actor(kind="system", id="agent-receipts")
 _FLAG_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/flag")
 
 
+def reserved_for_service(step: StepEvent) -> str | None:
+    """Why a step arriving from the wire is refused as one only the service writes, or None.
+
+    Beyond the service-only types: a lane decision that says it is the service's (or comes
+    as the service's actor) would let a platform pass its own routing off as the policy's."""
+    if step.type in SERVICE_TYPES:
+        return f"{step.type} is written by the service only"
+    if isinstance(step, PolicyDecided) and (step.data.source == "service" or step.actor == SERVICE):
+        return "a policy.decided from the service's policy engine is written by the service only"
+    return None
+
+
 def flag(about: StepEvent, code: FlagCode, message: str, *, detail: str = "") -> RecordFlagged:
     """The service's flag on `about`; its id derives from what it flags (and `detail`,
     e.g. the conflicting bytes' digest), so flagging the same thing twice is one event."""

@@ -8,7 +8,7 @@ import pytest
 
 from domain.findings import Finding
 from domain.receipt import Receipt, render
-from domain.steps import SERVICE, Actor, StepEvent
+from domain.steps import SERVICE, Actor, StepEvent, flag, reserved_for_service
 from tests.unit import factories as f
 
 CUSTOMER = Actor(kind="human", id="customer-77")
@@ -198,3 +198,15 @@ def test_the_agent_executing_a_draft_only_or_blocked_step_names_the_decision_and
     (finding,) = _found(code, steps)
     assert finding.event_ids == (decision.event_id, steps[-2].event_id)
     assert "executed_without_approval" not in _codes(steps)
+
+
+def test_a_wire_step_claiming_to_be_the_services_decision_is_reserved() -> None:
+    assert reserved_for_service(f.policy(source="service")) is not None
+    assert reserved_for_service(f.policy(by=SERVICE)) is not None
+    assert (
+        reserved_for_service(flag(f.started(), "key_mismatch", "x"))
+        == "record.flagged is written by the service only"
+    )
+    assert reserved_for_service(f.policy()) is None
+    assert reserved_for_service(f.policy(source="platform")) is None
+    assert reserved_for_service(f.proposed()) is None

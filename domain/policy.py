@@ -186,12 +186,26 @@ def load_policy(text: str) -> Policy:
         return Policy.model_validate(raw)
     except ValidationError as error:
         problem = error.errors(include_url=False)[0]
-        loc = tuple(problem["loc"])
+        # A check across the document (a rule id used twice) has no location of its own:
+        # name the rule it is about.
+        loc = tuple(problem["loc"]) or _second_use_of_a_rule_id(raw)
         message = str(problem.get("ctx", {}).get("error", problem["msg"]))
         more = len(error.errors()) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         field = ".".join(str(p) for p in loc) or "(document)"
         raise PolicyError(locate(text, loc), field, message + suffix) from None
+
+
+def _second_use_of_a_rule_id(raw: dict[str, object]) -> tuple[str | int, ...]:
+    rules = raw.get("rules")
+    default = raw.get("default")
+    seen = {default.get("id", "default")} if isinstance(default, dict) else set()
+    for index, rule in enumerate(rules if isinstance(rules, list) else []):
+        rule_id = rule.get("id") if isinstance(rule, dict) else None
+        if rule_id in seen:
+            return ("rules", index, "id")
+        seen.add(rule_id)
+    return ()
 
 
 SAMPLE_FILE = "sample_policy.toml"

@@ -135,10 +135,12 @@ def test_a_missing_required_key_names_its_table() -> None:
     assert error.message == "Field required"
 
 
-def test_a_rule_id_used_twice_is_refused() -> None:
-    text = MINIMAL + '\n[[rules]]\nid = "default"\nlane = "auto"\nreason = "r"\n'
-    error = _error(text)
-    assert "rule id 'default' is used twice" in error.message
+def test_a_rule_id_used_twice_is_refused_naming_the_second_use() -> None:
+    rule = '\n[[rules]]\nid = "{}"\nlane = "auto"\nreason = "r"\n'
+    error = _error(MINIMAL + rule.format("a") + rule.format("b") + rule.format("a"))
+    assert (error.field, error.line) == ("rules.2.id", 17)
+    assert "rule id 'a' is used twice" in error.message
+    assert _error(MINIMAL + rule.format("default")).field == "rules.0.id"
 
 
 def test_a_bad_field_path_is_refused() -> None:

@@ -64,13 +64,13 @@ class StepView:
     def text(self, scopes: tuple[TextScope, ...]) -> str:
         """The scopes' texts, lower-cased, one scope a line (each built once per
         evaluation, and only if a rule looks at it)."""
-        texts = self.texts
-        known = texts.get(scopes)
+        known = self.texts.get(scopes)
         if known is None:
-            for scope in scopes:
-                if (scope,) not in texts:
-                    texts[(scope,)] = _TEXTS[scope](self).lower()
-            known = texts[scopes] = "\n".join([texts[(scope,)] for scope in scopes])
+            if len(scopes) == 1:
+                known = _TEXTS[scopes[0]](self).lower()
+            else:
+                known = "\n".join([self.text((scope,)) for scope in scopes])
+            self.texts[scopes] = known
         return known
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.policy import Policy, PolicyError, load_policy, sample_text
-from domain.routing import Explanation, Router, RunContext
+from domain.routing import Explanation, Router, RunContext, to_route
 from domain.steps import ActionEdited, ActionProposed, StepEvent
 from domain.trial import Trial, trial
 from schemas.codec import Codec, DecodeError
@@ -113,19 +113,12 @@ def cmd_explain_step(_settings: object, args: argparse.Namespace) -> int:
     if at is None:
         raise CommandError(f"{args.steps}: no action.proposed (or action.edited) to explain")
     step = events[at]
-    edit = step if isinstance(step, ActionEdited) else None
-    proposal = (
-        step
-        if isinstance(step, ActionProposed)
-        else next(
-            (e for e in events[:at] if isinstance(e, ActionProposed) and e.step_id == step.step_id), None
-        )
-    )
-    if proposal is None:
+    routed = to_route(events[:at], step)
+    if routed is None:
         raise CommandError(
             f"{args.steps}: the edit of step '{step.step_id}' has no action.proposed before it"
         )
-    explanation = Router(policy).explain(RunContext.of(events[:at]), proposal, edit)
+    explanation = Router(policy).explain(RunContext.of(events[:at]), *routed)
     print("\n".join(_explained(explanation, step)))
     return 0
 

@@ -224,16 +224,25 @@ def decision_step(decision: Decision, about: StepEvent) -> PolicyDecided:
     )
 
 
+def to_route(
+    recorded: Sequence[StepEvent], step: StepEvent
+) -> tuple[ActionProposed, ActionEdited | None] | None:
+    """What `step` asks the policy about, given the run's steps recorded before it: a proposal,
+    or an edit with the proposal it edits; None for any other step or an edit of a step never proposed."""
+    if isinstance(step, ActionProposed):
+        return step, None
+    if isinstance(step, ActionEdited):
+        for earlier in recorded:
+            if isinstance(earlier, ActionProposed) and earlier.step_id == step.step_id:
+                return earlier, step
+    return None
+
+
 def decide(router: Router, recorded: Sequence[StepEvent], step: StepEvent) -> PolicyDecided | None:
     """The `policy.decided` the service records after `step`, given the run's steps recorded
     before it: one for an `action.proposed`, and one for each `action.edited` (an edit can add
     a pricing claim); None for any other step, or an edit of a step never proposed."""
-    edit = step if isinstance(step, ActionEdited) else None
-    proposal = step if isinstance(step, ActionProposed) else None
-    if edit is not None:
-        proposal = next(
-            (s for s in recorded if isinstance(s, ActionProposed) and s.step_id == edit.step_id), None
-        )
-    if proposal is None:
+    routed = to_route(recorded, step)
+    if routed is None:
         return None
-    return decision_step(router.evaluate(RunContext.of(recorded), proposal, edit), step)
+    return decision_step(router.evaluate(RunContext.of(recorded), *routed), step)

@@ -220,3 +220,12 @@ def test_examples_are_capped_but_counts_are_not(tmp_path: Path, capsys: pytest.C
     )
     result = json.loads(out)
     assert (code, result["changed"], len(result["examples"])) == (0, 2, 1)
+
+
+def test_explain_step_of_an_edit_without_its_proposal_is_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit = next(s for s in RUNS["crm-note"] if s.type == "action.edited")
+    steps = _jsonl(tmp_path / "s.jsonl", [RUNS["crm-note"][0], edit])
+    code, _, err = _run(capsys, "explain-step", _write(tmp_path / "p.toml", SAMPLE), steps)
+    assert code == 1 and f"the edit of step '{edit.step_id}' has no action.proposed before it" in err

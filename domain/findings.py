@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
+from domain.lanes import agents_own_execution, is_handoff
 from domain.steps import (
     ActionProposed,
     Fact,
@@ -137,27 +138,71 @@ def no_policy_rule(ev: Evidence) -> Iterator[Finding]:
             )
 
 
-def executed_without_approval(ev: Evidence) -> Iterator[Finding]:
+def executed_outside_lane(ev: Evidence) -> Iterator[Finding]:
+    """The agent executed a step its lane keeps from execution (block) or leaves to a person (draft_only)."""
     for step in ev.steps:
-        if step.execution is None:
+        lane = step.policy.lane if step.policy else None
+        if step.execution is None or lane not in ("block", "draft_only") or not agents_own_execution(step):
+            continue
+        code = "blocked_action_executed" if lane == "block" else "executed_in_draft_only"
+        yield Finding(
+            code=code,
+            severity="critical",
+            step_id=step.step_id,
+            message=f"executed although policy routed it to '{lane}'",
+            event_ids=_decided_then(step),
+        )
+
+
+def executed_without_approval(ev: Evidence) -> Iterator[Finding]:
+    """Only where a lane needs a person's approval (review, escalate, or no rule at all),
+    the agent executed, and it was not a hand-off."""
+    for step in ev.steps:
+        if step.execution is None or not agents_own_execution(step) or is_handoff(step):
             continue
         lane = step.policy.lane if step.policy else None
-        if lane in ("block", "draft_only"):
+        if lane in ("auto", "block", "draft_only") or step.approval is not None:
+            continue
+        why = f"lane '{lane}'" if lane else "no policy rule allowed auto-execution"
+        yield Finding(
+            code="executed_without_approval",
+            severity="critical",
+            step_id=step.step_id,
+            message=f"executed with no recorded approval ({why})",
+            event_ids=(step.execution.event_id,),
+        )
+
+
+def _decided_then(step: StepReceipt) -> tuple[str, ...]:
+    """The decision that routed the step, then its execution."""
+    assert step.execution is not None and step.policy is not None
+    return (step.policy.event_id, step.execution.event_id)
+
+
+def policy_disagreement(ev: Evidence) -> Iterator[Finding]:
+    for step in ev.steps:
+        ours, theirs = step.policy, step.platform_policy
+        if ours and theirs and ours.source == "service" and ours.lane != theirs.lane:
             yield Finding(
-                code="blocked_action_executed",
-                severity="critical",
+                code="policy_disagreement",
+                severity="warning",
                 step_id=step.step_id,
-                message=f"executed although policy routed it to '{lane}'",
-                event_ids=(step.execution.event_id,),
+                message=f"the platform routed it to '{theirs.lane}' ({theirs.rule_id}), the service's "
+                f"policy to '{ours.lane}' ({ours.rule_id}); the service's decision governs",
+                event_ids=(theirs.event_id, ours.event_id),
             )
-        elif lane != "auto" and step.approval is None:
-            why = f"lane '{lane}'" if lane else "no policy rule allowed auto-execution"
+
+
+def missing_account_context(ev: Evidence) -> Iterator[Finding]:
+    """Fields a policy rule requires (the account owner, the pricing page) were not there."""
+    for step in ev.steps:
+        if step.policy and step.policy.missing_fields:
             yield Finding(
-                code="executed_without_approval",
-                severity="critical",
+                code="missing_account_context",
+                severity="warning" if step.execution else "info",
                 step_id=step.step_id,
-                message=f"executed with no recorded approval ({why})",
-                event_ids=(step.execution.event_id,),
+                message="missing account context: " + ", ".join(step.policy.missing_fields),
+                event_ids=(step.policy.event_id,),
             )
 
 
@@ -337,6 +382,9 @@ DETECTORS: tuple[Detector, ...] = (
     unknown_source,
     stale_source,
     no_policy_rule,
+    policy_disagreement,
+    missing_account_context,
+    executed_outside_lane,
     executed_without_approval,
     executed_differs_from_approved,
     edit_not_captured,

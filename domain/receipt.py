@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from domain.chain import StoredLink, first_break
+from domain.contracts import check_contract
 from domain.findings import Finding, detect, final_state_unclear
+from domain.policy import Contract
 from domain.steps import (
+    SERVICE,
     Action,
     ActionEdited,
     ActionExecuted,
@@ -27,6 +30,7 @@ from domain.steps import (
     ActionReviewed,
     Actor,
     Agent,
+    DecisionSource,
     Fact,
     FinalState,
     InputReference,
@@ -51,12 +55,17 @@ if TYPE_CHECKING:
 
 
 class PolicyRule(Fact):
+    """A lane decision as the receipt shows it: the service's (its policy engine) or the platform's."""
+
+    decision_id: str | None = None
     rule_id: str
+    matched_rules: tuple[str, ...] = ()
     policy_version: str
     lane: Lane
     reasons: tuple[str, ...] = ()
     missing_fields: tuple[str, ...] = ()
     required_role: str | None = None
+    source: DecisionSource = "platform"
     decided_by: Actor
     event_id: str
 
@@ -131,7 +140,10 @@ class StepReceipt(Fact):
     action: Action | None = None
     signal: Signal | None = None
     source_ids: tuple[str, ...] = ()
+    # The decision that governs the step: the service's when it made one, else the platform's.
     policy: PolicyRule | None = None
+    # The platform's own decision, kept beside the service's (a disagreement is a finding).
+    platform_policy: PolicyRule | None = None
     reviews: tuple[Review, ...] = ()
     output: Output = Output()
     timestamps: StepTimestamps = StepTimestamps()
@@ -231,7 +243,8 @@ class _StepFold:
     def __init__(self, step_id: str) -> None:
         self.step_id = step_id
         self.proposal: ActionProposed | None = None
-        self.policy: PolicyRule | None = None
+        self.service_policy: PolicyRule | None = None
+        self.platform_policy: PolicyRule | None = None
         self.edits: list[Edit] = []
         self.reviews: list[Review] = []
         self.execution: ActionExecuted | None = None
@@ -265,7 +278,8 @@ class _StepFold:
             action=draft,
             signal=proposal.data.signal if proposal else None,
             source_ids=proposal.data.source_ids if proposal else (),
-            policy=self.policy,
+            policy=self.service_policy or self.platform_policy,
+            platform_policy=self.platform_policy,
             reviews=tuple(self.reviews),
             output=Output(
                 draft=draft_text,
@@ -307,6 +321,14 @@ class _StepFold:
         )
 
 
+def decision_source(step: PolicyDecided) -> DecisionSource:
+    """Who decided: the service only if the decision says so and the service wrote it.
+
+    Ingest is to refuse a wire step that claims to be the service's (`reserved_for_service`);
+    should one be in the record anyway, naming itself so without the service's actor is not enough."""
+    return "service" if step.data.source == "service" and step.actor == SERVICE else "platform"
+
+
 def _diff(before: str | None, after: str | None, a: str, b: str) -> str | None:
     if before is None or after is None or before == after:
         return None
@@ -322,16 +344,24 @@ def _fold_step(fold: _StepFold, step: StepEvent) -> None:
             if fold.proposal is None:
                 fold.proposal = step
         case PolicyDecided(data=d):
-            fold.policy = PolicyRule(
+            rule = PolicyRule(
+                decision_id=d.decision_id,
                 rule_id=d.rule_id,
+                matched_rules=d.matched_rules,
                 policy_version=d.policy_version,
                 lane=d.lane,
                 reasons=d.reasons,
                 missing_fields=d.missing_fields,
                 required_role=d.required_role,
+                source=decision_source(step),
                 decided_by=step.actor,
                 event_id=step.event_id,
             )
+            # The latest of each counts: an edit re-evaluated is a newer decision.
+            if rule.source == "service":
+                fold.service_policy = rule
+            else:
+                fold.platform_policy = rule
         case ActionEdited(data=d):
             fold.edits.append(
                 Edit(
@@ -372,10 +402,14 @@ def _fold_step(fold: _StepFold, step: StepEvent) -> None:
             pass
 
 
-def render(entries: Sequence[Entry]) -> Receipt:
+def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receipt:
+    """The receipt of `entries`; with the lane `contract` of the run's workflow (from the
+    policy version the service decided by: the caller looks it up, the fold stays pure),
+    breaches of it are findings too."""
     if not entries:
         raise ValueError("a receipt needs at least one recorded step")
     first = entries[0].step
+    events = [e.step for e in entries]
     started: RunStarted | None = None
     sources: list[Source] = []
     finished: list[RunFinished] = []
@@ -430,7 +464,9 @@ def render(entries: Sequence[Entry]) -> Receipt:
             last_recorded=entries[-1].recorded_at,
         ),
         final_state=last_final.data.final_state if last_final else None,
-        findings=tuple(detect([e.step for e in entries], step_receipts, sources)),
+        findings=tuple(
+            detect(events, step_receipts, sources) + (check_contract(events, contract) if contract else [])
+        ),
         integrity=Integrity(
             head=entries[-1].digest.hex(),
             events=len(entries),

@@ -218,6 +218,9 @@ class ActionProposedData(Fact):
     rollback: RollbackLink | None = None
 
 
+DecisionSource = Literal["service", "platform"]
+
+
 class PolicyDecidedData(Fact):
     rule_id: Name
     policy_version: Name
@@ -225,6 +228,11 @@ class PolicyDecidedData(Fact):
     reasons: tuple[Text, ...] = ()
     missing_fields: tuple[Label, ...] = ()
     required_role: Label | None = None
+    # Written by the service's own policy engine (domain.routing); a platform
+    # sends none of them, so absent means the platform decided.
+    decision_id: Label | None = None
+    matched_rules: tuple[Label, ...] = ()
+    source: DecisionSource | None = None
 
 
 class ActionEditedData(Fact):
@@ -408,6 +416,18 @@ step_adapter: TypeAdapter[Step] = TypeAdapter(Step)
 SERVICE_TYPES = frozenset({"record.flagged"})
 SERVICE = Actor(kind="system", id="agent-receipts")
 _FLAG_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/flag")
+
+
+def reserved_for_service(step: StepEvent) -> str | None:
+    """Why a step arriving from the wire is refused as one only the service writes, or None.
+
+    Beyond the service-only types: a lane decision that says it is the service's (or comes
+    as the service's actor) would let a platform pass its own routing off as the policy's."""
+    if step.type in SERVICE_TYPES:
+        return f"{step.type} is written by the service only"
+    if isinstance(step, PolicyDecided) and (step.data.source == "service" or step.actor == SERVICE):
+        return "a policy.decided from the service's policy engine is written by the service only"
+    return None
 
 
 def flag(about: StepEvent, code: FlagCode, message: str, *, detail: str = "") -> RecordFlagged:

@@ -29,7 +29,9 @@ AVRO_MAGIC = b"\xc3\x01"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HEADER = len(AVRO_MAGIC) + 8
 SCHEMA_DIR = Path(__file__).parent
-CURRENT_SCHEMA_FILE = SCHEMA_DIR / "step-v1.avsc"
+# The schema this service writes and reads into; every other *.avsc here is an
+# older writer schema that values may still arrive in (resolved by fingerprint).
+CURRENT_SCHEMA_FILE = SCHEMA_DIR / "step-v2.avsc"
 _NAMESPACE = "dev.agentreceipts.v1"
 
 # Wire type -> the Avro record that carries its data.

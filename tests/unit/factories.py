@@ -156,9 +156,13 @@ def policy(
     required_role: str | None = "sales-lead",
     reasons: Sequence[str] = ("public-facing email",),
     missing_fields: Sequence[str] = (),
+    decision_id: str | None = None,
+    matched_rules: Sequence[str] = (),
+    source: str | None = None,
     by: Actor = POLICY,
     **kw: Any,
 ) -> StepEvent:
+    """A lane decision; the platform's unless `source="service"` and `by=SERVICE`."""
     data = {
         "rule_id": rule_id,
         "policy_version": policy_version,
@@ -166,6 +170,9 @@ def policy(
         "reasons": list(reasons),
         "missing_fields": list(missing_fields),
         "required_role": required_role,
+        "decision_id": decision_id,
+        "matched_rules": list(matched_rules),
+        "source": source,
     }
     return _step("policy.decided", data, step_id=step_id, by=by, **kw)
 

@@ -48,7 +48,15 @@ def _full_steps() -> dict[str, StepEvent]:
             target={**f.TARGET, "uri": "mailto:ana@example.com"},
             **env,
         ),
-        f.policy("s-1", "review", missing_fields=["account.owner"], **env),
+        f.policy(
+            "s-1",
+            "review",
+            missing_fields=["account.owner"],
+            decision_id="dec-1",
+            matched_rules=["R-lead-email", "R-pricing"],
+            source="service",
+            **env,
+        ),
         f.edited("s-1", **env),
         f.reviewed("s-1", comment="fixed the sign-off", **env),
         f.held("s-1", **env),
@@ -530,3 +538,56 @@ def test_mutated_avro_values_only_ever_raise_decode_errors() -> None:
             value = value[: rng.randrange(10, len(value))]
         with contextlib.suppress(DecodeError):
             CODEC.decode(bytes(value))
+
+
+# --- v1 writers after the v2 schema --------------------------------------------------------------------
+
+V1_SCHEMA = fastavro.parse_schema(json.loads((CURRENT_SCHEMA_FILE.parent / "step-v1.avsc").read_text()))
+
+
+def test_current_schema_is_v2_and_v1_is_still_a_known_writer() -> None:
+    assert CURRENT_SCHEMA_FILE.name == "step-v2.avsc"
+    v1 = fastavro.schema.fingerprint(fastavro.schema.to_parsing_canonical_form(V1_SCHEMA), "CRC-64-AVRO")
+    raw = CODEC.encode_avro(MINIMAL["run.finished"], schema=V1_SCHEMA)
+    assert raw[2:10].hex() == v1 and raw[2:10] != CODEC.fingerprint
+    assert CODEC.decode(raw) == MINIMAL["run.finished"]
+
+
+@pytest.mark.parametrize("step", [s for t, s in FULL.items() if t != "policy.decided"], ids=str)
+def test_a_v1_value_of_every_unchanged_type_decodes_as_it_was_written(step: StepEvent) -> None:
+    assert CODEC.decode(CODEC.encode_avro(step, schema=V1_SCHEMA)) == step
+
+
+def test_a_v1_policy_decision_decodes_as_the_platforms_with_the_new_fields_at_their_defaults() -> None:
+    decided = FULL["policy.decided"]
+    raw = CODEC.encode_avro(decided, schema=V1_SCHEMA)
+    decoded = CODEC.decode(raw)
+    assert (decoded.data.decision_id, decoded.data.matched_rules, decoded.data.source) == (None, (), None)  # type: ignore[attr-defined]
+    assert decoded.data.rule_id == decided.data.rule_id  # type: ignore[attr-defined]
+    assert decoded.data.missing_fields == ("account.owner",)  # type: ignore[attr-defined]
+
+
+def test_v2_carries_the_service_decision_fields() -> None:
+    decided = FULL["policy.decided"]
+    decoded = CODEC.decode(CODEC.encode_avro(decided))
+    assert decoded == decided
+    assert (decoded.data.decision_id, decoded.data.matched_rules, decoded.data.source) == (  # type: ignore[attr-defined]
+        "dec-1",
+        ("R-lead-email", "R-pricing"),
+        "service",
+    )
+
+
+def test_v2_only_adds_optional_fields_with_defaults_to_v1() -> None:
+    v1, v2 = (
+        json.loads((CURRENT_SCHEMA_FILE.parent / name).read_text())
+        for name in ("step-v1.avsc", "step-v2.avsc")
+    )
+    old, new = ({b["name"]: b for b in schema["fields"][-1]["type"]} for schema in (v1, v2))
+    assert set(old) == set(new)
+    for name, record in new.items():
+        before = {x["name"]: x for x in old[name]["fields"]}
+        for field in record["fields"]:
+            assert field["name"] in before or "default" in field, (name, field["name"])
+        assert [x["name"] for x in record["fields"]][: len(before)] == list(before)
+    assert v1["fields"][:-1] == v2["fields"][:-1]

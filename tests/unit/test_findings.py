@@ -44,6 +44,9 @@ def test_detectors_are_the_ones_tested_here() -> None:
         "unknown_source",
         "stale_source",
         "no_policy_rule",
+        "policy_disagreement",
+        "missing_account_context",
+        "executed_outside_lane",
         "executed_without_approval",
         "executed_differs_from_approved",
         "edit_not_captured",
@@ -185,19 +188,24 @@ def test_auto_lane_needs_no_approval() -> None:
     assert [x.code for x in findings(steps)] == []
 
 
-@pytest.mark.parametrize("lane", ["block", "draft_only"])
-def test_blocked_action_executed_fires_even_with_an_approval(lane: str) -> None:
+@pytest.mark.parametrize(
+    ("lane", "code"), [("block", "blocked_action_executed"), ("draft_only", "executed_in_draft_only")]
+)
+def test_executed_outside_its_lane_fires_even_with_an_approval(lane: str, code: str) -> None:
     steps = clean_with((POLICY, f.policy(lane=lane, at=f.at(3))))
-    (finding,) = found("blocked_action_executed", steps)
+    (finding,) = found(code, steps)
     assert (finding.severity, finding.step_id) == ("critical", f.STEP)
     assert finding.message == f"executed although policy routed it to '{lane}'"
+    assert finding.event_ids == (steps[POLICY].event_id, steps[EXECUTED].event_id)
     assert found("executed_without_approval", steps) == []
 
 
-@pytest.mark.parametrize("lane", ["block", "draft_only"])
-def test_blocked_action_quiet_while_not_executed(lane: str) -> None:
+@pytest.mark.parametrize(
+    ("lane", "code"), [("block", "blocked_action_executed"), ("draft_only", "executed_in_draft_only")]
+)
+def test_executed_outside_its_lane_quiet_while_not_executed(lane: str, code: str) -> None:
     steps = clean_with((POLICY, f.policy(lane=lane, at=f.at(3))), (EXECUTED, None))
-    assert found("blocked_action_executed", steps) == []
+    assert found(code, steps) == []
 
 
 def test_executed_differs_from_approved_fires() -> None:

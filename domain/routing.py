@@ -1,0 +1,248 @@
+"""The policy engine: route a proposed (or edited) step to a lane, and say why.
+
+`Router(policy)` compiles the policy once (rules bucketed by workflow and verb,
+regexes compiled, field paths turned into getters); `Router.evaluate` is then a
+pure function of what the service knows when a step is proposed or edited, and
+costs a few microseconds. `Router.explain` tries every rule, matched or not, and
+says what held and what did not. `decision_step` turns a Decision into the
+`policy.decided` step the service records; `decide` does both for ingest: given a
+run's recorded steps and a new one, the `policy.decided` to record after it, if any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from domain.conditions import Condition, StepView, compile_when, field_reader, is_missing
+from domain.policy import Policy, Rule
+from domain.steps import (
+    SERVICE,
+    ActionEdited,
+    ActionProposed,
+    InputReference,
+    Lane,
+    PolicyDecided,
+    PolicyDecidedData,
+    RunStarted,
+    Source,
+    SourceUsed,
+    StepEvent,
+)
+
+NEEDS_A_PERSON: frozenset[str] = frozenset({"review", "escalate"})
+_CACHE_LIMIT = 4096  # distinct (workflow, verb) pairs remembered
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What the run had recorded when the step was proposed: its workflow, input and sources."""
+
+    workflow: str | None = None
+    input: InputReference | None = None
+    sources: tuple[Source, ...] = ()
+
+    @classmethod
+    def of(cls, steps: Iterable[StepEvent]) -> RunContext:
+        started: RunStarted | None = None
+        sources: list[Source] = []
+        for step in steps:
+            if isinstance(step, RunStarted) and started is None:
+                started = step
+            elif isinstance(step, SourceUsed):
+                sources.append(step.data.source)
+        data = started.data if started else None
+        return cls(data.workflow if data else None, data.input if data else None, tuple(sources))
+
+
+class Decision(NamedTuple):
+    """A lane decision (a NamedTuple: built on every proposed step, a frozen dataclass costs 1 µs more)."""
+
+    decision_id: str
+    rule_id: str
+    matched_rules: tuple[str, ...]
+    policy_version: str
+    lane: Lane
+    reasons: tuple[str, ...]
+    missing_fields: tuple[str, ...]
+    required_role: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    condition: str
+    expected: str
+    actual: str
+    holds: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    rule_id: str
+    lane: Lane
+    matched: bool
+    routed: bool
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    decision: Decision
+    rules: tuple[Verdict, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    rule: Rule
+    gate: tuple[Condition, ...]
+    tests: tuple[Callable[[StepView], bool], ...]
+    conditions: tuple[Condition, ...]
+    missing: tuple[tuple[str, Callable[[StepView], Any]], ...] = field(default=())
+
+
+class Router:
+    """A policy compiled for evaluation. Build once per policy version; share freely."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.version = policy.version
+        self._rules = tuple(self._compile(rule) for rule in policy.rules)
+        self._buckets: dict[tuple[str, str], tuple[_Compiled, ...]] = {}
+
+    def _compile(self, rule: Rule) -> _Compiled:
+        gate, rest = compile_when(rule.when, self.policy)
+        missing = tuple((p, field_reader(p)) for p in rule.when.missing)
+        return _Compiled(rule, tuple(gate), tuple(c.test for c in rest), (*gate, *rest), missing)
+
+    def _candidates(self, step: StepView) -> tuple[_Compiled, ...]:
+        key = (step.workflow, step.verb)
+        found = self._buckets.get(key)
+        if found is None:
+            if len(self._buckets) >= _CACHE_LIMIT:
+                self._buckets.clear()
+            found = self._buckets[key] = tuple(r for r in self._rules if all(c.test(step) for c in r.gate))
+        return found
+
+    def evaluate(
+        self, context: RunContext, proposal: ActionProposed, edit: ActionEdited | None = None
+    ) -> Decision:
+        """The lane for `proposal` (as `edit` left its output, if given). Pure and idempotent:
+        the decision id derives from the evaluated event's id and the policy version."""
+        step = StepView(context, proposal, edit.data.output if edit else None)
+        matched = []
+        for rule in self._candidates(step):
+            # Inlined rather than a method call per rule: this loop is the hot path.
+            for test in rule.tests:
+                if not test(step):
+                    break
+            else:
+                matched.append(rule)
+        return self._decide(step, edit or proposal, matched)
+
+    def _decide(self, step: StepView, about: StepEvent, matched: list[_Compiled]) -> Decision:
+        rule = matched[0].rule if matched else self.policy.default
+        lane: Lane = rule.lane
+        reasons: tuple[str, ...] = (rule.reason,)
+        contract = self.policy.contracts.get(step.workflow)
+        if lane == "auto" and contract and contract.needs_recovery(step.verb) and step.no_recovery:
+            lane = "draft_only"
+            reasons = (
+                *reasons,
+                f"draft only, not auto: the {step.workflow} contract asks for a recovery "
+                f"path for '{step.verb}' and this step has no rollback method",
+            )
+        role = rule.role
+        if role is None and lane in NEEDS_A_PERSON and contract:
+            role = contract.reviewer_role
+        missing: dict[str, None] = {}
+        for compiled in matched:
+            if compiled.missing:
+                for path, get in compiled.missing:
+                    if is_missing(get(step)):
+                        missing[path] = None
+        key = f"{about.tenant}\x1f{about.run_id}\x1f{about.event_id}\x1f{self.version}"
+        # Positional: keywords cost a NamedTuple ~0.3 µs more, on every proposed step.
+        return Decision(
+            "dec-" + hashlib.sha256(key.encode()).hexdigest()[:32],
+            rule.id,
+            tuple([r.rule.id for r in matched]),
+            self.version,
+            lane,
+            reasons,
+            tuple(missing),
+            role,
+        )
+
+    def explain(
+        self, context: RunContext, proposal: ActionProposed, edit: ActionEdited | None = None
+    ) -> Explanation:
+        """Every rule, matched or not, with each condition: what it asks, what the step has."""
+        step = StepView(context, proposal, edit.data.output if edit else None)
+        verdicts: list[Verdict] = []
+        matched: list[_Compiled] = []
+        for compiled in self._rules:
+            checks = tuple(
+                Check(c.name, c.expected, c.actual(step), c.test(step)) for c in compiled.conditions
+            )
+            ok = all(c.holds for c in checks)
+            if ok:
+                matched.append(compiled)
+            verdicts.append(
+                Verdict(compiled.rule.id, compiled.rule.lane, ok, ok and len(matched) == 1, checks)
+            )
+        default = self.policy.default
+        # The default is no rule that matches: it routes exactly when none does.
+        verdicts.append(Verdict(default.id, default.lane, not matched, not matched, ()))
+        return Explanation(self._decide(step, edit or proposal, matched), tuple(verdicts))
+
+
+def decision_step(decision: Decision, about: StepEvent) -> PolicyDecided:
+    """The `policy.decided` step recording `decision` about `about` (a proposal or an edit).
+
+    Its event id is the decision id, so recording the same decision twice is one event."""
+    return PolicyDecided(
+        type="policy.decided",
+        event_id=decision.decision_id,
+        run_id=about.run_id,
+        tenant=about.tenant,
+        occurred_at=about.occurred_at,
+        actor=SERVICE,
+        step_id=about.step_id,
+        data=PolicyDecidedData(
+            rule_id=decision.rule_id,
+            policy_version=decision.policy_version,
+            lane=decision.lane,
+            reasons=decision.reasons,
+            missing_fields=decision.missing_fields,
+            required_role=decision.required_role,
+            decision_id=decision.decision_id,
+            matched_rules=decision.matched_rules,
+            source="service",
+        ),
+    )
+
+
+def to_route(
+    recorded: Sequence[StepEvent], step: StepEvent
+) -> tuple[ActionProposed, ActionEdited | None] | None:
+    """What `step` asks the policy about, given the run's steps recorded before it: a proposal,
+    or an edit with the proposal it edits; None for any other step or an edit of a step never proposed."""
+    if isinstance(step, ActionProposed):
+        return step, None
+    if isinstance(step, ActionEdited):
+        for earlier in recorded:
+            if isinstance(earlier, ActionProposed) and earlier.step_id == step.step_id:
+                return earlier, step
+    return None
+
+
+def decide(router: Router, recorded: Sequence[StepEvent], step: StepEvent) -> PolicyDecided | None:
+    """The `policy.decided` the service records after `step`, given the run's steps recorded
+    before it: one for an `action.proposed`, and one for each `action.edited` (an edit can add
+    a pricing claim); None for any other step, or an edit of a step never proposed."""
+    routed = to_route(recorded, step)
+    if routed is None:
+        return None
+    return decision_step(router.evaluate(RunContext.of(recorded), *routed), step)

@@ -41,11 +41,13 @@ class NotYetApplied(Unavailable, TimeoutError):
         )
 
 
-class Model(BaseModel):
+class Answer(BaseModel):
+    """An input or answer of the incident questions (not the AI model of a run)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class RunFilter(Model):
+class RunFilter(Answer):
     tenant: Text = "default"
     workflow: Text | None = None
     final_state: Text | None = None
@@ -60,7 +62,7 @@ class RunFilter(Model):
     cursor: Cursor | None = None
 
 
-class RunSummary(Model):
+class RunSummary(Answer):
     run_id: str
     tenant: str
     workflow: str | None
@@ -84,12 +86,12 @@ class RunSummary(Model):
     verified: bool
 
 
-class RunsPage(Model):
+class RunsPage(Answer):
     runs: list[RunSummary]
     next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
 
 
-class Touch(Model):
+class Touch(Answer):
     step_id: str
     verb: str
     state: str
@@ -97,7 +99,7 @@ class Touch(Model):
     event_id: str
 
 
-class Use(Model):
+class Use(Answer):
     step_id: str | None
     version: str | None
     retrieved_at: datetime | None
@@ -105,7 +107,7 @@ class Use(Model):
     event_id: str
 
 
-class RelatedRun(Model):
+class RelatedRun(Answer):
     run_id: str
     workflow: str | None
     final_state: str | None
@@ -114,7 +116,7 @@ class RelatedRun(Model):
     uses: list[Use] = []
 
 
-class RelatedRuns(Model):
+class RelatedRuns(Answer):
     tenant: str
     system: str
     kind: str
@@ -123,14 +125,14 @@ class RelatedRuns(Model):
     runs: list[RelatedRun]
 
 
-class RunFinding(Model):
+class RunFinding(Answer):
     run_id: str
     workflow: str | None
     started_at: datetime
     finding: Finding
 
 
-class FindingsPage(Model):
+class FindingsPage(Answer):
     findings: list[RunFinding]
     next_cursor: str | None = None
 

@@ -54,7 +54,7 @@ def _group_size(values: Sequence[object]) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class RunView:
+class RunSoFar:
     """A run as a page leaves it: every step so far, and the receipt they fold to."""
 
     key: UUID
@@ -83,10 +83,10 @@ class Batch:
         self.fresh = fresh
 
     @cached_property
-    def runs(self) -> list[RunView]:
+    def runs(self) -> list[RunSoFar]:
         touched = histories(self._curs, self._log, self.steps)
         return [
-            RunView(key, entries, render(entries))
+            RunSoFar(key, entries, render(entries))
             for key, entries in touched.items()
             if entries and key not in self._later
         ]
@@ -180,7 +180,7 @@ class View:
         return groups
 
 
-class RunsView(View):
+class WholeRunView(View):
     """Views of whole runs: a touched run's rows are replaced by what its steps say now."""
 
     def apply(self, curs: psycopg.Cursor[Any], batch: Batch) -> None:
@@ -192,11 +192,11 @@ class RunsView(View):
             )
         self.copy(curs, (row for run in runs for row in self.rows(run)))
 
-    def rows(self, run: RunView) -> Iterator[Row]:
+    def rows(self, run: RunSoFar) -> Iterator[Row]:
         raise NotImplementedError
 
 
-class Runs(RunsView):
+class Runs(WholeRunView):
     name = "runs"
     columns = (
         "run_key",
@@ -247,7 +247,7 @@ class Runs(RunsView):
     trigram_indexes = ("USING gin (input_ref gin_trgm_ops) WITH (fastupdate = off)",)
     keyed = ("tenant", "run_id", "workflow", "final_state", "agent", "model", "finding_codes", "reviewers")
 
-    def rows(self, run: RunView) -> Iterator[Row]:
+    def rows(self, run: RunSoFar) -> Iterator[Row]:
         r = run.receipt
         reviewers = sorted({review.reviewer.id for step in r.steps for review in step.reviews})
         yield (
@@ -276,7 +276,7 @@ class Runs(RunsView):
         )
 
 
-class Receipts(RunsView):
+class Receipts(WholeRunView):
     name = "receipts"
     columns = ("run_key", "tenant", "run_id", "events", "event_ids", "document")
     definition = """
@@ -286,12 +286,12 @@ class Receipts(RunsView):
     # rebuild writes a million), and reads skip decompression. ~3x the disk.
     alterations = ("ALTER COLUMN document SET STORAGE EXTERNAL",)
 
-    def rows(self, run: RunView) -> Iterator[Row]:
+    def rows(self, run: RunSoFar) -> Iterator[Row]:
         r = run.receipt
         yield run.key, r.tenant, r.run_id, len(run.entries), list(r.event_ids), r.model_dump_json()
 
 
-class Touches(RunsView):
+class Touches(WholeRunView):
     """Every target a step proposed, executed or reverted."""
 
     name = "touches"
@@ -315,7 +315,7 @@ class Touches(RunsView):
     indexes = ("(tenant, system, kind, entity_id, at DESC)", "(run_key)")
     keyed = ("tenant", "system", "kind", "entity_id")
 
-    def rows(self, run: RunView) -> Iterator[Row]:
+    def rows(self, run: RunSoFar) -> Iterator[Row]:
         targets: dict[str, tuple[Reference, str]] = {}
         for entry in run.entries:
             step = entry.step
@@ -346,7 +346,7 @@ class Touches(RunsView):
             )
 
 
-class Sources(RunsView):
+class Sources(WholeRunView):
     """Every source a run recorded, once per step that cited it (step_id NULL: none did)."""
 
     name = "sources"
@@ -370,7 +370,7 @@ class Sources(RunsView):
     indexes = ("(tenant, system, kind, source_id, version)", "(run_key)")
     keyed = ("tenant", "system", "kind", "source_id", "version")
 
-    def rows(self, run: RunView) -> Iterator[Row]:
+    def rows(self, run: RunSoFar) -> Iterator[Row]:
         cited: dict[str, list[str | None]] = {}
         for receipt_step in run.receipt.steps:
             for source_id in receipt_step.source_ids:
@@ -396,7 +396,7 @@ class Sources(RunsView):
                 )
 
 
-class Findings(RunsView):
+class Findings(WholeRunView):
     name = "findings"
     columns = (
         "run_key",
@@ -422,7 +422,7 @@ class Findings(RunsView):
     )
     keyed = ("tenant", "code")
 
-    def rows(self, run: RunView) -> Iterator[Row]:
+    def rows(self, run: RunSoFar) -> Iterator[Row]:
         r = run.receipt
         started = r.timestamps.started or run.entries[0].step.occurred_at
         for seq, f in enumerate(r.findings):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from domain.receipt import Integrity, Receipt, StepReceipt
+from domain.chain import Integrity
+from domain.receipt import Receipt, StepReceipt
 from domain.steps import Reference
 
 MISSING = "MISSING"

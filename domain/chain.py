@@ -9,8 +9,11 @@ recompute it from what is stored.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+
+from domain.steps import Fact
 
 GENESIS = bytes(32)
 
@@ -62,3 +65,33 @@ def first_break(links: Iterable[StoredLink]) -> ChainBreak | None:
         previous = stored.digest
         expected_version += 1
     return None
+
+
+class Integrity(Fact):
+    """The one verdict on a run's hash chain: the receipt's, `verify`'s, the API's."""
+
+    head: str | None
+    events: int
+    verified: bool
+    first_bad_version: int | None = None
+    first_bad_event_id: str | None = None
+    reason: str | None = None
+    # Set only where a receipt is served (render has no clock): when the chain
+    # was last recomputed from the event store, and whether the view that served
+    # the receipt holds every event the store does (None: folded from the store).
+    checked_at: datetime | None = None
+    view_current: bool | None = None
+
+    @classmethod
+    def of(cls, links: Sequence[StoredLink]) -> Integrity:
+        """Recompute the chain over a run's stored links, in version order."""
+        broken = first_break(links)
+        last = links[-1].digest if links else None
+        return cls(
+            head=last.hex() if last else None,
+            events=len(links),
+            verified=broken is None and bool(links),
+            first_bad_version=broken.version if broken else None,
+            first_bad_event_id=broken.event_id if broken else None,
+            reason=broken.reason if broken else None,
+        )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from domain.chain import StoredLink, first_break
+from domain.chain import Integrity, StoredLink
 from domain.contracts import check_contract
 from domain.findings import Finding, detect, final_state_unclear
 from domain.policy import Contract
@@ -170,20 +170,6 @@ class RunTimestamps(Fact):
     finished: datetime | None = None
     # When the service recorded the run's latest step (not a source time).
     last_recorded: datetime | None = None
-
-
-class Integrity(Fact):
-    head: str | None
-    events: int
-    verified: bool
-    first_bad_version: int | None = None
-    first_bad_event_id: str | None = None
-    reason: str | None = None
-    # Set only where a receipt is served (render has no clock): when the chain
-    # was last recomputed from the event store, and whether the view that served
-    # the receipt holds every event the store does (None: folded from the store).
-    checked_at: datetime | None = None
-    view_current: bool | None = None
 
 
 class Receipt(Fact):
@@ -438,7 +424,6 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
             case _ if step.step_id is not None:
                 _fold_step(steps.setdefault(step.step_id, _StepFold(step.step_id)), step)
     step_receipts = tuple(fold.freeze() for fold in steps.values())
-    chain_break = first_break(StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries)
     last_final = finished[-1] if finished else None
     return Receipt(
         run_id=first.run_id,
@@ -467,13 +452,6 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
         findings=tuple(
             detect(events, step_receipts, sources) + (check_contract(events, contract) if contract else [])
         ),
-        integrity=Integrity(
-            head=entries[-1].digest.hex(),
-            events=len(entries),
-            verified=chain_break is None,
-            first_bad_version=chain_break.version if chain_break else None,
-            first_bad_event_id=chain_break.event_id if chain_break else None,
-            reason=chain_break.reason if chain_break else None,
-        ),
+        integrity=Integrity.of([StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries]),
         event_ids=tuple(e.step.event_id for e in entries),
     )

@@ -38,7 +38,7 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
-from domain.chain import ChainBreak, StoredLink, first_break
+from domain.chain import Integrity, StoredLink
 from domain.errors import Conflict, NotFound
 from domain.receipt import Receipt
 from domain.run import Run, RunHead, run_uuid
@@ -369,19 +369,6 @@ class StepRecorder(PostgresProcessRecorder):
         return links
 
 
-@dataclass(frozen=True, slots=True)
-class Verification:
-    run_id: str
-    tenant: str
-    links: list[StoredLink]
-    broken: ChainBreak | None
-
-    @property
-    def head(self) -> str | None:
-        digest = self.links[-1].digest
-        return digest.hex() if digest else None
-
-
 class RunNotFound(NotFound, LookupError):
     title = "Run not found"
 
@@ -452,12 +439,12 @@ class RunStore(Application[UUID]):
         receipt = self.run(tenant, run_id, version=version).receipt(as_of)
         return receipt.seen_at(as_of or datetime.now(UTC), unfinished_after)
 
-    def verify(self, tenant: str, run_id: str) -> Verification:
+    def verify(self, tenant: str, run_id: str) -> Integrity:
         """Recompute the run's hash chain from the rows as stored."""
         links = self.steps.stored_links(run_uuid(tenant, run_id))
         if not links:
             raise RunNotFound(tenant, run_id)
-        return Verification(run_id, tenant, links, first_break(links))
+        return Integrity.of(links)
 
     def record(self, steps: Iterable[tuple[StepEvent, bytes]]) -> int:
         """Record steps through the aggregate (the slow, simple path: tests and tools).

@@ -23,10 +23,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
-from domain.receipt import Integrity, Receipt, render
-from infra.store import RunNotFound, RunStore, RunUnreadable, Verification
+from domain.chain import Integrity
+from domain.receipt import Receipt, render
+from infra.store import RunNotFound, RunStore, RunUnreadable
 from projections.queries import Queries
 
 CANNOT_DETECT = (
@@ -38,7 +37,7 @@ CANNOT_DETECT = (
 _CLOCK_FINDINGS = {"final_state_unclear"}
 
 
-def served(document: str, verification: Verification | None, now: datetime | None = None) -> str:
+def served(document: str, verification: Integrity | None, now: datetime | None = None) -> str:
     """A view's receipt document with its integrity recomputed from the store's
     chain (`verification`; None: the store holds no event of the run)."""
     data = json.loads(document)
@@ -49,7 +48,7 @@ def served(document: str, verification: Verification | None, now: datetime | Non
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-def chain_integrity(verification: Verification | None, view_events: int, now: datetime | None) -> Integrity:
+def chain_integrity(verification: Integrity | None, view_events: int, now: datetime | None) -> Integrity:
     checked_at = now or datetime.now(UTC)
     if verification is None:
         return Integrity(
@@ -59,36 +58,23 @@ def chain_integrity(verification: Verification | None, view_events: int, now: da
             reason=f"the event store holds no event of this run; the receipts view remembers {view_events}",
             checked_at=checked_at,
         )
-    broken = verification.broken
-    return Integrity(
-        head=verification.head,
-        events=len(verification.links),
-        verified=broken is None,
-        first_bad_version=broken.version if broken else None,
-        first_bad_event_id=broken.event_id if broken else None,
-        reason=broken.reason if broken else None,
-        checked_at=checked_at,
-    )
+    return verification.model_copy(update={"checked_at": checked_at})
 
 
-def stored_chain(store: RunStore, tenant: str, run_id: str) -> Verification | None:
+def stored_chain(store: RunStore, tenant: str, run_id: str) -> Integrity | None:
     try:
         return store.verify(tenant, run_id)
     except RunNotFound:
         return None
 
 
-class Verified(BaseModel):
+class Verified(Integrity):
+    """The chain verdict (`verified` here also asks that the receipts view agrees
+    with the events; `chain_verified` is the chain's alone), and the view compared."""
+
     run_id: str
     tenant: str
-    events: int
-    # The chain verifies and the receipts view (if it has the run) agrees with the events.
-    verified: bool
     chain_verified: bool
-    head: str | None
-    first_bad_version: int | None = None
-    first_bad_event_id: str | None = None
-    reason: str | None = None
     # same: the view's receipt is what the events fold to; behind: it has applied
     # fewer events (and agrees with those); absent: the view has not applied the run.
     view: Literal["same", "behind", "absent", "differs", "not compared"]
@@ -98,7 +84,6 @@ class Verified(BaseModel):
     deleted_tail: list[str] = []
     # Events of the run no view could apply: the views leave them out, so they differ.
     quarantined: list[str] = []
-    checked_at: datetime
     cannot_detect: str = CANNOT_DETECT
 
 
@@ -116,16 +101,11 @@ def verify_run(store: RunStore, queries: Queries, tenant: str, run_id: str) -> V
         result = _compare(store, tenant, run_id, view, chain)
     differs = result["view"] == "differs" or bool(result.get("deleted_tail"))
     return Verified(
+        **integrity.model_dump(exclude={"verified"}),
         run_id=run_id,
         tenant=tenant,
-        events=integrity.events,
         verified=integrity.verified and not differs,
         chain_verified=integrity.verified,
-        head=integrity.head,
-        first_bad_version=integrity.first_bad_version,
-        first_bad_event_id=integrity.first_bad_event_id,
-        reason=integrity.reason,
-        checked_at=now,
         view_events=len(view["event_ids"]) if view else None,
         quarantined=queries.quarantined(tenant, run_id),
         **result,
@@ -133,7 +113,7 @@ def verify_run(store: RunStore, queries: Queries, tenant: str, run_id: str) -> V
 
 
 def _compare(
-    store: RunStore, tenant: str, run_id: str, view: dict[str, Any], chain: Verification | None
+    store: RunStore, tenant: str, run_id: str, view: dict[str, Any], chain: Integrity | None
 ) -> dict[str, Any]:
     view_ids: list[str] = view["event_ids"]
     if chain is None:

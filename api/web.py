@@ -6,6 +6,7 @@ sentence a person can act on; a bad parameter is a 422 naming the field.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel
 from starlette.exceptions import HTTPException
 
 from api.bootstrap import build_projections, build_queries, open_store
+from api.liveness import Beats
 from api.render import receipt_markdown
 from domain.receipt import Receipt
 from domain.run import NothingRecordedYet
@@ -69,8 +71,12 @@ def create_app(settings: Settings) -> FastAPI:
         build_projections(settings, store)  # the views' tables, if no runner made them yet
         app.state.store = store
         app.state.queries = build_queries(settings, store)
+        beats = Beats(settings, "serve")
+        beating = asyncio.create_task(beats.beat_forever())
         yield
+        beating.cancel()
         store.close()
+        await asyncio.to_thread(beats.stopped)
 
     app = FastAPI(
         title="Agent Receipts",

@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     # The HTTP API that `receipts up` / `receipts serve` start.
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # `up` restarts a child (ingest, project, serve, the embedded servers) that
+    # exits unexpectedly, after a wait that doubles from the first to the most;
+    # a child that had run `restart_healthy_after_seconds` starts from the first
+    # again. More than `restart_limit` restarts of one child within
+    # `restart_window_seconds` and `up` gives up: it stops and exits non-zero.
+    restart_backoff_seconds: float = 1.0
+    restart_backoff_max_seconds: float = 30.0
+    restart_healthy_after_seconds: float = 60.0
+    restart_limit: int = 10
+    restart_window_seconds: float = 300.0
+    # An ingest consumer with no partitions this long (while the broker answers)
+    # leaves its group and joins again as a new member.
+    join_timeout_seconds: float = 30.0
 
     @property
     def unfinished_after(self) -> timedelta:

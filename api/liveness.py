@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 JOIN_BACKOFF_MOST = 8
 # Rebuilds in a row after which a stuck join is an ERROR and an incident.
 JOIN_FAILURES_LOUD = 3
+# A member stuck in a join has a request in flight that the broker may never
+# answer: leaving must not wait for it.
+CLOSE_MS = 2000
 
 
 class Beats:
@@ -139,7 +142,7 @@ class JoinWatchdog:
             self.bound,
             self.failures,
         )
-        self.ingest.consumer.close(autocommit=False)
+        self.ingest.consumer.close(autocommit=False, timeout_ms=CLOSE_MS)
         self.ingest.consumer = self.new_consumer()
         self.ingest.subscribe(topic)
         self.bound = min(self.bound * 2, self.settings.join_timeout_seconds * JOIN_BACKOFF_MOST)

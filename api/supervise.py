@@ -129,8 +129,8 @@ class Child:
         self.due: float | None = None  # when a restart is due
         self.last_code: int | None = None
 
-    def start(self) -> None:
-        self.started_at = time.monotonic()
+    def start(self, now: float) -> None:
+        self.started_at = now
         self.process = self._start()
         self.due = None
 
@@ -178,7 +178,7 @@ class Supervisor:
 
     def start(self, child: Child) -> Child:
         child.wait = self.policy.first
-        child.start()
+        child.start(self.clock())
         self.children[child.name] = child
         return child
 
@@ -218,7 +218,7 @@ class Supervisor:
 
     def _restart(self, child: Child) -> None:
         try:
-            child.start()
+            child.start(self.clock())
         except Exception as error:  # a server that cannot start yet: count it as an exit
             log.warning("%s did not start: %s", child.name, error)
             child.due = None

@@ -86,10 +86,11 @@ class EmbeddedPostgres:
                     start_new_session=True,
                 )
             self._url = self._wait_ready(timeout)
-        except EmbeddedError:
-            raise
-        except Exception as error:  # the wheel raises bare subprocess/OS errors
+        except Exception as error:
             self.stop()
+            if isinstance(error, EmbeddedError):
+                raise
+            # The wheel raises bare subprocess/OS errors.
             raise EmbeddedError(
                 f"embedded PostgreSQL did not start in {self.data_dir}: {error}. "
                 f"Its log is {self.data_dir / 'log'}."
@@ -157,7 +158,12 @@ def postmaster_of(data_dir: Path) -> psutil.Process | None:
     try:
         pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
         process = psutil.Process(pid)
-        if process.name() == "postgres" and process.status() != psutil.STATUS_ZOMBIE:
+        # Its pid may have been reused since: only a postgres serving this directory counts.
+        if (
+            process.name() == "postgres"
+            and str(data_dir) in process.cmdline()
+            and process.status() != psutil.STATUS_ZOMBIE
+        ):
             return process
     except (OSError, ValueError, psutil.Error):
         pass

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 from api.demo import publish_demo
@@ -175,3 +176,9 @@ def test_up_on_external_servers_starts_nothing_embedded(tmp_path: Path, settings
         up.send_signal(signal.SIGTERM)
         up.communicate(timeout=60)
     assert up.returncode == 0
+    # Each process said it stopped cleanly, in the database that outlives them.
+    with psycopg.connect(str(settings.database_url)) as conn:
+        rows = conn.execute(
+            f'SELECT kind, state FROM "{settings.database_schema}".receipts_processes'
+        ).fetchall()
+    assert sorted(rows) == [(kind, "stopped") for kind in ("ingest", "project", "serve", "up")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -46,14 +47,25 @@ def test_a_consumer_that_gets_no_partitions_rejoins_as_a_new_member_then_says_th
         try:
             ingest.wait_for(rf"group {settings.group} has had no partitions .* joining as a new member")
             ingest.wait_for(rf"ERROR .*consumer group {settings.group}: 3 new members in a row", timeout=60)
+            incidents = _incidents_eventually(settings)  # written just after the ERROR line
         finally:
             ingest.stop(signal.SIGKILL)
     finally:
         holder.close(autocommit=False, timeout_ms=2000)
-    with psycopg.connect(settings.database_url) as conn:
-        incidents = conn.execute(
-            f'SELECT subject, detail FROM "{settings.database_schema}".receipts_incidents '
-            "WHERE kind = 'consumer_join_stuck'"
-        ).fetchall()
-    assert incidents and incidents[0][0] == settings.group
+    assert incidents[0][0] == settings.group
     assert incidents[0][1]["topic"] == settings.topic
+
+
+def _incidents_eventually(settings: Settings, timeout: float = 15.0) -> list[tuple[Any, ...]]:
+    assert settings.database_url
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(settings.database_url) as conn:
+            incidents = conn.execute(
+                f'SELECT subject, detail FROM "{settings.database_schema}".receipts_incidents '
+                "WHERE kind = 'consumer_join_stuck'"
+            ).fetchall()
+        if incidents or time.monotonic() > deadline:
+            assert incidents, "no consumer_join_stuck incident"
+            return incidents
+        time.sleep(0.2)

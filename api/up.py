@@ -193,11 +193,11 @@ def _take_over(settings: Settings) -> None:
     owner = f"a `receipts up` (pid {state.get('pid')}) that died" if state else "an earlier `receipts up`"
     broker_pid = state.get("broker_pid")
     if broker_pid and stop_broker_pid(int(broker_pid)):
-        _say(f"stopped the Kafka broker (pid {broker_pid}) left running by {owner}")
+        log.warning("stopped the Kafka broker (pid %s) left running by %s", broker_pid, owner)
     if not settings.database_url:
         postmaster = stop_postmaster(settings.data_dir / "pg")
         if postmaster is not None:
-            _say(f"stopped the PostgreSQL (pid {postmaster}) left running by {owner}")
+            log.warning("stopped the PostgreSQL (pid %s) left running by %s", postmaster, owner)
     settings.state_file.unlink(missing_ok=True)
 
 
@@ -206,8 +206,3 @@ def _alive(pid: object) -> bool:
         return bool(psutil.Process(int(str(pid))).status() != psutil.STATUS_ZOMBIE)
     except (psutil.Error, TypeError, ValueError):
         return False
-
-
-def _say(text: str) -> None:
-    log.warning(text)
-    print(f"receipts: {text}", file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from api.liveness import Beats, JoinWatchdog
 from consumers.dead_letters import DeadLetterRelay
 from consumers.ingest import Ingest
 from consumers.positions import KafkaLogProbe
@@ -66,11 +67,14 @@ def build_publisher(settings: Settings, codec: Codec | None = None) -> Publisher
     )
 
 
-def run_ingest(ingest: Ingest, should_stop: Callable[[], bool]) -> None:
-    """The loop, then a clean close."""
+def run_ingest(ingest: Ingest, should_stop: Callable[[], bool], settings: Settings) -> None:
+    """The loop, beating and watching its consumer's join between turns, then a clean close."""
     tune_gc()
+    beats = Beats(settings, "ingest")
+    watchdog = JoinWatchdog(ingest, settings, lambda group: consumer(settings, group_id=group), beats)
+    beats.beat(now=True)
     try:
-        ingest.run(should_stop)
+        ingest.run(beats.on_each_turn(watchdog.on_each_turn(should_stop)))
     finally:
         ingest.close()
         totals = ingest.totals
@@ -81,6 +85,7 @@ def run_ingest(ingest: Ingest, should_stop: Callable[[], bool]) -> None:
             totals.duplicates,
             totals.dead,
         )
+    beats.stopped()  # a crash leaves the row to go stale instead
 
 
 def build_queries(settings: Settings, store: RunStore) -> Queries:

@@ -6,6 +6,7 @@ sentence a person can act on; a bad parameter is a 422 naming the field.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from api.bootstrap import build_projections, build_queries, build_status, open_store
+from api.liveness import Beats
 from api.render import receipt_markdown
 from domain.errors import Invalid, ReceiptsError, Unavailable
 from domain.receipt import Receipt
@@ -77,10 +79,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.waiters = waiters
         await waiters.start()
+        beats = Beats(settings, "serve")
+        beating = asyncio.create_task(beats.beat_forever())
         yield
+        beating.cancel()
         await waiters.stop()
         app.state.status.close()
         store.close()
+        await asyncio.to_thread(beats.stopped)
 
     app = FastAPI(
         title="Agent Receipts",

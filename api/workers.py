@@ -1,6 +1,6 @@
 """The processes beside ingest: the projection runner (`project`), the HTTP API
-(`serve`), a rebuild of views from the log (`rebuild`), and how `up` starts the
-first two as children of its own."""
+(`serve`), a rebuild of views from the log (`rebuild`), and how a child of `up`
+dies with it (api/up.py starts and supervises them)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import contextlib
 import ctypes
 import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable
 
 from api.bootstrap import build_projections, open_store
+from api.liveness import Beats
+from api.supervise import PARENT
 from infra.memory import tune_gc
 from infra.settings import Settings
 from projections.rebuild import RANGE
@@ -23,18 +23,20 @@ from projections.rebuild import rebuild as parallel_rebuild
 from projections.runner import ProjectionRunner, views_named
 
 PROGRESS_EVERY = 0.5
-PARENT = "RECEIPTS_UP_PID"
 
 
 def cmd_project(settings: Settings, _args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
     settings = settings.resolved()
     store = open_store(settings)
+    beats = Beats(settings, "project")
     try:
         runner = build_projections(settings, store)
         tune_gc()
-        runner.run(should_stop)
+        beats.beat(now=True)
+        runner.run(beats.on_each_turn(should_stop))
     finally:
         store.close()
+    beats.stopped()  # a crash leaves the row to go stale instead
     return 0
 
 
@@ -101,51 +103,6 @@ def rebuild(
     done = total
     show(applied, 0, final=True)
     return applied / max(time.monotonic() - started, 1e-9)
-
-
-class Children:
-    """`up`'s projection runner and HTTP server, as processes of their own (ingest,
-    projections and the API each get a core's worth of Python, not a share of one
-    GIL). They stop with `up`: on its signal, at its exit, and if it dies."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.commands: list[str] = []
-
-    def start(self, command: Sequence[str]) -> None:
-        env = {
-            **os.environ,
-            "RECEIPTS_DATABASE_URL": str(self.settings.database_url),
-            "RECEIPTS_KAFKA_BOOTSTRAP": str(self.settings.kafka_bootstrap),
-            "RECEIPTS_DATA_DIR": str(self.settings.data_dir),
-            PARENT: str(os.getpid()),
-        }
-        self.commands.append(" ".join(command))
-        self.processes.append(subprocess.Popen([sys.executable, "-m", "api.cli", *command], env=env))
-
-    def stop(self, timeout: float = 10.0) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for process in self.processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def failed(self) -> list[str]:
-        return [c for c, p in zip(self.commands, self.processes, strict=True) if p.poll() not in (None, 0)]
-
-
-def start_children(settings: Settings, http_port: int, stack: ExitStack) -> Children:
-    children = Children(settings)
-    stack.callback(children.stop)
-    children.start(["project"])
-    children.start(["serve", "--port", str(http_port)])
-    return children
 
 
 def die_with_parent() -> None:

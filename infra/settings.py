@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     health_lag_seconds: float = 30.0
     # Requests that may wait at once for `after_event` (past it: 503, Retry-After).
     max_waiters: int = 64
+    # `up` restarts a child (ingest, project, serve, the embedded servers) that
+    # exits unexpectedly, after a wait that doubles from the first to the most;
+    # a child that had run `restart_healthy_after_seconds` starts from the first
+    # again. More than `restart_limit` restarts of one child within
+    # `restart_window_seconds` and `up` gives up: it stops and exits non-zero.
+    restart_backoff_seconds: float = 1.0
+    restart_backoff_max_seconds: float = 30.0
+    restart_healthy_after_seconds: float = 60.0
+    restart_limit: int = 10
+    restart_window_seconds: float = 300.0
+    # An ingest consumer with no partitions this long (while the broker answers)
+    # leaves its group and joins again as a new member.
+    join_timeout_seconds: float = 30.0
 
     @property
     def unfinished_after(self) -> timedelta:

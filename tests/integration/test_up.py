@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 from api.demo import publish_demo
@@ -47,6 +48,14 @@ def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
     return process, lines
 
 
+def _child(pid: int, command: str) -> psutil.Process:
+    """`up`'s child running `receipts COMMAND`."""
+    for child in psutil.Process(pid).children():
+        if child.cmdline()[2:4] == ["api.cli", command]:
+            return child
+    raise AssertionError(f"`up` has no {command} child")
+
+
 def _show_eventually(env: dict[str, str], run_id: str, *options: str) -> str:
     deadline = time.monotonic() + 30
     while True:
@@ -68,14 +77,17 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
     assert state["pid"] == up.pid
     assert "already running" in _receipts(env, "up").stderr
 
-    # Publish while `up` is frozen, then Ctrl-C the moment it wakes: the broker keeps
-    # messages in memory only, so `up` must ingest all that was published before it
-    # stops the broker.
-    up.send_signal(signal.SIGSTOP)
+    # Publish while `up` and its ingest are frozen, then Ctrl-C the moment they wake:
+    # the broker keeps messages in memory only, so `up` must have ingest drain all that
+    # was published before it stops the broker.
+    ingest = _child(up.pid, "ingest")
+    for process in (up, ingest):
+        process.send_signal(signal.SIGSTOP)
     demo = _receipts(env, "demo")
     assert demo.returncode == 0, demo.stderr
     assert "./receipts show demo-lead-followup" in demo.stdout
-    up.send_signal(signal.SIGCONT)
+    for process in (ingest, up):
+        process.send_signal(signal.SIGCONT)
     up.send_signal(signal.SIGINT)
     output = up.communicate(timeout=60)[0]
     assert up.returncode == 0, output
@@ -94,7 +106,7 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
         assert stored == _demo_event_count()
         assert "Final state: sent" in _show_eventually(env, "demo-lead-followup")
         children = [c for c in psutil.Process(again.pid).children() if "api.cli" in c.cmdline()]
-        assert sorted(c.cmdline()[3] for c in children) == ["project", "serve"]
+        assert sorted(c.cmdline()[3] for c in children) == ["ingest", "project", "serve"]
         _ask_the_incident_questions(env, json.loads((tmp_path / "data" / "up.json").read_text())["http"])
     finally:
         stopping = time.monotonic()
@@ -164,3 +176,9 @@ def test_up_on_external_servers_starts_nothing_embedded(tmp_path: Path, settings
         up.send_signal(signal.SIGTERM)
         up.communicate(timeout=60)
     assert up.returncode == 0
+    # Each process said it stopped cleanly, in the database that outlives them.
+    with psycopg.connect(str(settings.database_url)) as conn:
+        rows = conn.execute(
+            f'SELECT kind, state FROM "{settings.database_schema}".receipts_processes'
+        ).fetchall()
+    assert sorted(rows) == [(kind, "stopped") for kind in ("ingest", "project", "serve", "up")]

@@ -1,0 +1,208 @@
+"""`receipts up`: the embedded servers and the service's processes, supervised.
+
+`up` starts PostgreSQL and the broker (unless external ones are configured),
+then ingest, project and serve as child processes, and watches them all: a
+child that exits is restarted with backoff (api/supervise.py). None outlives
+`up`: the servers get a parent-death signal, the workers die with it
+(api.workers.die_with_parent), and a new `up` stops what a killed one's state
+file still names. Ctrl-C drains ingest, then stops the rest, servers last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psutil
+
+from api.bootstrap import open_store
+from api.liveness import Beats
+from api.supervise import DRAIN_SECONDS, PARENT, Child, GaveUp, RestartPolicy, Stop, Supervisor
+from infra.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    free_port,
+    port_is_free,
+    stop_broker_pid,
+    stop_postmaster,
+)
+from infra.settings import NotRunning, Settings
+
+log = logging.getLogger("receipts.up")
+DEFAULT_KAFKA_PORT = 9092
+TURN = 0.2
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _take_over(settings)
+    # Claim the data dir at once, so a second `up` refuses instead of taking over.
+    claim = {"pid": os.getpid(), "database_url": None, "kafka_bootstrap": None}
+    settings.state_file.write_text(json.dumps(claim))
+    stop = Stop(drain=True)
+    stop.install()
+    beats: list[Beats] = []
+    supervisor = Supervisor(RestartPolicy.of(settings), lambda: beats[0] if beats else None)
+    try:
+        settings = _start_servers(settings, args, supervisor)
+        store = open_store(settings)  # creates the tables before any child needs them
+        store.close()
+        beats.append(Beats(settings, "up"))
+        http_port = _http_port(settings, args.http_port)
+        _write_state(settings, http_port, supervisor)
+        for command in (["ingest", "--drain"], ["project"], ["serve", "--port", str(http_port)]):
+            supervisor.start(_worker(settings, command))
+        code = _supervise(supervisor, stop, beats[0])
+    finally:
+        _stop_all(supervisor, stop)
+        if beats:
+            beats[0].stopped()
+        supervisor.stop(["broker", "postgres"])
+        settings.state_file.unlink(missing_ok=True)
+    return code
+
+
+def _start_servers(settings: Settings, args: argparse.Namespace, supervisor: Supervisor) -> Settings:
+    """The embedded PostgreSQL and broker, as supervised children; returns settings
+    that name them."""
+    url = settings.database_url
+    if not url:
+        pg = EmbeddedPostgres(settings.data_dir / "pg")
+
+        def start_postgres() -> subprocess.Popen[Any]:
+            pg.start()
+            assert pg.process is not None
+            return pg.process
+
+        # A fast shutdown, after everything that writes has stopped.
+        supervisor.start(Child("postgres", start_postgres, signal.SIGINT, 30.0))
+        url = pg.url
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap:
+        port = args.kafka_port
+        if port is None:  # 9092 when it is free, so the address is the usual one
+            port = DEFAULT_KAFKA_PORT if port_is_free(DEFAULT_KAFKA_PORT) else 0
+        broker = EmbeddedBroker(port=port or None, log_file=settings.data_dir / "tansu.log")
+
+        def start_broker() -> subprocess.Popen[Any]:
+            broker.start()
+            assert broker.process is not None
+            return broker.process
+
+        supervisor.start(Child("broker", start_broker, signal.SIGTERM, 5.0))
+        bootstrap = broker.bootstrap
+    return settings.model_copy(update={"database_url": url, "kafka_bootstrap": bootstrap})
+
+
+def _worker(settings: Settings, command: Sequence[str]) -> Child:
+    env = {
+        **os.environ,
+        "RECEIPTS_DATABASE_URL": str(settings.database_url),
+        "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+        "RECEIPTS_DATA_DIR": str(settings.data_dir),
+        PARENT: str(os.getpid()),
+    }
+
+    def start() -> subprocess.Popen[Any]:
+        # Its own session: a Ctrl-C in the terminal reaches only `up`, which then
+        # stops the children in order (ingest drains first).
+        return subprocess.Popen([sys.executable, "-m", "api.cli", *command], env=env, start_new_session=True)
+
+    # Ingest drains for up to DRAIN_SECONDS before it stops.
+    timeout = DRAIN_SECONDS + 15 if command[0] == "ingest" else 10.0
+    return Child(command[0], start, signal.SIGTERM, timeout)
+
+
+def _supervise(supervisor: Supervisor, stop: Stop, beats: Beats) -> int:
+    print(
+        "Ctrl-C drains what was published, then stops. `up` restarts a process that dies.",
+        flush=True,
+    )
+    beats.beat(now=True)
+    try:
+        while not stop.requested():
+            supervisor.turn()
+            beats.beat()
+            time.sleep(TURN)
+    except GaveUp as error:
+        log.error("receipts up gives up: %s; stopping everything", error)
+        stop.hard = True  # nobody is restarting anything now: do not wait for a drain
+        return 1
+    return 0
+
+
+def _stop_all(supervisor: Supervisor, stop: Stop) -> None:
+    """Ingest first (draining what was published, unless a second signal says not
+    to), then the other workers; the servers after that, in cmd_up."""
+    supervisor.stop(["ingest"], again=lambda: stop.hard)
+    supervisor.stop(["project", "serve"])
+
+
+def _http_port(settings: Settings, asked: int | None) -> int:
+    if asked is None:  # the configured port when it is free, so the address is the usual one
+        return settings.http_port if port_is_free(settings.http_port) else free_port()
+    return asked or free_port()
+
+
+def _write_state(settings: Settings, http_port: int, supervisor: Supervisor) -> None:
+    http = f"http://{settings.http_host}:{http_port}"
+    broker = supervisor.children.get("broker")
+    state = {
+        "database_url": settings.database_url,
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "http": http,
+        "pid": os.getpid(),
+        # What a new `up` must stop if this one is killed (api.up._take_over).
+        "broker_pid": broker.process.pid if broker and broker.process else None,
+    }
+    settings.state_file.write_text(json.dumps(state))
+    print(
+        f"Agent Receipts is up.\n"
+        f"  Kafka     {settings.kafka_bootstrap}  (publish to '{settings.topic}', bad input lands in "
+        f"'{settings.dlq_topic}')\n"
+        f"  Postgres  {settings.database_url}\n"
+        f"  HTTP API  {http}  (OpenAPI: {http}/openapi.json, docs: {http}/docs)\n"
+        f"  Data      {settings.data_dir.resolve()}\n"
+        "In another terminal, same directory: ./receipts demo, then ./receipts show demo-lead-followup",
+        flush=True,
+    )
+
+
+def _take_over(settings: Settings) -> None:
+    """Refuse when a live `up` runs here; otherwise stop what a dead one left running.
+
+    The parent-death signals should have stopped its servers already; this is the
+    belt to those braces (and covers a state file from an older version)."""
+    state: dict[str, Any] = {}
+    if settings.state_file.exists():
+        state = json.loads(settings.state_file.read_text())
+        pid = state.get("pid")
+        if _alive(pid):
+            raise NotRunning(
+                f"`receipts up` is already running here (pid {pid}); stop it first or use another "
+                "RECEIPTS_DATA_DIR"
+            )
+    owner = f"a `receipts up` (pid {state.get('pid')}) that died" if state else "an earlier `receipts up`"
+    broker_pid = state.get("broker_pid")
+    if broker_pid and stop_broker_pid(int(broker_pid)):
+        log.warning("stopped the Kafka broker (pid %s) left running by %s", broker_pid, owner)
+    if not settings.database_url:
+        postmaster = stop_postmaster(settings.data_dir / "pg")
+        if postmaster is not None:
+            log.warning("stopped the PostgreSQL (pid %s) left running by %s", postmaster, owner)
+    settings.state_file.unlink(missing_ok=True)
+
+
+def _alive(pid: object) -> bool:
+    try:
+        return bool(psutil.Process(int(str(pid))).status() != psutil.STATUS_ZOMBIE)
+    except (psutil.Error, TypeError, ValueError):
+        return False

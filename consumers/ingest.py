@@ -307,6 +307,7 @@ class Ingest:
         self.backoff = Backoff()  # grows with consecutive batches not applied
         self.writer: ThreadPoolExecutor | None = None
         self.pending: tuple[Plan, Polled, Future[int]] | None = None  # the batch being written
+        self.owed: set[TopicPartition] = set()  # partitions whose stored position must be sought first
         self.codec = codec or Codec()
         self.cache = HeadCache(head_cache_runs)
         self.clock = clock
@@ -345,9 +346,14 @@ class Ingest:
         this batch to the writer (without a writer thread: apply it now) → Kafka
         offsets and dead letters once it is committed."""
         started = time.monotonic()
+        if self.owed and not (self.finish_pending() and self.resume(list(self.owed))):
+            self.backoff.sleep_after_failure()
+            return 0
         if self.probe and started >= self.next_check and self.finish_pending():
             self.check_assigned()  # between batches only: it may move the consumer
         batch = self._poll_batch(timeout_ms)
+        if self.owed:  # a rebalance inside the poll could not resume: what it read is not trusted
+            return 0
         self.empty_poll_at = None if batch else started
         prepared: Plan | BaseException | None = None
         if batch:
@@ -510,16 +516,23 @@ class Ingest:
 
     # --- positions ---------------------------------------------------------
 
-    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+    def resume(self, partitions: Iterable[TopicPartition]) -> bool:
         """Seek each partition to just after the offset the store last applied, once
-        the broker's log is shown to be the one that offset was read from."""
+        the broker's log is shown to be the one that offset was read from.
+
+        False when the store or the broker is away: those partitions are then owed a
+        resume, and no batch is applied until it succeeds. The consumer may already
+        have read past a failed batch; a later batch would pass the stored position
+        check (its offsets are ahead) and skip what lies between."""
         partitions = list(partitions)
         try:
             self._resume(partitions)
         except (PersistenceError, KafkaError, OSError) as error:
-            # Still away: the next batch fails on its stored positions (they refuse
-            # anything already applied) and resumes again.
-            log.warning("could not resume from stored positions yet: %s", error)
+            self.owed.update(partitions)
+            log.warning("could not resume from stored positions yet (%s); reading nothing until then", error)
+            return False
+        self.owed.difference_update(partitions)
+        return True
 
     def _resume(self, partitions: list[TopicPartition]) -> None:
         stored = self._checked({tp: self._stored(partitions).get(tp) for tp in partitions})

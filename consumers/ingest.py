@@ -158,8 +158,12 @@ class Plan:
         return self.ready
 
     def chain(self) -> None:
-        """Dedupe and hash-chain each step onto its run's head, and encode its row."""
+        """Dedupe and hash-chain each step onto its run's head, and encode its row.
+
+        The decoded steps are dropped once their rows are made: a batch waiting for
+        the writer holds bytes, not a few KB of Python objects per event."""
         self.ready = list(self._rows())
+        self.items = []
 
     def _rows(self) -> Iterator[Row]:
         state = StepStates(self.recorded_at)

@@ -28,13 +28,42 @@ from schemas import Codec
 log = logging.getLogger(__name__)
 
 
-def open_store(settings: Settings) -> RunStore:
-    env = settings.eventsourcing_env()
+def open_store(settings: Settings, *, create: bool = False) -> RunStore:
+    """The event store. Only the writer side (`ingest`, `up`, `migrate`) creates its
+    tables; readers (`serve`, the CLI's questions) open what is there."""
+    env = {**settings.eventsourcing_env(), "CREATE_TABLE": "y" if create else "n"}
+    if not create:
+        return RunStore(env=env)
     with schema_lock(_url(settings)):
         store = RunStore(env=env)
         with store.steps.datastore.transaction(commit=True) as curs:
             Health(settings.database_schema).create_tables(curs)
         return store
+
+
+def migrate(settings: Settings) -> None:
+    """Create every table the service uses: the event store's, health's, the views'."""
+    store = open_store(settings, create=True)
+    try:
+        build_projections(settings, store)
+    finally:
+        store.close()
+
+
+def require_tables(settings: Settings, store: RunStore) -> None:
+    """For the read side: a clear error, not a 500 per request, before any table exists."""
+    names = [
+        f"{settings.database_schema}.{store.steps.events_table_name}",
+        f"{settings.database_schema}.view_receipts",
+    ]
+    with store.steps.datastore.transaction(commit=False) as curs:
+        curs.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL AS ok", names)
+        row = curs.fetchone()
+    if not (row and row["ok"]):
+        raise NotRunning(
+            f"the tables of schema {settings.database_schema!r} do not exist yet: run `receipts migrate` "
+            "(or `receipts up`, which does) first"
+        )
 
 
 def _url(settings: Settings) -> str:

@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from api import policy_cli, questions, workers
 from api.bootstrap import (
     build_ingest,
-    build_projections,
     build_publisher,
     build_queries,
+    migrate,
     open_store,
+    require_tables,
     run_ingest,
 )
 from api.demo import publish_demo
@@ -32,13 +33,20 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     stop = Stop(drain=args.drain)
     stop.install()
-    store = open_store(settings)
+    store = open_store(settings, create=True)
     try:
         ingest = build_ingest(settings, store)
         should_stop = drain_then_stop(stop, ingest.caught_up) if args.drain else stop.requested
         run_ingest(ingest, should_stop, settings)
     finally:
         store.close()
+    return 0
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    settings = settings.resolved()
+    migrate(settings)
+    print(f"tables of schema {settings.database_schema!r} are in place")
     return 0
 
 
@@ -74,7 +82,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     store = open_store(settings)
     try:
-        build_projections(settings, store)  # the view to compare with, if no runner made it yet
+        require_tables(settings, store)
         verified = verify_run(store, build_queries(settings, store), args.tenant, args.run_id)
     finally:
         store.close()
@@ -108,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
         "before stopping; a second one stops after the current batch (`up` runs ingest so)",
     )
     ingest.set_defaults(func=cmd_ingest)
+    sub.add_parser(
+        "migrate", help="create every table (event store, health, views); `up` does it at start"
+    ).set_defaults(func=cmd_migrate)
     demo = sub.add_parser("demo", help="publish realistic runs for the four lanes, and failures")
     demo.add_argument("--encoding", choices=["avro", "json"], help="default RECEIPTS_ENCODING")
     demo.add_argument("--prefix", default="demo", help="run ids start with this (default demo)")

@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from api.bootstrap import open_store
+from api.bootstrap import migrate
 from api.liveness import Beats
 from api.supervise import DRAIN_SECONDS, PARENT, Child, GaveUp, RestartPolicy, Stop, Supervisor
 from infra.embedded import (
@@ -53,8 +53,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     supervisor = Supervisor(RestartPolicy.of(settings), lambda: beats[0] if beats else None)
     try:
         settings = _start_servers(settings, args, supervisor)
-        store = open_store(settings)  # creates the tables before any child needs them
-        store.close()
+        migrate(settings)  # every table, before any child needs one
         beats.append(Beats(settings, "up"))
         http_port = _http_port(settings, args.http_port)
         _write_state(settings, http_port, supervisor)

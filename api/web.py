@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from api.bootstrap import build_projections, build_queries, build_status, open_store
+from api.bootstrap import build_queries, build_status, open_store, require_tables
 from api.liveness import Beats
 from api.render import receipt_markdown
 from domain.errors import Invalid, ReceiptsError, Unavailable
@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
-        build_projections(settings, store)  # the views' tables, if no runner made them yet
+        require_tables(settings, store)  # the read side creates none: `up` or `migrate` does
         app.state.store = store
         app.state.queries = build_queries(settings, store)
         app.state.status = build_status(settings, store)

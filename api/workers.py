@@ -27,7 +27,7 @@ PROGRESS_EVERY = 0.5
 
 def cmd_project(settings: Settings, _args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
     settings = settings.resolved()
-    store = open_store(settings)
+    store = open_store(settings, create=True)  # the writer side: project and rebuild
     beats = Beats(settings, "project")
     try:
         runner = build_projections(settings, store)
@@ -58,7 +58,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     views_named(settings.database_schema, args.names)  # an unknown name fails before anything is emptied
-    store = open_store(settings)
+    store = open_store(settings, create=True)  # the writer side: project and rebuild
     try:
         runner = build_projections(settings, store, args.names)
         assert settings.database_url

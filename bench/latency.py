@@ -101,7 +101,7 @@ def run_latency(
     ensure_topics(base.kafka_bootstrap, settings.all_topics, settings.partitions)
     from api.bootstrap import open_store
 
-    open_store(settings).close()  # the tables, so that the listener can query them from the start
+    open_store(settings, create=True).close()  # the tables: the listener queries them from the start
     log_path = workdir / "latency-ingest.log"
     proc = start_ingest_process(settings, workdir / "ingest", log_path)
     stack.callback(stop_process, proc)

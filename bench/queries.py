@@ -212,7 +212,7 @@ def measure(args: argparse.Namespace, workdir: Path, date: str, stack: ExitStack
     settings = base.model_copy(
         update={"database_schema": schema, "topic": f"bench-{tag}-visible", "group": f"bench-{tag}-visible"}
     )
-    store = open_store(settings)
+    store = open_store(settings, create=True)
     stack.callback(store.close)
     loaded = load_store(args, store)
     sql_run(url, sql.SQL("ANALYZE {}.receipts_events").format(sql.Identifier(schema)))

@@ -97,7 +97,7 @@ def pipeline_round(
     tune_gc()  # as api.bootstrap.run_ingest does for every ingest process
     meter = RssMeter()
     meter.sample()
-    store = open_store(settings)
+    store = open_store(settings, create=True)
     assert settings.kafka_bootstrap
     dlq = kafka_producer(settings.kafka_bootstrap)
     ingest = Ingest(

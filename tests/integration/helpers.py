@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from psycopg import sql
 
-from api.bootstrap import build_ingest, open_store
+from api.bootstrap import build_ingest, migrate, open_store
 from consumers.ingest import Ingest
 from infra.kafka import ensure_topics, producer
 from infra.settings import Settings
@@ -20,6 +20,7 @@ from infra.store import RunStore
 
 @contextmanager
 def running_store(settings: Settings) -> Iterator[RunStore]:
+    migrate(settings)  # as `up` does before its children start
     store = open_store(settings)
     try:
         yield store

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from api import policy_cli, questions, workers
+from api import incident_cli, policy_cli, service_cli
 from api.bootstrap import (
     build_ingest,
     build_publisher,
@@ -136,15 +136,17 @@ def parser() -> argparse.ArgumentParser:
             when = cmd.add_mutually_exclusive_group()
             when.add_argument("--version", type=int, help="as it stood after this many events")
             when.add_argument(
-                "--as-of", type=questions.when, help="as it stood at this time (ISO 8601; UTC if no offset)"
+                "--as-of",
+                type=incident_cli.when,
+                help="as it stood at this time (ISO 8601; UTC if no offset)",
             )
-    questions.add_commands(sub)
+    incident_cli.add_commands(sub)
     policy_cli.add_commands(sub)
     project = sub.add_parser("project", help="run the projection runner (`up` starts one)")
-    project.set_defaults(func=lambda settings, args: workers.cmd_project(settings, args, _stop_flag()))
+    project.set_defaults(func=lambda settings, args: service_cli.cmd_project(settings, args, _stop_flag()))
     serve = sub.add_parser("serve", help="run the HTTP API (`up` starts one)")
     serve.add_argument("--port", type=int, help="default RECEIPTS_HTTP_PORT (8000)")
-    serve.set_defaults(func=workers.cmd_serve)
+    serve.set_defaults(func=service_cli.cmd_serve)
     rebuild = sub.add_parser(
         "rebuild",
         help="empty views and rebuild them from the event store",
@@ -155,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--range", type=int, default=RANGE, help=f"log positions per worker transaction (default {RANGE:,})"
     )
-    rebuild.set_defaults(func=workers.cmd_rebuild)
+    rebuild.set_defaults(func=service_cli.cmd_rebuild)
     return top
 
 
@@ -166,7 +168,7 @@ def _stop_flag() -> Callable[[], bool]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    workers.die_with_parent()
+    service_cli.die_with_parent()
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.command in ("up", "ingest", "project") else logging.WARNING,

@@ -27,7 +27,7 @@ from infra.settings import Settings
 
 log = logging.getLogger("receipts.up")
 DRAIN_SECONDS = 30.0
-# Set in `up`'s children: the pid they die with (api.workers.die_with_parent).
+# Set in `up`'s children: the pid they die with (api.service_cli.die_with_parent).
 PARENT = "RECEIPTS_UP_PID"
 
 

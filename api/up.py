@@ -4,7 +4,7 @@
 then ingest, project and serve as child processes, and watches them all: a
 child that exits is restarted with backoff (api/supervise.py). None outlives
 `up`: the servers get a parent-death signal, the workers die with it
-(api.workers.die_with_parent), and a new `up` stops what a killed one's state
+(api.service_cli.die_with_parent), and a new `up` stops what a killed one's state
 file still names. Ctrl-C drains ingest, then stops the rest, servers last.
 """
 

@@ -15,8 +15,9 @@ from eventsourcing.projection import Projection
 from eventsourcing.projection import ProjectionRunner as LibraryRunner
 from psycopg.sql import SQL, Identifier
 
-from api.workers import rebuild
+from api.service_cli import rebuild
 from bench.support import EVENTS_TABLE, say, sql_run
+from infra.progress import Progress
 from infra.settings import Settings
 from infra.store import RunStore
 from projections.runner import ProjectionRunner
@@ -92,13 +93,13 @@ class Rebuilt:
 
 
 def rebuild_views(runner: ProjectionRunner, database_url: str, prefix: int) -> Rebuilt:
-    """`api.workers.rebuild` over the whole log; or, with `prefix`, the views emptied, the
+    """`api.service_cli.rebuild` over the whole log; or, with `prefix`, the views emptied, the
     first `prefix` log positions timed, then the rest applied (timed apart) so that the
     views still hold every run."""
     end = runner.log_end()
     if prefix <= 0 or prefix >= end:
         before = runner.progress.events
-        rate = rebuild(runner, database_url, _every(PROGRESS_SECONDS))
+        rate = rebuild(runner, database_url, say)
         events = runner.progress.events - before
         return Rebuilt(events, events / rate, rate)
     for view in runner.views:
@@ -115,26 +116,10 @@ def rebuild_views(runner: ProjectionRunner, database_url: str, prefix: int) -> R
     return Rebuilt(applied, timed, applied / timed, rest, time.perf_counter() - started)
 
 
-def _every(seconds: float) -> Callable[[str], None]:
-    """`rebuild`'s progress line (redrawn with \\r every half second) as a log line now and then."""
-    shown = [time.perf_counter()]
-
-    def out(text: str) -> None:
-        now = time.perf_counter()
-        if text.endswith("\n") or now - shown[0] >= seconds:
-            shown[0] = now
-            say(text.strip())
-
-    return out
-
-
 def _progress(what: str, total: int, started: float) -> Callable[[int], None]:
-    shown = [started]
+    progress = Progress(what, total, write=say, every=PROGRESS_SECONDS)
 
     def on_page(applied: int) -> None:
-        now = time.perf_counter()
-        if now - shown[0] >= PROGRESS_SECONDS:
-            shown[0] = now
-            say(f"{what}: {applied:,} of ~{total:,} events, {applied / (now - started):,.0f} events/s")
+        progress.advance(applied - progress.count, applied - progress.count)
 
     return on_page

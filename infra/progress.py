@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -19,12 +20,15 @@ class Progress:
         unit: str = "events",
         out: TextIO | None = None,
         every: float | None = None,
+        write: Callable[[str], None] | None = None,
     ) -> None:
+        """`write` instead of `out`: lines go to a caller's log (never redrawn)."""
         self.label = label
         self.total = max(total, 1)
         self.unit = unit
         self.out = out or sys.stderr
-        self.live = self.out.isatty()
+        self.write = write
+        self.live = write is None and self.out.isatty()
         # Redraw twice a second on a terminal; a log line every 10 s elsewhere.
         self.every = every if every is not None else (0.5 if self.live else 10.0)
         self.started = self.last = time.monotonic()
@@ -51,9 +55,12 @@ class Progress:
         share = min(self.done / self.total, 1.0)
         rate = self.count / max(now - self.started, 1e-9)
         text = f"{self.label}: {share:4.0%} {self.count:,} {self.unit}  {rate:,.0f} {self.unit}/s"
-        if self.live:
+        if self.write is not None:
+            self.write(text + ("  done" if final else ""))
+        elif self.live:
             bar = f"[{'#' * int(share * 30):30}] "
             self.out.write(f"\r{self.label}: {bar}{text[len(self.label) + 2 :]}" + ("\n" if final else ""))
+            self.out.flush()
         else:
             self.out.write(text + ("  done\n" if final else "\n"))
-        self.out.flush()
+            self.out.flush()

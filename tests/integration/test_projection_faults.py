@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from api.bootstrap import build_projections, build_queries
-from api.workers import rebuild
+from api.service_cli import rebuild
 from domain.chain import GENESIS, link
 from domain.run import run_uuid
 from infra.embedded import EmbeddedPostgres

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 
 from api.bootstrap import build_projections
-from api.workers import rebuild
+from api.service_cli import rebuild
 from domain.run import run_uuid
 from domain.steps import StepEvent, step_adapter
 from infra.settings import Settings

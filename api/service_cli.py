@@ -9,20 +9,17 @@ import contextlib
 import ctypes
 import os
 import signal
-import sys
-import time
 from collections.abc import Callable
 
 from api.bootstrap import build_projections, open_store
 from api.liveness import Beats
 from api.supervise import PARENT
 from infra.memory import tune_gc
+from infra.progress import Progress
 from infra.settings import Settings
 from projections.rebuild import RANGE
 from projections.rebuild import rebuild as parallel_rebuild
 from projections.runner import ProjectionRunner, views_named
-
-PROGRESS_EVERY = 0.5
 
 
 def cmd_project(settings: Settings, _args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
@@ -68,41 +65,26 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _to_stderr(text: str) -> None:
-    print(text, end="", file=sys.stderr, flush=True)
-
-
 def rebuild(
     runner: ProjectionRunner,
     database_url: str,
-    out: Callable[[str], None] = _to_stderr,
+    out: Callable[[str], None] | None = None,
     workers: int | None = None,
     size: int = RANGE,
 ) -> float:
-    """Empty the runner's views and apply the whole log again, on every core; returns events/s."""
+    """Empty the runner's views and apply the whole log again, on every core; returns events/s.
+
+    Progress goes to stderr (redrawn on a terminal, plain lines in a log), or to `out`."""
     names = ", ".join(view.name for view in runner.views)
-    total = max(runner.log_end(), 1)
-    started = last_shown = time.monotonic()
-    done = 0
-
-    def show(applied: int, positions: int, final: bool = False) -> None:
-        nonlocal last_shown, done
-        done += positions
-        now = time.monotonic()
-        if not final and now - last_shown < PROGRESS_EVERY:
-            return
-        last_shown = now
-        share = min(done / total, 1.0)
-        rate = applied / max(now - started, 1e-9)
-        out(
-            f"\rrebuilding {names}: [{'#' * int(share * 30):30}] {share:4.0%} {applied:,} events  "
-            f"{rate:,.0f} events/s" + ("\n" if final else "")
-        )
-
-    applied = parallel_rebuild(runner, database_url, show, workers, size)
-    done = total
-    show(applied, 0, final=True)
-    return applied / max(time.monotonic() - started, 1e-9)
+    progress = Progress(f"rebuilding {names}", runner.log_end(), write=out)
+    parallel_rebuild(
+        runner,
+        database_url,
+        lambda applied, positions: progress.advance(positions, applied - progress.count),
+        workers,
+        size,
+    )
+    return progress.finish()
 
 
 def die_with_parent() -> None:

@@ -47,11 +47,18 @@ class Beats:
         self._failing = False
 
     def beat(self, state: str = "running", detail: str = "", now: bool = False) -> None:
-        """At most one write every `every` seconds, unless `now`."""
+        """At most one write every `every` seconds, unless `now`. The first also marks
+        this host's processes that died without a word (see Health.bury)."""
         if not now and time.monotonic() - self._last < self.every:
             return
+        if self._last == float("-inf"):
+            self._write("dead processes", self._bury)
         self._last = time.monotonic()
         self._write("heartbeat", lambda curs: self.health.beat(curs, self.process, state, detail))
+
+    def _bury(self, curs: psycopg.Cursor[Any]) -> None:
+        for name in self.health.bury(curs, self.process.host):
+            log.warning("%s died without stopping cleanly; marked died", name)
 
     def stopped(self) -> None:
         self.beat("stopped", now=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psutil
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
@@ -94,6 +95,22 @@ class Health:
             (process.name, process.kind, process.pid, process.host, process.started_at, state, detail),
         )
 
+    def bury(self, curs: psycopg.Cursor[Any], host: str) -> list[str]:
+        """Mark this host's processes that died without saying so (SIGKILL, a crash of
+        their machine's `up`) as `died`, each recorded as an incident: a new process
+        has taken over, and a row left `running` would keep /health degraded for ever."""
+        buried = []
+        for status in self.statuses(curs):
+            if status.host != host or status.state in ("stopped", "died") or _running(status):
+                continue
+            curs.execute(
+                SQL("UPDATE {} SET state = 'died' WHERE name = %s AND beat_at = %s").format(self.processes),
+                (status.name, status.beat_at),
+            )
+            self.record(curs, "process_died", status.name, last_beat=status.beat_at, state=status.state)
+            buried.append(status.name)
+        return buried
+
     def record(self, curs: psycopg.Cursor[Any], kind: str, subject: str, **detail: Any) -> None:
         """Append an incident (in the caller's transaction)."""
         curs.execute(
@@ -125,6 +142,15 @@ class Health:
                 params,
             )
             return [Incident(**row) for row in c.fetchall()]
+
+
+def _running(status: ProcessStatus) -> bool:
+    """Is the process of this row still running (its pid, started when the row says)?"""
+    try:
+        started = float(psutil.Process(status.pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return started <= status.started_at.timestamp() + 1  # a reused pid started later
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,7 +204,7 @@ class StatusReader:
                     f"unapplied step has waited {v.waiting_seconds:.0f} s (is `receipts project` running?)"
                 )
         for p in processes:
-            if not p.alive and p.state != "stopped":
+            if not p.alive and p.state not in ("stopped", "died"):  # died: recorded, and replaced
                 silent = (now - p.beat_at).total_seconds()
                 problems.append(f"process {p.name} has not been heard from for {silent:.0f} s ({p.state})")
         if quarantined:

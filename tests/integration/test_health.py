@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from api.bootstrap import build_projections
 from api.cli import main
+from api.liveness import Beats
 from api.web import create_app
 from infra.health import ProcessName
 from infra.settings import Settings
@@ -145,3 +150,30 @@ def test_receipts_health_prints_the_report_and_exits_1_when_degraded(
     assert json.loads(capsys.readouterr().out)["status"] == "degraded"
     runner.catch_up()
     assert main(["health"]) == 0
+
+
+def test_a_process_that_died_without_a_word_is_marked_died_when_its_successor_starts(
+    lagging: Settings, store: RunStore
+) -> None:
+    """A SIGKILLed `up` leaves its children's rows `running`: the next process on the
+    host marks them died (an incident each), so /health is not degraded for ever."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    execute(
+        lagging,
+        "INSERT INTO receipts_processes (name, kind, pid, host, started_at, beat_at, state) "
+        "VALUES (%s, 'ingest', %s, %s, now() - interval '1 hour', now() - interval '1 minute', 'running')",
+        f"ingest@{host}:{gone.pid}",
+        gone.pid,
+        host,
+    )
+    Beats(lagging, "ingest").beat(now=True)
+    with psycopg.connect(str(lagging.database_url)) as conn:
+        conn.execute(f'SET search_path TO "{lagging.database_schema}"')
+        state = conn.execute("SELECT state FROM receipts_processes WHERE pid = %s", (gone.pid,)).fetchone()
+        died = conn.execute("SELECT subject FROM receipts_incidents WHERE kind = 'process_died'").fetchall()
+    assert state == ("died",) and died == [(f"ingest@{host}:{gone.pid}",)]
+    with TestClient(create_app(lagging)) as client:
+        body = client.get("/health").json()
+    assert not [p for p in body["problems"] if "not been heard from" in p], body["problems"]

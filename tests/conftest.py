@@ -58,3 +58,14 @@ def settings(database_url: str, kafka_bootstrap: str) -> Settings:
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_session() -> Iterator[None]:
+    yield
+    from tests.integration.processes import IngestProcess
+
+    for process in IngestProcess.started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

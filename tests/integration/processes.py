@@ -8,11 +8,16 @@ import subprocess
 import sys
 import threading
 import time
+from typing import ClassVar
 
 from infra.settings import Settings
 
 
 class IngestProcess:
+    # Every one started: a test that fails before stopping its process must not leave
+    # it consuming (tests/conftest.py kills what is left when the session ends).
+    started: ClassVar[list[subprocess.Popen[str]]] = []
+
     def __init__(self, settings: Settings, **overrides: object) -> None:
         env = dict(os.environ)
         values = {
@@ -34,6 +39,7 @@ class IngestProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
+        IngestProcess.started.append(self.process)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -13,6 +13,8 @@ from api.liveness import Beats, JoinWatchdog
 from consumers.dead_letters import DeadLetterRelay
 from consumers.ingest import Ingest
 from consumers.positions import KafkaLogProbe
+from domain.policy import sample_policy
+from domain.routing import Router
 from infra.health import Health
 from infra.kafka import consumer, ensure_topics, producer
 from infra.memory import tune_gc
@@ -55,6 +57,8 @@ def build_ingest(settings: Settings, store: RunStore, **consumer_overrides: obje
         max_batch=settings.max_batch,
         probe=KafkaLogProbe(settings.kafka_bootstrap),
         check_every=settings.position_check_seconds,
+        # The shipped sample until RECEIPTS_POLICY chooses another (issue 16's next part).
+        router=Router(sample_policy()),
     )
     ingest.subscribe(settings.topic)
     return ingest

@@ -45,7 +45,7 @@ from domain.run import Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
-from infra.rows import STEP_STATE, Row, read_step_state, step_state
+from infra.rows import STEP_STATE, Row, read_step_state, step_state, stored_heads
 from schemas import Codec
 
 
@@ -65,7 +65,12 @@ class StepTranscoder(Transcoder):
         if not isinstance(step, StepEvent):
             return self.fallback.encode(obj)
         return step_state(
-            obj["timestamp"], obj["digest"], step.event_id, obj["wire"], opens_run="originator_topic" in obj
+            obj["timestamp"],
+            obj["digest"],
+            step.event_id,
+            obj["wire"],
+            opens_run="originator_topic" in obj,
+            step_type=step.type,
         )
 
     def decode(self, data: bytes) -> Any:
@@ -339,20 +344,18 @@ class StepRecorder(PostgresProcessRecorder):
         return found
 
     def heads(self, run_ids: Iterable[UUID]) -> dict[UUID, RunHead]:
-        """Version, last digest and event ids of each run that exists."""
+        """Version, last digest and event ids of each run that exists, and beside each the
+        rows routing may need, undecoded (RoutingSoFar decodes them if a step is routed)."""
         statement = SQL(
             "SELECT originator_id, originator_version, state FROM {}.{} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        found: dict[UUID, RunHead] = {}
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(statement, (list(run_ids),))
-            for row in curs.fetchall():
-                header = read_step_state(bytes(row["state"]))
-                found.setdefault(row["originator_id"], RunHead()).follow(
-                    row["originator_version"], header.digest, header.event_id, header.wire
-                )
-        return found
+            return stored_heads(
+                (row["originator_id"], row["originator_version"], bytes(row["state"]))
+                for row in curs.fetchall()
+            )
 
     def stored_links(self, run_id: UUID) -> list[StoredLink]:
         """The run's rows as the chain sees them; unreadable rows are kept as breaks."""

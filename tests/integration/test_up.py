@@ -133,7 +133,8 @@ def _ask_the_incident_questions(env: dict[str, str], http: str) -> None:
     assert "demo-pricing-update" in touched.stdout and "reverted" in touched.stdout, touched.stderr
     relied = _receipts(env, "relied-on", "cms/page/pricing", "--version", "v12", "--json")
     assert [r["run_id"] for r in json.loads(relied.stdout)["runs"]] == ["demo-lead-followup"]
-    findings = _receipts(env, "findings", "--code", "executed_without_approval")
+    # Sent by the agent in the lane the service's policy leaves to a person.
+    findings = _receipts(env, "findings", "--code", "executed_in_draft_only")
     assert "demo-boring-failures" in findings.stdout, findings.stderr
     bad = _receipts(env, "touched", "just-an-id")
     assert bad.returncode == 2 and "is not SYSTEM/KIND/ID" in bad.stderr

@@ -3,7 +3,8 @@
 `sample` prints the shipped policy, `check FILE` validates one (exit 1 naming the
 line and field), `explain-step FILE STEPS.jsonl` shows every rule against one
 step, and `test FILE EVENTS.jsonl` is a dry run of a candidate policy over
-recorded steps. Steps are contract events, one JSON object a line, read through
+recorded steps (`publish`, `show` and `versions`, which need the database, are
+api/policy_admin.py). Steps are contract events, one JSON object a line, read through
 the same codec (and limits) as ingest. `add_commands(sub)` hangs them under
 `receipts`; `main(argv)` runs them on their own (and in tests).
 """
@@ -19,6 +20,8 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
+from api import policy_admin
+from domain.errors import ReceiptsError
 from domain.policy import Policy, PolicyError, load_policy, sample_text
 from domain.routing import Explanation, Router, RunContext, to_route
 from domain.steps import ActionEdited, ActionProposed, StepEvent
@@ -180,7 +183,8 @@ def _trial_text(result: Trial) -> list[str]:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`receipts policy sample|check|explain-step|test`; each command's func takes (settings, args)."""
+    """`receipts policy sample|check|explain-step|test|publish|show|versions`; each command's
+    func takes (settings, args)."""
     policy = sub.add_parser("policy", help="the routing policy: sample, check, explain a step, dry-run")
     commands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     commands.add_parser("sample", help="print the sample policy, to start one's own from").set_defaults(
@@ -203,10 +207,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     test.add_argument("--json", action="store_true", help="the counts and examples as JSON")
     test.add_argument("--examples", type=int, default=5, help="at most this many examples (default 5)")
     test.set_defaults(func=cmd_test)
+    policy_admin.add_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     top = argparse.ArgumentParser(prog="receipts")
     add_commands(top.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = top.parse_args(argv)
-    return int(args.func(None, args))
+    try:
+        return int(args.func(None, args))
+    except ReceiptsError as error:  # as `receipts` itself reports them
+        print(f"receipts: {error.detail}", file=sys.stderr)
+        return error.exit_code

@@ -61,7 +61,7 @@ def test_a_proposal_gets_one_service_decision_right_after_it_chained_like_any_ev
         "run.finished",
     ]
     assert steps[3] == decide(ROUTER, run[:3], run[2])  # the engine's own decision, as recorded
-    data = steps[3].data  # type: ignore[attr-defined]
+    data = steps[3].data
     assert steps[3].actor == SERVICE and data.source == "service" and steps[3].step_id == run[2].step_id
     assert steps[3].event_id == data.decision_id and data.policy_version == ROUTER.version
     headers = [read_step_state(r[3]) for r in rows]
@@ -83,7 +83,7 @@ def test_an_edit_is_routed_again_as_an_edit_of_its_proposal() -> None:
         "policy.decided",
     ]
     assert steps[4] == decide(ROUTER, run[:2], edit)
-    assert steps[4].data.rule_id == "pricing-claims-review"  # type: ignore[attr-defined]
+    assert steps[4].data.rule_id == "pricing-claims-review"
     assert steps[2].data.rule_id != "pricing-claims-review"  # type: ignore[attr-defined]
     assert steps[4].event_id != steps[2].event_id
 

@@ -15,16 +15,13 @@ from typing import Any
 
 from api.bootstrap import open_store
 from api.questions import when
+from api.render import short_version
 from infra.policies import LoadedPolicy, NoPolicy, loaded_by, read_policy_file
 from infra.settings import Settings
 
 
 def _settings(settings: object) -> Settings:
     return (settings if isinstance(settings, Settings) else Settings()).resolved()
-
-
-def short(version: str) -> str:
-    return version.removeprefix("sha256:")[:12]
 
 
 def loaded_json(loaded: LoadedPolicy) -> dict[str, Any]:
@@ -87,7 +84,7 @@ def cmd_versions(settings: object, args: argparse.Namespace) -> int:
         return 0
     for number, loaded in enumerate(versions):
         now = "  <- in force" if number == len(versions) - 1 else ""
-        print(f"{loaded.loaded_at.isoformat()}  {short(loaded.version)}  {loaded.loaded_by}{now}")
+        print(f"{loaded.loaded_at.isoformat()}  {short_version(loaded.version)}  {loaded.loaded_by}{now}")
     return 0
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from api import policy_admin
+from api.render import short_version
 from domain.errors import ReceiptsError
 from domain.policy import Policy, PolicyError, load_policy, sample_text
 from domain.routing import Explanation, Router, RunContext, to_route
@@ -77,10 +78,6 @@ def _reported(command: Command) -> Command:
     return run
 
 
-def _short(version: str) -> str:
-    return version.removeprefix("sha256:")[:12]
-
-
 # --- the commands -------------------------------------------------------------------------------
 
 
@@ -130,7 +127,7 @@ def _explained(explanation: Explanation, step: StepEvent) -> list[str]:
     d = explanation.decision
     lines = [
         f"step {step.step_id} ({step.type}, event {step.event_id}) of run {step.run_id}",
-        f"decision: {d.lane} by rule {d.rule_id} (policy {_short(d.policy_version)})"
+        f"decision: {d.lane} by rule {d.rule_id} (policy {short_version(d.policy_version)})"
         + (f", reviewer role {d.required_role}" if d.required_role else ""),
         *(f"  reason: {reason}" for reason in d.reasons),
         *(["  missing: " + ", ".join(d.missing_fields)] if d.missing_fields else []),
@@ -166,7 +163,7 @@ def trial_json(result: Trial) -> dict[str, Any]:
 
 def _trial_text(result: Trial) -> list[str]:
     lines = [
-        f"candidate policy {_short(result.policy_version)} over {result.runs} runs, "
+        f"candidate policy {short_version(result.policy_version)} over {result.runs} runs, "
         f"{result.proposed} proposed steps",
         f"  would change lane: {result.changed} of {result.compared} with a recorded decision "
         f"({result.unchanged} unchanged); {result.undecided} had no recorded decision",

@@ -106,7 +106,8 @@ def test_up_restarts_children_that_die_and_gives_up_on_one_that_keeps_dying(tmp_
         up.child("project").kill()
         up.wait_for("project restarted")
         published += publish_runs(settings, runs=10, prefix="after-project")
-        wait_until(lambda: _in_views(settings) == published, 60, "the views caught up")
+        wait_until(lambda: len(stored_event_ids(settings)) == published, 60, "stored after project restarted")
+        wait_until(lambda: _in_views(settings) == _all_rows(settings), 60, "the views caught up")
         restarted = query(settings, "SELECT subject FROM receipts_incidents WHERE kind = 'child_restarted'")
         assert sorted(subject for (subject,) in restarted) == ["ingest", "project"]
         assert _beating(settings) == set(KINDS)

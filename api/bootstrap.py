@@ -7,15 +7,20 @@ layer above both may import both.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
+
+from eventsourcing.persistence import PersistenceError
 
 from api.liveness import Beats, JoinWatchdog
 from consumers.dead_letters import DeadLetterRelay
 from consumers.ingest import Ingest
 from consumers.positions import KafkaLogProbe
+from domain.routing import Router
 from infra.health import Health
 from infra.kafka import consumer, ensure_topics, producer
 from infra.memory import tune_gc
+from infra.policies import loaded_by, read_policy_file
 from infra.publisher import Publisher
 from infra.settings import NotRunning, Settings
 from infra.store import RunStore, schema_lock
@@ -72,8 +77,60 @@ def _url(settings: Settings) -> str:
     return settings.database_url
 
 
+def policy_in_force(settings: Settings, store: RunStore, by: str = "receipts ingest") -> Router:
+    """Load RECEIPTS_POLICY (default: the sample) and put it in force, recorded in the store
+    if it is not in force already; a file with an error raises PolicyFileInvalid (exit 2)."""
+    policy, text = read_policy_file(settings.policy)
+    loaded, new = store.record_policy(policy, text, loaded_by(by))
+    log.info(
+        "policy %s from %s %s",
+        loaded.version,
+        settings.policy or "the shipped sample",
+        f"recorded and in force since {loaded.loaded_at.isoformat()}" if new else "already in force",
+    )
+    return Router(policy)
+
+
+class PolicyWatch:
+    """Between turns, every `every` seconds: has another policy been put in force (`receipts
+    policy publish`, another process started with another file)? Then route by it from the
+    next batch on. One small query a check; the store being away only delays the next."""
+
+    def __init__(self, ingest: Ingest, store: RunStore, every: float) -> None:
+        self.ingest, self.store, self.every = ingest, store, every
+        self.next_check = time.monotonic() + every
+
+    def on_each_turn(self, should_stop: Callable[[], bool]) -> Callable[[], bool]:
+        def turn() -> bool:
+            if time.monotonic() >= self.next_check:
+                self.check()
+            return should_stop()
+
+        return turn
+
+    def check(self) -> None:
+        self.next_check = time.monotonic() + self.every
+        current = self.ingest.router
+        try:
+            if current is None or self.store.latest_policy_version() == current.version:
+                return
+            loaded = self.store.policy_in_force()
+        except (PersistenceError, OSError) as error:
+            log.warning("could not check which policy is in force: %s", error)
+            return
+        policy = loaded.policy()
+        if policy.version != loaded.version:  # a document altered in the table: keep routing as before
+            log.error("stored policy %s does not hash to its version; not used", loaded.version)
+            return
+        self.ingest.router = Router(policy)
+        log.info(
+            "now routing by policy %s (loaded %s by %s)", loaded.version, loaded.loaded_at, loaded.loaded_by
+        )
+
+
 def build_ingest(settings: Settings, store: RunStore, **consumer_overrides: object) -> Ingest:
     assert settings.kafka_bootstrap
+    router = policy_in_force(settings, store)
     ensure_topics(settings.kafka_bootstrap, settings.all_topics, settings.partitions)
     ingest = Ingest(
         consumer=consumer(settings, **consumer_overrides),
@@ -84,6 +141,7 @@ def build_ingest(settings: Settings, store: RunStore, **consumer_overrides: obje
         max_batch=settings.max_batch,
         probe=KafkaLogProbe(settings.kafka_bootstrap),
         check_every=settings.position_check_seconds,
+        router=router,
     )
     ingest.subscribe(settings.topic)
     return ingest
@@ -96,14 +154,15 @@ def build_publisher(settings: Settings, codec: Codec | None = None) -> Publisher
     )
 
 
-def run_ingest(ingest: Ingest, should_stop: Callable[[], bool], settings: Settings) -> None:
+def run_ingest(ingest: Ingest, should_stop: Callable[[], bool], settings: Settings, store: RunStore) -> None:
     """The loop, beating and watching its consumer's join between turns, then a clean close."""
     tune_gc()
     beats = Beats(settings, "ingest")
     watchdog = JoinWatchdog(ingest, settings, lambda group: consumer(settings, group_id=group), beats)
+    watch = PolicyWatch(ingest, store, settings.policy_check_seconds)
     beats.beat(now=True)
     try:
-        ingest.run(beats.on_each_turn(watchdog.on_each_turn(should_stop)))
+        ingest.run(beats.on_each_turn(watchdog.on_each_turn(watch.on_each_turn(should_stop))))
     finally:
         ingest.close()
         totals = ingest.totals

@@ -37,7 +37,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     try:
         ingest = build_ingest(settings, store)
         should_stop = drain_then_stop(stop, ingest.caught_up) if args.drain else stop.requested
-        run_ingest(ingest, should_stop, settings)
+        run_ingest(ingest, should_stop, settings, store)
     finally:
         store.close()
     return 0

@@ -3,7 +3,8 @@
 `sample` prints the shipped policy, `check FILE` validates one (exit 1 naming the
 line and field), `explain-step FILE STEPS.jsonl` shows every rule against one
 step, and `test FILE EVENTS.jsonl` is a dry run of a candidate policy over
-recorded steps. Steps are contract events, one JSON object a line, read through
+recorded steps (`publish`, `show` and `versions`, which need the database, are
+api/policy_admin.py). Steps are contract events, one JSON object a line, read through
 the same codec (and limits) as ingest. `add_commands(sub)` hangs them under
 `receipts`; `main(argv)` runs them on their own (and in tests).
 """
@@ -19,6 +20,9 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
+from api import policy_admin
+from api.render import short_version
+from domain.errors import ReceiptsError
 from domain.policy import Policy, PolicyError, load_policy, sample_text
 from domain.routing import Explanation, Router, RunContext, to_route
 from domain.steps import ActionEdited, ActionProposed, StepEvent
@@ -74,10 +78,6 @@ def _reported(command: Command) -> Command:
     return run
 
 
-def _short(version: str) -> str:
-    return version.removeprefix("sha256:")[:12]
-
-
 # --- the commands -------------------------------------------------------------------------------
 
 
@@ -127,7 +127,7 @@ def _explained(explanation: Explanation, step: StepEvent) -> list[str]:
     d = explanation.decision
     lines = [
         f"step {step.step_id} ({step.type}, event {step.event_id}) of run {step.run_id}",
-        f"decision: {d.lane} by rule {d.rule_id} (policy {_short(d.policy_version)})"
+        f"decision: {d.lane} by rule {d.rule_id} (policy {short_version(d.policy_version)})"
         + (f", reviewer role {d.required_role}" if d.required_role else ""),
         *(f"  reason: {reason}" for reason in d.reasons),
         *(["  missing: " + ", ".join(d.missing_fields)] if d.missing_fields else []),
@@ -163,7 +163,7 @@ def trial_json(result: Trial) -> dict[str, Any]:
 
 def _trial_text(result: Trial) -> list[str]:
     lines = [
-        f"candidate policy {_short(result.policy_version)} over {result.runs} runs, "
+        f"candidate policy {short_version(result.policy_version)} over {result.runs} runs, "
         f"{result.proposed} proposed steps",
         f"  would change lane: {result.changed} of {result.compared} with a recorded decision "
         f"({result.unchanged} unchanged); {result.undecided} had no recorded decision",
@@ -180,7 +180,8 @@ def _trial_text(result: Trial) -> list[str]:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`receipts policy sample|check|explain-step|test`; each command's func takes (settings, args)."""
+    """`receipts policy sample|check|explain-step|test|publish|show|versions`; each command's
+    func takes (settings, args)."""
     policy = sub.add_parser("policy", help="the routing policy: sample, check, explain a step, dry-run")
     commands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     commands.add_parser("sample", help="print the sample policy, to start one's own from").set_defaults(
@@ -203,10 +204,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     test.add_argument("--json", action="store_true", help="the counts and examples as JSON")
     test.add_argument("--examples", type=int, default=5, help="at most this many examples (default 5)")
     test.set_defaults(func=cmd_test)
+    policy_admin.add_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     top = argparse.ArgumentParser(prog="receipts")
     add_commands(top.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = top.parse_args(argv)
-    return int(args.func(None, args))
+    try:
+        return int(args.func(None, args))
+    except ReceiptsError as error:  # as `receipts` itself reports them
+        print(f"receipts: {error.detail}", file=sys.stderr)
+        return error.exit_code

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from domain.chain import Integrity
-from domain.receipt import Receipt, StepReceipt
+from domain.receipt import PolicyRule, Receipt, StepReceipt
 from domain.steps import Reference
 
 MISSING = "MISSING"
@@ -86,17 +86,7 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
         add(f"   - action: {MISSING}: events for a step that was never proposed")
     if step.source_ids:
         add(f"     relied on: {', '.join(step.source_ids)}")
-    policy = step.policy
-    add(
-        "   4. policy rule: "
-        + (
-            f"{policy.rule_id} (policy {policy.policy_version}) -> lane {policy.lane}"
-            + (f", needs {policy.required_role}" if policy.required_role else "")
-            + (f"; {'; '.join(policy.reasons)}" if policy.reasons else "")
-            if policy
-            else f"{MISSING}: no policy rule routed this step"
-        )
-    )
+    lines.extend(_policy_lines(step))
     if step.reviews:
         for review in step.reviews:
             comment = f' "{review.comment}"' if review.comment else ""
@@ -157,6 +147,40 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
     for correction in step.corrections:
         add(f"     corrected by {correction.by.id}: {correction.correction} ({correction.reason})")
     return lines
+
+
+def short_version(version: str) -> str:
+    """A policy version as people quote it: the first 12 hex characters of its SHA-256."""
+    return version.removeprefix("sha256:")[:12]
+
+
+def _decision(policy: PolicyRule) -> str:
+    return f"{policy.rule_id} (policy {short_version(policy.policy_version)}) -> lane {policy.lane}" + (
+        f", needs {policy.required_role}" if policy.required_role else ""
+    )
+
+
+def _policy_lines(step: StepReceipt) -> list[str]:
+    """The rule that routed the step, its policy's short version and reasons; and the
+    platform's own decision beside it when it routed the step otherwise."""
+    policy = step.policy
+    if policy is None:
+        return [f"   4. policy rule: {MISSING}: no policy rule routed this step"]
+    by = "the service's policy" if policy.source == "service" else "the platform's decision"
+    lines = [f"   4. policy rule: {_decision(policy)}, by {by}"]
+    lines += [f"      reason: {reason}" for reason in policy.reasons]
+    if policy.missing_fields:
+        lines.append(f"      missing: {', '.join(policy.missing_fields)}")
+    theirs = step.platform_policy
+    if theirs is not None and theirs is not policy and _differ(policy, theirs):
+        lines.append(f"      the platform decided otherwise: {_decision(theirs)}")
+        lines += [f"        reason: {reason}" for reason in theirs.reasons]
+    return lines
+
+
+def _differ(ours: PolicyRule, theirs: PolicyRule) -> bool:
+    # Rule ids are each side's own names: a decision differs in where it sends the step.
+    return (ours.lane, ours.required_role) != (theirs.lane, theirs.required_role)
 
 
 def _output_lines(step: StepReceipt) -> list[str]:

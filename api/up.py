@@ -34,6 +34,7 @@ from infra.embedded import (
     stop_broker_pid,
     stop_postmaster,
 )
+from infra.policies import read_policy_file
 from infra.settings import NotRunning, Settings
 
 log = logging.getLogger("receipts.up")
@@ -42,6 +43,9 @@ TURN = 0.2
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    # A policy file with an error stops `up` here, naming its line and field (exit 2),
+    # before anything starts: ingest would only fail on it again at every restart.
+    read_policy_file(settings.policy)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _take_over(settings)
     # Claim the data dir at once, so a second `up` refuses instead of taking over.

@@ -25,6 +25,7 @@ from api.render import receipt_markdown
 from domain.errors import Invalid, ReceiptsError, Unavailable
 from domain.receipt import Receipt
 from domain.run import run_uuid
+from infra.policies import NoPolicy
 from infra.settings import Settings
 from infra.store import RunStore
 from projections.bounds import Cursor, Instant, Text
@@ -115,7 +116,26 @@ StoreDep = Annotated[RunStore, Depends(_store)]
 QueriesDep = Annotated[Queries, Depends(_queries)]
 
 
+class PolicyVersionPublic(BaseModel):
+    """A policy put in force: its version (SHA-256 of the canonical document), when, by whom."""
+
+    version: str
+    loaded_at: datetime
+    loaded_by: str
+
+
+class PolicyPublic(PolicyVersionPublic):
+    document: dict[str, Any]  # the canonical document the version hashes
+    source: str  # the text as loaded (TOML)
+
+
+class PolicyVersionsPublic(BaseModel):
+    versions: list[PolicyVersionPublic]  # oldest first; the last is in force
+
+
 def _routes(app: FastAPI) -> None:
+    _policy_routes(app)
+
     @app.get("/runs", response_model=RunsPage, summary="List runs, newest first, with filters")
     def list_runs(queries: QueriesDep, f: Annotated[RunFilter, Query()]) -> RunsPage:
         return queries.runs(f)
@@ -254,6 +274,34 @@ def _receipt(
         markdown = receipt_markdown(Receipt.model_validate_json(document))
         return PlainTextResponse(markdown, media_type=MARKDOWN)
     return Response(document, media_type="application/json")
+
+
+def _policy_routes(app: FastAPI) -> None:
+    @app.get("/policy", summary="The routing policy in force now, or at a time (404: none loaded then)")
+    def policy(
+        store: StoreDep,
+        as_of: Annotated[Instant | None, Query(description="the policy in force then")] = None,
+    ) -> PolicyPublic:
+        loaded = store.policy_in_force(as_of)
+        return PolicyPublic(
+            version=loaded.version,
+            loaded_at=loaded.loaded_at,
+            loaded_by=loaded.loaded_by,
+            document=loaded.document,
+            source=loaded.source,
+        )
+
+    @app.get("/policy/versions", summary="Every policy put in force, oldest first (404: none yet)")
+    def policy_versions(store: StoreDep) -> PolicyVersionsPublic:
+        versions = store.policy_versions()
+        if not versions:
+            raise NoPolicy("no policy has been loaded yet: ingest loads one when it starts")
+        return PolicyVersionsPublic(
+            versions=[
+                PolicyVersionPublic(version=v.version, loaded_at=v.loaded_at, loaded_by=v.loaded_by)
+                for v in versions
+            ]
+        )
 
 
 def _folded(receipt: Receipt) -> str:

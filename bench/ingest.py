@@ -99,26 +99,14 @@ def run_throughput(
             settings = base.model_copy(update={"topic": result.topic})
             b = worker.call("baseline", settings, events=args.events, timeout=timeout)
             result.baseline.append(b["rate"])
-            schema = f"bench_{tag}_{result.encoding}_{round_no}"
-            create_schema(url, schema)
-            checkpoint(url)
-            settings = settings.model_copy(
-                update={"database_schema": schema, "group": f"bench-{tag}-{result.encoding}-{round_no}"}
-            )
-            try:
-                p = worker.call(
-                    "pipeline",
-                    settings,
-                    events=args.events,
-                    timeout=timeout,
-                    spot=spot,
-                    last_offsets=result.last_offsets,
-                )
-            finally:
-                if not args.keep_schemas:
-                    drop_schema(url, schema)
-            if p["problems"]:
-                raise RuntimeError(f"round {round_no} {result.encoding}: " + "; ".join(p["problems"]))
+            name = f"{tag}_{result.encoding}_{round_no}"
+            # With --compare-policy, one more round without the policy, paired with the same
+            # baseline; which of the two goes first alternates, so neither always pays for
+            # the worker's first pipeline round (imports, caches, connections).
+            bare_first = args.compare_policy and round_no % 2 == 1
+            if bare_first:
+                bare = _bare_round(args, worker, settings, name, result, spot, timeout)
+            settings, p = _pipeline(args, worker, settings, name, result, spot, timeout, policy=args.policy)
             result.pipeline.append(p["rate"])
             result.batches.append(p["batches"])
             result.rss.append(p["rss_peak"])
@@ -128,9 +116,18 @@ def run_throughput(
                 f"{p['rate']:,.0f} events/s ({p['rate'] / b['rate']:.2f}x), {p['batches']} batches, "
                 f"lock held {p['lock_share']:.0%} of the time, all rows there, "
                 f"{p['spot']} spot-checked runs verify, peak RSS {mib(p['rss_peak'])}"
+                + (f", {p['decided']:,} policy decisions" if args.policy else "")
             )
+            if args.compare_policy:
+                if not bare_first:
+                    bare = _bare_round(args, worker, settings, name, result, spot, timeout)
+                result.without_policy.append(bare["rate"])
+                say(
+                    f"round {round_no} {result.encoding}: without policy {bare['rate']:,.0f} events/s "
+                    f"({bare['rate'] / b['rate']:.2f}x), with the sample policy {p['rate'] / b['rate']:.2f}x"
+                )
             if args.two_processes:
-                pair = _two_processes(worker, partner(), settings, url, result, timeout)
+                pair = _two_processes(worker, partner(), settings, url, result, timeout, args.policy)
                 result.two_processes.append(pair)
                 say(
                     f"round {round_no} {result.encoding}: two ingest processes on one store "
@@ -140,8 +137,62 @@ def run_throughput(
     return results, peak
 
 
+def _bare_round(
+    args: argparse.Namespace,
+    worker: Worker,
+    settings: Settings,
+    name: str,
+    result: Throughput,
+    spot: dict[str, int],
+    timeout: float,
+) -> dict[str, Any]:
+    """A pipeline round without the policy (--compare-policy)."""
+    return _pipeline(args, worker, settings, f"{name}_np", result, spot, timeout, policy=False)[1]
+
+
+def _pipeline(
+    args: argparse.Namespace,
+    worker: Worker,
+    settings: Settings,
+    name: str,
+    result: Throughput,
+    spot: dict[str, int],
+    timeout: float,
+    policy: bool,
+) -> tuple[Settings, dict[str, Any]]:
+    """One pipeline round into a fresh schema; its settings (for a two-process round) and answer."""
+    assert settings.database_url
+    url = settings.database_url
+    schema = f"bench_{name}"
+    create_schema(url, schema)
+    checkpoint(url)
+    settings = settings.model_copy(update={"database_schema": schema, "group": f"bench-{name}"})
+    try:
+        p = worker.call(
+            "pipeline",
+            settings,
+            events=args.events,
+            timeout=timeout,
+            spot=spot,
+            last_offsets=result.last_offsets,
+            policy=policy,
+        )
+    finally:
+        if not args.keep_schemas:
+            drop_schema(url, schema)
+    if p["problems"]:
+        raise RuntimeError(f"{name}: " + "; ".join(p["problems"]))
+    return settings, p
+
+
 def _two_processes(
-    first: Worker, second: Worker, settings: Settings, url: str, result: Throughput, timeout: float
+    first: Worker,
+    second: Worker,
+    settings: Settings,
+    url: str,
+    result: Throughput,
+    timeout: float,
+    policy: bool,
 ) -> float:
     """Both workers ingest into one fresh schema side by side, two partitions each:
     the events table lock is held only for ready rows, so the rate must not fall."""
@@ -160,6 +211,7 @@ def _two_processes(
                 spot={},
                 last_offsets=result.last_offsets,
                 partitions=part,
+                policy=policy,
             )
         answers = [first.receive("pipeline"), second.receive("pipeline")]
     finally:
@@ -198,6 +250,7 @@ def run_backlog(args: argparse.Namespace, base: Settings, tag: str, stack: ExitS
             last_offsets=sent.last_offsets,
             timeout=max(300.0, args.backlog / 200),
             sample_every=args.sample_every,
+            policy=args.policy,
         )
     finally:
         worker.close()
@@ -248,6 +301,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="also ingest each round with two processes on one store, two partitions each",
     )
+    p.add_argument(
+        "--policy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="route each proposed and edited step by the sample policy, as ingest does",
+    )
+    p.add_argument(
+        "--compare-policy",
+        action="store_true",
+        help="also run one pipeline round per encoding without the policy, paired with the same "
+        "baseline, and report both ratios",
+    )
     p.add_argument("--keep-schemas", action="store_true", help="keep each round's PostgreSQL schema")
     p.add_argument("--markdown", action="store_true", help="also print the report as Markdown")
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the raw results as JSON")
@@ -257,6 +322,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"unknown encoding(s) {bad}")
     if args.events < 1 and args.rounds:
         p.error("--events must be positive")
+    if args.compare_policy and not args.policy:
+        p.error("--compare-policy compares rounds with the policy against rounds without: drop --no-policy")
     return args
 
 

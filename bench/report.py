@@ -42,12 +42,18 @@ class Throughput:
     rss: list[int] = field(default_factory=list)
     lock_share: list[float] = field(default_factory=list)
     two_processes: list[float] = field(default_factory=list)
+    # Pipeline rounds without the policy (--compare-policy), each paired with the same baseline.
+    without_policy: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         """The median of the paired per-round ratios: a baseline measured beside its own
         pipeline round (raw consume swings between rounds)."""
         return statistics.median(p / b for p, b in zip(self.pipeline, self.baseline, strict=True))
+
+    @property
+    def ratio_without_policy(self) -> float:
+        return statistics.median(p / b for p, b in zip(self.without_policy, self.baseline, strict=True))
 
 
 def mib(n: float) -> str:
@@ -161,6 +167,12 @@ def build_report(
             f"{args.events:,} in {len(data.runs):,} runs of 5-30 steps, "
             f"{args.open_runs} runs open at once, keyed by run_id",
         )
+        r.add(
+            "policy",
+            "the sample policy routes every proposed and edited step"
+            if args.policy
+            else "none (--no-policy)",
+        )
         for encoding in args.encodings:
             mean, lo, hi = data.sizes(encoding)
             r.add(f"value size {encoding}", f"mean {mean:,.0f} B (min {lo:,}, max {hi:,})")
@@ -174,6 +186,14 @@ def build_report(
             f"events/s / {t.ratio:.2f}x (median of {len(t.pipeline)} paired round ratio(s); target >= 0.35x, "
             f"aim 0.5x: {'met' if t.ratio >= 0.35 else 'NOT met'})",
         )
+        if t.without_policy:
+            bare, routed = t.ratio_without_policy, t.ratio
+            r.add(
+                f"{t.encoding}: ratio with / without policy",
+                f"{routed:.2f}x with the sample policy, {bare:.2f}x without "
+                f"({routed / bare - 1:+.0%}; target within 10%: "
+                f"{'met' if routed >= bare * 0.9 else 'NOT met'})",
+            )
         if t.lock_share:
             share = statistics.median(t.lock_share)
             r.add(

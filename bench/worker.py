@@ -84,14 +84,12 @@ def pipeline_round(
     last_offsets: dict[int, int],
     sample_every: int = 0,
     partitions: list[int] | None = None,
+    policy: bool = True,
 ) -> dict[str, Any]:
     """The real ingest path, built like api.bootstrap.build_ingest but on a manual
-    assignment (of `partitions`, default all: two workers on one store split them)."""
+    assignment (of `partitions`, default all: two workers on one store split them),
+    routing each proposed and edited step by the sample policy unless `policy` is False."""
     from api.bootstrap import open_store
-    from consumers.dead_letters import DeadLetterRelay
-    from consumers.ingest import Ingest
-    from consumers.positions import KafkaLogProbe
-    from infra.kafka import consumer as kafka_consumer
     from infra.memory import tune_gc
 
     tune_gc()  # as api.bootstrap.run_ingest does for every ingest process
@@ -100,16 +98,7 @@ def pipeline_round(
     store = open_store(settings, create=True)
     assert settings.kafka_bootstrap
     dlq = kafka_producer(settings.kafka_bootstrap)
-    ingest = Ingest(
-        consumer=kafka_consumer(settings),
-        recorder=store.steps,
-        dead_letters=DeadLetterRelay(dlq, settings.dlq_topic, store.steps),
-        codec=store.codec,
-        head_cache_runs=settings.head_cache_runs,
-        max_batch=settings.max_batch,
-        probe=KafkaLogProbe(settings.kafka_bootstrap),
-        check_every=settings.position_check_seconds,
-    )
+    ingest = _ingest(settings, store, dlq, policy)
     samples: list[tuple[int, float, int, int]] = []  # (recorded, seconds, rss, cached heads)
     try:
         parts = _partitions(ingest.consumer, settings.topic)
@@ -143,7 +132,10 @@ def pipeline_round(
         seconds = time.perf_counter() - start
         lock_held = store.steps.lock_held
         meter.sample()
-        problems = _verify(settings, store, parts, None if partitions else events, spot, last_offsets)
+        decided = ingest.totals.decided
+        problems = _verify(
+            settings, store, parts, None if partitions else events + decided, spot, last_offsets
+        )
     finally:
         ingest.close()
         store.close()
@@ -155,6 +147,7 @@ def pipeline_round(
         "lock_share": lock_held / seconds,
         "batches": t.batches,
         "recorded": t.recorded,
+        "decided": t.decided,
         "retries": t.retries,
         "spot": len(spot),
         "problems": problems,
@@ -162,6 +155,29 @@ def pipeline_round(
         "samples": samples,
         "max_rss": max_rss_bytes(),
     }
+
+
+def _ingest(settings: Settings, store: Any, dlq: Any, policy: bool) -> Any:
+    """The Ingest api.bootstrap.build_ingest makes, but with the sample policy or none."""
+    from consumers.dead_letters import DeadLetterRelay
+    from consumers.ingest import Ingest
+    from consumers.positions import KafkaLogProbe
+    from domain.policy import sample_policy
+    from domain.routing import Router
+    from infra.kafka import consumer as kafka_consumer
+
+    assert settings.kafka_bootstrap
+    return Ingest(
+        consumer=kafka_consumer(settings),
+        recorder=store.steps,
+        dead_letters=DeadLetterRelay(dlq, settings.dlq_topic, store.steps),
+        codec=store.codec,
+        head_cache_runs=settings.head_cache_runs,
+        max_batch=settings.max_batch,
+        probe=KafkaLogProbe(settings.kafka_bootstrap),
+        check_every=settings.position_check_seconds,
+        router=Router(sample_policy()) if policy else None,
+    )
 
 
 def _verify(
@@ -172,10 +188,11 @@ def _verify(
     spot: dict[str, int],
     last_offsets: dict[int, int],
 ) -> list[str]:
-    """After the timing: every event is a row (None: other workers share the store),
-    sample runs verify, positions are at the ends."""
+    """After the timing: every event (and the service's decisions) is a row (None: other
+    workers share the store), sample runs verify, positions are at the ends."""
     from consumers.ingest import position_name
     from domain.run import run_uuid
+    from domain.steps import SERVICE
 
     assert settings.database_url
     problems = []
@@ -185,10 +202,11 @@ def _verify(
     for run_id, length in spot.items() if events is not None else ():
         run = store.run(TENANT, run_id)
         links = store.steps.stored_links(run_uuid(TENANT, run_id))
-        if not (run.receipt().integrity.verified and len(run.entries) == length == len(links)):
+        published = sum(1 for e in run.entries if e.step.actor != SERVICE)
+        if not (run.receipt().integrity.verified and published == length and len(run.entries) == len(links)):
             problems.append(
-                f"run {run_id}: {len(run.entries)} entries, {len(links)} rows, expected "
-                f"{length}; integrity {run.receipt().integrity}"
+                f"run {run_id}: {published} published entries of {len(run.entries)}, {len(links)} rows, "
+                f"expected {length}; integrity {run.receipt().integrity}"
             )
     stored = store.steps.positions(position_name(tp.topic, tp.partition) for tp in parts)
     for tp in parts:

@@ -41,8 +41,9 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.positions import LogProbe, check_positions, fingerprint
+from domain.routing import Router, RoutingSoFar
 from domain.run import Entry, RunHead, run_uuid
-from domain.steps import SERVICE_TYPES, StepEvent, flag
+from domain.steps import StepEvent, flag, reserved_for_service
 from infra.dead_letters import DeadLetter
 from infra.retry import Backoff
 from infra.rows import Row, StepStates
@@ -132,6 +133,11 @@ class Plan:
     batch costs more than the rest of planning): a batch that is then not
     committed must drop them, and a failure clears the whole cache.
 
+    With a policy (`router`), each recorded `action.proposed` and `action.edited` is
+    followed by the service's `policy.decided`, chained right after it in the same
+    transaction. Its event id is the decision id (the step's id and the policy
+    version), so a redelivered step, already recorded, decides nothing again.
+
     A known event id that arrives with other bytes is a suspect: once the COPY
     is done, `settle` asks the store what that id was recorded as. The same step
     encoded differently is a duplicate; different content is a conflict, flagged
@@ -152,6 +158,8 @@ class Plan:
     new_runs: list[tuple[str, str]] = field(default_factory=list)
     shared: set[UUID] = field(default_factory=set)
     ready: list[Row] = field(default_factory=list)
+    router: Router | None = None
+    decided: int = 0
 
     def rows(self) -> list[Row]:
         """The rows `chain` made, for the store's COPY."""
@@ -190,6 +198,8 @@ class Plan:
                 continue
             self.recorded += 1
             yield state.row(run, entry)
+            if self.router is not None and (decided := self._decision(head, step)) is not None:
+                yield state.row(run, decided)
             if note is None and record.key is not None and record.key != step.run_id.encode():
                 note = flag(
                     step,
@@ -200,6 +210,29 @@ class Plan:
             if note is not None:
                 self.flagged += 1
                 yield state.row(run, _recorded(head.record(note, encode_json(note), self.recorded_at)))
+
+    def _decision(self, head: RunHead, step: StepEvent) -> Entry | None:
+        """The service's decision on `step`, just recorded on `head`'s run, as its next entry."""
+        assert self.router is not None
+        routing = head.routing
+        if routing is None:
+            routing = head.routing = RoutingSoFar()
+        routing.follow(step)
+        decided = routing.decide(self.router, step, self._read_stored)
+        if decided is None:
+            return None
+        entry = head.record(decided, encode_json(decided), self.recorded_at)
+        if entry is not None:
+            self.decided += 1
+        return entry
+
+    def _read_stored(self, wire: bytes) -> StepEvent | None:
+        try:
+            return self.codec.decode(wire)
+        except DecodeError as error:
+            # A damaged row is `receipts verify`'s to report; routing goes on without it.
+            log.warning("a stored step no longer decodes (%s); routing without it", error)
+            return None
 
     def settle(self, stored_wire: Callable[[UUID, str], bytes | None]) -> Iterator[Row]:
         state = StepStates(self.recorded_at)
@@ -268,8 +301,8 @@ def _decode(codec: Codec, record: ConsumerRecord, dead: list[DeadLetter]) -> Ste
         )
         dead.append(_letter(record, "undecodable", f"{type(error).__name__}: {error}"))
         return None
-    if step.type in SERVICE_TYPES:
-        dead.append(_letter(record, "reserved_type", f"{step.type} is written by the service only"))
+    if (reserved := reserved_for_service(step)) is not None:
+        dead.append(_letter(record, "reserved_type", reserved))
         return None
     return step
 
@@ -281,6 +314,7 @@ class Totals:
     duplicates: int = 0
     dead: int = 0
     flagged: int = 0
+    decided: int = 0
     retries: int = 0
     resets: int = 0
 
@@ -300,8 +334,11 @@ class Ingest:
         backlog_from: int = 500,
         probe: LogProbe | None = None,
         check_every: float = 30.0,
+        router: Router | None = None,
     ) -> None:
         self.consumer = consumer
+        # The policy in force: each proposed or edited step gets the service's decision.
+        self.router = router
         self.recorder = recorder
         self.dead_letters = dead_letters
         # Reads the broker's log to check stored positions still mean something in it.
@@ -407,6 +444,7 @@ class Ingest:
         totals.recorded += plan.recorded
         totals.duplicates += plan.duplicates
         totals.flagged += plan.flagged
+        totals.decided += plan.decided
         totals.dead += len(plan.dead)
         if plan.dead and self.dead_letters:
             self.dead_letters.publish_pending(force=True)
@@ -490,7 +528,7 @@ class Ingest:
             )
         heads = self._heads(names)
         new_runs = {run: name for run, name in names.items() if run not in heads}
-        plan = Plan(codec, items, dead, positions, heads, self.clock())
+        plan = Plan(codec, items, dead, positions, heads, self.clock(), router=self.router)
         if new_runs:
             plan.new_runs = list(new_runs.values())
             plan.shared = self._shared_run_ids(new_runs)

@@ -246,3 +246,102 @@ def decide(router: Router, recorded: Sequence[StepEvent], step: StepEvent) -> Po
     if routed is None:
         return None
     return decision_step(router.evaluate(RunContext.of(recorded), *routed), step)
+
+
+# What a stored row of a run is, by the type its header names (None: a row written before
+# headers named types), for rebuilding a run's routing from its rows without decoding them all.
+_CONTEXT_TYPES = frozenset({"run.started", "source.used", None})
+Decode = Callable[[bytes], StepEvent | None]
+
+
+@dataclass(slots=True)
+class RoutingSoFar:
+    """What routing needs of one open run, kept beside its head on the ingest path so a
+    step is routed without re-reading the run: its first run.started, the sources it
+    recorded, and each proposal by step id (an edit is routed as an edit of its proposal).
+
+    Fed by each recorded step as it passes (`follow`). A run read back from the store
+    starts with its stored rows undecoded (`stored`): the ones routing can need are
+    decoded the first time a step of the run is routed, proposals only when an edit
+    asks for one. What it decides matches `decide` over the same steps."""
+
+    started: RunStarted | None = None
+    sources: list[Source] = field(default_factory=list)
+    proposals: dict[str | None, ActionProposed] = field(default_factory=dict)
+    unread: list[bytes] = field(default_factory=list)  # stored run.started/source.used rows
+    unread_proposals: list[bytes] = field(default_factory=list)
+    _context: RunContext | None = None
+
+    def stored(self, step_type: str | None, wire: bytes) -> None:
+        """A row read back from the store (in version order), kept undecoded for now."""
+        if step_type in _CONTEXT_TYPES:
+            self.unread.append(wire)
+        elif step_type == "action.proposed":
+            self.unread_proposals.append(wire)
+
+    def follow(self, step: StepEvent) -> None:
+        """A step just recorded on the run."""
+        if isinstance(step, ActionProposed):
+            self.proposals.setdefault(step.step_id, step)
+        elif isinstance(step, SourceUsed):
+            self.sources.append(step.data.source)
+            self._context = None
+        elif isinstance(step, RunStarted) and self.started is None:
+            self.started = step
+            self._context = None
+
+    def decide(self, router: Router, step: StepEvent, decode: Decode) -> PolicyDecided | None:
+        """The `policy.decided` to record right after `step` (already followed), if any."""
+        if isinstance(step, ActionProposed):
+            proposal, edit = step, None
+        elif isinstance(step, ActionEdited):
+            found = self._proposal(step.step_id, decode)
+            if found is None:
+                return None
+            proposal, edit = found, step
+        else:
+            return None
+        return decision_step(router.evaluate(self.context(decode), proposal, edit), step)
+
+    def context(self, decode: Decode) -> RunContext:
+        if self.unread:
+            self._read_stored(decode)
+        if self._context is None:
+            data = self.started.data if self.started else None
+            self._context = RunContext(
+                data.workflow if data else None, data.input if data else None, tuple(self.sources)
+            )
+        return self._context
+
+    def _read_stored(self, decode: Decode) -> None:
+        """Put the stored run.started and sources before those followed since."""
+        unread, self.unread = self.unread, []
+        earlier = RoutingSoFar()
+        for wire in unread:
+            step = decode(wire)
+            if step is not None:
+                earlier.follow(step)  # a row of unknown type may be a proposal too
+        self.started = earlier.started or self.started
+        self.sources[:0] = earlier.sources
+        self._merge_earlier(earlier.proposals)
+        self._context = None
+
+    def _proposal(self, step_id: str | None, decode: Decode) -> ActionProposed | None:
+        if self.unread:
+            self._read_stored(decode)
+        if self.unread_proposals:
+            unread, self.unread_proposals = self.unread_proposals, []
+            earlier: dict[str | None, ActionProposed] = {}
+            for wire in unread:
+                step = decode(wire)
+                if isinstance(step, ActionProposed):
+                    earlier.setdefault(step.step_id, step)
+            self._merge_earlier(earlier)
+        return self.proposals.get(step_id)
+
+    def _merge_earlier(self, earlier: dict[str | None, ActionProposed]) -> None:
+        # The first proposal of a step id is the one an edit edits (as in `to_route`).
+        if earlier:
+            for step_id, proposal in self.proposals.items():
+                earlier.setdefault(step_id, proposal)
+            self.proposals = earlier

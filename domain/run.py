@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -14,6 +14,9 @@ from domain.chain import GENESIS, StoredLink, link
 from domain.errors import NotFound
 from domain.receipt import Receipt, render
 from domain.steps import StepEvent
+
+if TYPE_CHECKING:
+    from domain.routing import RoutingSoFar
 
 _RUN_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/run")
 
@@ -45,6 +48,8 @@ class RunHead:
     version: int = 0
     digest: bytes = GENESIS
     event_ids: dict[str, int] = field(default_factory=dict)
+    # Kept beside the head on the ingest path only: what routing needs of the run.
+    routing: RoutingSoFar | None = None
 
     def record(self, step: StepEvent, wire: bytes, recorded_at: datetime) -> Entry | None:
         """The entry that appends `step` (arrived as `wire`), or None if its id is recorded.

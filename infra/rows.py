@@ -1,8 +1,8 @@
 """How a recorded step is stored: the one module that writes and reads the row.
 
 A row of eventsourcing's events table holds, for each recorded step, `S1` + a
-one-line JSON header (recorded-at, chain digest, event id, and for a run's
-first step the aggregate's topic) + the step's bytes exactly as they arrived,
+one-line JSON header (recorded-at, chain digest, event id, the step's type, and
+for a run's first step the aggregate's topic) + the step's bytes exactly as they arrived,
 so the chain can be recomputed from the table alone and eventsourcing reads
 every row back as a `Run` event. The ingest writer, the head lookup, the
 transcoder, verification and the projections' log all go through here.
@@ -11,13 +11,16 @@ transcoder, verification and the projections' log all go through here.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from domain.run import Entry, Run
+from domain.routing import RoutingSoFar
+from domain.run import Entry, Run, RunHead
 from schemas import Codec
 
 Row = tuple[UUID, int, str, bytes]
@@ -43,10 +46,12 @@ class StepStates:
     def row(self, run: UUID, entry: Entry) -> Row:
         """The row that stores `entry` of `run`: the first opens the aggregate."""
         opens = entry.version == 1
-        state = self(entry.digest, entry.step.event_id, entry.wire, opens)
+        state = self(entry.digest, entry.step.event_id, entry.wire, opens, entry.step.type)
         return run, entry.version, OPENED_TOPIC if opens else RECORDED_TOPIC, state
 
-    def __call__(self, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
+    def __call__(
+        self, digest: bytes, event_id: str, wire: bytes, opens_run: bool, step_type: str | None = None
+    ) -> bytes:
         return b"".join(
             (
                 self._prefix,
@@ -54,14 +59,28 @@ class StepStates:
                 b'","e":',
                 json.dumps(event_id).encode(),
                 self._OPENS if opens_run else b"",
+                _type_field(step_type),
                 b"}\n",
                 wire,
             )
         )
 
 
-def step_state(recorded_at: datetime, digest: bytes, event_id: str, wire: bytes, opens_run: bool) -> bytes:
-    return StepStates(recorded_at)(digest, event_id, wire, opens_run)
+@lru_cache(maxsize=64)
+def _type_field(step_type: str | None) -> bytes:
+    # The step's type in the header lets the head lookup decode only the rows routing needs.
+    return f',"y":{json.dumps(step_type)}'.encode() if step_type else b""
+
+
+def step_state(
+    recorded_at: datetime,
+    digest: bytes,
+    event_id: str,
+    wire: bytes,
+    opens_run: bool,
+    step_type: str | None = None,
+) -> bytes:
+    return StepStates(recorded_at)(digest, event_id, wire, opens_run, step_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +90,7 @@ class StepHeader:
     event_id: str
     originator_topic: str | None
     wire: bytes
+    step_type: str | None = None  # None in rows written before headers named it
 
 
 def read_step_state(state: bytes) -> StepHeader:
@@ -84,6 +104,7 @@ def read_step_state(state: bytes) -> StepHeader:
         event_id=header["e"],
         originator_topic=header.get("o"),
         wire=state[newline + 1 :],
+        step_type=header.get("y"),
     )
 
 
@@ -91,3 +112,18 @@ def stored_entry(version: int, state: bytes, codec: Codec) -> Entry:
     """The recorded step a row holds; raises ValueError/KeyError/DecodeError if it no longer reads."""
     header = read_step_state(state)
     return Entry(version, codec.decode(header.wire), header.wire, header.digest, header.recorded_at)
+
+
+def stored_heads(rows: Iterable[tuple[UUID, int, bytes]]) -> dict[UUID, RunHead]:
+    """Each run's head from its stored rows (run, version, state), in version order, with
+    beside it the rows routing may need, undecoded: the head lookup reads nothing else."""
+    found: dict[UUID, RunHead] = {}
+    for run, version, state in rows:
+        header = read_step_state(state)
+        head = found.get(run)
+        if head is None:
+            head = found[run] = RunHead(routing=RoutingSoFar())
+        head.follow(version, header.digest, header.event_id, header.wire)
+        if head.routing is not None:
+            head.routing.stored(header.step_type, header.wire)
+    return found

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     restart_healthy_after_seconds: float = 60.0
     restart_limit: int = 10
     restart_window_seconds: float = 300.0
+    # The routing policy (TOML) put in force when ingest starts; unset: the shipped
+    # sample. A running ingest picks up a version published since (`receipts policy
+    # publish`) within `policy_check_seconds`.
+    policy: Path | None = None
+    policy_check_seconds: float = 5.0
     # An ingest consumer with no partitions this long (while the broker answers)
     # leaves its group and joins again as a new member.
     join_timeout_seconds: float = 30.0

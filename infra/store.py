@@ -40,12 +40,14 @@ from psycopg.sql import SQL, Identifier
 
 from domain.chain import Integrity, StoredLink
 from domain.errors import Conflict, NotFound
+from domain.policy import Policy
 from domain.receipt import Receipt
 from domain.run import Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
-from infra.rows import STEP_STATE, Row, read_step_state, step_state
+from infra.policies import LoadedPolicy, NoPolicy, PolicyTable
+from infra.rows import STEP_STATE, Row, read_step_state, step_state, stored_heads
 from schemas import Codec
 
 
@@ -65,7 +67,12 @@ class StepTranscoder(Transcoder):
         if not isinstance(step, StepEvent):
             return self.fallback.encode(obj)
         return step_state(
-            obj["timestamp"], obj["digest"], step.event_id, obj["wire"], opens_run="originator_topic" in obj
+            obj["timestamp"],
+            obj["digest"],
+            step.event_id,
+            obj["wire"],
+            opens_run="originator_topic" in obj,
+            step_type=step.type,
         )
 
     def decode(self, data: bytes) -> Any:
@@ -175,6 +182,8 @@ class StepRecorder(PostgresProcessRecorder):
         schema = self.datastore.schema
         self.lock_held = 0.0  # seconds this recorder held the events table's lock (the ingest bench reads it)
         self.letters = DeadLetterTable(schema)
+        self.policies = PolicyTable(schema)
+        self.sql_create_statements.append(self.policies.create_statement())
         self.health = Health(schema)
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())
@@ -339,20 +348,18 @@ class StepRecorder(PostgresProcessRecorder):
         return found
 
     def heads(self, run_ids: Iterable[UUID]) -> dict[UUID, RunHead]:
-        """Version, last digest and event ids of each run that exists."""
+        """Version, last digest and event ids of each run that exists, and beside each the
+        rows routing may need, undecoded (RoutingSoFar decodes them if a step is routed)."""
         statement = SQL(
             "SELECT originator_id, originator_version, state FROM {}.{} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        found: dict[UUID, RunHead] = {}
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(statement, (list(run_ids),))
-            for row in curs.fetchall():
-                header = read_step_state(bytes(row["state"]))
-                found.setdefault(row["originator_id"], RunHead()).follow(
-                    row["originator_version"], header.digest, header.event_id, header.wire
-                )
-        return found
+            return stored_heads(
+                (row["originator_id"], row["originator_version"], bytes(row["state"]))
+                for row in curs.fetchall()
+            )
 
     def stored_links(self, run_id: UUID) -> list[StoredLink]:
         """The run's rows as the chain sees them; unreadable rows are kept as breaks."""
@@ -445,6 +452,31 @@ class RunStore(Application[UUID]):
         if not links:
             raise RunNotFound(tenant, run_id)
         return Integrity.of(links)
+
+    # --- the policies put in force (infra/policies.py) -------------------------------------
+
+    def record_policy(
+        self, policy: Policy, source: str, by: str, at: datetime | None = None
+    ) -> tuple[LoadedPolicy, bool]:
+        """Put `policy` in force unless it is already, in one transaction; whether it was new."""
+        with self.steps.datastore.transaction(commit=True) as curs:
+            return self.steps.policies.record(curs, policy, source, by, at)
+
+    def policy_in_force(self, as_of: datetime | None = None) -> LoadedPolicy:
+        with self.steps.datastore.transaction(commit=False) as curs:
+            found = self.steps.policies.in_force(curs, as_of)
+        if found is None:
+            when = f" at {as_of.isoformat()}" if as_of else ""
+            raise NoPolicy(f"no policy was in force{when}: none had been loaded yet")
+        return found
+
+    def policy_versions(self) -> list[LoadedPolicy]:
+        with self.steps.datastore.transaction(commit=False) as curs:
+            return self.steps.policies.versions(curs)
+
+    def latest_policy_version(self) -> str | None:
+        with self.steps.datastore.transaction(commit=False) as curs:
+            return self.steps.policies.latest_version(curs)
 
     def record(self, steps: Iterable[tuple[StepEvent, bytes]]) -> int:
         """Record steps through the aggregate (the slow, simple path: tests and tools).

@@ -13,9 +13,13 @@ from psycopg import sql
 
 from api.bootstrap import build_ingest, migrate, open_store
 from consumers.ingest import Ingest
+from domain.receipt import decision_source
+from domain.steps import PolicyDecided
 from infra.kafka import ensure_topics, producer
+from infra.rows import read_step_state
 from infra.settings import Settings
 from infra.store import RunStore
+from schemas import Codec
 
 
 @contextmanager
@@ -86,3 +90,19 @@ def execute(settings: Settings, statement: str, *params: object) -> None:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(f'SET search_path TO "{settings.database_schema}"')
         conn.execute(statement, params)  # type: ignore[arg-type]
+
+
+def published_rows(settings: Settings) -> list[tuple[object, int, bytes]]:
+    """The stored rows less the service's policy decisions (one after each proposed or
+    edited step): what tests about the published steps count."""
+    codec = Codec()
+    return [
+        row
+        for row in stored_rows(settings)
+        if not (read_step_state(row[2]).step_type == "policy.decided" and _by_service(codec, row[2]))
+    ]
+
+
+def _by_service(codec: Codec, state: bytes) -> bool:
+    step = codec.decode(read_step_state(state).wire)
+    return isinstance(step, PolicyDecided) and decision_source(step) == "service"

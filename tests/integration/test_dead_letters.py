@@ -12,9 +12,9 @@ from tests.integration.helpers import (
     ingest_for,
     poll_until,
     publish_raw,
+    published_rows,
     read_topic,
     running_store,
-    stored_rows,
 )
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ def test_bad_values_land_in_the_dlq_with_reason_and_original_bytes(settings: Set
             "good-2",
         }
 
-    assert len(stored_rows(settings)) == 4
+    assert len(published_rows(settings)) == 4
     letters = read_topic(str(settings.kafka_bootstrap), settings.dlq_topic, len(bad))
     assert len(letters) == len(bad)
     for letter in letters:

@@ -17,6 +17,7 @@ from tests.integration.helpers import (
     ingest_for,
     poll_until,
     publish_raw,
+    published_rows,
     read_topic,
     running_store,
     stored_rows,
@@ -59,10 +60,13 @@ def test_redelivered_and_retried_events_are_recorded_once(settings: Settings) ->
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded + ingest.totals.duplicates >= 2 * len(sent) + 4)
         receipts = [store.run("default", f"run-{n}").receipt() for n in range(5)]
-    assert len(stored_rows(settings)) == len(sent) == ingest.totals.recorded
+    assert len(published_rows(settings)) == len(sent) == ingest.totals.recorded
+    # The service's decision on each proposed step is recorded once too.
+    assert len(stored_rows(settings)) - len(sent) == ingest.totals.decided == 5 * 4
     assert ingest.totals.duplicates == len(sent) + 4
     for receipt in receipts:
-        assert len(receipt.event_ids) == len(set(receipt.event_ids)) == 6
+        # Six published steps and the service's decision on each of the four proposals.
+        assert len(receipt.event_ids) == len(set(receipt.event_ids)) == 6 + 4
         assert receipt.integrity.verified
 
 
@@ -76,7 +80,7 @@ def test_a_restart_from_a_lost_position_writes_no_duplicate(settings: Settings) 
         with ingest_for(settings.model_copy(update={"group": settings.group + "-b"}), store) as again:
             poll_until(again, lambda: again.totals.duplicates >= len(sent))
             assert again.totals.recorded == 0
-    assert len(stored_rows(settings)) == len(sent)
+    assert len(published_rows(settings)) == len(sent)
 
 
 def test_a_new_consumer_resumes_from_stored_positions_not_kafka_offsets(settings: Settings) -> None:
@@ -92,7 +96,7 @@ def test_a_new_consumer_resumes_from_stored_positions_not_kafka_offsets(settings
             poll_until(ingest, lambda: ingest.totals.recorded >= len(later))
             ingest.poll_once(300)
             assert ingest.totals.duplicates == 0
-    assert len(stored_rows(settings)) == len(first) + len(later)
+    assert len(published_rows(settings)) == len(first) + len(later)
 
 
 class _AwayProducer:
@@ -124,7 +128,7 @@ def test_dead_letters_are_kept_before_their_position_moves_and_published_once_th
         relay.producer = working
         relay.retry_at = 0.0
         poll_until(ingest, lambda: _letters(settings) == [(b"not a step", "not_a_step", True)])
-    assert len(stored_rows(settings)) == 3
+    assert len(published_rows(settings)) == 3
     (letter,) = read_topic(str(settings.kafka_bootstrap), settings.dlq_topic, 1)
     assert letter.value == b"not a step"
 

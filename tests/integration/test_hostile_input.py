@@ -23,9 +23,9 @@ from tests.integration.helpers import (
     ingest_for,
     poll_until,
     publish_raw,
+    published_rows,
     read_topic,
     running_store,
-    stored_rows,
 )
 from tests.unit import factories as f
 from tests.unit.hostile import as_json, at, avro, nested, with_params_text
@@ -181,7 +181,7 @@ def test_poison_values_are_dead_lettered_and_valid_steps_around_them_are_recorde
         for run_id in ("hostile-good-1", "hostile-good-2", LONGEST):
             assert store.run("default", run_id).receipt().final_state == "sent"
 
-    recorded = Counter(read_step_state(state).event_id for _, _, state in stored_rows(settings))
+    recorded = Counter(read_step_state(state).event_id for _, _, state in published_rows(settings))
     assert recorded == Counter(step.event_id for step in [*good, after])
 
     letters = read_topic(str(settings.kafka_bootstrap), settings.dlq_topic, len(poison))

@@ -19,7 +19,7 @@ from infra.settings import Settings
 from infra.store import RunStore
 from schemas import encode_json
 from tests.integration.faults import RestartablePostgres, restartable_broker
-from tests.integration.helpers import ingest_for, poll_until, publish_raw, running_store, stored_rows
+from tests.integration.helpers import ingest_for, poll_until, publish_raw, published_rows, running_store
 from tests.integration.processes import IngestProcess
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def _incidents(settings: Settings, kind: str) -> list[tuple[str, dict[str, Any]]
 def _event_ids(settings: Settings) -> list[str]:
     from infra.rows import read_step_state
 
-    return [read_step_state(state).event_id for _, _, state in stored_rows(settings)]
+    return [read_step_state(state).event_id for _, _, state in published_rows(settings)]
 
 
 def test_what_is_published_after_a_broker_restart_is_recorded(settings: Settings, tmp_path: Path) -> None:
@@ -203,16 +203,20 @@ def test_postgres_crashing_mid_ingest_loses_and_doubles_nothing(settings: Settin
         consumer = IngestProcess(settings, max_poll_records=20)
         consumer.wait_for("resumed ")
         deadline = time.monotonic() + 30
-        while len(stored_rows(settings)) < published // 5:
+        while len(published_rows(settings)) < published // 5:
             assert time.monotonic() < deadline, consumer.lines[-20:]
             time.sleep(0.05)
         postgres.crash()
         time.sleep(2)  # the consumer meets a dead server for a while
         postgres.start_again()
         deadline = time.monotonic() + 120
-        while len(stored_rows(settings)) < published:
+        while len(published_rows(settings)) < published:
             assert consumer.process.poll() is None, consumer.lines[-30:]
-            assert time.monotonic() < deadline, (len(stored_rows(settings)), published, consumer.lines[-30:])
+            assert time.monotonic() < deadline, (
+                len(published_rows(settings)),
+                published,
+                consumer.lines[-30:],
+            )
             time.sleep(0.2)
         assert consumer.stop(signal.SIGTERM) == 0
         ids = _event_ids(settings)

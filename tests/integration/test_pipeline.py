@@ -53,11 +53,15 @@ def test_demo_receipts_fill_the_ten_fields_or_name_the_gap(settings: Settings, e
     assert "approved rollout" not in (note.output.executed or "")
 
     failures = receipts["boring-failures"]
-    assert failures.gaps() == ["sources", "policy_rule", "reviewer", "rollback_link"]
+    # The platform routed nothing; the service's policy engine did, so no policy_rule gap.
+    assert failures.gaps() == ["sources", "reviewer", "rollback_link"]
+    assert all(s.policy and s.policy.source == "service" for s in failures.steps)
     codes = {f.code for f in failures.findings}
+    # Executed without approval, in a lane the service's policy keeps for a person to send:
+    # the finding names the lane (it had no lane before the service routed every step).
     assert {
         "no_source_evidence",
-        "executed_without_approval",
+        "executed_in_draft_only",
         "no_rollback_link",
         "edit_not_captured",
     } <= codes

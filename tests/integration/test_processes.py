@@ -11,7 +11,7 @@ import pytest
 from api.bootstrap import build_publisher
 from domain.receipt import Receipt
 from infra.settings import Settings
-from tests.integration.helpers import execute, ingest_for, poll_until, running_store, stored_rows
+from tests.integration.helpers import execute, ingest_for, poll_until, published_rows, running_store
 from tests.integration.processes import IngestProcess
 
 pytestmark = pytest.mark.integration
@@ -40,8 +40,8 @@ def _publish(settings: Settings, runs: int, steps: int, prefix: str = "run") -> 
 
 def _wait_rows(settings: Settings, count: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while len(stored_rows(settings)) < count:
-        assert time.monotonic() < deadline, f"{len(stored_rows(settings))} of {count} rows stored"
+    while len(published_rows(settings)) < count:
+        assert time.monotonic() < deadline, f"{len(published_rows(settings))} of {count} rows stored"
         time.sleep(0.1)
 
 
@@ -77,7 +77,7 @@ def test_two_processes_in_one_group_share_the_partitions(settings: Settings) -> 
         assert process.stop(signal.SIGTERM) == 0
     recorded = [int(process.wait_for(r"(\d+) recorded").group(1)) for process in (first, second)]
     assert sum(recorded) == published and all(recorded)
-    assert len(stored_rows(settings)) == published
+    assert len(published_rows(settings)) == published
 
 
 def test_sigkill_and_restart_ten_times_loses_and_doubles_nothing(settings: Settings) -> None:
@@ -89,14 +89,14 @@ def test_sigkill_and_restart_ten_times_loses_and_doubles_nothing(settings: Setti
         # Tansu holds a SIGKILLed member's partitions ~11 s before handing them on.
         consumer = IngestProcess(settings, group=f"{settings.group}-{attempt}", max_poll_records=10)
         consumer.wait_for("resumed ")
-        before = len(stored_rows(settings))
+        before = len(published_rows(settings))
         if attempt % 2:  # during batches: once rows are flowing, at a random instant
             deadline = time.monotonic() + 20
-            while len(stored_rows(settings)) == before and time.monotonic() < deadline:
+            while len(published_rows(settings)) == before and time.monotonic() < deadline:
                 time.sleep(0.005)
             time.sleep(rng.uniform(0, 0.05))
         consumer.stop(signal.SIGKILL)
-        after = len(stored_rows(settings))
+        after = len(published_rows(settings))
         kills_mid_stream += before < after < published
     assert kills_mid_stream >= 3, "the kills did not land while batches were being applied"
 
@@ -113,7 +113,7 @@ def test_sigkill_and_restart_ten_times_loses_and_doubles_nothing(settings: Setti
     with running_store(clean) as clean_store, ingest_for(clean, clean_store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= published, timeout=60)
         expected = {n: _unclocked(clean_store.run("default", f"run-{n}").receipt()) for n in range(300)}
-    assert len(stored_rows(settings)) == published
+    assert len(published_rows(settings)) == published
     with running_store(settings) as store:
         for n, receipt in expected.items():
             assert _unclocked(store.run("default", f"run-{n}").receipt()) == receipt, f"run-{n} differs"

@@ -16,8 +16,12 @@ import psycopg
 import pytest
 
 from api.demo import publish_demo
+from domain.policy import sample_policy
+from domain.routing import Router, decide
+from domain.steps import StepEvent
 from infra.publisher import Publisher
 from infra.settings import Settings
+from schemas import Codec
 from tests.fakes import FakeProducer
 
 pytestmark = pytest.mark.integration
@@ -133,7 +137,8 @@ def _ask_the_incident_questions(env: dict[str, str], http: str) -> None:
     assert "demo-pricing-update" in touched.stdout and "reverted" in touched.stdout, touched.stderr
     relied = _receipts(env, "relied-on", "cms/page/pricing", "--version", "v12", "--json")
     assert [r["run_id"] for r in json.loads(relied.stdout)["runs"]] == ["demo-lead-followup"]
-    findings = _receipts(env, "findings", "--code", "executed_without_approval")
+    # Sent by the agent in the lane the service's policy leaves to a person.
+    findings = _receipts(env, "findings", "--code", "executed_in_draft_only")
     assert "demo-boring-failures" in findings.stdout, findings.stderr
     bad = _receipts(env, "touched", "just-an-id")
     assert bad.returncode == 2 and "is not SYSTEM/KIND/ID" in bad.stderr
@@ -151,7 +156,18 @@ def _demo_run_ids() -> list[str]:
 
 
 def _demo_event_count() -> int:
-    return len(_demo_published())
+    """Every event the demo publishes, and the service's decision after each proposed or edited step."""
+    producer = FakeProducer()
+    publish_demo(Publisher(producer=producer))  # type: ignore[arg-type]
+    router, codec = Router(sample_policy()), Codec()
+    runs: dict[str, list[StepEvent]] = {}
+    count = 0
+    for _, _, value in producer.sent:
+        step = codec.decode(value)
+        recorded = runs.setdefault(step.run_id, [])
+        count += 1 + (decide(router, recorded, step) is not None)
+        recorded.append(step)
+    return count
 
 
 def test_up_on_external_servers_starts_nothing_embedded(tmp_path: Path, settings: Settings) -> None:

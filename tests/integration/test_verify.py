@@ -40,8 +40,7 @@ def test_verify_passes_then_names_exactly_the_altered_event(
 
     with running_store(demo) as store:
         run = store.run("default", "demo-crm-note")
-    target = run.entries[4]  # the first review
-    assert target.step.type == "action.reviewed"
+    target = next(e for e in run.entries if e.step.type == "action.reviewed")  # the first review
     # Someone rewrites history in SQL: "rejected" becomes "approved".
     execute(
         demo,
@@ -90,7 +89,7 @@ def test_show_prints_the_receipt_and_json(demo: Settings, capsys: pytest.Capture
     assert main(["show", "demo-boring-failures"]) == 0
     text = capsys.readouterr().out
     assert "2. Sources used: MISSING" in text
-    assert "executed_without_approval" in text
+    assert "executed_in_draft_only" in text  # the service's lane for it: a person sends it
     assert main(["show", "demo-lead-followup", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["final_state"] == "sent"

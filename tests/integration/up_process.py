@@ -20,7 +20,7 @@ import psycopg
 from api.bootstrap import build_publisher
 from infra.settings import Settings
 from infra.store import read_step_state
-from tests.integration.helpers import stored_rows
+from tests.integration.helpers import published_rows
 
 # Short waits, so that restarts and heartbeats show within a test's patience.
 FAST = {
@@ -135,8 +135,9 @@ def publish_runs(settings: Settings, runs: int, prefix: str, steps: int = 3) -> 
 
 
 def stored_event_ids(settings: Settings) -> list[str]:
-    """The event id of every stored step row, duplicates kept."""
-    return [read_step_state(state).event_id for _, _, state in stored_rows(settings)]
+    """The event id of every stored row of a published step, duplicates kept (the service's
+    decisions are rows of their own)."""
+    return [read_step_state(state).event_id for _, _, state in published_rows(settings)]
 
 
 def wait_until(done: Callable[[], bool], timeout: float, what: str) -> None:

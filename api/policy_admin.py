@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from api.bootstrap import open_store
-from api.questions import when
+from api.incident_cli import when
 from api.render import short_version
 from infra.policies import LoadedPolicy, NoPolicy, loaded_by, read_policy_file
 from infra.settings import Settings

@@ -55,18 +55,19 @@ def migrate(settings: Settings) -> None:
         store.close()
 
 
-def require_tables(settings: Settings, store: RunStore) -> None:
-    """For the read side: a clear error, not a 500 per request, before any table exists."""
-    names = [
-        f"{settings.database_schema}.{store.steps.events_table_name}",
-        f"{settings.database_schema}.view_receipts",
-    ]
+def require_tables(settings: Settings, store: RunStore, tables: Sequence[str] = ()) -> None:
+    """For the read side: a clear error, not a 500 per request, before its tables exist
+    (default: the events table and the receipts view)."""
+    schema = settings.database_schema
+    names = [f'"{schema}"."{table}"' for table in tables or (store.steps.events_table_name, "view_receipts")]
     with store.steps.datastore.transaction(commit=False) as curs:
-        curs.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL AS ok", names)
+        curs.execute(
+            "SELECT bool_and(to_regclass(name) IS NOT NULL) AS ok FROM unnest(%s::text[]) AS name", (names,)
+        )
         row = curs.fetchone()
     if not (row and row["ok"]):
         raise NotRunning(
-            f"the tables of schema {settings.database_schema!r} do not exist yet: run `receipts migrate` "
+            f"the tables of schema {schema!r} do not exist yet: run `receipts migrate` "
             "(or `receipts up`, which does) first"
         )
 

@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from api.bootstrap import open_store
+from api.bootstrap import open_store, require_tables
 from api.incident_cli import when
 from api.render import short_version
 from infra.policies import LoadedPolicy, NoPolicy, loaded_by, read_policy_file
-from infra.settings import Settings
+from infra.settings import NotRunning, Settings
+from infra.store import RunStore
 
 
 def _settings(settings: object) -> Settings:
@@ -35,9 +36,20 @@ def loaded_json(loaded: LoadedPolicy) -> dict[str, Any]:
     }
 
 
+def _reader(settings: Settings) -> RunStore:
+    """The store, for a command that only reads: a clear error before any table exists."""
+    store = open_store(settings)
+    try:
+        require_tables(settings, store, ["receipts_policies"])
+    except NotRunning:
+        store.close()
+        raise
+    return store
+
+
 def cmd_publish(settings: object, args: argparse.Namespace) -> int:
     policy, text = read_policy_file(Path(args.file))
-    store = open_store(_settings(settings))
+    store = open_store(_settings(settings), create=True)  # administration writes: its table too
     try:
         loaded, new = store.record_policy(policy, text, loaded_by("receipts policy publish"))
     finally:
@@ -50,7 +62,7 @@ def cmd_publish(settings: object, args: argparse.Namespace) -> int:
 
 
 def cmd_show(settings: object, args: argparse.Namespace) -> int:
-    store = open_store(_settings(settings))
+    store = _reader(_settings(settings))
     try:
         loaded = store.policy_in_force(args.as_of)
     finally:
@@ -68,7 +80,7 @@ def cmd_show(settings: object, args: argparse.Namespace) -> int:
 
 
 def cmd_versions(settings: object, args: argparse.Namespace) -> int:
-    store = open_store(_settings(settings))
+    store = _reader(_settings(settings))
     try:
         versions = store.policy_versions()
     finally:

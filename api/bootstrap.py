@@ -9,19 +9,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from eventsourcing.persistence import PersistenceError
 
 from api.liveness import Beats, JoinWatchdog
-from consumers.dead_letters import DeadLetterRelay
-from consumers.ingest import Ingest
-from consumers.positions import KafkaLogProbe
+from consumers.dead_letters import DeadLetterRelay, LetterProducer
+from consumers.ingest import Ingest, StepConsumer
+from consumers.positions import KafkaLogProbe, LogProbe
 from domain.routing import Router
 from infra.health import Health
 from infra.kafka import consumer, ensure_topics, producer
 from infra.memory import tune_gc
 from infra.policies import loaded_by, read_policy_file
-from infra.publisher import Publisher
+from infra.publisher import Publisher, StepProducer
 from infra.settings import NotRunning, Settings
 from infra.store import RunStore, schema_lock
 from projections.log import EventLog
@@ -129,29 +130,47 @@ class PolicyWatch:
         )
 
 
-def build_ingest(settings: Settings, store: RunStore, **consumer_overrides: object) -> Ingest:
+def build_ingest(
+    settings: Settings,
+    store: RunStore,
+    *,
+    consumer_of: Callable[[Settings], StepConsumer] = consumer,
+    letters_producer: LetterProducer | None = None,
+    probe: LogProbe | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Ingest:
+    """The ingest loop, wired to Kafka and the store; tests hand in their own adapters."""
     assert settings.kafka_bootstrap
     router = policy_in_force(settings, store)
     ensure_topics(settings.kafka_bootstrap, settings.all_topics, settings.partitions)
+    letters = letters_producer or producer(settings.kafka_bootstrap)
     ingest = Ingest(
-        consumer=consumer(settings, **consumer_overrides),
+        consumer=consumer_of(settings),
         recorder=store.steps,
-        dead_letters=DeadLetterRelay(producer(settings.kafka_bootstrap), settings.dlq_topic, store.steps),
+        dead_letters=DeadLetterRelay(letters, settings.dlq_topic, store.steps),
         codec=store.codec,
         head_cache_runs=settings.head_cache_runs,
         max_batch=settings.max_batch,
-        probe=KafkaLogProbe(settings.kafka_bootstrap),
+        probe=probe or KafkaLogProbe(settings.kafka_bootstrap),
         check_every=settings.position_check_seconds,
         router=router,
+        clock=clock or (lambda: datetime.now(UTC)),
     )
     ingest.subscribe(settings.topic)
     return ingest
 
 
-def build_publisher(settings: Settings, codec: Codec | None = None) -> Publisher:
+def build_publisher(
+    settings: Settings, codec: Codec | None = None, *, producer_: StepProducer | None = None
+) -> Publisher:
+    """The publisher agent platforms use; tests hand in their own producer."""
     assert settings.kafka_bootstrap
     return Publisher(
-        bootstrap=settings.kafka_bootstrap, topic=settings.topic, encoding=settings.encoding, codec=codec
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic,
+        encoding=settings.encoding,
+        codec=codec,
+        producer=producer_,
     )
 
 

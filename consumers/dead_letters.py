@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from kafka import KafkaProducer
 from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
 from infra.dead_letters import (
@@ -43,9 +42,17 @@ log = logging.getLogger(__name__)
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
+class LetterProducer(Protocol):
+    """What the relay asks of a Kafka producer (kafka-python's KafkaProducer)."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any: ...
+    def flush(self, timeout: float | None = None) -> None: ...
+    def close(self) -> None: ...
+
+
 class DeadLetterRelay:
     def __init__(
-        self, producer: KafkaProducer, topic: str, recorder: StepRecorder, timeout: float = 10.0
+        self, producer: LetterProducer, topic: str, recorder: StepRecorder, timeout: float = 10.0
     ) -> None:
         self.producer = producer
         self.topic = topic

@@ -22,10 +22,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from uuid import NAMESPACE_URL, uuid4, uuid5
-
-from kafka import KafkaProducer
 
 from domain.errors import Unavailable
 from domain.steps import (
@@ -50,6 +48,14 @@ log = logging.getLogger(__name__)
 _EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/event")
 
 
+class StepProducer(Protocol):
+    """What the publisher asks of a Kafka producer (kafka-python's KafkaProducer)."""
+
+    def send(self, topic: str, key: bytes, value: bytes) -> Any: ...
+    def flush(self, timeout: float | None = None) -> None: ...
+    def close(self) -> None: ...
+
+
 class PublishError(Unavailable, RuntimeError):
     """The broker did not accept an event after every retry."""
 
@@ -61,7 +67,7 @@ class Publisher:
         topic: str = "agent-steps",
         encoding: Literal["avro", "json"] = "avro",
         tenant: str = "default",
-        producer: KafkaProducer | None = None,
+        producer: StepProducer | None = None,
         retries: int = 5,
         codec: Codec | None = None,
     ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
@@ -33,8 +34,9 @@ def running_store(settings: Settings) -> Iterator[RunStore]:
 
 
 @contextmanager
-def ingest_for(settings: Settings, store: RunStore) -> Iterator[Ingest]:
-    ingest = build_ingest(settings, store)
+def ingest_for(settings: Settings, store: RunStore, **adapters: Any) -> Iterator[Ingest]:
+    """The ingest loop as `receipts ingest` builds it; `adapters` replace its own."""
+    ingest = build_ingest(settings, store, **adapters)
     try:
         yield ingest
     finally:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
 from api.bootstrap import build_publisher
 from domain.run import run_uuid
 from domain.steps import StepEvent
+from infra.kafka import producer
 from infra.settings import Settings
 from infra.store import RunStore
 from schemas import Codec, encode_json
@@ -30,15 +32,10 @@ def _publish_runs(
     settings: Settings, runs: int, steps: int, prefix: str = "run"
 ) -> list[tuple[bytes, bytes]]:
     """Publish runs through the real publisher; return (key, value) of every event sent."""
-    publisher = build_publisher(settings)
-    sent: list[tuple[bytes, bytes]] = []
-    original = publisher.producer.send
-
-    def recording_send(topic: str, key: bytes, value: bytes) -> object:
-        sent.append((key, value))
-        return original(topic, key=key, value=value)
-
-    publisher.producer.send = recording_send  # type: ignore[method-assign]
+    assert settings.kafka_bootstrap
+    recording = Recording(producer(settings.kafka_bootstrap))
+    publisher = build_publisher(settings, producer_=recording)
+    sent = recording.sent
     for n in range(runs):
         with publisher.run("lead-followup", run_id=f"{prefix}-{n}") as run:
             for i in range(steps):
@@ -99,17 +96,41 @@ def test_a_new_consumer_resumes_from_stored_positions_not_kafka_offsets(settings
     assert len(published_rows(settings)) == len(first) + len(later)
 
 
-class _AwayProducer:
-    """A DLQ producer whose broker is away."""
+class Recording:
+    """A producer that keeps (key, value) of every send, then sends it."""
 
-    def send(self, *args: object, **kwargs: object) -> None:
-        raise KafkaTimeoutError("dead-letter topic unavailable")
+    def __init__(self, inner: KafkaProducer) -> None:
+        self.inner = inner
+        self.sent: list[tuple[bytes, bytes]] = []
+
+    def send(self, topic: str, key: bytes, value: bytes) -> object:
+        self.sent.append((key, value))
+        return self.inner.send(topic, key=key, value=value)
 
     def flush(self, timeout: float | None = None) -> None:
-        pass
+        self.inner.flush(timeout)
 
     def close(self) -> None:
-        pass
+        self.inner.close()
+
+
+class Away:
+    """A DLQ producer whose broker is away until `back` is set."""
+
+    def __init__(self, inner: KafkaProducer) -> None:
+        self.inner = inner
+        self.back = False
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> object:
+        if not self.back:
+            raise KafkaTimeoutError("dead-letter topic unavailable")
+        return self.inner.send(topic, key=key, value=value, headers=headers)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.inner.flush(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def test_dead_letters_are_kept_before_their_position_moves_and_published_once_the_topic_is_back(
@@ -117,16 +138,15 @@ def test_dead_letters_are_kept_before_their_position_moves_and_published_once_th
 ) -> None:
     publish_raw(settings, [(b"r", b"not a step")])
     _publish_runs(settings, runs=1, steps=1)
-    with running_store(settings) as store, ingest_for(settings, store) as ingest:
-        relay = ingest.dead_letters
-        assert relay is not None
-        working = relay.producer
-        relay.producer = _AwayProducer()  # type: ignore[assignment]
+    assert settings.kafka_bootstrap
+    dlq = Away(producer(settings.kafka_bootstrap))
+    with running_store(settings) as store, ingest_for(settings, store, letters_producer=dlq) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= 3 and ingest.totals.dead >= 1)
         # The batch committed: its letter is in PostgreSQL, not yet on the topic.
         assert _letters(settings) == [(b"not a step", "not_a_step", False)]
-        relay.producer = working
-        relay.retry_at = 0.0
+        dlq.back = True
+        assert ingest.dead_letters is not None
+        ingest.dead_letters.retry_at = 0.0  # not wait out the backoff
         poll_until(ingest, lambda: _letters(settings) == [(b"not a step", "not_a_step", True)])
     assert len(published_rows(settings)) == 3
     (letter,) = read_topic(str(settings.kafka_bootstrap), settings.dlq_topic, 1)

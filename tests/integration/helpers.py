@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -15,7 +16,7 @@ from psycopg import sql
 from api.bootstrap import build_ingest, migrate, open_store
 from consumers.ingest import Ingest
 from domain.receipt import decision_source
-from domain.steps import PolicyDecided
+from domain.steps import Actor, PolicyDecided, RunFinished, RunFinishedData, StepEvent
 from infra.kafka import ensure_topics, producer
 from infra.rows import read_step_state
 from infra.settings import Settings
@@ -108,3 +109,26 @@ def published_rows(settings: Settings) -> list[tuple[object, int, bytes]]:
 def _by_service(codec: Codec, state: bytes) -> bool:
     step = codec.decode(read_step_state(state).wire)
     return isinstance(step, PolicyDecided) and decision_source(step) == "service"
+
+
+def incidents(settings: Settings, kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """(subject, detail) of every recorded incident of `kind`."""
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            f'SELECT subject, detail FROM "{settings.database_schema}".receipts_incidents WHERE kind = %s',
+            (kind,),
+        ).fetchall()
+    return [(subject, detail) for subject, detail in rows]
+
+
+def finished_step(run_id: str) -> StepEvent:
+    """A valid step to publish by hand: the run's `run.finished`, its id derived from the run."""
+    return RunFinished(
+        type="run.finished",
+        event_id=f"{run_id}-final",
+        run_id=run_id,
+        occurred_at=datetime.now(UTC),
+        actor=Actor(kind="agent", id="bot"),
+        data=RunFinishedData(final_state="abandoned"),
+    )

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import pytest
 from kafka import KafkaConsumer
 
-from domain.steps import Actor, RunFinished, RunFinishedData, StepEvent
 from infra.kafka import ensure_topics
 from infra.settings import Settings
 from schemas import encode_json
-from tests.integration.helpers import publish_raw, stored_rows
+from tests.integration.helpers import finished_step, incidents, publish_raw, stored_rows
 from tests.integration.processes import IngestProcess
 
 pytestmark = pytest.mark.integration
@@ -57,7 +54,7 @@ def test_a_consumer_that_gets_no_partitions_rejoins_says_the_group_is_stuck_and_
             # In a fresh group it gets the partitions and records what is published.
             after = ingest.lines.index(error.string)
             ingest.wait_for(r"resumed .* from stored positions", timeout=60, after=after)
-            publish_raw(settings, [(b"stuck-1", encode_json(_a_step("stuck-1")))])
+            publish_raw(settings, [(b"stuck-1", encode_json(finished_step("stuck-1")))])
             _rows_eventually(settings, 1)
         finally:
             ingest.stop(signal.SIGKILL)
@@ -67,30 +64,14 @@ def test_a_consumer_that_gets_no_partitions_rejoins_says_the_group_is_stuck_and_
     assert incidents[0][1]["topic"] == settings.topic
 
 
-def _incidents_eventually(settings: Settings, timeout: float = 15.0) -> list[tuple[Any, ...]]:
-    assert settings.database_url
+def _incidents_eventually(settings: Settings, timeout: float = 15.0) -> list[tuple[str, dict[str, Any]]]:
     deadline = time.monotonic() + timeout
     while True:
-        with psycopg.connect(settings.database_url) as conn:
-            incidents = conn.execute(
-                f'SELECT subject, detail FROM "{settings.database_schema}".receipts_incidents '
-                "WHERE kind = 'consumer_join_stuck'"
-            ).fetchall()
-        if incidents or time.monotonic() > deadline:
-            assert incidents, "no consumer_join_stuck incident"
-            return incidents
+        stuck = incidents(settings, "consumer_join_stuck")
+        if stuck or time.monotonic() > deadline:
+            assert stuck, "no consumer_join_stuck incident"
+            return stuck
         time.sleep(0.2)
-
-
-def _a_step(run_id: str) -> StepEvent:
-    return RunFinished(
-        type="run.finished",
-        event_id=f"{run_id}-final",
-        run_id=run_id,
-        occurred_at=datetime.now(UTC),
-        actor=Actor(kind="agent", id="bot"),
-        data=RunFinishedData(final_state="abandoned"),
-    )
 
 
 def _rows_eventually(settings: Settings, count: int, timeout: float = 30.0) -> None:

@@ -19,7 +19,15 @@ from infra.settings import Settings
 from infra.store import RunStore
 from schemas import encode_json
 from tests.integration.faults import RestartablePostgres, restartable_broker
-from tests.integration.helpers import ingest_for, poll_until, publish_raw, published_rows, running_store
+from tests.integration.helpers import (
+    finished_step,
+    incidents,
+    ingest_for,
+    poll_until,
+    publish_raw,
+    published_rows,
+    running_store,
+)
 from tests.integration.processes import IngestProcess
 
 pytestmark = pytest.mark.integration
@@ -34,16 +42,6 @@ def _publish(settings: Settings, runs: int, steps: int, prefix: str) -> int:
             run.finish("sent")
     publisher.close()
     return publisher.published
-
-
-def _incidents(settings: Settings, kind: str) -> list[tuple[str, dict[str, Any]]]:
-    assert settings.database_url
-    with psycopg.connect(settings.database_url) as conn:
-        rows = conn.execute(
-            f'SELECT subject, detail FROM "{settings.database_schema}".receipts_incidents WHERE kind = %s',
-            (kind,),
-        ).fetchall()
-    return [(subject, detail) for subject, detail in rows]
 
 
 def _event_ids(settings: Settings) -> list[str]:
@@ -67,7 +65,7 @@ def test_what_is_published_after_a_broker_restart_is_recorded(settings: Settings
                 assert ingest.totals.resets >= 1
     ids = _event_ids(settings)
     assert len(ids) == len(set(ids)) == before + after
-    resets = _incidents(settings, "position_reset")
+    resets = incidents(settings, "position_reset")
     assert resets and all("restarted" in detail["reason"] for _, detail in resets)
 
 
@@ -91,7 +89,7 @@ def test_a_broker_restarted_under_a_running_consumer_loses_nothing(
             ingest.poll_once(500)
     ids = _event_ids(settings)
     assert len(ids) == len(set(ids)) == before + after
-    assert _incidents(settings, "position_reset")
+    assert incidents(settings, "position_reset")
 
 
 def test_a_recreated_topic_is_read_from_its_start(settings: Settings) -> None:
@@ -130,10 +128,10 @@ def test_a_dead_letter_too_large_for_the_dlq_is_kept_in_postgres_and_its_partiti
     big.send(settings.topic, key=b"same-run", value=b"x" * (2 * 1024 * 1024)).get(timeout=30)
     big.close()
     after = _publish(settings, runs=1, steps=2, prefix="same-run")  # keyed "same-run-0": anywhere
-    publish_raw(settings, [(b"same-run", encode_json(_a_step("same-run")))])  # the same partition
+    publish_raw(settings, [(b"same-run", encode_json(finished_step("same-run")))])  # the same partition
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= after + 1 and ingest.totals.dead >= 1)
-        poll_until(ingest, lambda: bool(_incidents(settings, "dead_letter_kept")))
+        poll_until(ingest, lambda: bool(incidents(settings, "dead_letter_kept")))
     with psycopg.connect(settings.database_url) as conn:
         (length, kept, published) = conn.execute(
             f"SELECT length(value), kept, published_at FROM "
@@ -141,19 +139,6 @@ def test_a_dead_letter_too_large_for_the_dlq_is_kept_in_postgres_and_its_partiti
         ).fetchone() or (0, None, None)
     assert length == 2 * 1024 * 1024 and published is None
     assert kept and "too large" in kept
-
-
-def _a_step(run_id: str) -> Any:
-    from domain.steps import RunFinished, RunFinishedData
-
-    return RunFinished(
-        type="run.finished",
-        event_id=f"{run_id}-final",
-        run_id=run_id,
-        occurred_at="2026-11-30T10:00:00Z",  # type: ignore[arg-type]
-        actor={"kind": "agent", "id": "bot"},  # type: ignore[arg-type]
-        data=RunFinishedData(final_state="abandoned"),
-    )
 
 
 def test_a_conflicting_duplicate_is_flagged_and_kept_and_a_re_encoding_is_not(settings: Settings) -> None:
@@ -170,8 +155,8 @@ def test_a_conflicting_duplicate_is_flagged_and_kept_and_a_re_encoding_is_not(se
                 (b"run-0", Codec().encode_avro(proposal)),  # the same step, other bytes: a duplicate
                 (b"run-0", encode_json(forged)),  # same id, other content: a conflict
                 (b"run-0", encode_json(forged)),  # the same conflict again: flagged once
-                (b"not-run-0", encode_json(_a_step("run-0"))),  # keyed by something else
-                (b"run-0", encode_json(_a_step("run-0").model_copy(update={"tenant": "acme"}))),
+                (b"not-run-0", encode_json(finished_step("run-0"))),  # keyed by something else
+                (b"run-0", encode_json(finished_step("run-0").model_copy(update={"tenant": "acme"}))),
             ],
         )
         poll_until(ingest, lambda: ingest.totals.dead >= 2 and ingest.totals.recorded >= 5)

@@ -293,7 +293,7 @@ def load(
     started = time.perf_counter()
     for first in range(0, stamper.runs, runs_per_batch):
         batch = range(first, min(first + runs_per_batch, stamper.runs))
-        recorder.record_batch(interleaved_rows(stamper, batch, open_runs, loaded, sample_every), {})
+        recorder.copy_rows(interleaved_rows(stamper, batch, open_runs, loaded, sample_every))
         loaded.seconds = time.perf_counter() - started
         progress(loaded)
     return loaded

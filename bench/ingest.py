@@ -219,7 +219,7 @@ def _two_processes(
     problems = [p for a in answers for p in a["problems"]]
     if problems:
         raise RuntimeError("two processes: " + "; ".join(problems))
-    return sum(a["events"] for a in answers) / max(a["seconds"] for a in answers)
+    return float(sum(a["events"] for a in answers) / max(a["seconds"] for a in answers))
 
 
 # --- backlog: flat memory ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -46,7 +47,7 @@ from domain.run import Entry, RunHead, run_uuid
 from domain.steps import StepEvent, flag, reserved_for_service
 from infra.dead_letters import DeadLetter
 from infra.retry import Backoff
-from infra.rows import Row, StepStates
+from infra.rows import CopyData, Row, StepStates
 from infra.store import Mark, Position
 from schemas import Codec, DecodeError, encode_json
 
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 
 Polled = Mapping[TopicPartition, Sequence[ConsumerRecord]]
+# Seconds a thread keeps the GIL while another waits for it (see `Ingest.overlapped`).
+WRITER_SWITCH_INTERVAL = 0.0005
 
 
 class StepConsumer(Protocol):
@@ -158,6 +161,7 @@ class Plan:
     new_runs: list[tuple[str, str]] = field(default_factory=list)
     shared: set[UUID] = field(default_factory=set)
     ready: list[Row] = field(default_factory=list)
+    copy_data: CopyData = field(default_factory=lambda: CopyData(b"", 0))
     router: Router | None = None
     decided: int = 0
 
@@ -171,6 +175,7 @@ class Plan:
         The decoded steps are dropped once their rows are made: a batch waiting for
         the writer holds bytes, not a few KB of Python objects per event."""
         self.ready = list(self._rows())
+        self.copy_data = CopyData.of(self.ready)
         self.items = []
 
     def _rows(self) -> Iterator[Row]:
@@ -372,7 +377,13 @@ class Ingest:
     def overlapped(self) -> Iterator[None]:
         """A writer thread applies each batch while the next is polled and prepared:
         PostgreSQL's half (lock, COPY, commit) overlaps Python's (poll, decode,
-        chain); psycopg waits on the server without holding the GIL."""
+        chain); psycopg waits on the server without holding the GIL.
+
+        The writer needs the GIL back after each round trip to the server. At Python's
+        default 5 ms switch interval the busy preparing thread keeps it that long each
+        time, and the events table's lock is held for those waits rather than for work."""
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(WRITER_SWITCH_INTERVAL)
         with ThreadPoolExecutor(1, thread_name_prefix="ingest-writer") as writer:
             self.writer = writer
             try:
@@ -380,6 +391,7 @@ class Ingest:
                 self.finish_pending()
             finally:
                 self.writer = None
+                sys.setswitchinterval(switch_interval)
 
     def poll_once(self, timeout_ms: int = 100) -> int:
         """One turn: poll → prepare the batch outside any lock (decode, validate,

@@ -13,13 +13,11 @@ and eventsourcing reads every row we write. Two things are ours:
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
@@ -47,7 +45,7 @@ from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
 from infra.policies import LoadedPolicy, NoPolicy, PolicyTable
-from infra.rows import STEP_STATE, Row, read_step_state, step_state, stored_heads
+from infra.rows import STEP_STATE, CopyData, Row, read_step_state, step_state, stored_heads
 from schemas import Codec
 
 
@@ -141,26 +139,12 @@ class WritableBatch(Protocol):
     def positions(self) -> Mapping[str, Position]:
         """Each partition's position once the batch is applied."""
 
-    def rows(self) -> Iterable[Row]:
-        """The batch's rows, streamed into the COPY as they are made."""
+    @property
+    def copy_data(self) -> CopyData:
+        """The batch's rows, encoded for COPY before the lock is taken."""
 
     def settle(self, stored_wire: Callable[[UUID, str], bytes | None]) -> Iterable[Row]:
         """Rows decided only after the COPY, when the store can be asked about them."""
-
-
-# PostgreSQL's binary COPY format, written by hand: psycopg's per-row dumpers
-# cost more than the rest of the write. A row is a field count, then each
-# field's length and bytes: uuid (16), bigint (8), text, bytea.
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_COPY_TRAILER = b"\xff\xff"
-_COPY_ROW = struct.Struct(">hi16siq")
-_COPY_CHUNK = 64 * 1024
-
-
-@lru_cache(maxsize=64)
-def _copy_text(value: str) -> bytes:
-    encoded = value.encode()
-    return len(encoded).to_bytes(4, "big") + encoded
 
 
 class StepRecorder(PostgresProcessRecorder):
@@ -221,10 +205,10 @@ class StepRecorder(PostgresProcessRecorder):
                 )
             self._lock_table(curs)
             locked = time.perf_counter()
-            written = self._copy_rows(curs, batch.rows())
+            written = self._copy(curs, batch.copy_data)
             late = list(batch.settle(lambda run, event_id: self._stored_wire(curs, run, event_id)))
             if late:
-                written += self._copy_rows(curs, late)
+                written += self._copy(curs, CopyData.of(late))
                 self.letters.insert(curs, batch.dead)  # settling found conflicts: their letters too
             if written:
                 self._notify_channel(curs)
@@ -292,25 +276,21 @@ class StepRecorder(PostgresProcessRecorder):
                 return header.wire
         return None
 
-    def _copy_rows(self, curs: psycopg.Cursor[Any], rows: Iterable[Row]) -> int:
+    def _copy(self, curs: psycopg.Cursor[Any], data: CopyData) -> int:
         statement = SQL(
             "COPY {}.{} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        written = 0
         with curs.copy(statement) as copy:
-            buffer = bytearray(_COPY_SIGNATURE)
-            for run, version, topic, state in rows:
-                buffer += _COPY_ROW.pack(4, 16, run.bytes, 8, version)
-                buffer += _copy_text(topic)
-                buffer += len(state).to_bytes(4, "big")
-                buffer += state
-                written += 1
-                if len(buffer) > _COPY_CHUNK:
-                    copy.write(buffer)
-                    buffer = bytearray()
-            buffer += _COPY_TRAILER
-            copy.write(buffer)
-        return written
+            copy.write(data.payload)
+        return data.rows
+
+    def copy_rows(self, rows: Iterable[Row]) -> int:
+        """Rows made elsewhere (the query benchmark's loader), in one transaction under
+        the events table's lock; positions, dead letters and NOTIFY are the ingest path's."""
+        data = CopyData.of(rows)
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock_table(curs)
+            return self._copy(curs, data)
 
     def positions(self, names: Iterable[str]) -> dict[str, Position]:
         statement = SQL(

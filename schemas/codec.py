@@ -3,9 +3,11 @@
 A value is Avro single-object encoding (`C3 01` + 8-byte CRC-64-AVRO
 fingerprint + Avro binary) or JSON (`{`), told apart by its first bytes. Avro
 written with an older schema is resolved against the current one by its
-fingerprint. Every way a value can be wrong is a typed `DecodeError` whose
-message says what to fix, and nothing else escapes `Codec.decode`: one hostile
-value must never stop the ingest loop. What a step may hold (lengths, NUL,
+fingerprint; values in the current schema are read by a reader compiled from
+it (schemas/avro_reader.py), with fastavro the judge of any it cannot read.
+Every way a value can be wrong is a typed `DecodeError` whose message says
+what to fix, and nothing else escapes `Codec.decode`: one hostile value must
+never stop the ingest loop. What a step may hold (lengths, NUL,
 timestamps, nesting) is defined once, in `domain.steps`.
 """
 

@@ -138,10 +138,15 @@ def build_ingest(
     letters_producer: LetterProducer | None = None,
     probe: LogProbe | None = None,
     clock: Callable[[], datetime] | None = None,
+    subscribe: bool = True,
+    route: bool = True,
 ) -> Ingest:
-    """The ingest loop, wired to Kafka and the store; tests hand in their own adapters."""
+    """The ingest loop, wired to Kafka and the store; tests hand in their own adapters.
+
+    The ingest benchmark assigns partitions itself (`subscribe=False`) and measures
+    what routing costs by turning it off (`route=False`); the service does neither."""
     assert settings.kafka_bootstrap
-    router = policy_in_force(settings, store)
+    router = policy_in_force(settings, store) if route else None
     ensure_topics(settings.kafka_bootstrap, settings.all_topics, settings.partitions)
     letters = letters_producer or producer(settings.kafka_bootstrap)
     ingest = Ingest(
@@ -156,7 +161,8 @@ def build_ingest(
         router=router,
         clock=clock or (lambda: datetime.now(UTC)),
     )
-    ingest.subscribe(settings.topic)
+    if subscribe:
+        ingest.subscribe(settings.topic)
     return ingest
 
 

@@ -17,6 +17,7 @@ import psutil
 from kafka import KafkaConsumer, TopicPartition
 
 from bench.support import TENANT, count_rows
+from infra.kafka import consumer as kafka_consumer
 from infra.kafka import producer as kafka_producer
 from infra.settings import Settings
 
@@ -51,7 +52,6 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
 
 def baseline_round(settings: Settings, events: int, timeout: float) -> dict[str, Any]:
     """Raw kafka-python: the same fetch settings as ingest, no group, nothing per message but a count."""
-    from infra.kafka import consumer as kafka_consumer
 
     meter = RssMeter()
     consumer = kafka_consumer(settings, group_id=None)
@@ -86,10 +86,10 @@ def pipeline_round(
     partitions: list[int] | None = None,
     policy: bool = True,
 ) -> dict[str, Any]:
-    """The real ingest path, built like api.bootstrap.build_ingest but on a manual
-    assignment (of `partitions`, default all: two workers on one store split them),
-    routing each proposed and edited step by the sample policy unless `policy` is False."""
-    from api.bootstrap import open_store
+    """The real ingest path, built by api.bootstrap.build_ingest, on a manual assignment
+    (of `partitions`, default all: two workers on one store split them), routing each
+    proposed and edited step by the sample policy unless `policy` is False."""
+    from api.bootstrap import build_ingest, open_store
     from infra.memory import tune_gc
 
     tune_gc()  # as api.bootstrap.run_ingest does for every ingest process
@@ -98,14 +98,17 @@ def pipeline_round(
     store = open_store(settings, create=True)
     assert settings.kafka_bootstrap
     dlq = kafka_producer(settings.kafka_bootstrap)
-    ingest = _ingest(settings, store, dlq, policy)
+    consumer = kafka_consumer(settings)
+    ingest = build_ingest(
+        settings, store, consumer_of=lambda _: consumer, letters_producer=dlq, subscribe=False, route=policy
+    )
     samples: list[tuple[int, float, int, int]] = []  # (recorded, seconds, rss, cached heads)
     try:
-        parts = _partitions(ingest.consumer, settings.topic)
+        parts = _partitions(consumer, settings.topic)
         if partitions is not None:
             parts = [tp for tp in parts if tp.partition in partitions]
             events = sum(last_offsets[tp.partition] + 1 for tp in parts)
-        ingest.consumer.assign(parts)
+        consumer.assign(parts)
         ingest.resume(parts)  # what a group assignment does: seek to the stored positions
         totals = ingest.totals
         next_sample = sample_every
@@ -155,29 +158,6 @@ def pipeline_round(
         "samples": samples,
         "max_rss": max_rss_bytes(),
     }
-
-
-def _ingest(settings: Settings, store: Any, dlq: Any, policy: bool) -> Any:
-    """The Ingest api.bootstrap.build_ingest makes, but with the sample policy or none."""
-    from consumers.dead_letters import DeadLetterRelay
-    from consumers.ingest import Ingest
-    from consumers.positions import KafkaLogProbe
-    from domain.policy import sample_policy
-    from domain.routing import Router
-    from infra.kafka import consumer as kafka_consumer
-
-    assert settings.kafka_bootstrap
-    return Ingest(
-        consumer=kafka_consumer(settings),
-        recorder=store.steps,
-        dead_letters=DeadLetterRelay(dlq, settings.dlq_topic, store.steps),
-        codec=store.codec,
-        head_cache_runs=settings.head_cache_runs,
-        max_batch=settings.max_batch,
-        probe=KafkaLogProbe(settings.kafka_bootstrap),
-        check_every=settings.position_check_seconds,
-        router=Router(sample_policy()) if policy else None,
-    )
 
 
 def _verify(

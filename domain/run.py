@@ -97,8 +97,10 @@ class Run(Aggregate):
         return run_uuid(step.tenant, step.run_id)
 
     @classmethod
-    def open(cls, step: StepEvent, wire: bytes) -> Run:
-        return cls(step=step, wire=wire, digest=link(GENESIS, wire))
+    def open(cls, step: StepEvent, wire: bytes, at: datetime | None = None) -> Run:
+        """A run opened by its first step, recorded `at` (default: now)."""
+        opened = cls.Opened  # type: ignore[attr-defined]  # made by @event("Opened") below
+        return cls._create(opened, step=step, wire=wire, digest=link(GENESIS, wire), timestamp=at)
 
     @event("Opened")
     def __init__(self, step: StepEvent, wire: bytes, digest: bytes) -> None:
@@ -108,11 +110,12 @@ class Run(Aggregate):
         self.chain = RunHead()
         self._append(step, wire, digest, self.created_on)
 
-    def record(self, step: StepEvent, wire: bytes) -> bool:
-        """Record a step; False when this event id is already in the run."""
+    def record(self, step: StepEvent, wire: bytes, at: datetime | None = None) -> bool:
+        """Record a step `at` (default: now); False when this event id is already in the run."""
         if not self.chain.accepts(step):
             return False
-        self.trigger_event(self.StepRecorded, step=step, wire=wire, digest=self.chain.next_digest(wire))
+        digest = self.chain.next_digest(wire)
+        self.trigger_event(self.StepRecorded, step=step, wire=wire, digest=digest, timestamp=at)
         return True
 
     @property

@@ -18,7 +18,6 @@ ids, and the service records each id once.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from domain.steps import (
     step_adapter,
 )
 from infra.kafka import producer as kafka_producer
+from infra.retry import Backoff
 from schemas import Codec
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,12 @@ class Publisher:
         self.published += 1
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait until the broker has every event; re-send the same bytes on failure."""
+        """Wait until the broker has every event; re-send the same bytes on failure.
+
+        kafka-python retries each request within its delivery timeout; this outer
+        retry covers a broker away for longer than that (event ids make a re-sent
+        step a duplicate, never a double)."""
+        backoff = Backoff(first=0.2)
         for attempt in range(self.retries + 1):
             self.producer.flush(timeout)
             failed = [(k, v) for k, v, future in self._pending if future.failed()]
@@ -129,7 +134,7 @@ class Publisher:
                 return
             if attempt == self.retries:
                 raise PublishError(f"{len(failed)} event(s) not accepted after {attempt} retries")
-            time.sleep(0.2 * (attempt + 1))
+            backoff.sleep_after_failure()
             for key, value in failed:
                 self._pending.append((key, value, self.producer.send(self.topic, key=key, value=value)))
 

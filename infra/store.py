@@ -386,8 +386,15 @@ class RunStore(Application[UUID]):
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
     }
 
-    def __init__(self, env: Mapping[str, str] | None = None, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        codec: Codec | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.codec = codec or Codec()
+        # When `record` says a step was recorded (ingest stamps its own batches).
+        self.clock = clock
         super().__init__(env=dict(env or {}))
 
     def construct_transcoder(self) -> Transcoder:
@@ -471,9 +478,9 @@ class RunStore(Application[UUID]):
                 try:
                     run = runs[key] = self.run(step.tenant, step.run_id)
                 except RunNotFound:
-                    runs[key] = Run.open(step, wire)
+                    runs[key] = Run.open(step, wire, self.clock())
                     added += 1
                     continue
-            added += run.record(step, wire)
+            added += run.record(step, wire, self.clock())
         self.save(*runs.values())
         return added

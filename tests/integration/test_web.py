@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -127,14 +127,17 @@ def test_verify_names_an_altered_row(settings: Settings, client: TestClient, pro
     assert body["verified"] is False and body["first_bad_version"] == 3
 
 
-def test_receipt_as_of_several_instants(client: TestClient, store: RunStore) -> None:
+def test_receipt_as_of_several_instants(client: TestClient, store: RunStore, settings: Settings) -> None:
     producer = FakeProducer()
     Generated(99).publish(Publisher(producer=producer, encoding="json"))  # type: ignore[arg-type]
+    started = datetime.now(UTC) - timedelta(hours=1)
+    seconds = iter(range(1_000))
+    ticking = RunStore(settings.eventsourcing_env(), clock=lambda: started + timedelta(seconds=next(seconds)))
     instants = []
-    for value in producer.accepted:  # one save per step: each gets its own recorded time
-        store.record([(store.codec.decode(value), value)])
-        time.sleep(0.01)
-        instants.append(datetime.now(UTC))
+    for k, value in enumerate(producer.accepted):  # one save per step, a second apart
+        ticking.record([(store.codec.decode(value), value)])
+        instants.append(started + timedelta(seconds=k, milliseconds=500))
+    ticking.close()
     run_id = Generated(99).run_id
     recorded = store.run("default", run_id).entries
     assert len(recorded) == len(instants) > 3

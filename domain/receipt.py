@@ -156,10 +156,13 @@ class StepReceipt(Fact):
 
     @property
     def approval(self) -> Review | None:
-        """The last approval, if the last decision is one."""
-        if self.reviews and self.reviews[-1].decision == "approved":
-            return self.reviews[-1]
-        return None
+        return standing_approval(self.reviews)
+
+
+def standing_approval(reviews: Sequence[Review]) -> Review | None:
+    """The approval a step stands on: the last review, if it approved (a later rejection
+    or escalation withdraws an earlier approval)."""
+    return reviews[-1] if reviews and reviews[-1].decision == "approved" else None
 
 
 class RunTimestamps(Fact):
@@ -253,7 +256,7 @@ class _StepFold:
         versions = self.versions()
         proposal = self.proposal
         draft = proposal.data.action if proposal else None
-        approval = self.reviews[-1] if self.reviews and self.reviews[-1].decision == "approved" else None
+        approval = standing_approval(self.reviews)
         approved = versions.get(approval.reviewed_hash) if approval else None
         executed_hash = self.execution.data.executed_hash if self.execution else None
         executed = versions.get(executed_hash) if executed_hash else None

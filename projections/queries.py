@@ -142,6 +142,12 @@ _FINDING_COLUMNS = "run_id, workflow, started_at, run_key, seq, code, severity, 
 _UNFINISHED_SEQ = 1_000_000  # sorts an overdue run's finding after its recorded ones
 
 
+def _overdue(runs: str = "") -> SQL:
+    """The runs view's form of domain.findings.final_state_unclear: no final state, and
+    nothing recorded for the grace period (its instant is the one parameter)."""
+    return SQL(f"{runs}final_state IS NULL AND {runs}last_recorded < %s")
+
+
 class Queries:
     def __init__(
         self,
@@ -183,7 +189,7 @@ class Queries:
                 where.append(SQL("{} = %s").format(Identifier(column)))
                 params.append(value)
         if f.finding == "final_state_unclear":
-            where.append(SQL("final_state IS NULL AND last_recorded < %s"))
+            where.append(_overdue())
             params.append(self._overdue_before)
         elif f.finding is not None:
             where.append(SQL("finding_codes @> ARRAY[%s]::text[]"))
@@ -305,7 +311,7 @@ class Queries:
     ) -> FindingsPage:
         """Recorded findings, and runs left unfinished past the grace period, newest runs first."""
         recorded: list[Composable] = [SQL("tenant = %s")]
-        overdue: list[Composable] = [SQL("tenant = %s AND final_state IS NULL AND last_recorded < %s")]
+        overdue: list[Composable] = [SQL("tenant = %s"), _overdue()]
         rec_params: list[Any] = [tenant]
         over_params: list[Any] = [tenant, self._overdue_before]
         for column, value in (("code", code), ("severity", severity), ("workflow", workflow)):
@@ -392,9 +398,9 @@ class Queries:
 
     def _receipt_row(self, tenant: str, run_id: str, event_id: str | None = None) -> dict[str, Any] | None:
         statement = SQL(
-            "SELECT c.document, r.final_state IS NULL AND r.last_recorded < %s AS overdue "
-            "FROM {c} c LEFT JOIN {r} r USING (run_key) WHERE c.run_key = %s"
-        ).format(c=self._t("receipts"), r=self._t("runs"))
+            "SELECT c.document, {overdue} AS overdue FROM {c} c LEFT JOIN {r} r USING (run_key) "
+            "WHERE c.run_key = %s"
+        ).format(overdue=_overdue("r."), c=self._t("receipts"), r=self._t("runs"))
         params: list[Any] = [self._overdue_before, run_uuid(tenant, run_id)]
         if event_id is not None:
             statement += SQL(" AND %s = ANY(c.event_ids)")

@@ -22,6 +22,7 @@ from typing import Any
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _DOUBLE = struct.Struct("<d")
+_FLOAT = struct.Struct("<f")
 
 
 class Unreadable(Exception):
@@ -61,11 +62,45 @@ def _timestamp_micros(b: bytes, p: int) -> tuple[datetime, int]:
     return _EPOCH + micros * _MICROSECOND, p
 
 
+def _boolean(b: bytes, p: int) -> tuple[bool, int]:
+    byte = b[p]
+    if byte > 1:
+        raise Unreadable("a boolean byte other than 0 or 1")
+    return byte == 1, p + 1
+
+
+def _float(b: bytes, p: int) -> tuple[float, int]:
+    if p + 4 > len(b):
+        raise Unreadable("float ends early")
+    return _FLOAT.unpack_from(b, p)[0], p + 4
+
+
+def _bytes(b: bytes, p: int) -> tuple[bytes, int]:
+    n, p = _long(b, p)
+    end = p + n
+    if n < 0 or end > len(b):
+        raise Unreadable("bytes length out of range")
+    return b[p:end], end
+
+
 _PRIMITIVES = {
     "string": "_string",
+    "bytes": "_bytes",
+    "boolean": "_boolean",
     "double": "_double",
+    "float": "_float",
     "long": "_long",
+    "int": "_long",
     ("long", "timestamp-micros"): "_timestamp_micros",
+}
+_READERS = {
+    "_long": _long,
+    "_string": _string,
+    "_bytes": _bytes,
+    "_boolean": _boolean,
+    "_double": _double,
+    "_float": _float,
+    "_timestamp_micros": _timestamp_micros,
 }
 
 
@@ -126,6 +161,8 @@ class _Compiler:
             ]
         elif schema in _PRIMITIVES:
             return [f"{indent}{target}, p = {_PRIMITIVES[schema]}(b, p)"]
+        elif schema in self.names:  # a record named before
+            return [f"{indent}{target}, p = {self.names[schema]}(b, p, end)"]
         raise NotImplementedError(f"the fast Avro reader does not read {schema!r}")
 
     def union(self, branches: list[Any], target: str, indent: str) -> list[str]:
@@ -160,16 +197,13 @@ class _Compiler:
 
 def compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], dict[str, Any]]:
     """A function reading one value of `schema` (a plain JSON schema, not fastavro's parsed
-    form) from `b` at `p` to its end, as fastavro's schemaless_reader would; `Unreadable` if not."""
+    form) from `b` at `p` to its end, as fastavro's schemaless_reader would; `Unreadable` if not.
+
+    Raises NotImplementedError for a schema using what it does not compile (enums, maps,
+    fixed, other logical types): the codec then reads every value with fastavro."""
     compiler = _Compiler()
     top = compiler.record(schema)
-    namespace: dict[str, Any] = {
-        "_long": _long,
-        "_string": _string,
-        "_double": _double,
-        "_timestamp_micros": _timestamp_micros,
-        "Unreadable": Unreadable,
-    }
+    namespace: dict[str, Any] = {**_READERS, "Unreadable": Unreadable}
     exec("\n\n".join(compiler.functions), namespace)
     read_top = namespace[top]
 

@@ -265,16 +265,47 @@ class ErrorData(Fact):
 
 class RollbackRequestedData(Fact):
     reason: Sentence
-    scope: Literal["step", "run"]
+    # v1 named a scope only; a v3 request names its steps (none: every executed step of
+    # the run) and who asked, under an id its reverse events and outcomes point back to.
+    scope: Literal["step", "run"] = "run"
+    rollback_id: Label | None = None
+    steps: tuple[Label, ...] = ()
+    requested_by: Actor | None = None
 
 
-class ActionRevertedData(Fact):
+class ReverseOutcome(Fact):
+    """What an outcome of one reverse event names: its rollback and the reverse event
+    (the step it undoes is the envelope's `step_id`)."""
+
+    rollback_id: Label | None = None
+    reverse_id: Label | None = None
+
+
+class ActionRevertedData(ReverseOutcome):
     method: RollbackMethod
     reverse_ref: Label | None = None
     note: Text | None = None
+    # True when the adapter checked the target after undoing (the file is back, the
+    # endpoint acknowledged); None when a platform reported the revert itself.
+    verified: bool | None = None
 
 
-class RecordCorrectedData(Fact):
+class RollbackFailedData(ReverseOutcome):
+    error: Sentence
+    # True: the same reverse event may succeed later (a target away); False: a person
+    # must act (a conflict, a refusal). None: a platform's report, which does not say.
+    retryable: bool | None = None
+
+
+class RollbackStandsData(Fact):
+    """A step a rollback cannot undo: what a person must do instead."""
+
+    runbook: Sentence
+    rollback_id: Label | None = None
+    method: RollbackMethod | None = None
+
+
+class RecordCorrectedData(ReverseOutcome):
     corrects: Name
     correction: Sentence
     reason: Sentence
@@ -365,7 +396,12 @@ class ActionReverted(StepEvent):
 
 class RollbackFailed(StepEvent):
     type: Literal["rollback.failed"]
-    data: ErrorData
+    data: RollbackFailedData
+
+
+class RollbackStands(StepEvent):
+    type: Literal["rollback.stands"]
+    data: RollbackStandsData
 
 
 class RecordCorrected(StepEvent):
@@ -398,6 +434,7 @@ Step = Annotated[
     | RollbackRequested
     | ActionReverted
     | RollbackFailed
+    | RollbackStands
     | RecordCorrected
     | RunFinished
     | RecordFlagged,

@@ -245,9 +245,17 @@ def failed(step_id: str = STEP, error: str = "SMTP 550", **kw: Any) -> StepEvent
 
 
 def rollback_requested(
-    step_id: str = STEP, reason: str = "wrong price", *, scope: str = "step", by: Actor = REVIEWER, **kw: Any
+    step_id: str | None = STEP,
+    reason: str = "wrong price",
+    *,
+    scope: str = "step",
+    by: Actor = REVIEWER,
+    extra: dict[str, Any] | None = None,
+    **kw: Any,
 ) -> StepEvent:
-    return _step("rollback.requested", {"reason": reason, "scope": scope}, step_id=step_id, by=by, **kw)
+    """`extra`: the v3 fields (rollback_id, steps, requested_by)."""
+    data = {"reason": reason, "scope": scope, **(extra or {})}
+    return _step("rollback.requested", data, step_id=step_id, by=by, **kw)
 
 
 def reverted(
@@ -257,16 +265,35 @@ def reverted(
     reverse_ref: str | None = "msg-124",
     note: str | None = "sent a correction",
     by: Actor = POLICY,
+    extra: dict[str, Any] | None = None,
     **kw: Any,
 ) -> StepEvent:
-    data = {"method": method, "reverse_ref": reverse_ref, "note": note}
+    """`extra`: the v3 fields (verified, rollback_id, reverse_id)."""
+    data = {"method": method, "reverse_ref": reverse_ref, "note": note, **(extra or {})}
     return _step("action.reverted", data, step_id=step_id, by=by, **kw)
 
 
 def rollback_failed(
-    step_id: str = STEP, error: str = "mailbox gone", *, by: Actor = POLICY, **kw: Any
+    step_id: str = STEP,
+    error: str = "mailbox gone",
+    *,
+    by: Actor = POLICY,
+    extra: dict[str, Any] | None = None,
+    **kw: Any,
 ) -> StepEvent:
-    return _step("rollback.failed", {"error": error}, step_id=step_id, by=by, **kw)
+    """`extra`: the v3 fields (retryable, rollback_id, reverse_id)."""
+    return _step("rollback.failed", {"error": error, **(extra or {})}, step_id=step_id, by=by, **kw)
+
+
+def rollback_stands(
+    step_id: str = STEP,
+    runbook: str = "call the customer",
+    *,
+    by: Actor = POLICY,
+    extra: dict[str, Any] | None = None,
+    **kw: Any,
+) -> StepEvent:
+    return _step("rollback.stands", {"runbook": runbook, **(extra or {})}, step_id=step_id, by=by, **kw)
 
 
 def corrected(
@@ -275,9 +302,10 @@ def corrected(
     *,
     reason: str = "typo",
     by: Actor = REVIEWER,
+    extra: dict[str, Any] | None = None,
     **kw: Any,
 ) -> StepEvent:
-    data = {"corrects": corrects, "correction": correction, "reason": reason}
+    data = {"corrects": corrects, "correction": correction, "reason": reason, **(extra or {})}
     return _step("record.corrected", data, by=by, **kw)
 
 

@@ -33,6 +33,10 @@ WHEN = datetime(2025, 3, 3, 10, 30, 15, 123456, tzinfo=timezone(timedelta(hours=
 ACTOR = {"kind": "human", "id": "maria", "role": "sales-lead"}
 
 
+V3_REQUEST: dict[str, Any] = {"rollback_id": "rb-1", "steps": ["s-1", "s-2"], "requested_by": ACTOR}
+V3_OUTCOME: dict[str, Any] = {"rollback_id": "rb-1", "reverse_id": "rev-1"}
+
+
 def _full_steps() -> dict[str, StepEvent]:
     """One step per type with every optional field (envelope included) filled."""
     env: dict[str, Any] = {"tenant": "acme", "at": WHEN, "by": ACTOR}
@@ -62,10 +66,11 @@ def _full_steps() -> dict[str, StepEvent]:
         f.held("s-1", **env),
         f.executed("s-1", url="https://mail.example/msg-123", **env),
         f.failed("s-1", **env),
-        f.rollback_requested("s-1", **env),
-        f.reverted("s-1", **env),
-        f.rollback_failed("s-1", **env),
-        f.corrected("s-1", step_id="s-1", **env),
+        f.rollback_requested("s-1", extra=V3_REQUEST, **env),
+        f.reverted("s-1", extra={**V3_OUTCOME, "verified": True}, **env),
+        f.rollback_failed("s-1", extra={**V3_OUTCOME, "retryable": False}, **env),
+        f.rollback_stands("s-1", extra={"rollback_id": "rb-1", "method": "none"}, **env),
+        f.corrected("s-1", step_id="s-1", extra=V3_OUTCOME, **env),
         f.finished("reverted", step_id="s-1", **env),
     ]
     return {s.type: s for s in steps}  # type: ignore[attr-defined]
@@ -104,6 +109,7 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
     "rollback.requested": {"reason": "wrong queue", "scope": "run"},
     "action.reverted": {"method": "reopen"},
     "rollback.failed": {"error": "gone"},
+    "rollback.stands": {"runbook": "call the customer"},
     "record.corrected": {"corrects": "s-1", "correction": "queue B", "reason": "typo"},
     "run.finished": {"final_state": "abandoned"},
 }
@@ -260,7 +266,8 @@ def test_avro_body_after_the_header_is_plain_avro_binary() -> None:
     assert (record["event_id"], record["type"], record["data"]) == (
         step.event_id,
         "action.failed",
-        {"error": "SMTP 550"},
+        # action.failed shares its record with rollback.failed: the latter's fields at their defaults.
+        {"error": "SMTP 550", "retryable": None, "rollback_id": None, "reverse_id": None},
     )
 
 
@@ -540,22 +547,99 @@ def test_mutated_avro_values_only_ever_raise_decode_errors() -> None:
             CODEC.decode(bytes(value))
 
 
-# --- v1 writers after the v2 schema --------------------------------------------------------------------
-
-V1_SCHEMA = fastavro.parse_schema(json.loads((CURRENT_SCHEMA_FILE.parent / "step-v1.avsc").read_text()))
+# --- older writers after the v3 schema --------------------------------------------------------------
 
 
-def test_current_schema_is_v2_and_v1_is_still_a_known_writer() -> None:
-    assert CURRENT_SCHEMA_FILE.name == "step-v2.avsc"
-    v1 = fastavro.schema.fingerprint(fastavro.schema.to_parsing_canonical_form(V1_SCHEMA), "CRC-64-AVRO")
-    raw = CODEC.encode_avro(MINIMAL["run.finished"], schema=V1_SCHEMA)
-    assert raw[2:10].hex() == v1 and raw[2:10] != CODEC.fingerprint
-    assert CODEC.decode(raw) == MINIMAL["run.finished"]
+def _schema(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((CURRENT_SCHEMA_FILE.parent / name).read_text())
+    return loaded
 
 
-@pytest.mark.parametrize("step", [s for t, s in FULL.items() if t != "policy.decided"], ids=str)
+V1_SCHEMA = fastavro.parse_schema(_schema("step-v1.avsc"))
+V2_SCHEMA = fastavro.parse_schema(_schema("step-v2.avsc"))
+# The types whose data v3 changed (new optional fields) or brought (rollback.stands).
+V3_CHANGED = {
+    "rollback.requested",
+    "action.reverted",
+    "rollback.failed",
+    "record.corrected",
+    "rollback.stands",
+}
+
+
+def _older(step: StepEvent) -> StepEvent:
+    """`step` as an older writer could say it: the v3 fields dropped."""
+    v3_fields = {"rollback_id", "reverse_id", "verified", "retryable", "steps", "requested_by"}
+    data = {k: v for k, v in step.data.model_dump().items() if k not in v3_fields}  # type: ignore[attr-defined]
+    return step_adapter.validate_python({**step.model_dump(), "data": data})
+
+
+def test_current_schema_is_v3_and_v1_and_v2_are_still_known_writers() -> None:
+    assert CURRENT_SCHEMA_FILE.name == "step-v3.avsc"
+    for schema in (V1_SCHEMA, V2_SCHEMA):
+        fp = fastavro.schema.fingerprint(fastavro.schema.to_parsing_canonical_form(schema), "CRC-64-AVRO")
+        raw = CODEC.encode_avro(MINIMAL["run.finished"], schema=schema)
+        assert raw[2:10].hex() == fp and raw[2:10] != CODEC.fingerprint
+        assert CODEC.decode(raw) == MINIMAL["run.finished"]
+
+
+@pytest.mark.parametrize(
+    "step", [s for t, s in FULL.items() if t not in V3_CHANGED | {"policy.decided"}], ids=str
+)
 def test_a_v1_value_of_every_unchanged_type_decodes_as_it_was_written(step: StepEvent) -> None:
     assert CODEC.decode(CODEC.encode_avro(step, schema=V1_SCHEMA)) == step
+
+
+@pytest.mark.parametrize("step", [s for t, s in FULL.items() if t not in V3_CHANGED], ids=str)
+def test_a_v2_value_of_every_unchanged_type_decodes_as_it_was_written(step: StepEvent) -> None:
+    assert CODEC.decode(CODEC.encode_avro(step, schema=V2_SCHEMA)) == step
+
+
+@pytest.mark.parametrize("schema", [V1_SCHEMA, V2_SCHEMA], ids=["v1", "v2"])
+@pytest.mark.parametrize("type_", sorted(V3_CHANGED - {"rollback.stands"}))
+def test_an_older_value_of_a_v3_type_decodes_with_the_new_fields_at_their_defaults(
+    schema: Any, type_: str
+) -> None:
+    older = _older(FULL[type_])
+    decoded = CODEC.decode(CODEC.encode_avro(older, schema=schema))
+    assert decoded == older
+    data = decoded.data  # type: ignore[attr-defined]
+    assert getattr(data, "rollback_id", None) is None and getattr(data, "reverse_id", None) is None
+    if type_ == "rollback.requested":
+        assert (data.steps, data.requested_by, data.scope) == ((), None, "step")
+
+
+def test_a_rollback_request_without_a_scope_is_run_wide() -> None:
+    # JSON is validated by the domain model: v3 made scope optional (a run-wide request).
+    raw = json.dumps(
+        {
+            "event_id": "e",
+            "run_id": "r",
+            "type": "rollback.requested",
+            "occurred_at": "2025-01-01T00:00:00Z",
+            "actor": {"kind": "human", "id": "ana"},
+            "data": {"reason": "wrong page"},
+        }
+    ).encode()
+    assert CODEC.decode(raw).data.scope == "run"  # type: ignore[attr-defined]
+
+
+def test_v3_carries_the_rollback_fields() -> None:
+    for type_ in V3_CHANGED:
+        assert CODEC.decode(CODEC.encode_avro(FULL[type_])) == FULL[type_]
+    requested = CODEC.decode(CODEC.encode_avro(FULL["rollback.requested"])).data  # type: ignore[attr-defined]
+    assert (requested.rollback_id, requested.steps, requested.requested_by.id) == (
+        "rb-1",
+        ("s-1", "s-2"),
+        "maria",
+    )
+    assert CODEC.decode(CODEC.encode_avro(FULL["action.reverted"])).data.verified is True  # type: ignore[attr-defined]
+    assert CODEC.decode(CODEC.encode_avro(FULL["rollback.failed"])).data.retryable is False  # type: ignore[attr-defined]
+
+
+def test_an_older_writer_cannot_say_rollback_stands() -> None:
+    with pytest.raises(Exception, match="RollbackStandsData"):
+        CODEC.encode_avro(FULL["rollback.stands"], schema=V2_SCHEMA)
 
 
 def test_a_v1_policy_decision_decodes_as_the_platforms_with_the_new_fields_at_their_defaults() -> None:
@@ -578,16 +662,20 @@ def test_v2_carries_the_service_decision_fields() -> None:
     )
 
 
-def test_v2_only_adds_optional_fields_with_defaults_to_v1() -> None:
-    v1, v2 = (
-        json.loads((CURRENT_SCHEMA_FILE.parent / name).read_text())
-        for name in ("step-v1.avsc", "step-v2.avsc")
-    )
-    old, new = ({b["name"]: b for b in schema["fields"][-1]["type"]} for schema in (v1, v2))
-    assert set(old) == set(new)
+@pytest.mark.parametrize(
+    "old_name, new_name", [("step-v1.avsc", "step-v2.avsc"), ("step-v2.avsc", "step-v3.avsc")]
+)
+def test_each_version_only_adds_optional_fields_with_defaults_or_new_records(
+    old_name: str, new_name: str
+) -> None:
+    old_schema, new_schema = _schema(old_name), _schema(new_name)
+    old, new = ({b["name"]: b for b in schema["fields"][-1]["type"]} for schema in (old_schema, new_schema))
+    assert set(old) <= set(new)
+    # Union branches keep their place: a new record comes after every older one.
+    assert [b["name"] for b in new_schema["fields"][-1]["type"]][: len(old)] == list(old)
     for name, record in new.items():
-        before = {x["name"]: x for x in old[name]["fields"]}
+        before = {x["name"]: x for x in old[name]["fields"]} if name in old else {}
         for field in record["fields"]:
-            assert field["name"] in before or "default" in field, (name, field["name"])
+            assert field["name"] in before or "default" in field or name not in old, (name, field["name"])
         assert [x["name"] for x in record["fields"]][: len(before)] == list(before)
-    assert v1["fields"][:-1] == v2["fields"][:-1]
+    assert old_schema["fields"][:-1] == new_schema["fields"][:-1]

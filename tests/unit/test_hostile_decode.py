@@ -32,6 +32,11 @@ STEPS = [
     f.reverted(),
     f.corrected(),
     f.executed(url="https://mail.example/1"),
+    # v3: a named record referenced again (requested_by: Actor), booleans, the new type.
+    f.rollback_requested(None, extra={"rollback_id": "rb-1", "steps": ["s-1"], "requested_by": f.REVIEWER}),
+    f.reverted(extra={"verified": True, "rollback_id": "rb-1", "reverse_id": "rev-1"}),
+    f.rollback_failed(extra={"retryable": False, "rollback_id": "rb-1", "reverse_id": "rev-1"}),
+    f.rollback_stands(extra={"rollback_id": "rb-1", "method": "none"}),
 ]
 STRINGS = ["", "\x00", "ok\x00", "x" * 513, "é" * 512, "\u2028\ufeff", "😀" * 300, "y" * 100_000, "run-1"]
 JSON_TIMES: list[Any] = [

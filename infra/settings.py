@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # An ingest consumer with no partitions this long (while the broker answers)
     # leaves its group and joins again as a new member.
     join_timeout_seconds: float = 30.0
+    # The rollback targets (TOML: [targets.SYSTEM] adapter = git|webhook|correction);
+    # unset: the rollback worker has no adapter and records every reverse event as failed.
+    rollback: Path | None = None
 
     @property
     def unfinished_after(self) -> timedelta:
@@ -89,6 +92,11 @@ class Settings(BaseSettings):
     @property
     def reverse_topic(self) -> str:
         return f"{self.topic}.reverse"
+
+    @property
+    def rollback_group(self) -> str:
+        """The rollback worker's consumer group: its own, beside ingest's."""
+        return f"{self.group}.rollback"
 
     @property
     def all_topics(self) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from domain.errors import ReceiptsError
 from domain.policy import locate
 
 SECRET_PREFIX = "whsec_"
@@ -115,8 +116,10 @@ def key_of(secret: str) -> bytes:
     return key
 
 
-class RollbackConfigError(ValueError):
+class RollbackConfigError(ReceiptsError, ValueError):
     """A rollback file that cannot be used, with the line (None: not known) and field to fix."""
+
+    title = "Invalid rollback configuration"
 
     def __init__(self, line: int | None, field: str, message: str) -> None:
         self.line, self.field, self.message = line, field, message

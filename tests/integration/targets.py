@@ -54,6 +54,10 @@ class Receiver:
     deliveries: list[Delivery] = field(default_factory=list)
     # Ids answered 2xx: a receiver that dedupes on webhook-id applies each once.
     applied: dict[str, int] = field(default_factory=dict)
+    # Set: the next delivery is taken and then held, unanswered, until `release` is set
+    # (a sender killed while it waits for the answer).
+    hold_next: bool = False
+    release: threading.Event = field(default_factory=threading.Event)
 
     def answer(self, webhook_id: str) -> tuple[int, bytes]:
         if self.script:
@@ -80,6 +84,9 @@ def webhook_receiver(script: list[tuple[int, bytes]] | None = None) -> Iterator[
                     status,
                 )
             )
+            if receiver.hold_next:
+                receiver.hold_next = False
+                receiver.release.wait(60)
             self.send_response(status)
             self.send_header("content-length", str(len(answer)))
             self.end_headers()
@@ -95,6 +102,7 @@ def webhook_receiver(script: list[tuple[int, bytes]] | None = None) -> Iterator[
     try:
         yield receiver
     finally:
+        receiver.release.set()
         server.shutdown()
         server.server_close()
 

@@ -35,6 +35,7 @@ from infra.embedded import (
     stop_postmaster,
 )
 from infra.policies import read_policy_file
+from infra.rollback.config import read_rollback_config
 from infra.settings import NotRunning, Settings
 
 log = logging.getLogger("receipts.up")
@@ -46,6 +47,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     # A policy file with an error stops `up` here, naming its line and field (exit 2),
     # before anything starts: ingest would only fail on it again at every restart.
     read_policy_file(settings.policy)
+    if settings.rollback is not None:  # the same for the rollback targets
+        read_rollback_config(settings.rollback)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _take_over(settings)
     # Claim the data dir at once, so a second `up` refuses instead of taking over.
@@ -61,7 +64,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         beats.append(Beats(settings, "up"))
         http_port = _http_port(settings, args.http_port)
         _write_state(settings, http_port, supervisor)
-        for command in (["ingest", "--drain"], ["project"], ["serve", "--port", str(http_port)]):
+        commands = [["ingest", "--drain"], ["project"], ["serve", "--port", str(http_port)]]
+        if settings.rollback is not None:  # without targets there is nothing it could undo
+            commands.append(["rollback-worker"])
+        for command in commands:
             supervisor.start(_worker(settings, command))
         code = _supervise(supervisor, stop, beats[0])
     finally:
@@ -146,7 +152,7 @@ def _stop_all(supervisor: Supervisor, stop: Stop) -> None:
     """Ingest first (draining what was published, unless a second signal says not
     to), then the other workers; the servers after that, in cmd_up."""
     supervisor.stop(["ingest"], again=lambda: stop.hard)
-    supervisor.stop(["project", "serve"])
+    supervisor.stop(["project", "serve", "rollback-worker"])
 
 
 def _http_port(settings: Settings, asked: int | None) -> int:

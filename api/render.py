@@ -57,6 +57,7 @@ def receipt_text(receipt: Receipt) -> str:
         f"last review {_t(ts.last_reviewed)}  last execution {_t(ts.last_executed)}  "
         f"finished {_t(ts.finished)}"
     )
+    out.extend(_recovery_lines(receipt))
     add("")
     add(f"Findings ({len(receipt.findings)}):" if receipt.findings else "Findings: none")
     for finding in receipt.findings:
@@ -137,8 +138,9 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
             f"reverted by {rv.reverse_ref or rv.reverted_method}" if rv.reverted_method else "not reverted"
         )
         add(
-            f"     reversal: requested ({rv.requested_reason or '—'}), {outcome}"
+            f"     reversal: {rv.state or 'requested'} ({rv.requested_reason or 'see Recovery'}), {outcome}"
             + (f", failed: {rv.failed_error}" if rv.failed_error else "")
+            + (f", stands: {rv.stands}" if rv.stands else "")
         )
     for held in step.held:
         add(f"     held: {held}")
@@ -146,6 +148,32 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
         add(f"     failed: {failure}")
     for correction in step.corrections:
         add(f"     corrected by {correction.by.id}: {correction.correction} ({correction.reason})")
+    return lines
+
+
+def _recovery_lines(receipt: Receipt) -> list[str]:
+    """Each rollback: who asked and why, every reverse action and its outcome, what stands."""
+    lines: list[str] = []
+    for recovery in receipt.recovery:
+        by = recovery.requested_by
+        lines.append(
+            f"    Recovery {recovery.rollback_id}: {recovery.state.upper()} — asked by {by.id}"
+            + (f" ({by.role})" if by.role else "")
+            + f" at {_t(recovery.requested_at)}: {recovery.reason}"
+        )
+        for action in recovery.actions:
+            detail = {
+                "reverted": f"ref {action.reverse_ref or '—'}" + (", verified" if action.verified else ""),
+                "corrected": f"correction: {action.correction}",
+                "failed": f"{action.error}"
+                + (" (may be retried)" if action.retryable else " (a person must act)"),
+                "pending": "not done yet",
+            }[action.outcome]
+            lines.append(
+                f"      - {action.step_id}: {action.method} {action.target} -> {action.outcome}, {detail}"
+            )
+        for stands in recovery.stands:
+            lines.append(f"      - {stands.step_id}: STANDS, a person must act: {stands.runbook}")
     return lines
 
 

@@ -353,6 +353,7 @@ def after_final(ev: Evidence) -> Iterator[Finding]:
             "rollback.requested",
             "action.reverted",
             "rollback.failed",
+            "rollback.stands",
         ):
             yield Finding(
                 code="after_final",

@@ -18,6 +18,7 @@ from domain.chain import Integrity, StoredLink
 from domain.contracts import check_contract
 from domain.findings import Finding, detect, final_state_unclear
 from domain.policy import Contract
+from domain.recovery import Recovery, recoveries
 from domain.steps import (
     SERVICE,
     Action,
@@ -42,6 +43,7 @@ from domain.steps import (
     RollbackFailed,
     RollbackLink,
     RollbackRequested,
+    RollbackStands,
     RunFinished,
     RunStarted,
     Signal,
@@ -124,6 +126,12 @@ class Reversal(Fact):
     reverse_ref: str | None = None
     note: str | None = None
     failed_error: str | None = None
+    verified: bool | None = None
+    retryable: bool | None = None
+    # What a person must do for a step a rollback could not undo.
+    stands: str | None = None
+    # The step's latest outcome: a sent email is `corrected`, never `reverted`.
+    state: Literal["reverted", "corrected", "failed", "stands"] | None = None
 
 
 class Correction(Fact):
@@ -188,6 +196,8 @@ class Receipt(Fact):
     final_state: FinalState | None = None
     findings: tuple[Finding, ...] = ()
     integrity: Integrity
+    # Each rollback asked of the run: who asked and why, each reverse action, what stands.
+    recovery: tuple[Recovery, ...] = ()
     event_ids: tuple[str, ...] = Field(default=(), repr=False)
 
     def fields(self) -> dict[str, object | None]:
@@ -384,9 +394,17 @@ def _fold_step(fold: _StepFold, step: StepEvent) -> None:
         case RollbackRequested(data=d):
             fold.reversal.update(requested_reason=d.reason, requested_by=step.actor)
         case ActionReverted(data=d):
-            fold.reversal.update(reverted_method=d.method, reverse_ref=d.reverse_ref, note=d.note)
+            fold.reversal.update(
+                reverted_method=d.method,
+                reverse_ref=d.reverse_ref,
+                note=d.note,
+                verified=d.verified,
+                state="reverted",
+            )
         case RollbackFailed(data=d):
-            fold.reversal.update(failed_error=d.error)
+            fold.reversal.update(failed_error=d.error, retryable=d.retryable, state="failed")
+        case RollbackStands(data=d):
+            fold.reversal.update(stands=d.runbook, state="stands")
         case _:
             pass
 
@@ -415,7 +433,10 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
             case RecordFlagged():
                 pass  # a note on delivery, not part of any step: findings report it
             case RecordCorrected(data=d):
-                steps.setdefault(d.corrects, _StepFold(d.corrects)).corrections.append(
+                corrected = steps.setdefault(d.corrects, _StepFold(d.corrects))
+                if d.reverse_id is not None:  # the rollback tooling's correction settles the step
+                    corrected.reversal.update(state="corrected")
+                corrected.corrections.append(
                     Correction(
                         correction=d.correction,
                         reason=d.reason,
@@ -457,4 +478,5 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
         ),
         integrity=Integrity.of([StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries]),
         event_ids=tuple(e.step.event_id for e in entries),
+        recovery=recoveries(events),
     )

@@ -139,6 +139,14 @@ def test_a_run_is_rolled_back_newest_first_at_real_targets_and_recorded(
         assert [d.document["type"] for d in receiver.deliveries] == ["rollback.corrected", "rollback.amend"]
         assert receiver.deliveries[1].document["data"]["prior_version"] == "v3"
         assert all(d.verified for d in receiver.deliveries)
+        # The receipt shows it: the tag stands, so the rollback is partial, never "reverted".
+        (recovery,) = store.run("default", "run-rb").receipt().recovery
+        assert (recovery.state, recovery.requested_by, recovery.reason) == (
+            "partially reverted",
+            MARIA,
+            "the price was wrong",
+        )
+        assert [a.outcome for a in recovery.actions] == ["corrected", "reverted", "reverted"]
         # A re-run of the finished rollback changes nothing: every step is settled.
         again = plan_recorded(store, "default", "run-rb", "rb-1")
         assert again.reverse == () and again.stands == planned.stands

@@ -16,7 +16,8 @@ NOTE = {"system": "hubspot", "kind": "note", "id": "n-7"}
 
 def _adapter(url: str, **kw: object) -> WebhookAdapter:
     waits: list[float] = []
-    adapter = WebhookAdapter(url, SECRET, timeout=2.0, sleep=waits.append, **kw)  # type: ignore[arg-type]
+    kw.setdefault("timeout", 2.0)
+    adapter = WebhookAdapter(url, SECRET, sleep=waits.append, **kw)  # type: ignore[arg-type]
     adapter.waits = waits  # type: ignore[attr-defined]
     return adapter
 
@@ -102,3 +103,13 @@ def test_a_correction_whose_owner_cannot_be_told_fails() -> None:
     with webhook_receiver([(403, b"forbidden")]) as receiver:
         outcome = CorrectionAdapter(_adapter(receiver.url)).apply(reverse_event(method="correct"))
     assert isinstance(outcome, Failed) and not outcome.retryable and "owner was not told" in outcome.error
+
+
+def test_an_answer_that_does_not_come_in_time_is_retried_with_the_same_id() -> None:
+    amend = reverse_event(method="amend", target=NOTE)
+    with webhook_receiver() as receiver:
+        receiver.hold_next = True  # the first delivery is taken and never answered in time
+        outcome = _adapter(receiver.url, timeout=0.5).apply(amend)
+        receiver.release.set()
+    assert isinstance(outcome, Reverted)
+    assert [d.webhook_id for d in receiver.deliveries] == [amend.reverse_id] * 2

@@ -18,7 +18,7 @@ from domain.chain import Integrity, StoredLink
 from domain.contracts import check_contract
 from domain.findings import Finding, detect, final_state_unclear
 from domain.policy import Contract
-from domain.recovery import Recovery, recoveries
+from domain.recovery import Recovery, recoveries, unhandled_failures
 from domain.steps import (
     SERVICE,
     Action,
@@ -448,6 +448,7 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
             case _ if step.step_id is not None:
                 _fold_step(steps.setdefault(step.step_id, _StepFold(step.step_id)), step)
     step_receipts = tuple(fold.freeze() for fold in steps.values())
+    recovery = recoveries(events)
     last_final = finished[-1] if finished else None
     return Receipt(
         run_id=first.run_id,
@@ -474,9 +475,11 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
         ),
         final_state=last_final.data.final_state if last_final else None,
         findings=tuple(
-            detect(events, step_receipts, sources) + (check_contract(events, contract) if contract else [])
+            detect(events, step_receipts, sources)
+            + (check_contract(events, contract) if contract else [])
+            + unhandled_failures(recovery)
         ),
         integrity=Integrity.of([StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries]),
         event_ids=tuple(e.step.event_id for e in entries),
-        recovery=recoveries(events),
+        recovery=recovery,
     )

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
+from domain.findings import Finding
 from domain.rollback import plan, rollback_id_of
 from domain.steps import (
     ActionReverted,
@@ -23,6 +24,7 @@ from domain.steps import (
     RecordCorrected,
     RollbackFailed,
     RollbackRequested,
+    RollbackStands,
     StepEvent,
 )
 
@@ -81,15 +83,22 @@ def _recovery(before: Sequence[StepEvent], asked: RollbackRequested, after: Sequ
         r.step_id: ReverseAction(step_id=r.step_id, method=r.method, target=r.target.key)
         for r in planned.reverse
     }
-    for event in after:
-        outcome = _outcome(event, rollback_id)
-        if outcome is not None and event.step_id in actions:
-            step_id = event.step_id
-            actions[step_id] = actions[step_id].model_copy(update=outcome)
-    stands = tuple(
+    stands = [
         Standing(step_id=s.step_id or "", runbook=s.data.runbook, method=s.data.method)
         for s in planned.stands
-    )
+    ]
+    for event in after:
+        step_id = event.step_id
+        if step_id is None or step_id not in actions:
+            continue
+        if isinstance(event, RollbackStands) and event.data.rollback_id == rollback_id:
+            # Handed to a person (e.g. after a conflict): it stands, with what they must do.
+            del actions[step_id]
+            stands.append(Standing(step_id=step_id, runbook=event.data.runbook, method=event.data.method))
+            continue
+        outcome = _outcome(event, rollback_id)
+        if outcome is not None:
+            actions[step_id] = actions[step_id].model_copy(update=outcome)
     return Recovery(
         rollback_id=rollback_id,
         requested_by=asked.data.requested_by or asked.actor,
@@ -97,7 +106,7 @@ def _recovery(before: Sequence[StepEvent], asked: RollbackRequested, after: Sequ
         requested_at=asked.occurred_at,
         steps=asked.data.steps,
         actions=tuple(actions.values()),
-        stands=stands,
+        stands=tuple(stands),
         state=_state(list(actions.values()), bool(stands)),
         event_id=asked.event_id,
     )
@@ -125,3 +134,22 @@ def _state(actions: list[ReverseAction], stands: bool) -> RecoveryState:
     if stands:
         return "partially reverted"
     return "corrected" if "corrected" in outcomes else "reverted"
+
+
+def unhandled_failures(recovery: Sequence[Recovery]) -> list[Finding]:
+    """A reverse action whose latest outcome is a failure: neither retried to an outcome
+    nor handed to a person (a `rollback.stands` for the step, with the rollback's id)."""
+    return [
+        Finding(
+            code="rollback_failed",
+            severity="warning",
+            step_id=action.step_id,
+            event_ids=(action.event_id,) if action.event_id else (),
+            message=f"rollback {r.rollback_id} could not {action.method} {action.target}: {action.error}; "
+            + ("retry it" if action.retryable else "a person must act")
+            + " (or record rollback.stands with what a person must do)",
+        )
+        for r in recovery
+        for action in r.actions
+        if action.outcome == "failed"
+    ]

@@ -131,3 +131,28 @@ def test_the_text_receipt_shows_the_recovery() -> None:
     assert "s-site: revert github/file/site/pricing.html -> reverted, ref c0ffee1, verified" in text
     assert "s-crm: amend hubspot/note/n-7 -> failed, hubspot answered 422: locked (a person must act)" in text
     assert "s-none: STANDS, a person must act: call Ana" in text
+
+
+def test_a_failure_neither_retried_nor_handed_over_is_a_finding_until_it_is() -> None:
+    steps = _three_executed()[:3]
+    asked, planned = _asked_and_planned(steps)
+    (site,) = planned.reverse
+    failure = rollback.failed(site, error="conflicts in pricing.html", retryable=False, at=f.at(40))
+    (finding,) = [x for x in _receipt(*steps, asked, failure).findings if x.code == "rollback_failed"]
+    assert finding.step_id == "s-site" and finding.event_ids == (failure.event_id,)
+    assert "conflicts in pricing.html" in finding.message and "a person must act" in finding.message
+    # Retried to an outcome: no finding.
+    fixed = rollback.reverted(site, reverse_ref="c0ffee1", verified=True, at=f.at(50))
+    assert not [x for x in _receipt(*steps, asked, failure, fixed).findings if x.code == "rollback_failed"]
+    # Handed to a person: it stands, the rollback is partial, no finding.
+    handed = f.rollback_stands(
+        "s-site",
+        "resolve the conflict by hand",
+        extra={"rollback_id": "rb-1", "method": "revert"},
+        at=f.at(50),
+    )
+    receipt = _receipt(*steps, asked, failure, handed)
+    assert not [x for x in receipt.findings if x.code == "rollback_failed"]
+    recovery = receipt.recovery[0]
+    assert recovery.state == "partially reverted" and recovery.actions == ()
+    assert [(s.step_id, s.runbook) for s in recovery.stands] == [("s-site", "resolve the conflict by hand")]

@@ -20,6 +20,7 @@ from infra.rollback.requests import plan_recorded, request_rollback
 from infra.settings import Settings
 from infra.store import RunNotFound, RunStore
 from schemas.reverse import encode_reverse
+from tests.fakes import FakeProducer
 from tests.integration.helpers import ingest_for, poll_until, read_topic, running_store
 from tests.integration.targets import (
     SECRET,
@@ -222,3 +223,18 @@ def _read_outcomes(settings: Settings, expected: int) -> list[StepEvent]:
     codec = Codec()
     records = sorted(read_topic(settings.kafka_bootstrap, settings.topic, expected), key=lambda r: r.offset)
     return [codec.decode(r.value) for r in records]
+
+
+def test_a_rollback_of_an_unknown_run_is_refused_before_anything_is_published(settings: Settings) -> None:
+    producer_ = FakeProducer()
+    with running_store(settings) as store, pytest.raises(RunNotFound):
+        request_rollback(
+            store,
+            Publisher(producer=producer_, topic=settings.topic),
+            "no-such-run",
+            "oops",
+            (),
+            MARIA,
+            reverse_topic=settings.reverse_topic,
+        )
+    assert producer_.sent == []

@@ -13,17 +13,18 @@ from typing import Any
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from domain.errors import Unavailable
 from domain.findings import Finding, final_state_unclear
 from domain.receipt import Receipt
 from domain.run import run_uuid
 from projections import quarantine
-from projections.bounds import BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
-from projections.views import VIEWS
+from projections.bounds import Answer, BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
+from projections.catalog import VIEWS
+from projections.queue import QueueFilter, QueuePage, waiting_steps
 
-__all__ = ["BadQuery"]  # raised by the queries; defined with the bounds
+__all__ = ["Answer", "BadQuery"]  # defined with the bounds
 
 Clock = Callable[[], datetime]
 FindingCode = Text
@@ -39,12 +40,6 @@ class NotYetApplied(Unavailable, TimeoutError):
             f"{waited:.1f} s; the projections have not applied it yet (or it was "
             "never recorded: a dead-lettered or unpublished event never arrives)"
         )
-
-
-class Answer(BaseModel):
-    """An input or answer of the incident questions (not the AI model of a run)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class RunFilter(Answer):
@@ -216,6 +211,10 @@ class Queries:
         return RunsPage(
             runs=[RunSummary(**{c: row[c] for c in _RUN_COLUMNS}) for row in rows], next_cursor=cursor
         )
+
+    def queue(self, tenant: str, f: QueueFilter) -> QueuePage:
+        """The steps waiting for a person's decision (projections/queue.py)."""
+        return waiting_steps(self.datastore, self._t("queue"), tenant, f)
 
     # --- entities and sources ------------------------------------------------------------------
 

@@ -30,8 +30,9 @@ from psycopg.sql import SQL, Composed, Identifier
 from domain.errors import NotFound
 from infra.retry import Backoff, pause, transient
 from projections import quarantine
+from projections.catalog import VIEWS
 from projections.log import EventLog, Recorded
-from projections.views import VIEWS, Batch, View
+from projections.views import Batch, View
 from projections.waiters import payload, views_channel
 
 log = logging.getLogger(__name__)

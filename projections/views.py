@@ -487,7 +487,3 @@ class Timeline(View):
                 for s in (r.entry.step,)
             ),
         )
-
-
-VIEWS: tuple[type[View], ...] = (Runs, Receipts, Touches, Sources, Findings, Timeline)
-VIEW_NAMES = tuple(view.name for view in VIEWS)

@@ -21,6 +21,7 @@ from api.web import create_app
 from infra.health import ProcessName
 from infra.settings import Settings
 from infra.store import RunStore
+from projections.catalog import VIEW_NAMES
 from tests.integration.helpers import execute, running_store
 from tests.integration.incidents import GENERATED, record
 
@@ -67,7 +68,7 @@ def test_ok_when_views_are_current_and_processes_beat(
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok" and body["problems"] == []
-    assert set(body["behind"].values()) == {0} and len(body["views"]) == 6
+    assert set(body["behind"].values()) == {0} and len(body["views"]) == len(VIEW_NAMES)
     assert {p["name"]: p["alive"] for p in body["processes"]} == {
         "project@h:1": True,
         "ingest@h:2": False,

@@ -23,8 +23,8 @@ from domain.run import run_uuid
 from domain.steps import StepEvent, step_adapter
 from infra.settings import Settings
 from infra.store import RunStore
+from projections.catalog import VIEW_NAMES
 from projections.runner import REBUILDING, UnknownView, views_named
-from projections.views import VIEW_NAMES
 from tests.integration.helpers import execute, running_store
 from tests.integration.incidents import GENERATED, Generated, record, record_incidents
 

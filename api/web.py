@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from api import auth
-from api.auth import AdminDep, TenantDep
+from api.auth import AdminDep, PrincipalDep, TenantDep
 from api.bootstrap import build_queries, build_status, open_store, require_tables
 from api.liveness import Beats
 from api.render import receipt_markdown
@@ -155,8 +155,9 @@ def _routes(app: FastAPI) -> None:
     _policy_routes(app)
 
     @app.get("/runs", response_model=RunsPage, summary="List runs, newest first, with filters")
-    def list_runs(queries: QueriesDep, tenant: TenantDep, f: Annotated[RunQuery, Query()]) -> RunsPage:
-        return queries.runs(RunFilter(tenant=tenant, **f.model_dump()))
+    def list_runs(queries: QueriesDep, principal: PrincipalDep, f: Annotated[RunQuery, Query()]) -> RunsPage:
+        # The tenant is a field of the query model (which forbids unknown fields), not TenantDep.
+        return queries.runs(RunFilter(**{**f.model_dump(), "tenant": principal.tenant_for(f.tenant)}))
 
     @app.get(
         "/runs/{run_id}/receipt",

@@ -48,8 +48,11 @@ class Answer(BaseModel):
 
 
 class RunQuery(Answer):
-    """What `GET /runs` asks; the tenant is the caller's, never a parameter of it."""
+    """What `GET /runs` asks. The tenant is the caller's: naming another is refused."""
 
+    tenant: Text | None = Field(
+        default=None, description="optional: the caller's own tenant (the token decides it)"
+    )
     workflow: Text | None = None
     final_state: Text | None = None
     finding: FindingCode | None = None
@@ -64,6 +67,8 @@ class RunQuery(Answer):
 
 
 class RunFilter(RunQuery):
+    """A `RunQuery` in a tenant, decided."""
+
     tenant: Text = "default"
 
 

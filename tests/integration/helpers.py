@@ -101,6 +101,13 @@ def execute(settings: Settings, statement: str, *params: object) -> None:
         conn.execute(statement, params)  # type: ignore[arg-type]
 
 
+def query(settings: Settings, statement: str, *params: object) -> list[tuple[Any, ...]]:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{settings.database_schema}"')
+        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+
+
 def published_rows(settings: Settings) -> list[tuple[object, int, bytes]]:
     """The stored rows less the service's policy decisions (one after each proposed or
     edited step): what tests about the published steps count."""

@@ -7,7 +7,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from api import incident_cli, policy_cli, service_cli
+from api import incident_cli, policy_cli, principal_cli, service_cli
+from api.auth import cli_principal
 from api.bootstrap import (
     build_ingest,
     build_publisher,
@@ -70,8 +71,9 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     store = open_store(settings)
     try:
+        tenant = cli_principal(settings, store).tenant_for(args.tenant)
         receipt = store.receipt(
-            args.tenant, args.run_id, settings.unfinished_after, as_of=args.as_of, version=args.version
+            tenant, args.run_id, settings.unfinished_after, as_of=args.as_of, version=args.version
         )
     finally:
         store.close()
@@ -84,7 +86,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
     try:
         require_tables(settings, store)
-        verified = verify_run(store, build_queries(settings, store), args.tenant, args.run_id)
+        tenant = cli_principal(settings, store).tenant_for(args.tenant)
+        verified = verify_run(store, build_queries(settings, store), tenant, args.run_id)
     finally:
         store.close()
     print("\n".join(verified_text(verified)))
@@ -130,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("run_id")
-        cmd.add_argument("--tenant", default="default")
+        incident_cli.add_tenant(cmd)
         cmd.set_defaults(func=func)
         if name == "show":
             cmd.add_argument("--json", action="store_true", help="the receipt as JSON")
@@ -143,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
             )
     incident_cli.add_commands(sub)
     policy_cli.add_commands(sub)
+    principal_cli.add_commands(sub)
     project = sub.add_parser("project", help="run the projection runner (`up` starts one)")
     project.set_defaults(func=lambda settings, args: service_cli.cmd_project(settings, args, _stop_flag()))
     relay = sub.add_parser(

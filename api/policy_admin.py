@@ -4,6 +4,8 @@
 `receipts_policies` unless it is in force already; running ingest processes
 pick it up within RECEIPTS_POLICY_CHECK_SECONDS); `show [--as-of T] [--json]`
 prints the policy in force then; `versions` lists every policy put in force.
+`show` and `versions` ask as the CLI's principal (api/auth.py); `publish` is
+administration: the `admin` role, or database access.
 """
 
 from __future__ import annotations
@@ -13,16 +15,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from api.auth import cli_admin, cli_principal
 from api.bootstrap import open_store, require_tables
 from api.incident_cli import when
 from api.render import short_version
-from infra.policies import LoadedPolicy, NoPolicy, loaded_by, read_policy_file
-from infra.settings import NotRunning, Settings
+from domain.errors import ReceiptsError
+from infra.policies import LoadedPolicy, NoPolicy, read_policy_file
+from infra.settings import Settings
 from infra.store import RunStore
 
 
+def _given(settings: object) -> Settings:
+    """The settings as configured (before `resolved()`: who has database access)."""
+    return settings if isinstance(settings, Settings) else Settings()
+
+
 def _settings(settings: object) -> Settings:
-    return (settings if isinstance(settings, Settings) else Settings()).resolved()
+    return _given(settings).resolved()
 
 
 def loaded_json(loaded: LoadedPolicy) -> dict[str, Any]:
@@ -41,7 +50,8 @@ def _reader(settings: Settings) -> RunStore:
     store = open_store(settings)
     try:
         require_tables(settings, store, ["receipts_policies"])
-    except NotRunning:
+        cli_principal(settings, store)
+    except ReceiptsError:
         store.close()
         raise
     return store
@@ -51,7 +61,8 @@ def cmd_publish(settings: object, args: argparse.Namespace) -> int:
     policy, text = read_policy_file(Path(args.file))
     store = open_store(_settings(settings), create=True)  # administration writes: its table too
     try:
-        loaded, new = store.record_policy(policy, text, loaded_by("receipts policy publish"))
+        by = cli_admin(_given(settings), store)
+        loaded, new = store.record_policy(policy, text, f"receipts policy publish by {by}")
     finally:
         store.close()
     if new:

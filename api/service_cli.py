@@ -60,7 +60,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     port = settings.http_port if args.port is None else args.port
     print(
-        f"HTTP API on http://{settings.http_host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
+        f"HTTP API on http://{settings.http_host}:{port} (bearer token; OpenAPI at /openapi.json)",
         flush=True,
     )
     uvicorn.run(create_app(settings), host=settings.http_host, port=port, log_level="warning")

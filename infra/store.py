@@ -45,6 +45,7 @@ from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
 from infra.policies import LoadedPolicy, NoPolicy, PolicyTable
+from infra.principals import PrincipalTable
 from infra.rows import STEP_STATE, CopyData, Row, read_step_state, step_state, stored_heads
 from schemas import Codec
 
@@ -168,6 +169,7 @@ class StepRecorder(PostgresProcessRecorder):
         self.letters = DeadLetterTable(schema)
         self.policies = PolicyTable(schema)
         self.sql_create_statements.append(self.policies.create_statement())
+        self.sql_create_statements.append(PrincipalTable(schema).create_statement())
         self.health = Health(schema)
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())

@@ -42,8 +42,12 @@ class NotYetApplied(Unavailable, TimeoutError):
         )
 
 
-class RunFilter(Answer):
-    tenant: Text = "default"
+class RunQuery(Answer):
+    """What `GET /runs` asks. The tenant is the caller's: naming another is refused."""
+
+    tenant: Text | None = Field(
+        default=None, description="optional: the caller's own tenant (the token decides it)"
+    )
     workflow: Text | None = None
     final_state: Text | None = None
     finding: FindingCode | None = None
@@ -55,6 +59,12 @@ class RunFilter(Answer):
     text: Text | None = Field(None, description="text in the input reference (system/kind/id)")
     limit: int = Field(50, ge=1, le=500)
     cursor: Cursor | None = None
+
+
+class RunFilter(RunQuery):
+    """A `RunQuery` in a tenant, decided."""
+
+    tenant: Text = "default"
 
 
 class RunSummary(Answer):

@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.bootstrap import build_projections
-from api.web import create_app
 from domain.receipt import render
 from domain.run import run_uuid
 from infra.publisher import Publisher
@@ -19,7 +18,7 @@ from infra.settings import Settings
 from infra.store import RunStore
 from projections.catalog import VIEW_NAMES
 from tests.fakes import FakeProducer
-from tests.integration.helpers import execute, running_store
+from tests.integration.helpers import client_for, execute, running_store
 from tests.integration.incidents import GENERATED, Generated, record, record_incidents
 
 pytestmark = pytest.mark.integration
@@ -33,7 +32,7 @@ def store(settings: Settings) -> Iterator[RunStore]:
 
 @pytest.fixture
 def client(settings: Settings, store: RunStore) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with client_for(settings) as client:
         yield client
 
 

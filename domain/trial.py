@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from domain.receipt import decision_source
 from domain.routing import Decision, Router, RunContext
 from domain.steps import (
     ActionEdited,
@@ -25,6 +24,7 @@ from domain.steps import (
     Source,
     SourceUsed,
     StepEvent,
+    decision_source,
 )
 
 

@@ -15,8 +15,7 @@ from psycopg import sql
 
 from api.bootstrap import build_ingest, migrate, open_store
 from consumers.ingest import Ingest
-from domain.receipt import decision_source
-from domain.steps import Actor, PolicyDecided, RunFinished, RunFinishedData, StepEvent
+from domain.steps import Actor, PolicyDecided, RunFinished, RunFinishedData, StepEvent, decision_source
 from infra.kafka import ensure_topics, producer
 from infra.rows import read_step_state
 from infra.settings import Settings

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.contracts import ContractLookup
@@ -139,11 +140,13 @@ class PolicyTable:
         return str(row["version"]) if row else None
 
     def by_version(self, curs: psycopg.Cursor[Any], version: str) -> LoadedPolicy | None:
-        """The policy whose version (content hash) this is, as first put in force."""
-        curs.execute(
-            SQL("SELECT * FROM {} WHERE version = %s ORDER BY id LIMIT 1").format(self.table), (version,)
-        )
-        row = curs.fetchone()
+        """The policy whose version (content hash) this is, as first put in force. Any cursor
+        will do (the projections' return tuples): the read uses its own, on its transaction."""
+        with curs.connection.cursor(row_factory=dict_row) as own:
+            own.execute(
+                SQL("SELECT * FROM {} WHERE version = %s ORDER BY id LIMIT 1").format(self.table), (version,)
+            )
+            row = own.fetchone()
         return _loaded(row) if row else None
 
     def versions(self, curs: psycopg.Cursor[Any]) -> list[LoadedPolicy]:

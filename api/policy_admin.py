@@ -21,7 +21,7 @@ from infra.settings import NotRunning, Settings
 from infra.store import RunStore
 
 
-def _settings(settings: object) -> Settings:
+def settings_of(settings: object) -> Settings:
     return (settings if isinstance(settings, Settings) else Settings()).resolved()
 
 
@@ -36,7 +36,7 @@ def loaded_json(loaded: LoadedPolicy) -> dict[str, Any]:
     }
 
 
-def _reader(settings: Settings) -> RunStore:
+def reader(settings: Settings) -> RunStore:
     """The store, for a command that only reads: a clear error before any table exists."""
     store = open_store(settings)
     try:
@@ -49,7 +49,7 @@ def _reader(settings: Settings) -> RunStore:
 
 def cmd_publish(settings: object, args: argparse.Namespace) -> int:
     policy, text = read_policy_file(Path(args.file))
-    store = open_store(_settings(settings), create=True)  # administration writes: its table too
+    store = open_store(settings_of(settings), create=True)  # administration writes: its table too
     try:
         loaded, new = store.record_policy(policy, text, loaded_by("receipts policy publish"))
     finally:
@@ -62,7 +62,7 @@ def cmd_publish(settings: object, args: argparse.Namespace) -> int:
 
 
 def cmd_show(settings: object, args: argparse.Namespace) -> int:
-    store = _reader(_settings(settings))
+    store = reader(settings_of(settings))
     try:
         loaded = store.policy_in_force(args.as_of)
     finally:
@@ -80,7 +80,7 @@ def cmd_show(settings: object, args: argparse.Namespace) -> int:
 
 
 def cmd_versions(settings: object, args: argparse.Namespace) -> int:
-    store = _reader(_settings(settings))
+    store = reader(settings_of(settings))
     try:
         versions = store.policy_versions()
     finally:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -131,3 +132,18 @@ def finished_step(run_id: str) -> StepEvent:
         actor=Actor(kind="agent", id="bot"),
         data=RunFinishedData(final_state="abandoned"),
     )
+
+
+def command_env(settings: Settings, monkeypatch: Any, data_dir: Path) -> Settings:
+    """Point the `receipts` command's environment at `settings` (as a user's shell would);
+    `monkeypatch` (pytest's) undoes it after the test."""
+    for name, value in (
+        ("DATABASE_URL", settings.database_url),
+        ("KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+        ("DATABASE_SCHEMA", settings.database_schema),
+        ("TOPIC", settings.topic),
+        ("GROUP", settings.group),
+        ("DATA_DIR", str(data_dir)),
+    ):
+        monkeypatch.setenv(f"RECEIPTS_{name}", str(value))
+    return settings

@@ -19,7 +19,7 @@ from domain.policy import Policy, load_policy, sample_text
 from infra.policies import NoPolicy
 from infra.settings import Settings
 from infra.store import RunStore
-from tests.integration.helpers import ingest_for, running_store
+from tests.integration.helpers import command_env, ingest_for, running_store
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +49,7 @@ def store(settings: Settings) -> Iterator[RunStore]:
 @pytest.fixture
 def env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
     """The settings as the `receipts` command reads them."""
-    for name, value in (
-        ("DATABASE_URL", settings.database_url),
-        ("KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
-        ("DATABASE_SCHEMA", settings.database_schema),
-        ("TOPIC", settings.topic),
-        ("GROUP", settings.group),
-        ("DATA_DIR", str(tmp_path / "data")),
-    ):
-        monkeypatch.setenv(f"RECEIPTS_{name}", str(value))
-    return settings
+    return command_env(settings, monkeypatch, tmp_path / "data")
 
 
 def _publish_three(store: RunStore) -> None:

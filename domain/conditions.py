@@ -109,6 +109,10 @@ def _input_text(step: StepView) -> str:
 def params_text(step: StepView) -> str:
     """Keys and values of `params`, one a line; flat values without a walk (the usual tool call)."""
     params = step.params
+    try:  # the usual tool call: text values only, one join (a TypeError on any other value)
+        return "\n".join([*params, *params.values()])
+    except TypeError:
+        pass
     words: list[str] = [*params]
     stack: list[Any] = []
     for value in params.values():

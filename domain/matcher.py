@@ -34,9 +34,14 @@ def _found_from(text: str, stem: str, whole: re.Pattern[str]) -> bool:
     return whole.search(text, text.find(stem)) is not None
 
 
-# Each scope's lower-cased text, as `StepView.text` builds it: the step's own texts here (the
-# run's, input and sources, through `text`, which keeps them on the run context).
-_SCOPES = {"output": "s.output.lower()", "params": "_params_text(s).lower()"}
+# Each scope's lower-cased text, as `StepView.text` builds it: the step's own texts here, the
+# run's (input and sources) from the run context once `text` has kept them there.
+_SCOPES = {
+    "output": "s.output.lower()",
+    "params": "_params_text(s).lower()",
+    "input": "(s.context.texts.get('input') or s.text('input', ('input',)))",
+    "sources": "(s.context.texts.get('sources') or s.text('sources', ('sources',)))",
+}
 
 
 class _Writer:
@@ -61,7 +66,7 @@ class _Writer:
     def text(self, scopes: tuple[str, ...]) -> str:
         if len(scopes) == 1:
             scope = scopes[0]
-            return self.cached(("text", scope), _SCOPES.get(scope, f"s.text({scope!r}, {(scope,)!r})"))
+            return self.cached(("text", scope), _SCOPES[scope])
         parts = ", ".join(self.text((scope,)) for scope in scopes)
         return self.cached(("text", scopes), f'"\\n".join(({parts}))')
 

@@ -35,6 +35,7 @@ from domain.steps import (
 
 NEEDS_A_PERSON: frozenset[str] = frozenset({"review", "escalate"})
 _CACHE_LIMIT = 4096  # distinct (workflow, verb) pairs remembered
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,7 @@ class Router:
         """The lane for `proposal` (as `edit` left its output, if given). Pure and idempotent:
         the decision id derives from the evaluated event's id and the policy version."""
         step = StepView(context, proposal, edit.data.output if edit else None)
-        bucket = self._bucket(step)
+        bucket = self._buckets.get((step.workflow, step.verb)) or self._bucket(step)
         return self._decide(step, edit or proposal, bucket.match(step), bucket)
 
     def _decide(
@@ -181,21 +182,25 @@ class Router:
             role = bucket.contract_role
         missing: dict[str, None] = {}
         for compiled in matched:
-            if compiled.missing:
+            if compiled.missing:  # most rules ask for no field
                 for path, get in compiled.missing:
                     if is_missing(get(step)):
                         missing[path] = None
         key = f"{about.tenant}\x1f{about.run_id}\x1f{about.event_id}{self._key_suffix}"
-        # Positional: keywords cost a NamedTuple ~0.3 µs more, on every proposed step.
-        return Decision(
-            "dec-" + sha256(key.encode()).hexdigest()[:32],
-            rule_id,
-            tuple([r.outcome.rule_id for r in matched]),
-            self.version,
-            lane,
-            reasons,
-            tuple(missing),
-            role,
+        # tuple.__new__: a NamedTuple's own __new__ (keywords or not) costs ~0.15 µs more, and
+        # this runs on every proposed step. Positional, in field order.
+        return _new_tuple(
+            Decision,
+            (
+                "dec-" + sha256(key.encode()).hexdigest()[:32],
+                rule_id,
+                tuple([r.outcome.rule_id for r in matched]),
+                self.version,
+                lane,
+                reasons,
+                tuple(missing),
+                role,
+            ),
         )
 
     def explain(

@@ -328,10 +328,21 @@ def compile_when(when: When, policy: Policy) -> tuple[list[Condition], list[Cond
                     return True
             return False
 
-        # Inline, each path is one read of a bound reader, and `is_missing` written out.
+        # Inline: `is_missing` written out over each path's value, a top-level parameter read
+        # in place (`field_reader` reads it so), any other path by its bound reader.
+        bound: dict[str, Any] = {}
+        values = []
+        for n, path in enumerate(when.missing):
+            parts = path.split(".")
+            if len(parts) == 3 and parts[:2] == ["action", "params"]:
+                bound[f"name{n}"] = parts[2]
+                values.append(f"s.params.get({{name{n}}})")
+            else:
+                bound[f"read{n}"] = reads[n]
+                values.append(f"{{read{n}}}(s)")
         inline = " or ".join(
-            f"(_m := {{read{n}}}(s)) is None or _m == '' or (isinstance(_m, (list, tuple, dict)) and not _m)"
-            for n in range(len(reads))
+            f"(_m := {value}) is None or _m == '' or (isinstance(_m, (list, tuple, dict)) and not _m)"
+            for value in values
         )
         rest.append(
             Condition(
@@ -340,7 +351,7 @@ def compile_when(when: When, policy: Policy) -> tuple[list[Condition], list[Cond
                 any_missing,
                 lambda s: "missing: " + (", ".join(p for p, g in getters if is_missing(g(s))) or "none"),
                 inline,
-                {f"read{n}": read for n, read in enumerate(reads)},
+                bound,
             )
         )
     if when.no_recovery is not None:

@@ -14,6 +14,7 @@ for in the same place is searched once. Conditions without an inline form
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -70,17 +71,19 @@ class _Writer:
         parts = ", ".join(self.text((scope,)) for scope in scopes)
         return self.cached(("text", scopes), f'"\\n".join(({parts}))')
 
-    def words(self, condition: Condition) -> str:
+    def words(self, condition: Condition, shared: set[object]) -> str:
         text = self.text(condition.scopes)
         found = []
         for word, stem, whole in condition.words:
             search = f"({stem!r} in {text} and _found_from({text}, {stem!r}, {self.bind(whole)}))"
-            found.append(self.cached(("word", condition.scopes, word), search))
+            what = ("word", condition.scopes, word)
+            # Kept in a local only when another rule of the bucket asks the same.
+            found.append(self.cached(what, search) if what in shared else search)
         return "(" + " or ".join(found) + ")"
 
-    def condition(self, condition: Condition) -> str:
+    def condition(self, condition: Condition, shared: set[object]) -> str:
         if condition.words:
-            return self.words(condition)
+            return self.words(condition, shared)
         if condition.inline is None:
             return f"{self.bind(condition.test)}(s)"
         names = {key: self.bind(value) for key, value in condition.bound.items()}
@@ -90,9 +93,11 @@ class _Writer:
 def matcher(rules: Sequence[R]) -> Callable[[StepView], list[R]]:
     """A function giving the rules of `rules` that match a step, in their order."""
     writer = _Writer()
+    asked = Counter(("word", c.scopes, word) for rule in rules for c in rule.rest for word, _, _ in c.words)
+    shared: set[object] = {what for what, times in asked.items() if times > 1}
     body = []
     for rule in rules:
-        tests = [writer.condition(condition) for condition in rule.rest]
+        tests = [writer.condition(condition, shared) for condition in rule.rest]
         body.append(f"    if {' and '.join(tests) or 'True'}:")
         body.append(f"        matched.append({writer.bind(rule)})")
     start = [f"    {name} = None" for name in writer.locals.values()]

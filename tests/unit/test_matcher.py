@@ -33,6 +33,12 @@ id = "shared-2"
 lane = "block"
 reason = "shared"
 when = { words = ["legal", "/month", "roll out"], missing = ["action.params.account.owner", "input.uri"] }
+
+[[rules]]
+id = "owner-missing"
+lane = "draft_only"
+reason = "a top-level parameter, read in place"
+when = { missing = ["action.params.owner", "signal.reason_code"], max_confidence = 0.7 }
 """
 ROUTER = Router(
     load_policy(
@@ -76,3 +82,24 @@ def test_a_bucket_without_conditions_matches_every_step() -> None:
     bare = Bare()
     match = matcher([bare])
     assert match(StepView(CONTEXT, _proposal(), None)) == [bare]
+
+
+@pytest.mark.parametrize(
+    ("params", "reason_code", "missing"),
+    [
+        ({}, "r", True),
+        ({"owner": ""}, "r", True),
+        ({"owner": []}, "r", True),
+        ({"owner": {}}, "r", True),
+        ({"owner": 0}, "r", False),
+        ({"owner": "maria"}, "r", False),
+        ({"owner": "maria"}, None, True),
+    ],
+)
+def test_a_missing_top_level_parameter_read_in_place(
+    params: dict[str, Any], reason_code: str | None, missing: bool
+) -> None:
+    step = _proposal(params=params, reason_code=reason_code, confidence=0.5)
+    decision = ROUTER.evaluate(CONTEXT, step)
+    assert ("owner-missing" in decision.matched_rules) is missing
+    assert decision == ROUTER.explain(CONTEXT, step).decision

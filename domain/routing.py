@@ -1,9 +1,10 @@
 """The policy engine: route a proposed (or edited) step to a lane, and say why.
 
-`Router(policy)` compiles the policy once (rules bucketed by workflow and verb,
-regexes compiled, field paths turned into getters); `Router.evaluate` is then a
-pure function of what the service knows when a step is proposed or edited, and
-costs a few microseconds. `Router.explain` tries every rule, matched or not, and
+`Router(policy)` compiles the policy once (regexes compiled, field paths turned
+into getters; on the first step of each (workflow, verb) pair, the rules that can
+apply to it become one generated function, `domain.matcher`); `Router.evaluate` is
+then a pure function of what the service knows when a step is proposed or edited,
+and costs a few microseconds. `Router.explain` tries every rule, matched or not, and
 says what held and what did not. `decision_step` turns a Decision into the
 `policy.decided` step the service records; `decide` does both for ingest: given a
 run's recorded steps and a new one, the `policy.decided` to record after it, if any.

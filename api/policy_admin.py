@@ -25,13 +25,13 @@ from infra.settings import Settings
 from infra.store import RunStore
 
 
-def _given(settings: object) -> Settings:
+def given(settings: object) -> Settings:
     """The settings as configured (before `resolved()`: who has database access)."""
     return settings if isinstance(settings, Settings) else Settings()
 
 
-def _settings(settings: object) -> Settings:
-    return _given(settings).resolved()
+def settings_of(settings: object) -> Settings:
+    return given(settings).resolved()
 
 
 def loaded_json(loaded: LoadedPolicy) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def loaded_json(loaded: LoadedPolicy) -> dict[str, Any]:
     }
 
 
-def _reader(settings: Settings) -> RunStore:
+def reader(settings: Settings) -> RunStore:
     """The store, for a command that only reads: a clear error before any table exists."""
     store = open_store(settings)
     try:
@@ -59,9 +59,9 @@ def _reader(settings: Settings) -> RunStore:
 
 def cmd_publish(settings: object, args: argparse.Namespace) -> int:
     policy, text = read_policy_file(Path(args.file))
-    store = open_store(_settings(settings), create=True)  # administration writes: its table too
+    store = open_store(settings_of(settings), create=True)  # administration writes: its table too
     try:
-        by = cli_admin(_given(settings), store)
+        by = cli_admin(given(settings), store)
         loaded, new = store.record_policy(policy, text, f"receipts policy publish by {by}")
     finally:
         store.close()
@@ -73,7 +73,7 @@ def cmd_publish(settings: object, args: argparse.Namespace) -> int:
 
 
 def cmd_show(settings: object, args: argparse.Namespace) -> int:
-    store = _reader(_settings(settings))
+    store = reader(settings_of(settings))
     try:
         loaded = store.policy_in_force(args.as_of)
     finally:
@@ -91,7 +91,7 @@ def cmd_show(settings: object, args: argparse.Namespace) -> int:
 
 
 def cmd_versions(settings: object, args: argparse.Namespace) -> int:
-    store = _reader(_settings(settings))
+    store = reader(settings_of(settings))
     try:
         versions = store.policy_versions()
     finally:

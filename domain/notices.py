@@ -17,7 +17,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from domain.receipt import decision_source
 from domain.run import Entry
 from domain.steps import (
     ActionEdited,
@@ -28,6 +27,7 @@ from domain.steps import (
     Lane,
     PolicyDecided,
     StepEvent,
+    decision_source,
 )
 
 Outcome = Literal["approved", "rejected", "escalated", "edited", "pending", "draft_only", "blocked"]

@@ -20,6 +20,7 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
 from domain.run import Entry
+from infra.policies import PolicyBook, PolicyTable
 from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, stored_entry
 from projections import quarantine
 from schemas import Codec, DecodeError
@@ -52,6 +53,8 @@ class EventLog:
         self.schema = schema
         self.codec = codec
         self.events_table = events_table
+        # The recorded policies, for the lane contract each run is checked against.
+        self.policy_book = PolicyBook(PolicyTable(schema))
         # LIMIT NULL is no limit.
         # A quarantined step is read (its position still counts) but not applied.
         self._range = SQL(

@@ -18,7 +18,7 @@ from uuid import UUID
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
-from domain.receipt import Receipt, render
+from domain.receipt import Receipt, render_checked
 from domain.run import Entry
 from domain.steps import ActionExecuted, ActionProposed, ActionReverted, Reference, SourceUsed
 from projections.log import EventLog, Recorded, histories
@@ -85,8 +85,9 @@ class Batch:
     @cached_property
     def runs(self) -> list[RunSoFar]:
         touched = histories(self._curs, self._log, self.steps)
+        contracts = self._log.policy_book.lookup(self._curs)
         return [
-            RunSoFar(key, entries, render(entries))
+            RunSoFar(key, entries, render_checked(entries, contracts))
             for key, entries in touched.items()
             if entries and key not in self._later
         ]

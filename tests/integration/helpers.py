@@ -20,8 +20,7 @@ from api.bootstrap import build_ingest, migrate, open_store
 from api.web import create_app
 from consumers.ingest import Ingest
 from domain.principals import ADMIN
-from domain.receipt import decision_source
-from domain.steps import Actor, PolicyDecided, RunFinished, RunFinishedData, StepEvent
+from domain.steps import Actor, PolicyDecided, RunFinished, RunFinishedData, StepEvent, decision_source
 from infra.kafka import ensure_topics, producer
 from infra.principals import Principals
 from infra.rows import read_step_state

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from api import incident_cli, policy_cli, principal_cli, service_cli
+from api import incident_cli, policy_cli, principal_cli, queue_cli, service_cli
 from api.auth import cli_principal
 from api.bootstrap import (
     build_ingest,
@@ -145,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
                 help="as it stood at this time (ISO 8601; UTC if no offset)",
             )
     incident_cli.add_commands(sub)
+    queue_cli.add_commands(sub)
     policy_cli.add_commands(sub)
     principal_cli.add_commands(sub)
     project = sub.add_parser("project", help="run the projection runner (`up` starts one)")

@@ -25,7 +25,6 @@ from api.incident_cli import add_tenant
 from api.policy_admin import given, reader, settings_of
 from api.policy_text import explained as explained_text
 from api.policy_text import explanation_json
-from domain.errors import NotFound
 from domain.policy import Policy
 from domain.routing import Explanation, Router, RunContext, to_route
 from domain.run import Entry
@@ -34,12 +33,9 @@ from domain.trial import Trial, trial
 from infra.policies import NoPolicy
 from infra.store import RunNotFound, RunStore
 from projections.log import EventLog
+from projections.review import StepNotFound, splits
 
 _PAGE = 1000  # log rows read per query by `test`
-
-
-class StepNotFound(NotFound, LookupError):
-    title = "Step not found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +55,7 @@ def explain_recorded(store: RunStore, tenant: str, reference: str) -> Explained:
     RUN/step-N): every split is tried, and STEP may also be the whole reference."""
     if "/" not in reference:
         raise StepNotFound(f"'{reference}' is not RUN/STEP (a run id, '/', a step id or event id)")
-    for run_id, step in _splits(reference):
+    for run_id, step in splits(reference):
         try:
             entries = store.run(tenant, run_id).entries
         except RunNotFound:
@@ -73,12 +69,6 @@ def explain_recorded(store: RunStore, tenant: str, reference: str) -> Explained:
             "of its action.proposed, action.edited or the service's policy.decided)"
         )
     raise RunNotFound(tenant, reference.split("/", 1)[0])
-
-
-def _splits(reference: str) -> Iterator[tuple[str, str]]:
-    for at, char in enumerate(reference):
-        if char == "/" and 0 < at < len(reference) - 1:
-            yield reference[:at], reference[at + 1 :]
 
 
 def _routed_at(entries: Sequence[Entry], reference: str) -> int | None:

@@ -27,7 +27,9 @@ from starlette.exceptions import HTTPException
 from api import auth
 from api.auth import AdminDep, PrincipalDep, TenantDep
 from api.bootstrap import build_queries, build_status, open_store, require_tables
+from api.deps import QueriesDep, StoreDep
 from api.liveness import Beats
+from api.queue_web import queue_routes
 from api.render import receipt_markdown
 from domain.errors import Invalid, ReceiptsError
 from domain.receipt import Receipt
@@ -78,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         require_tables(settings, store)  # the read side creates none: `up` or `migrate` does
         auth.install(settings, store, app.state)
         app.state.store = store
+        app.state.settings = settings
         app.state.queries = build_queries(settings, store)
         app.state.status = build_status(settings, store)
         # /health runs on threads of its own: never queued behind the shared pool's load.
@@ -94,6 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
         beating.cancel()
         await waiters.stop()
         app.state.status.close()
+        if getattr(app.state, "publisher", None) is not None:
+            await asyncio.to_thread(app.state.publisher.close)
         store.close()
         await asyncio.to_thread(beats.stopped)
 
@@ -119,21 +124,6 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-# Dependencies are coroutines: a sync one would take a worker thread per request.
-async def _store(request: Request) -> RunStore:
-    store: RunStore = request.app.state.store
-    return store
-
-
-async def _queries(request: Request) -> Queries:
-    queries: Queries = request.app.state.queries
-    return queries
-
-
-StoreDep = Annotated[RunStore, Depends(_store)]
-QueriesDep = Annotated[Queries, Depends(_queries)]
-
-
 class PolicyVersionPublic(BaseModel):
     """A policy put in force: its version (SHA-256 of the canonical document), when, by whom."""
 
@@ -153,6 +143,7 @@ class PolicyVersionsPublic(BaseModel):
 
 def _routes(app: FastAPI) -> None:
     _policy_routes(app)
+    queue_routes(app)
 
     @app.get("/runs", response_model=RunsPage, summary="List runs, newest first, with filters")
     def list_runs(queries: QueriesDep, principal: PrincipalDep, f: Annotated[RunQuery, Query()]) -> RunsPage:

@@ -50,6 +50,9 @@ class QueueItem(Answer):
 
 
 class QueueFilter(Answer):
+    tenant: Text | None = Field(
+        default=None, description="optional: the caller's own tenant (the token decides it)"
+    )
     role: Text | None = None
     workflow: Text | None = None
     lane: Literal["review", "escalate"] | None = None

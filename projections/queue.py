@@ -10,7 +10,7 @@ the columns the queue is filtered and ordered by.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from eventsourcing.postgres import PostgresDatastore
@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 from pydantic import Field
 
-from domain.approvals import current_version, waiting
+from domain.approvals import current_version, expires_at, waiting
 from domain.receipt import Receipt, StepReceipt
 from domain.steps import Action, Actor, RollbackLink, Signal, Source
 from projections.bounds import Answer, Cursor, Text, decode_cursor, encode_cursor
@@ -66,14 +66,15 @@ class QueuePage(Answer):
     next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
 
 
-def queue_items(receipt: Receipt) -> Iterator[tuple[int, QueueItem]]:
-    """The run's steps waiting for a person, with each one's place among the run's steps."""
+def queue_items(receipt: Receipt, deadline: timedelta | None = None) -> Iterator[tuple[int, QueueItem]]:
+    """The run's steps waiting for a person, with each one's place among the run's steps;
+    `deadline` is how long its lane contract lets one wait."""
     for seq, step in enumerate(receipt.steps):
         if waiting(step):
-            yield seq, _item(receipt, step)
+            yield seq, _item(receipt, step, expires_at(step, deadline))
 
 
-def _item(receipt: Receipt, step: StepReceipt) -> QueueItem:
+def _item(receipt: Receipt, step: StepReceipt, expires: datetime | None) -> QueueItem:
     policy, action = step.policy, step.action
     assert policy is not None and action is not None  # a waiting step has both
     edits = step.output.edits
@@ -99,6 +100,7 @@ def _item(receipt: Receipt, step: StepReceipt) -> QueueItem:
         proposed_by=step.proposed_by,
         proposed_at=step.timestamps.proposed,
         waiting_since=since,
+        expires_at=expires,
         event_ids=events,
     )
 
@@ -129,7 +131,7 @@ class Queue(WholeRunView):
 
     def rows(self, run: RunSoFar) -> Iterator[Row]:
         r = run.receipt
-        for seq, item in queue_items(r):
+        for seq, item in queue_items(r, run.contract.review_deadline if run.contract else None):
             yield (
                 run.key,
                 r.tenant,

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, uuid5
 
 from domain.approvals import Decider, Decision, Refusal, current_version, refusal
+from domain.contracts import run_contract
 from domain.errors import Forbidden, NotFound
+from domain.policy import Contract
 from domain.principals import Principal
-from domain.receipt import StepReceipt
+from domain.receipt import StepReceipt, render
 from domain.steps import Actor, StepEvent, content_hash, step_adapter
 from infra.store import RunNotFound, RunStore
 
@@ -75,7 +77,7 @@ def step_named(store: RunStore, tenant: str, reference: str) -> tuple[str, StepR
     step ids are often RUN/step-N)."""
     for run_id, rest in splits(reference):
         try:
-            steps = _steps(store, tenant, run_id)
+            steps, _ = _steps(store, tenant, run_id)
         except RunNotFound:
             continue
         for step_id in (rest, reference):
@@ -85,9 +87,12 @@ def step_named(store: RunStore, tenant: str, reference: str) -> tuple[str, StepR
     raise StepNotFound(f"'{reference}' names no run and step (RUN/STEP) in tenant '{tenant}'")
 
 
-def _steps(store: RunStore, tenant: str, run_id: str) -> dict[str, StepReceipt]:
-    # The steps as every recorded event leaves them; whether the run is overdue does not matter.
-    return {s.step_id: s for s in store.receipt(tenant, run_id, timedelta.max).steps}
+def _steps(store: RunStore, tenant: str, run_id: str) -> tuple[dict[str, StepReceipt], Contract | None]:
+    """The run's steps as every recorded event leaves them (from the store, not a view),
+    and the lane contract that governs them."""
+    entries = store.run(tenant, run_id).entries
+    contract = run_contract([e.step for e in entries], store.contract)
+    return {s.step_id: s for s in render(entries, contract).steps}, contract
 
 
 def decide(
@@ -102,10 +107,13 @@ def decide(
     """Judge and publish `principal`'s decision on step `step_id` of its tenant's run `run_id`."""
     now = now or datetime.now(UTC)
     tenant = principal.tenant
-    step = _steps(store, tenant, run_id).get(step_id)
+    steps, contract = _steps(store, tenant, run_id)
+    step = steps.get(step_id)
     if step is None:
         raise StepNotFound(f"run '{run_id}' has no step '{step_id}'")
-    found = refusal(step, Decider(principal.id, principal.roles), decision, now)
+    deadline = contract.review_deadline if contract else None
+    second_eyes = contract.second_eyes_after_edit if contract else False
+    found = refusal(step, Decider(principal.id, principal.roles), decision, now, deadline, second_eyes)
     if found is not None:
         raise DecisionRefused(found)
     actor = Actor(kind="human", id=principal.id, role=_role(step, principal))

@@ -4,6 +4,7 @@ published as the step it is, recorded by ingest; tenants see their own queue onl
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.integration.helpers import (
     client_for,
     ingest_for,
     poll_until,
+    publish_raw,
     running_store,
 )
 from tests.unit import factories as f
@@ -101,13 +103,19 @@ def test_the_queue_shows_what_waits_and_a_decision_leaves_it(
 
 
 def test_edit_then_approve_binds_the_edited_version(
-    http: TestClient, store: RunStore, ingest: Ingest
+    http: TestClient, store: RunStore, ingest: Ingest, settings: Settings
 ) -> None:
     draft = content_hash(f.DRAFT)
     edited = decide(http, {"decision": "edit", "version_hash": draft, "output": EDIT})
     assert edited.status_code == 202, edited.text
     steps = recorded(store, ingest, 1)
     assert isinstance(steps[-1], ActionEdited) and steps[-1].data.output_hash == content_hash(EDIT)
+    # The edit was routed again, by the service's policy: the lead-followup contract gives
+    # a reviewer four hours from the edit.
+    build_projections(settings, store).catch_up()
+    (item,) = http.get("/queue").json()["items"]
+    waited = datetime.fromisoformat(item["expires_at"]) - datetime.fromisoformat(item["waiting_since"])
+    assert item["version_hash"] == content_hash(EDIT) and waited == timedelta(hours=4)
     stale = decide(http, {"decision": "approve", "version_hash": draft})
     assert stale.status_code == 403 and stale.json()["detail"].startswith("stale_version")
     approved = decide(http, {"decision": "approve", "version_hash": content_hash(EDIT)})
@@ -133,6 +141,21 @@ def test_refusals_name_their_rule(
     assert response.status_code == 403, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["detail"].startswith(f"{rule}: ")
+
+
+def test_a_step_waiting_past_its_contract_s_deadline_has_expired(
+    http: TestClient, store: RunStore, ingest: Ingest, settings: Settings
+) -> None:
+    # Routed by the service at ingest, proposed two days ago: lead-followup allows four hours.
+    old = datetime.now(UTC) - timedelta(days=2)
+    steps = waiting("r-old")
+    steps = [s.model_copy(update={"occurred_at": old}) for s in steps if s.type != "policy.decided"]
+    publish_raw(settings, [(s.run_id.encode(), encode_json(s)) for s in steps])
+    poll_until(ingest, lambda: ingest.totals.decided >= 1)
+    response = decide(
+        http, {"decision": "approve", "version_hash": content_hash(f.DRAFT)}, "r-old/step-1", "r-old"
+    )
+    assert response.status_code == 403 and response.json()["detail"].startswith("expired: "), response.text
 
 
 def test_another_tenant_sees_no_queue_and_cannot_decide(settings: Settings, store: RunStore) -> None:

@@ -18,6 +18,7 @@ from consumers.dead_letters import DeadLetterRelay, LetterProducer
 from consumers.ingest import Ingest, StepConsumer
 from consumers.positions import KafkaLogProbe, LogProbe
 from domain.routing import Router
+from infra.decisions import published_positions
 from infra.health import Health
 from infra.kafka import consumer, ensure_topics, producer
 from infra.memory import tune_gc
@@ -25,6 +26,7 @@ from infra.policies import loaded_by, read_policy_file
 from infra.publisher import Publisher, StepProducer
 from infra.settings import NotRunning, Settings
 from infra.store import RunStore, schema_lock
+from projections.decisions import DecisionRelay, NoticeProducer, create_relay_table
 from projections.log import EventLog
 from projections.queries import Queries
 from projections.runner import ProjectionRunner, views_named
@@ -48,10 +50,12 @@ def open_store(settings: Settings, *, create: bool = False) -> RunStore:
 
 
 def migrate(settings: Settings) -> None:
-    """Create every table the service uses: the event store's, health's, the views'."""
+    """Create every table the service uses: the event store's, health's, the views', the relay's."""
     store = open_store(settings, create=True)
     try:
         build_projections(settings, store)
+        with schema_lock(_url(settings)):
+            create_relay_table(store.steps.datastore, settings.database_schema)
     finally:
         store.close()
 
@@ -220,6 +224,34 @@ def build_projections(settings: Settings, store: RunStore, names: Sequence[str] 
     with schema_lock(_url(settings)):
         runner.create_tables()
     return runner
+
+
+def build_decision_relay(
+    settings: Settings,
+    store: RunStore,
+    *,
+    producer_: NoticeProducer | None = None,
+    published: Callable[[], dict[int, int]] | None = None,
+) -> DecisionRelay:
+    """The relay of lane and review decisions to the decisions topic; tests hand in their own
+    producer and what the topic already holds."""
+    bootstrap = settings.kafka_bootstrap
+    assert bootstrap
+    ensure_topics(bootstrap, settings.all_topics, settings.partitions)
+    recorder = store.steps
+    with schema_lock(_url(settings)):
+        create_relay_table(recorder.datastore, settings.database_schema)
+    topic = settings.decisions_topic
+    return DecisionRelay(
+        datastore=recorder.datastore,
+        log_=EventLog(settings.database_schema, recorder.events_table_name, store.codec),
+        # Idempotent: a send the client retries is not a second message on the topic.
+        producer=producer_ or producer(bootstrap, enable_idempotence=True, linger_ms=0),
+        topic=topic,
+        channel=recorder.channel_name,
+        published=published or (lambda: published_positions(bootstrap, topic)),
+        page_size=settings.projection_page,
+    )
 
 
 def build_status(settings: Settings, store: RunStore) -> StatusProbe:

@@ -7,7 +7,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from api import incident_cli, policy_cli, rollback_cli, service_cli
+from api import incident_cli, policy_cli, principal_cli, queue_cli, rollback_cli, service_cli
+from api.auth import cli_principal
 from api.bootstrap import (
     build_ingest,
     build_publisher,
@@ -23,6 +24,7 @@ from api.supervise import DRAIN_SECONDS, Stop, drain_then_stop
 from api.up import cmd_up
 from domain.errors import ReceiptsError
 from infra.settings import Settings
+from projections.catalog import VIEW_NAMES
 from projections.integrity import verified_text, verify_run
 from projections.rebuild import RANGE
 
@@ -69,8 +71,9 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     store = open_store(settings)
     try:
+        tenant = cli_principal(settings, store).tenant_for(args.tenant)
         receipt = store.receipt(
-            args.tenant, args.run_id, settings.unfinished_after, as_of=args.as_of, version=args.version
+            tenant, args.run_id, settings.unfinished_after, as_of=args.as_of, version=args.version
         )
     finally:
         store.close()
@@ -83,7 +86,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
     try:
         require_tables(settings, store)
-        verified = verify_run(store, build_queries(settings, store), args.tenant, args.run_id)
+        tenant = cli_principal(settings, store).tenant_for(args.tenant)
+        verified = verify_run(store, build_queries(settings, store), tenant, args.run_id)
     finally:
         store.close()
     print("\n".join(verified_text(verified)))
@@ -129,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("run_id")
-        cmd.add_argument("--tenant", default="default")
+        incident_cli.add_tenant(cmd)
         cmd.set_defaults(func=func)
         if name == "show":
             cmd.add_argument("--json", action="store_true", help="the receipt as JSON")
@@ -141,18 +145,23 @@ def parser() -> argparse.ArgumentParser:
                 help="as it stood at this time (ISO 8601; UTC if no offset)",
             )
     incident_cli.add_commands(sub)
+    queue_cli.add_commands(sub)
     policy_cli.add_commands(sub)
+    principal_cli.add_commands(sub)
     rollback_cli.add_commands(sub)
     project = sub.add_parser("project", help="run the projection runner (`up` starts one)")
     project.set_defaults(func=lambda settings, args: service_cli.cmd_project(settings, args, _stop_flag()))
+    relay = sub.add_parser(
+        "relay", help="publish lane and review decisions to <topic>.decisions (`up` starts one)"
+    )
+    relay.set_defaults(func=lambda settings, args: service_cli.cmd_relay(settings, args, _stop_flag()))
     serve = sub.add_parser("serve", help="run the HTTP API (`up` starts one)")
     serve.add_argument("--port", type=int, help="default RECEIPTS_HTTP_PORT (8000)")
     serve.set_defaults(func=service_cli.cmd_serve)
     rebuild = sub.add_parser(
         "rebuild",
         help="empty views and rebuild them from the event store",
-        description="Views: runs, receipts, touches, sources, findings, timeline, "
-        "or all. Queries see partial views until it finishes.",
+        description=f"Views: {', '.join(VIEW_NAMES)}, or all. Queries see partial views until it finishes.",
     )
     rebuild.add_argument("names", nargs="+", metavar="NAME", help="a view name, or all")
     rebuild.add_argument(
@@ -173,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO
-        if args.command in ("up", "ingest", "project", "rollback-worker")
+        if args.command in ("up", "ingest", "project", "relay", "rollback-worker")
         else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

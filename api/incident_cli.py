@@ -1,6 +1,7 @@
 """The incident questions from the command line: `runs`, `touched`, `relied-on`, `findings`.
 
-They read the same views, through the same queries, as the HTTP API.
+They read the same views, through the same queries, as the HTTP API, as the
+principal the CLI's token names (api/auth.py), in its own tenant only.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from datetime import UTC, datetime
 from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel, ValidationError
 
+from api.auth import cli_admin, cli_principal
 from api.bootstrap import build_queries, build_status, open_store
+from domain.principals import Principal
 from infra.settings import Settings
 from projections.bounds import in_window
-from projections.queries import BadQuery, Queries, RelatedRuns, RunFilter
+from projections.queries import BadQuery, Queries, RelatedRuns, RunFilter, RunQuery
 from projections.status import report_text
 
 
@@ -42,13 +45,18 @@ def record_path(text: str) -> tuple[str, str, str]:
 
 
 @contextmanager
-def queries_for(settings: Settings) -> Iterator[Queries]:
+def asking(settings: Settings) -> Iterator[tuple[Queries, Principal]]:
+    """The queries, and who is asking (the CLI's token): every question goes through it."""
     settings = settings.resolved()
     store = open_store(settings)
     try:
-        yield build_queries(settings, store)
+        yield build_queries(settings, store), cli_principal(settings, store)
     finally:
         store.close()
+
+
+def add_tenant(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--tenant", help="optional: your own tenant; the token decides it (another is refused)")
 
 
 def _print(model: BaseModel, as_json: bool, text: Callable[[], list[str]]) -> None:
@@ -61,8 +69,7 @@ def _t(value: datetime | None) -> str:
 
 def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        f = RunFilter(
-            tenant=args.tenant,
+        f = RunQuery(
             workflow=args.workflow,
             final_state=args.final_state,
             finding=args.finding,
@@ -77,8 +84,8 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
         )
     except ValidationError as error:
         raise BadQuery(str(error.errors()[0]["loc"][0]), error.errors()[0]["msg"]) from None
-    with queries_for(settings) as queries:
-        page = queries.runs(f)
+    with asking(settings) as (queries, principal):
+        page = queries.runs(RunFilter(**{**f.model_dump(), "tenant": principal.tenant_for(args.tenant)}))
 
     def text() -> list[str]:
         lines = [f"{'run':32} {'workflow':16} {'started (UTC)':19} {'final':10} {'steps':>5}  findings"]
@@ -117,26 +124,28 @@ def _related_text(related: RelatedRuns, what: str) -> list[str]:
 
 def cmd_touched(settings: Settings, args: argparse.Namespace) -> int:
     system, kind, entity_id = args.record
-    with queries_for(settings) as queries:
-        related = queries.touched(system, kind, entity_id, tenant=args.tenant, limit=args.limit)
+    with asking(settings) as (queries, principal):
+        tenant = principal.tenant_for(args.tenant)
+        related = queries.touched(system, kind, entity_id, tenant=tenant, limit=args.limit)
     _print(related, args.json, lambda: _related_text(related, "touched"))
     return 0
 
 
 def cmd_relied_on(settings: Settings, args: argparse.Namespace) -> int:
     system, kind, source_id = args.record
-    with queries_for(settings) as queries:
+    with asking(settings) as (queries, principal):
+        tenant = principal.tenant_for(args.tenant)
         related = queries.relied_on(
-            system, kind, source_id, tenant=args.tenant, version=args.version, limit=args.limit
+            system, kind, source_id, tenant=tenant, version=args.version, limit=args.limit
         )
     _print(related, args.json, lambda: _related_text(related, "relied on"))
     return 0
 
 
 def cmd_findings(settings: Settings, args: argparse.Namespace) -> int:
-    with queries_for(settings) as queries:
+    with asking(settings) as (queries, principal):
         page = queries.findings(
-            tenant=args.tenant,
+            tenant=principal.tenant_for(args.tenant),
             code=args.code,
             severity=args.severity,
             workflow=args.workflow,
@@ -160,18 +169,22 @@ def cmd_findings(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
-    """The /health report; exit status 1 when degraded (for scripts and probes)."""
-    settings = settings.resolved()
+    """The /health report; exit status 1 when degraded (for scripts and probes). It is
+    service-wide (every tenant's processes and incidents): administration."""
+    given, settings = settings, settings.resolved()
     try:
         store = open_store(settings)
     except PersistenceError as error:
         print(f"DEGRADED: the database does not answer: {error}")
         return 1
-    status = build_status(settings, store)
     try:
-        report = status.report()
+        cli_admin(given, store)
+        status = build_status(settings, store)
+        try:
+            report = status.report()
+        finally:
+            status.close()
     finally:
-        status.close()
         store.close()
     _print(report, args.json, lambda: report_text(report))
     return 0 if report.status == "ok" else 1
@@ -182,7 +195,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         name: str, func: Callable[[Settings, argparse.Namespace], int], text: str, limit: int = 100
     ) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("--tenant", default="default")
+        add_tenant(cmd)
         cmd.add_argument("--limit", type=int, default=limit, help=f"at most this many (default {limit})")
         cmd.add_argument("--json", action="store_true", help="the answer as JSON (as the HTTP API gives it)")
         cmd.set_defaults(func=func)

@@ -4,6 +4,8 @@
 `receipts_policies` unless it is in force already; running ingest processes
 pick it up within RECEIPTS_POLICY_CHECK_SECONDS); `show [--as-of T] [--json]`
 prints the policy in force then; `versions` lists every policy put in force.
+`show` and `versions` ask as the CLI's principal (api/auth.py); `publish` is
+administration: the `admin` role, or database access.
 """
 
 from __future__ import annotations
@@ -13,16 +15,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from api.auth import cli_admin, cli_principal
 from api.bootstrap import open_store, require_tables
 from api.incident_cli import when
 from api.render import short_version
-from infra.policies import LoadedPolicy, NoPolicy, loaded_by, read_policy_file
-from infra.settings import NotRunning, Settings
+from domain.errors import ReceiptsError
+from infra.policies import LoadedPolicy, NoPolicy, read_policy_file
+from infra.settings import Settings
 from infra.store import RunStore
 
 
-def _settings(settings: object) -> Settings:
-    return (settings if isinstance(settings, Settings) else Settings()).resolved()
+def given(settings: object) -> Settings:
+    """The settings as configured (before `resolved()`: who has database access)."""
+    return settings if isinstance(settings, Settings) else Settings()
+
+
+def settings_of(settings: object) -> Settings:
+    return given(settings).resolved()
 
 
 def loaded_json(loaded: LoadedPolicy) -> dict[str, Any]:
@@ -36,12 +45,13 @@ def loaded_json(loaded: LoadedPolicy) -> dict[str, Any]:
     }
 
 
-def _reader(settings: Settings) -> RunStore:
+def reader(settings: Settings) -> RunStore:
     """The store, for a command that only reads: a clear error before any table exists."""
     store = open_store(settings)
     try:
         require_tables(settings, store, ["receipts_policies"])
-    except NotRunning:
+        cli_principal(settings, store)
+    except ReceiptsError:
         store.close()
         raise
     return store
@@ -49,9 +59,10 @@ def _reader(settings: Settings) -> RunStore:
 
 def cmd_publish(settings: object, args: argparse.Namespace) -> int:
     policy, text = read_policy_file(Path(args.file))
-    store = open_store(_settings(settings), create=True)  # administration writes: its table too
+    store = open_store(settings_of(settings), create=True)  # administration writes: its table too
     try:
-        loaded, new = store.record_policy(policy, text, loaded_by("receipts policy publish"))
+        by = cli_admin(given(settings), store)
+        loaded, new = store.record_policy(policy, text, f"receipts policy publish by {by}")
     finally:
         store.close()
     if new:
@@ -62,7 +73,7 @@ def cmd_publish(settings: object, args: argparse.Namespace) -> int:
 
 
 def cmd_show(settings: object, args: argparse.Namespace) -> int:
-    store = _reader(_settings(settings))
+    store = reader(settings_of(settings))
     try:
         loaded = store.policy_in_force(args.as_of)
     finally:
@@ -80,7 +91,7 @@ def cmd_show(settings: object, args: argparse.Namespace) -> int:
 
 
 def cmd_versions(settings: object, args: argparse.Namespace) -> int:
-    store = _reader(_settings(settings))
+    store = reader(settings_of(settings))
     try:
         versions = store.policy_versions()
     finally:

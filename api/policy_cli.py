@@ -3,9 +3,10 @@
 `sample` prints the shipped policy, `check FILE` validates one (exit 1 naming the
 line and field), `explain-step FILE STEPS.jsonl` shows every rule against one
 step, and `test FILE EVENTS.jsonl` is a dry run of a candidate policy over
-recorded steps (`publish`, `show` and `versions`, which need the database, are
-api/policy_admin.py). Steps are contract events, one JSON object a line, read through
-the same codec (and limits) as ingest. `add_commands(sub)` hangs them under
+recorded steps (without EVENTS.jsonl, over the event store: api/policy_record.py,
+with `explain RUN/STEP`; `publish`, `show` and `versions`, which need the database,
+are api/policy_admin.py). Steps are contract events, one JSON object a line, read
+through the same codec (and limits) as ingest. `add_commands(sub)` hangs them under
 `receipts`; `main(argv)` runs them on their own (and in tests).
 """
 
@@ -15,18 +16,17 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from functools import wraps
 from pathlib import Path
-from typing import Any
 
-from api import policy_admin
-from api.render import short_version
+from api import policy_admin, policy_record
+from api.incident_cli import when
+from api.policy_text import explained, trial_json, trial_text
 from domain.errors import ReceiptsError
 from domain.policy import Policy, PolicyError, load_policy, sample_text
-from domain.routing import Explanation, Router, RunContext, to_route
+from domain.routing import Router, RunContext, to_route
 from domain.steps import ActionEdited, ActionProposed, StepEvent
-from domain.trial import Trial, trial
+from domain.trial import trial
 from schemas.codec import Codec, DecodeError
 
 
@@ -119,64 +119,19 @@ def cmd_explain_step(_settings: object, args: argparse.Namespace) -> int:
             f"{args.steps}: the edit of step '{step.step_id}' has no action.proposed before it"
         )
     explanation = Router(policy).explain(RunContext.of(events[:at]), *routed)
-    print("\n".join(_explained(explanation, step)))
+    print("\n".join(explained(explanation, step)))
     return 0
-
-
-def _explained(explanation: Explanation, step: StepEvent) -> list[str]:
-    d = explanation.decision
-    lines = [
-        f"step {step.step_id} ({step.type}, event {step.event_id}) of run {step.run_id}",
-        f"decision: {d.lane} by rule {d.rule_id} (policy {short_version(d.policy_version)})"
-        + (f", reviewer role {d.required_role}" if d.required_role else ""),
-        *(f"  reason: {reason}" for reason in d.reasons),
-        *(["  missing: " + ", ".join(d.missing_fields)] if d.missing_fields else []),
-        f"  matched: {', '.join(d.matched_rules) or 'no rule (the default)'}",
-        "rules, in order (the first that matches routes):",
-    ]
-    for verdict in explanation.rules:
-        mark = "ROUTES" if verdict.routed else ("matches" if verdict.matched else "no match")
-        lines.append(f"  [{mark}] {verdict.rule_id} -> {verdict.lane}")
-        lines.extend(
-            f"      {'yes' if c.holds else 'NO '} {c.condition}: wants {c.expected}; step has {c.actual}"
-            for c in verdict.checks
-        )
-        if not verdict.checks:
-            lines.append("      (the default: routes when no rule matches)")
-    return lines
 
 
 @_reported
-def cmd_test(_settings: object, args: argparse.Namespace) -> int:
-    policy, events = _policy(args.file), _events(args.events)
-    result = trial(Router(policy), events, examples=args.examples)
-    print(json.dumps(trial_json(result), indent=2) if args.json else "\n".join(_trial_text(result)))
+def cmd_test(settings: object, args: argparse.Namespace) -> int:
+    policy = _policy(args.file)
+    if args.events is None:  # the steps recorded in the event store
+        result = policy_record.trial_recorded(settings, policy, args.since, args.examples)
+    else:
+        result = trial(Router(policy), _events(args.events), examples=args.examples, since=args.since)
+    print(json.dumps(trial_json(result), indent=2) if args.json else "\n".join(trial_text(result)))
     return 0
-
-
-def trial_json(result: Trial) -> dict[str, Any]:
-    document = asdict(result)
-    document["unchanged"] = result.unchanged
-    document["transitions"] = [{"from": a, "to": b, "steps": n} for a, b, n in result.transitions]
-    return document
-
-
-def _trial_text(result: Trial) -> list[str]:
-    lines = [
-        f"candidate policy {short_version(result.policy_version)} over {result.runs} runs, "
-        f"{result.proposed} proposed steps",
-        f"  would change lane: {result.changed} of {result.compared} with a recorded decision "
-        f"({result.unchanged} unchanged); {result.undecided} had no recorded decision",
-        *(f"  {a} -> {b}: {n}" for a, b, n in result.transitions),
-    ]
-    if result.examples:
-        lines.append("examples:")
-    for change in result.examples:
-        lines.append(
-            f"  {change.run_id} / {change.step_id}: {change.recorded_lane} ({change.recorded_by} rule "
-            f"{change.recorded_rule}) -> {change.lane} (rule {change.rule_id}: {'; '.join(change.reasons)})"
-        )
-    return lines
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -197,14 +152,29 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     explain.set_defaults(func=cmd_explain_step)
     test = commands.add_parser(
-        "test", help="dry run: which recorded steps a candidate policy would route otherwise"
+        "test",
+        help="dry run: which recorded steps a candidate policy would route otherwise",
+        description="A dry run of a candidate policy over recorded steps, before it is published: how "
+        "many would change lane, which way, with examples. Reads the event store, or a JSONL file.",
     )
     test.add_argument("file", help="the candidate policy (TOML)")
-    test.add_argument("events", help="JSONL contract events of recorded runs, in recording order")
+    test.add_argument(
+        "events",
+        nargs="?",
+        help="JSONL contract events of recorded runs, in recording order; "
+        "without it, every step recorded in the event store (needs the database)",
+    )
+    test.add_argument(
+        "--since",
+        type=when,
+        help="count only steps proposed or edited at or after this time (ISO 8601; UTC if no offset); "
+        "earlier steps of their runs still give them their context",
+    )
     test.add_argument("--json", action="store_true", help="the counts and examples as JSON")
     test.add_argument("--examples", type=int, default=5, help="at most this many examples (default 5)")
     test.set_defaults(func=cmd_test)
     policy_admin.add_commands(commands)
+    policy_record.add_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""The processes beside ingest: the projection runner (`project`), the HTTP API
-(`serve`), a rebuild of views from the log (`rebuild`), and how a child of `up`
+"""The processes beside ingest: the projection runner (`project`), the decisions relay
+(`relay`), the HTTP API (`serve`), a rebuild of views from the log (`rebuild`), and how a child of `up`
 dies with it (api/up.py starts and supervises them)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from api.bootstrap import build_projections, open_store
+from api.bootstrap import build_decision_relay, build_projections, open_store
 from api.liveness import Beats
 from api.supervise import PARENT
 from infra.memory import tune_gc
@@ -37,6 +37,21 @@ def cmd_project(settings: Settings, _args: argparse.Namespace, should_stop: Call
     return 0
 
 
+def cmd_relay(settings: Settings, _args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
+    """Publish every lane and review decision to the decisions topic, once."""
+    settings = settings.resolved()
+    store = open_store(settings, create=True)
+    beats = Beats(settings, "relay")
+    try:
+        relay = build_decision_relay(settings, store)
+        beats.beat(now=True)
+        relay.run(beats.on_each_turn(should_stop))
+    finally:
+        store.close()
+    beats.stopped()
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -45,7 +60,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     port = settings.http_port if args.port is None else args.port
     print(
-        f"HTTP API on http://{settings.http_host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
+        f"HTTP API on http://{settings.http_host}:{port} (bearer token; OpenAPI at /openapi.json)",
         flush=True,
     )
     uvicorn.run(create_app(settings), host=settings.http_host, port=port, log_level="warning")

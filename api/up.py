@@ -6,6 +6,11 @@ child that exits is restarted with backoff (api/supervise.py). None outlives
 `up`: the servers get a parent-death signal, the workers die with it
 (api.service_cli.die_with_parent), and a new `up` stops what a killed one's state
 file still names. Ctrl-C drains ingest, then stops the rest, servers last.
+
+On its first start on embedded servers, `up` adds a local admin principal for
+tenant `default` and writes its token to `.receipts/token` (0600), which the
+CLI reads: the two commands of the README need no other step. On external
+servers (RECEIPTS_DATABASE_URL) it adds nobody: their administrators do.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from typing import Any
 
 import psutil
 
-from api.bootstrap import migrate
+from api.bootstrap import migrate, open_store
 from api.liveness import Beats
 from api.supervise import DRAIN_SECONDS, PARENT, Child, GaveUp, RestartPolicy, Stop, Supervisor
+from domain.policy import Policy
+from domain.principals import ADMIN
 from infra.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
@@ -35,20 +42,23 @@ from infra.embedded import (
     stop_postmaster,
 )
 from infra.policies import read_policy_file
+from infra.principals import Principals, write_token_file
 from infra.rollback.config import read_rollback_config
 from infra.settings import NotRunning, Settings
 
 log = logging.getLogger("receipts.up")
 DEFAULT_KAFKA_PORT = 9092
 TURN = 0.2
+LOCAL_ADMIN = "local-admin"
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     # A policy file with an error stops `up` here, naming its line and field (exit 2),
     # before anything starts: ingest would only fail on it again at every restart.
-    read_policy_file(settings.policy)
+    policy, _ = read_policy_file(settings.policy)
     if settings.rollback is not None:  # the same for the rollback targets
         read_rollback_config(settings.rollback)
+    embedded_database = not settings.database_url
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _take_over(settings)
     # Claim the data dir at once, so a second `up` refuses instead of taking over.
@@ -61,10 +71,12 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     try:
         settings = _start_servers(settings, args, supervisor)
         migrate(settings)  # every table, before any child needs one
+        if embedded_database:
+            _local_admin(settings, policy)
         beats.append(Beats(settings, "up"))
         http_port = _http_port(settings, args.http_port)
         _write_state(settings, http_port, supervisor)
-        commands = [["ingest", "--drain"], ["project"], ["serve", "--port", str(http_port)]]
+        commands = [["ingest", "--drain"], ["project"], ["relay"], ["serve", "--port", str(http_port)]]
         if settings.rollback is not None:  # without targets there is nothing it could undo
             commands.append(["rollback-worker"])
         for command in commands:
@@ -111,6 +123,29 @@ def _start_servers(settings: Settings, args: argparse.Namespace, supervisor: Sup
     return settings.model_copy(update={"database_url": url, "kafka_bootstrap": bootstrap})
 
 
+def _local_admin(settings: Settings, policy: Policy) -> None:
+    """On the first start (no principal at all): an admin of tenant `default` holding every
+    reviewer role the policy names, its token in the data dir for the CLI."""
+    store = open_store(settings)
+    try:
+        principals = Principals(store.steps.datastore, settings.database_schema)
+        if principals.any():
+            return
+        roles = {ADMIN, *(r.role for r in policy.rules if r.role)}
+        roles |= {policy.default.role} if policy.default.role else set()
+        roles |= {c.reviewer_role for c in policy.contracts.values() if c.reviewer_role}
+        token = principals.add(LOCAL_ADMIN, "default", roles, "receipts up (first start)")
+    finally:
+        store.close()
+    write_token_file(settings.token_file, token)
+    log.info(
+        "added principal %s (tenant default, roles %s); its token is in %s",
+        LOCAL_ADMIN,
+        ", ".join(sorted(roles)),
+        settings.token_file,
+    )
+
+
 def _worker(settings: Settings, command: Sequence[str]) -> Child:
     env = {
         **os.environ,
@@ -152,7 +187,7 @@ def _stop_all(supervisor: Supervisor, stop: Stop) -> None:
     """Ingest first (draining what was published, unless a second signal says not
     to), then the other workers; the servers after that, in cmd_up."""
     supervisor.stop(["ingest"], again=lambda: stop.hard)
-    supervisor.stop(["project", "serve", "rollback-worker"])
+    supervisor.stop(["project", "relay", "serve", "rollback-worker"])
 
 
 def _http_port(settings: Settings, asked: int | None) -> int:
@@ -178,9 +213,14 @@ def _write_state(settings: Settings, http_port: int, supervisor: Supervisor) -> 
         f"  Kafka     {settings.kafka_bootstrap}  (publish to '{settings.topic}', bad input lands in "
         f"'{settings.dlq_topic}')\n"
         f"  Postgres  {settings.database_url}\n"
-        f"  HTTP API  {http}  (OpenAPI: {http}/openapi.json, docs: {http}/docs)\n"
+        f"  HTTP API  {http}  (Authorization: Bearer TOKEN; OpenAPI: {http}/openapi.json)\n"
         f"  Data      {settings.data_dir.resolve()}\n"
-        "In another terminal, same directory: ./receipts demo, then ./receipts show demo-lead-followup",
+        + (
+            f"  Token     {settings.token_file.resolve()}  (the CLI uses it)\n"
+            if settings.token_file.exists()
+            else ""
+        )
+        + "In another terminal, same directory: ./receipts demo, then ./receipts show demo-lead-followup",
         flush=True,
     )
 

@@ -1,5 +1,10 @@
 """The HTTP API: incident questions over the views, receipts, verification.
 
+Every endpoint, /openapi.json included, takes `Authorization: Bearer TOKEN`
+(api/auth.py) and answers in the caller's own tenant: another tenant's run is
+a 404 exactly like a run that does not exist. There are no /docs pages: a
+browser cannot send the token to them; load /openapi.json into a viewer instead.
+
 Every error is an RFC 9457 problem document (`application/problem+json`) with a
 sentence a person can act on; a bad parameter is a 422 naming the field.
 """
@@ -19,10 +24,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from api import auth
+from api.auth import AdminDep, PrincipalDep, TenantDep
 from api.bootstrap import build_queries, build_status, open_store, require_tables
+from api.deps import QueriesDep, StoreDep
 from api.liveness import Beats
+from api.queue_web import queue_routes
 from api.render import receipt_markdown
-from domain.errors import Invalid, ReceiptsError, Unavailable
+from domain.errors import Invalid, ReceiptsError
 from domain.receipt import Receipt
 from domain.run import run_uuid
 from infra.policies import NoPolicy
@@ -36,6 +45,7 @@ from projections.queries import (
     Queries,
     RelatedRuns,
     RunFilter,
+    RunQuery,
     RunsPage,
 )
 from projections.status import HealthReport, StatusProbe
@@ -45,7 +55,6 @@ MARKDOWN = "text/markdown"
 MAX_WAIT = 10.0
 # Every parameter is bounded (projections/bounds.py): no NUL, ids of at most
 # MAX_TEXT characters, times within [EARLIEST, LATEST): a 422, never a 500.
-Tenant = Annotated[Text, Query(description="isolation boundary of the run")]
 RunId = Annotated[Text, Path(description="the run's id as its publisher named it")]
 Name = Annotated[Text, Path()]
 Accept = Annotated[str, Header(max_length=1024)]
@@ -69,7 +78,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings)
         require_tables(settings, store)  # the read side creates none: `up` or `migrate` does
+        auth.install(settings, store, app.state)
         app.state.store = store
+        app.state.settings = settings
         app.state.queries = build_queries(settings, store)
         app.state.status = build_status(settings, store)
         # /health runs on threads of its own: never queued behind the shared pool's load.
@@ -86,6 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
         beating.cancel()
         await waiters.stop()
         app.state.status.close()
+        if getattr(app.state, "publisher", None) is not None:
+            await asyncio.to_thread(app.state.publisher.close)
         store.close()
         await asyncio.to_thread(beats.stopped)
 
@@ -94,26 +107,21 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         summary="Receipts for AI-agent runs: reconstruct a run, find every run related to the damage.",
         lifespan=lifespan,
-        responses={404: {"model": Problem}, 422: {"model": Problem}},
+        responses={401: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}},
+        # Every route depends on a principal; the built-in /openapi.json and /docs would not.
+        dependencies=[Depends(auth.authenticated)],
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     _install_problems(app)
     _routes(app)
     return app
-
-
-# Dependencies are coroutines: a sync one would take a worker thread per request.
-async def _store(request: Request) -> RunStore:
-    store: RunStore = request.app.state.store
-    return store
-
-
-async def _queries(request: Request) -> Queries:
-    queries: Queries = request.app.state.queries
-    return queries
-
-
-StoreDep = Annotated[RunStore, Depends(_store)]
-QueriesDep = Annotated[Queries, Depends(_queries)]
 
 
 class PolicyVersionPublic(BaseModel):
@@ -135,10 +143,12 @@ class PolicyVersionsPublic(BaseModel):
 
 def _routes(app: FastAPI) -> None:
     _policy_routes(app)
+    queue_routes(app)
 
     @app.get("/runs", response_model=RunsPage, summary="List runs, newest first, with filters")
-    def list_runs(queries: QueriesDep, f: Annotated[RunFilter, Query()]) -> RunsPage:
-        return queries.runs(f)
+    def list_runs(queries: QueriesDep, principal: PrincipalDep, f: Annotated[RunQuery, Query()]) -> RunsPage:
+        # The tenant is a field of the query model (which forbids unknown fields), not TenantDep.
+        return queries.runs(RunFilter(**{**f.model_dump(), "tenant": principal.tenant_for(f.tenant)}))
 
     @app.get(
         "/runs/{run_id}/receipt",
@@ -150,7 +160,7 @@ def _routes(app: FastAPI) -> None:
         run_id: RunId,
         store: StoreDep,
         queries: QueriesDep,
-        tenant: Tenant = "default",
+        tenant: TenantDep,
         as_of: Annotated[Instant | None, Query(description="the receipt as it stood then")] = None,
         after_event: Annotated[Text | None, Query(description="wait until this event is in it")] = None,
         wait: Annotated[float, Query(gt=0, le=MAX_WAIT, description="seconds to wait for after_event")] = 2.0,
@@ -175,7 +185,7 @@ def _routes(app: FastAPI) -> None:
         response_model=Verified,
         summary="Recompute the run's hash chain; compare the receipts view with a fresh fold of its events",
     )
-    def verify(run_id: RunId, store: StoreDep, queries: QueriesDep, tenant: Tenant = "default") -> Verified:
+    def verify(run_id: RunId, store: StoreDep, queries: QueriesDep, tenant: TenantDep) -> Verified:
         return verify_run(store, queries, tenant, run_id)
 
     @app.get(
@@ -188,7 +198,7 @@ def _routes(app: FastAPI) -> None:
         system: Name,
         kind: Name,
         entity_id: Name,
-        tenant: Tenant = "default",
+        tenant: TenantDep,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> RelatedRuns:
         return queries.touched(system, kind, entity_id, tenant=tenant, limit=limit)
@@ -203,7 +213,7 @@ def _routes(app: FastAPI) -> None:
         system: Name,
         kind: Name,
         source_id: Name,
-        tenant: Tenant = "default",
+        tenant: TenantDep,
         version: Annotated[Text | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> RelatedRuns:
@@ -212,7 +222,7 @@ def _routes(app: FastAPI) -> None:
     @app.get("/findings", response_model=FindingsPage, summary="Receipt gaps across runs, newest runs first")
     def findings(
         queries: QueriesDep,
-        tenant: Tenant = "default",
+        tenant: TenantDep,
         code: Annotated[Text | None, Query()] = None,
         severity: Annotated[Text | None, Query()] = None,
         workflow: Annotated[Text | None, Query()] = None,
@@ -238,7 +248,7 @@ def _routes(app: FastAPI) -> None:
         summary="Processes, view lag, quarantined events, recent incidents; 503 when degraded",
         responses={503: {"model": HealthReport, "description": "degraded: `problems` says why"}},
     )
-    async def health(request: Request) -> JSONResponse:
+    async def health(request: Request, _admin: AdminDep) -> JSONResponse:
         status: StatusProbe = request.app.state.status
         report = await anyio.to_thread.run_sync(status.report, limiter=request.app.state.health_threads)
         body = report.model_dump(mode="json")
@@ -327,8 +337,7 @@ def _install_problems(app: FastAPI) -> None:
         if isinstance(error, Invalid):
             extra["errors"] = [{"field": error.field, "message": error.message}]
         response = problem(error.status, error.title, error.detail, **extra)
-        if isinstance(error, Unavailable) and error.retry_after is not None:
-            response.headers["Retry-After"] = str(error.retry_after)
+        response.headers.update(error.headers())
         return response
 
     @app.exception_handler(HTTPException)

@@ -15,15 +15,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
+from uuid import uuid4
 
 import psycopg
 from psycopg import sql
 
+from api.bootstrap import open_store
 from bench.corpus import RunKeys
 from bench.latency import start_cli_process, stop_process
 from bench.support import TENANT, say
+from domain.principals import ADMIN
 from domain.run import run_uuid
 from infra.embedded import free_port
+from infra.principals import Principals
 from infra.settings import Settings
 from projections.queries import Queries, RelatedRuns, RunFilter, RunsPage
 
@@ -161,11 +165,21 @@ def time_floor(
     return out
 
 
+@dataclass(frozen=True)
+class Api:
+    """`receipts serve` as the bench runs it, and the token it asks with (every endpoint
+    wants one: an admin of the bench's tenant, so /health answers too)."""
+
+    port: int
+    token: str
+
+
 class Client:
     """One keep-alive HTTP/1.1 connection to the API."""
 
-    def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    def __init__(self, api: Api) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=60)
+        self.headers = {"Authorization": f"Bearer {api.token}"}
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
@@ -176,7 +190,7 @@ class Client:
             return self._get(path)
 
     def _get(self, path: str) -> tuple[int, bytes]:
-        self.conn.request("GET", path)
+        self.conn.request("GET", path, headers=self.headers)
         response = self.conn.getresponse()
         return response.status, response.read()
 
@@ -185,9 +199,9 @@ class Client:
 
 
 def time_http(
-    port: int, asked: Sequence[Question], timings: dict[str, Timings], samples: int, warmup: int, seed: int
+    api: Api, asked: Sequence[Question], timings: dict[str, Timings], samples: int, warmup: int, seed: int
 ) -> None:
-    client = Client(port)
+    client = Client(api)
 
     def ask(question: Question, probe: Probe, record: bool) -> None:
         started = time.perf_counter()
@@ -206,9 +220,10 @@ def time_http(
         client.close()
 
 
-def start_api(settings: Settings, workdir: Path, stack: ExitStack) -> int:
-    """`receipts serve` (uvicorn, one process) on a free port; returns the port once /health answers."""
-    port = free_port()
+def start_api(settings: Settings, workdir: Path, stack: ExitStack) -> Api:
+    """`receipts serve` (uvicorn, one process) on a free port, once /health answers."""
+    api = Api(free_port(), _bench_principal(settings))
+    port = api.port
     log_path = workdir / "api.log"
     proc = start_cli_process(settings, ["serve", "--port", str(port)], workdir / "api", log_path)
     stack.callback(stop_process, proc)
@@ -216,10 +231,10 @@ def start_api(settings: Settings, workdir: Path, stack: ExitStack) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
-        client = Client(port)
+        client = Client(api)
         try:
             if client.get("/health")[0] == 200:
-                return port
+                return api
         except OSError:
             pass
         finally:
@@ -229,3 +244,12 @@ def start_api(settings: Settings, workdir: Path, stack: ExitStack) -> int:
         f"the HTTP API did not come up (exit code {proc.poll()}); the end of {log_path}:\n"
         + log_path.read_text()[-2000:]
     )
+
+
+def _bench_principal(settings: Settings) -> str:
+    store = open_store(settings)
+    try:
+        principals = Principals(store.steps.datastore, settings.database_schema)
+        return principals.add(f"bench-{uuid4().hex[:8]}", TENANT, [ADMIN], "bench")
+    finally:
+        store.close()

@@ -44,7 +44,7 @@ from psycopg import sql
 
 from api.bootstrap import build_projections, build_queries, open_store
 from bench.corpus import Loaded, Stamper, build_templates, first_start, load
-from bench.lookups import FLOOR, Timings, questions, start_api, time_direct, time_floor, time_http
+from bench.lookups import FLOOR, Api, Timings, questions, start_api, time_direct, time_floor, time_http
 from bench.rebuild import library_baseline, rebuild_views
 from bench.report import Report, query_report
 from bench.support import checkpoint, create_schema, drop_schema, prepare_process, say, sql_run, start_servers
@@ -160,7 +160,7 @@ def finding_codes(url: str, schema: str) -> list[str]:
 
 
 def run_queries(
-    args: argparse.Namespace, settings: Settings, store: RunStore, loaded: Loaded, port: int
+    args: argparse.Namespace, settings: Settings, store: RunStore, loaded: Loaded, api: Api
 ) -> dict[str, Timings]:
     assert settings.database_url
     asked = questions(loaded.samples, finding_codes(settings.database_url, settings.database_schema))
@@ -177,8 +177,8 @@ def run_queries(
         args.warmup,
         args.seed + 2,
     )
-    say(f"queries: the same through the HTTP API on port {port}")
-    time_http(port, asked, timings, args.samples, args.warmup, args.seed + 3)
+    say(f"queries: the same through the HTTP API on port {api.port}")
+    time_http(api, asked, timings, args.samples, args.warmup, args.seed + 3)
     return {**timings, FLOOR: floor}
 
 
@@ -225,13 +225,13 @@ def measure(args: argparse.Namespace, workdir: Path, date: str, stack: ExitStack
     say(f"rebuild: {rebuilt.rate:,.0f} events/s over {rebuilt.events:,} events")
     check_views(url, schema, loaded)
     settled = settle(url, schema)
-    port = start_api(settings, workdir, stack)
-    timings = run_queries(args, settings, store, loaded, port)
+    api = start_api(settings, workdir, stack)
+    timings = run_queries(args, settings, store, loaded, api)
     visible = None
     if args.visible_seconds > 0:
         visible = run_visible(
             settings,
-            port,
+            api,
             args.visible_rate,
             args.visible_seconds,
             args.visible_sample_every,

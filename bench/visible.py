@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bench.latency import start_cli_process, stop_process
-from bench.lookups import Client
+from bench.lookups import Api, Client
 from bench.steps import LANES, REVIEWERS, StepFactory
 from bench.support import say
 from domain.steps import Actor, StepEvent
@@ -133,8 +133,8 @@ class Script:
 class Pollers:
     """Clients waiting, each on its own keep-alive connection, for sampled events to show."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, api: Api) -> None:
+        self.api = api
         self.pool = ThreadPoolExecutor(POLLERS, thread_name_prefix="bench-poll")
         self.local = threading.local()
         self.futures: list[Future[float | None]] = []
@@ -145,7 +145,7 @@ class Pollers:
     def _wait(self, run_id: str, event_id: str, at: float) -> float | None:
         client = getattr(self.local, "client", None)
         if client is None:
-            client = self.local.client = Client(self.port)
+            client = self.local.client = Client(self.api)
         status, _ = client.get(f"/runs/{quote(run_id)}/receipt?after_event={event_id}&wait={WAIT_SECONDS:g}")
         return (time.time() - at) * 1000 if status == 200 else None
 
@@ -172,7 +172,7 @@ def _wait_for_log(proc: subprocess.Popen[bytes], log_path: Path, text: str, time
 
 def run_visible(
     settings: Settings,
-    port: int,
+    api: Api,
     rate: float,
     seconds: float,
     sample_every: int,
@@ -189,7 +189,7 @@ def run_visible(
         proc = start_cli_process(settings, [command], workdir / command, log_path)
         stack.callback(stop_process, proc)
         _wait_for_log(proc, log_path, ready)
-    pollers = Pollers(port)
+    pollers = Pollers(api)
     stack.callback(pollers.close)
     script = Script(seed, f"live-{settings.group}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -25,7 +25,10 @@ PUBLIC_FLAGS = frozenset({"public", "public_facing"})
 
 
 class StepView:
-    """One evaluation's view of the step: plain attributes, texts built only if a rule asks."""
+    """One evaluation's view of the step: plain attributes, texts built only if a rule asks.
+
+    `texts` holds each text built, by its key (a scope's name, or the names of several
+    joined by '/')."""
 
     __slots__ = (
         "confidence",
@@ -33,6 +36,7 @@ class StepView:
         "flags",
         "kind",
         "output",
+        "params",
         "proposal",
         "reason_code",
         "system",
@@ -44,34 +48,49 @@ class StepView:
     def __init__(self, context: RunContext, proposal: ActionProposed, output: str | None) -> None:
         data = proposal.data
         action = data.action
+        signal = data.signal
         self.context = context
         self.proposal = proposal
         self.workflow = context.workflow or ""
         self.verb = action.verb
         self.system = action.target.system
         self.kind = action.target.kind
-        self.confidence = data.signal.confidence
-        self.reason_code = data.signal.reason_code
-        self.flags = data.signal.flags
+        self.confidence = signal.confidence
+        self.reason_code = signal.reason_code
+        self.flags = signal.flags
+        self.params = action.params
         self.output = action.output if output is None else output
-        self.texts: dict[tuple[TextScope, ...], str] = {}
+        self.texts: dict[str, str] = {}
 
     @property
     def no_recovery(self) -> bool:
         rollback = self.proposal.data.rollback
         return rollback is None or rollback.method == "none"
 
-    def text(self, scopes: tuple[TextScope, ...]) -> str:
-        """The scopes' texts, lower-cased, one scope a line (each built once per
-        evaluation, and only if a rule looks at it)."""
-        known = self.texts.get(scopes)
+    def text(self, key: str, scopes: tuple[TextScope, ...]) -> str:
+        """The scopes' texts (`key` names them), lower-cased, one scope a line (each built
+        once per evaluation, and only if a rule looks at it; the run's own texts, input and
+        sources, once per run context)."""
+        known = self.texts.get(key)
         if known is None:
-            if len(scopes) == 1:
-                known = _TEXTS[scopes[0]](self).lower()
+            if len(scopes) > 1:
+                known = "\n".join([self.text(scope, (scope,)) for scope in scopes])
+            elif key in _RUN_SCOPES:
+                cached = self.context.texts
+                known = cached.get(key)
+                if known is None:
+                    known = cached[key] = _TEXTS[key](self).lower()
             else:
-                known = "\n".join([self.text((scope,)) for scope in scopes])
-            self.texts[scopes] = known
+                known = _TEXTS[key](self).lower()
+            self.texts[key] = known
         return known
+
+
+_RUN_SCOPES = frozenset({"input", "sources"})  # what the run recorded before the step: per context
+
+
+def text_key(scopes: tuple[TextScope, ...]) -> str:
+    return "/".join(scopes)
 
 
 def _input_text(step: StepView) -> str:
@@ -87,9 +106,13 @@ def _input_text(step: StepView) -> str:
     return "\n".join([ref.id, ref.uri or "", *same])
 
 
-def _params_text(step: StepView) -> str:
+def params_text(step: StepView) -> str:
     """Keys and values of `params`, one a line; flat values without a walk (the usual tool call)."""
-    params = step.proposal.data.action.params
+    params = step.params
+    try:  # the usual tool call: text values only, one join (a TypeError on any other value)
+        return "\n".join([*params, *params.values()])
+    except TypeError:
+        pass
     words: list[str] = [*params]
     stack: list[Any] = []
     for value in params.values():
@@ -115,7 +138,7 @@ _TEXTS: dict[str, Callable[[StepView], str]] = {
     "input": _input_text,
     "sources": lambda s: "\n".join(x.excerpt or "" for x in s.context.sources),
     "output": lambda s: s.output,
-    "params": _params_text,
+    "params": params_text,
 }
 
 
@@ -128,6 +151,15 @@ class Condition:
     expected: str
     test: Callable[[StepView], bool]
     actual: Callable[[StepView], str]
+    # The test as a Python expression over the step `s`, for `domain.matcher` to write inline
+    # (a call per condition is most of a cheap condition's cost); `{x}` is `bound["x"]`.
+    # None: the matcher calls `test`. Either way the answer is the same.
+    inline: str | None = None
+    bound: dict[str, Any] = field(default_factory=dict)
+    # A words condition: (word, its lower-cased first word, its whole-word regex) and where to
+    # look (the matcher writes the searches inline, each word searched once per step).
+    words: tuple[tuple[str, str, re.Pattern[str]], ...] = ()
+    scopes: tuple[TextScope, ...] = ()
 
 
 def _names(pattern: tuple[str, ...]) -> Callable[[str | None], bool]:
@@ -169,7 +201,10 @@ def field_reader(path: FieldPath) -> Callable[[StepView], Any]:
         return lambda step: step.output  # an edit's output, when an edit is routed
     root, *rest = path.split(".")
     if root == "action" and rest[0] == "params":
-        start: Callable[[StepView], Any] = lambda step: step.proposal.data.action.params  # noqa: E731
+        if len(rest) == 2:  # the usual one, a top-level parameter: one dict look
+            name = rest[1]
+            return lambda step: step.params.get(name)
+        start: Callable[[StepView], Any] = lambda step: step.params  # noqa: E731
         rest = rest[1:]
     else:
         start = _ROOTS[root]
@@ -208,12 +243,15 @@ def compile_when(when: When, policy: Policy) -> tuple[list[Condition], list[Cond
     def listed(target: list[Condition], name: str, values: tuple[str, ...], attr: str) -> None:
         if values:
             holds = _names(values)
+            exact = all(not v.endswith("*") for v in values)
             target.append(
                 Condition(
                     name,
                     "one of " + ", ".join(values),
                     lambda s: holds(getattr(s, attr)),
                     lambda s: repr(getattr(s, attr)),
+                    f"s.{attr} in {{names}}" if exact else f"{{holds}}(s.{attr})",
+                    {"names": frozenset(values), "holds": holds},
                 )
             )
 
@@ -240,6 +278,9 @@ def compile_when(when: When, policy: Policy) -> tuple[list[Condition], list[Cond
                 str(wanted).lower(),
                 lambda s: public(s) is wanted,
                 lambda s: f"{str(public(s)).lower()} (target {s.system}/{s.kind})",
+                "(s.system in {whole} or (s.system, s.kind) in {pairs} or not {flags}.isdisjoint(s.flags))"
+                " is {wanted}",
+                {"whole": whole_systems, "pairs": pairs, "flags": PUBLIC_FLAGS, "wanted": wanted},
             )
         )
     low, high = when.min_confidence, when.max_confidence
@@ -250,6 +291,8 @@ def compile_when(when: When, policy: Policy) -> tuple[list[Condition], list[Cond
                 f">= {low}",
                 lambda s: s.confidence is not None and s.confidence >= low,
                 lambda s: str(s.confidence),
+                "s.confidence is not None and s.confidence >= {low}",
+                {"low": low},
             )
         )
     if high is not None:
@@ -259,6 +302,8 @@ def compile_when(when: When, policy: Policy) -> tuple[list[Condition], list[Cond
                 f"< {high}",
                 lambda s: s.confidence is not None and s.confidence < high,
                 lambda s: str(s.confidence),
+                "s.confidence is not None and s.confidence < {high}",
+                {"high": high},
             )
         )
     if when.flags:
@@ -269,6 +314,8 @@ def compile_when(when: When, policy: Policy) -> tuple[list[Condition], list[Cond
                 "any of " + ", ".join(when.flags),
                 lambda s: not flags.isdisjoint(s.flags),
                 lambda s: repr(list(s.flags)),
+                "not {flags}.isdisjoint(s.flags)",
+                {"flags": flags},
             )
         )
     if when.missing:
@@ -281,12 +328,30 @@ def compile_when(when: When, policy: Policy) -> tuple[list[Condition], list[Cond
                     return True
             return False
 
+        # Inline: `is_missing` written out over each path's value, a top-level parameter read
+        # in place (`field_reader` reads it so), any other path by its bound reader.
+        bound: dict[str, Any] = {}
+        values = []
+        for n, path in enumerate(when.missing):
+            parts = path.split(".")
+            if len(parts) == 3 and parts[:2] == ["action", "params"]:
+                bound[f"name{n}"] = parts[2]
+                values.append(f"s.params.get({{name{n}}})")
+            else:
+                bound[f"read{n}"] = reads[n]
+                values.append(f"{{read{n}}}(s)")
+        inline = " or ".join(
+            f"(_m := {value}) is None or _m == '' or (isinstance(_m, (list, tuple, dict)) and not _m)"
+            for value in values
+        )
         rest.append(
             Condition(
                 "missing",
                 "any of " + ", ".join(when.missing),
                 any_missing,
                 lambda s: "missing: " + (", ".join(p for p, g in getters if is_missing(g(s))) or "none"),
+                inline,
+                bound,
             )
         )
     if when.no_recovery is not None:
@@ -299,6 +364,8 @@ def compile_when(when: When, policy: Policy) -> tuple[list[Condition], list[Cond
                 lambda s: (
                     f"rollback {s.proposal.data.rollback.method if s.proposal.data.rollback else 'absent'}"
                 ),
+                "s.no_recovery is {wanted}",
+                {"wanted": wanted_none},
             )
         )
     if when.words:  # last: the only condition whose cost grows with the text
@@ -310,14 +377,13 @@ def _word_condition(words: tuple[str, ...], scopes: tuple[TextScope, ...]) -> Co
     # A substring find (memchr speed) rules most texts out; only where a stem occurs is
     # its regex (whole-word boundaries, ~10 ns a character) run, from that place on.
     # A phrase is found by its first word (the regex then allows any whitespace between words).
-    stems = tuple((w.removesuffix("*").lower().split()[0], _words((w,))) for w in words)
+    key = text_key(scopes)
+    searches = tuple((w, w.removesuffix("*").lower().split()[0], _words((w,))) for w in words)
     pattern = _words(words)
 
     def holds(s: StepView) -> bool:
-        text = s.texts.get(scopes)  # inlined cache hit: this runs for most candidate rules
-        if text is None:
-            text = s.text(scopes)
-        for stem, whole in stems:
+        text = s.text(key, scopes)
+        for _, stem, whole in searches:
             at = text.find(stem)
             if at >= 0 and whole.search(text, at):
                 return True
@@ -325,11 +391,16 @@ def _word_condition(words: tuple[str, ...], scopes: tuple[TextScope, ...]) -> Co
 
     def shown(s: StepView) -> str:
         for scope in scopes:
-            found = pattern.search(s.text((scope,)))
+            found = pattern.search(s.text(scope, (scope,)))
             if found:
                 return f"'{found.group(0)}' in {scope}"
         return "none found"
 
     return Condition(
-        "words", f"any of {', '.join(repr(w) for w in words)} in {'/'.join(scopes)}", holds, shown
+        "words",
+        f"any of {', '.join(repr(w) for w in words)} in {'/'.join(scopes)}",
+        holds,
+        shown,
+        words=searches,
+        scopes=scopes,
     )

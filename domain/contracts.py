@@ -2,24 +2,38 @@
 
 A contract (`domain.policy.Contract`) is what a workflow's lane may do. These
 checks take it as an argument, so the receipt stays a pure fold: the caller
-finds the contract in the policy version the service decided the run by
-(`service_policy_versions`) and passes it to `render(entries, contract)` or
-calls `check_contract` itself. A list the contract leaves empty is not checked.
+finds the contract with `run_contract(events, lookup)` — the run's workflow in
+the policy version the service last decided the run by, read through a lookup
+the caller supplies (infra reads its table) — and passes it to
+`render(entries, contract)`. A run the service never decided, or a workflow its
+policy has no contract for, is checked against nothing: no contract, no breach.
+A list the contract leaves empty is not checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from domain.findings import Finding
 from domain.policy import Contract
-from domain.steps import ActionProposed, RunFinished, RunStarted, SourceUsed, StepEvent
+from domain.steps import (
+    ActionProposed,
+    PolicyDecided,
+    RunFinished,
+    RunStarted,
+    SourceUsed,
+    StepEvent,
+    decision_source,
+)
 
 if TYPE_CHECKING:
     from domain.receipt import Receipt
 
 ContractCheck = Callable[[Sequence[StepEvent], Contract], Iterator[Finding]]
+# (policy version, workflow) -> that version's contract for the workflow, None if it has none
+# (or the version is not known): how the caller lets the domain read recorded policies.
+ContractLookup = Callable[[str, str], Contract | None]
 
 
 def input_outside_contract(events: Sequence[StepEvent], contract: Contract) -> Iterator[Finding]:
@@ -136,3 +150,23 @@ def service_policy_versions(receipt: Receipt) -> tuple[str, ...]:
         if step.policy and step.policy.source == "service":
             seen[step.policy.policy_version] = None
     return tuple(seen)
+
+
+def decided_by(events: Iterable[StepEvent]) -> str | None:
+    """The policy version the service decided the run's latest decision by (None: none yet)."""
+    version = None
+    for event in events:
+        if isinstance(event, PolicyDecided) and decision_source(event) == "service":
+            version = event.data.policy_version
+    return version
+
+
+def run_contract(events: Sequence[StepEvent], lookup: ContractLookup) -> Contract | None:
+    """The contract to check the run against: its workflow's, in the policy version the service
+    last decided it by. A platform's own decision names no policy the service holds: it counts
+    for nothing here, so a run only a platform decided has no contract (and no breach)."""
+    workflow = next((e.data.workflow for e in events if isinstance(e, RunStarted)), None)
+    version = decided_by(events)
+    if workflow is None or version is None:
+        return None
+    return lookup(version, workflow)

@@ -11,6 +11,10 @@ class ReceiptsError(Exception):
     title: str = "Internal error"
     exit_code: int = 2  # what the `receipts` command exits with
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers its problem document carries (Retry-After, WWW-Authenticate…)."""
+        return {}
+
     @property
     def detail(self) -> str:
         return str(self.args[0]) if self.args else self.title
@@ -40,3 +44,26 @@ class Unavailable(ReceiptsError):
     status = 503
     title = "Unavailable"
     retry_after: int | None = None  # seconds, sent as Retry-After
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+class Unauthorized(ReceiptsError):
+    """No usable token: none, malformed, unknown or revoked. Which of these is not
+    told to the caller beyond its own request (a missing header, a malformed one)."""
+
+    status = 401
+    title = "Unauthorized"
+    exit_code = 3
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="receipts"'}
+
+
+class Forbidden(ReceiptsError):
+    """A known principal asking for what its tenant or roles do not allow."""
+
+    status = 403
+    title = "Forbidden"
+    exit_code = 3

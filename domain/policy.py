@@ -75,8 +75,10 @@ class Contract(Doc):
     # Verbs that must carry a recovery path (a rollback method other than none); "*": every verb.
     recovery: tuple[Id, ...] = ()
     final_states: tuple[FinalState, ...] = ()
-    # Read by the approval queue (a later issue): how long a step may wait for its reviewer.
+    # How long a step may wait for its reviewer before it expires (the approval queue).
     review_deadline: timedelta | None = None
+    # A reviewer who edits a draft may approve the edit, unless the lane asks for another person.
+    second_eyes_after_edit: bool = False
 
     def needs_recovery(self, verb: str) -> bool:
         return "*" in self.recovery or verb in self.recovery

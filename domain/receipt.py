@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from domain.chain import Integrity, StoredLink
-from domain.contracts import check_contract
+from domain.contracts import ContractLookup, check_contract, run_contract
 from domain.findings import Finding, detect, final_state_unclear
 from domain.policy import Contract
 from domain.recovery import Recovery, recoveries, unhandled_failures
 from domain.steps import (
-    SERVICE,
     Action,
     ActionEdited,
     ActionExecuted,
@@ -50,6 +49,7 @@ from domain.steps import (
     Source,
     SourceUsed,
     StepEvent,
+    decision_source,
 )
 
 if TYPE_CHECKING:
@@ -320,14 +320,6 @@ class _StepFold:
         )
 
 
-def decision_source(step: PolicyDecided) -> DecisionSource:
-    """Who decided: the service only if the decision says so and the service wrote it.
-
-    Ingest is to refuse a wire step that claims to be the service's (`reserved_for_service`);
-    should one be in the record anyway, naming itself so without the service's actor is not enough."""
-    return "service" if step.data.source == "service" and step.actor == SERVICE else "platform"
-
-
 def _diff(before: str | None, after: str | None, a: str, b: str) -> str | None:
     if before is None or after is None or before == after:
         return None
@@ -483,3 +475,10 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
         event_ids=tuple(e.step.event_id for e in entries),
         recovery=recovery,
     )
+
+
+def render_checked(entries: Sequence[Entry], contracts: ContractLookup | None) -> Receipt:
+    """`render`, checked against the run's lane contract when `contracts` (None: no lookup) finds
+    one: the receipt every reader is served, the one a view stores and `verify` refolds."""
+    contract = run_contract([e.step for e in entries], contracts) if contracts else None
+    return render(entries, contract)

@@ -11,8 +11,9 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain.chain import GENESIS, StoredLink, link
+from domain.contracts import ContractLookup
 from domain.errors import NotFound
-from domain.receipt import Receipt, render
+from domain.receipt import Receipt, render_checked
 from domain.steps import StepEvent
 
 if TYPE_CHECKING:
@@ -145,14 +146,15 @@ class Run(Aggregate):
     def links(self) -> list[StoredLink]:
         return [StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in self.entries]
 
-    def receipt(self, as_of: datetime | None = None) -> Receipt:
-        """The receipt now, or as it stood at `as_of` (only steps recorded by then)."""
-        if as_of is None:
-            return render(self.entries)
-        entries = [e for e in self.entries if e.recorded_at <= as_of]
-        if not entries:
-            raise NothingRecordedYet(self.run_id, as_of, self.entries[0].recorded_at)
-        return render(entries)
+    def receipt(self, as_of: datetime | None = None, contracts: ContractLookup | None = None) -> Receipt:
+        """The receipt now, or as it stood at `as_of` (only steps recorded by then); with
+        `contracts`, checked against its lane contract (`domain.contracts.run_contract`)."""
+        entries = self.entries
+        if as_of is not None:
+            entries = [e for e in self.entries if e.recorded_at <= as_of]
+            if not entries:
+                raise NothingRecordedYet(self.run_id, as_of, self.entries[0].recorded_at)
+        return render_checked(entries, contracts)
 
 
 class NothingRecordedYet(NotFound, LookupError):

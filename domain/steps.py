@@ -452,6 +452,16 @@ step_adapter: TypeAdapter[Step] = TypeAdapter(Step)
 # Step types only the service writes; a publisher sending one is refused.
 SERVICE_TYPES = frozenset({"record.flagged"})
 SERVICE = Actor(kind="system", id="agent-receipts")
+
+
+def decision_source(step: PolicyDecided) -> DecisionSource:
+    """Who decided: the service only if the decision says so and the service wrote it.
+
+    Ingest is to refuse a wire step that claims to be the service's (`reserved_for_service`);
+    should one be in the record anyway, naming itself so without the service's actor is not enough."""
+    return "service" if step.data.source == "service" and step.actor == SERVICE else "platform"
+
+
 _FLAG_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/flag")
 
 

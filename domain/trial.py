@@ -3,8 +3,10 @@
 For every proposed step in the record, what the candidate would decide (on the
 step's last version: proposal, then each edit in order) against the decision
 recorded for it (the service's when there is one, else the platform's): how many
-would change lane, which way, with examples. Pure: the caller reads the events
-(a JSONL file today, the event store later) and passes them in recording order.
+would change lane, which way, with examples. `since`: only steps proposed or edited
+at or after it count (their runs' earlier steps still give them their context).
+Pure: the caller reads the events (a JSONL file, or the event store) and passes
+them in recording order.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from domain.receipt import decision_source
 from domain.routing import Decision, Router, RunContext
 from domain.steps import (
     ActionEdited,
@@ -25,6 +27,7 @@ from domain.steps import (
     Source,
     SourceUsed,
     StepEvent,
+    decision_source,
 )
 
 
@@ -51,6 +54,7 @@ class Trial:
     undecided: int  # proposed steps with no recorded decision
     transitions: tuple[tuple[Lane, Lane, int], ...]  # (recorded lane, candidate lane, steps), most first
     examples: tuple[LaneChange, ...]
+    since: datetime | None = None
 
     @property
     def unchanged(self) -> int:
@@ -66,21 +70,34 @@ class _Run:
     candidate: dict[str, Decision] = field(default_factory=dict)
     service: dict[str, PolicyDecided] = field(default_factory=dict)
     platform: dict[str, PolicyDecided] = field(default_factory=dict)
+    recent: set[str] = field(default_factory=set)  # steps proposed or edited since `since`
 
     def context(self) -> RunContext:
         return RunContext(self.workflow, self.input, tuple(self.sources))
 
 
-def trial(router: Router, events: Iterable[StepEvent], examples: int = 5) -> Trial:
+def trial(
+    router: Router, events: Iterable[StepEvent], examples: int = 5, since: datetime | None = None
+) -> Trial:
     runs: dict[tuple[str, str], _Run] = {}
     for event in events:
         run = runs.setdefault((event.tenant, event.run_id), _Run())
         _follow(router, run, event)
+        step_id = event.step_id
+        if (
+            step_id is not None
+            and event.type in _ROUTED
+            and step_id in run.candidate
+            and (since is None or event.occurred_at >= since)
+        ):
+            run.recent.add(step_id)
     transitions: Counter[tuple[Lane, Lane]] = Counter()
     shown: list[LaneChange] = []
     proposed = compared = undecided = 0
     for (tenant, run_id), run in runs.items():
         for step_id, decision in run.candidate.items():
+            if step_id not in run.recent:
+                continue
             proposed += 1
             recorded = run.service.get(step_id) or run.platform.get(step_id)
             if recorded is None:
@@ -106,14 +123,18 @@ def trial(router: Router, events: Iterable[StepEvent], examples: int = 5) -> Tri
                 )
     return Trial(
         policy_version=router.version,
-        runs=len(runs),
+        runs=len(runs) if since is None else sum(1 for run in runs.values() if run.recent),
         proposed=proposed,
         compared=compared,
         changed=sum(transitions.values()),
         undecided=undecided,
         transitions=tuple((a, b, n) for (a, b), n in transitions.most_common()),
         examples=tuple(shown),
+        since=since,
     )
+
+
+_ROUTED = frozenset({"action.proposed", "action.edited"})
 
 
 def _follow(router: Router, run: _Run, event: StepEvent) -> None:

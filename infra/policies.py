@@ -17,14 +17,17 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.sql import SQL, Composed, Identifier
 
+from domain.contracts import ContractLookup
 from domain.errors import NotFound, ReceiptsError
-from domain.policy import Policy, PolicyError, load_policy, sample_text
+from domain.policy import Contract, Policy, PolicyError, load_policy, sample_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +139,52 @@ class PolicyTable:
         row = curs.fetchone()
         return str(row["version"]) if row else None
 
+    def by_version(self, curs: psycopg.Cursor[Any], version: str) -> LoadedPolicy | None:
+        """The policy whose version (content hash) this is, as first put in force. Any cursor
+        will do (the projections' return tuples): the read uses its own, on its transaction."""
+        with curs.connection.cursor(row_factory=dict_row) as own:
+            own.execute(
+                SQL("SELECT * FROM {} WHERE version = %s ORDER BY id LIMIT 1").format(self.table), (version,)
+            )
+            row = own.fetchone()
+        return _loaded(row) if row else None
+
     def versions(self, curs: psycopg.Cursor[Any]) -> list[LoadedPolicy]:
         """Every policy put in force, oldest first."""
         curs.execute(SQL("SELECT * FROM {} ORDER BY loaded_at, id").format(self.table))
         return [_loaded(row) for row in curs.fetchall()]
+
+
+class PolicyBook:
+    """Recorded policies by version, each read from `receipts_policies` once: a version is the
+    hash of its content, so what was read for it stays true (an unknown version is asked
+    again, as it may be recorded later). One per process; readers share it."""
+
+    def __init__(self, table: PolicyTable) -> None:
+        self.table = table
+        self._known: dict[str, Policy] = {}
+
+    def known(self, version: str) -> Policy | None:
+        """The policy of `version` if it was read already (no database look)."""
+        return self._known.get(version)
+
+    def policy(self, curs: psycopg.Cursor[Any], version: str) -> Policy | None:
+        known = self._known.get(version)
+        if known is None:
+            loaded = self.table.by_version(curs, version)
+            if loaded is None:
+                return None
+            known = self._known[version] = loaded.policy()
+        return known
+
+    def contract(self, curs: psycopg.Cursor[Any], version: str, workflow: str) -> Contract | None:
+        """Version `version`'s contract for `workflow` (a `domain.contracts.ContractLookup`
+        once bound to a cursor)."""
+        policy = self.policy(curs, version)
+        return policy.contract_for(workflow) if policy else None
+
+    def lookup(self, curs: psycopg.Cursor[Any]) -> ContractLookup:
+        return partial(self.contract, curs)
 
 
 def _loaded(row: Any) -> LoadedPolicy:

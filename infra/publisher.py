@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from domain.errors import Unavailable
+from domain.notices import DecisionNotice
 from domain.steps import (
     Action,
     ActionProposedData,
@@ -40,6 +41,7 @@ from domain.steps import (
     content_hash,
     step_adapter,
 )
+from infra.decisions import DecisionWaiter
 from infra.kafka import producer as kafka_producer
 from infra.retry import Backoff
 from schemas import Codec
@@ -70,10 +72,13 @@ class Publisher:
         producer: StepProducer | None = None,
         retries: int = 5,
         codec: Codec | None = None,
+        decisions: DecisionWaiter | None = None,
     ) -> None:
         if producer is None and bootstrap is None:
             raise ValueError("give the Kafka bootstrap address (host:port) or a producer")
         self.producer = producer or kafka_producer(str(bootstrap))
+        # Where the service's decisions come back (`StepHandle.wait_for_decision`).
+        self.decisions = decisions or (DecisionWaiter(bootstrap, f"{topic}.decisions") if bootstrap else None)
         self.topic = topic
         self.encoding = encoding
         self.tenant = tenant
@@ -229,8 +234,9 @@ class RunHandle:
             rollback=_model(RollbackLink, rollback),
             signal=Signal(confidence=confidence, reason_code=reason_code, flags=tuple(flags)),
         )
-        self.emit("action.proposed", data.model_dump(), step_id=step_id, by=by, at=at)
-        return StepHandle(self, step_id, action.output_hash)
+        proposed = self.emit("action.proposed", data.model_dump(), step_id=step_id, by=by, at=at)
+        # Decisions are looked for from when it was sent (its own time may be set in the past).
+        return StepHandle(self, step_id, action.output_hash, min(proposed.occurred_at, datetime.now(UTC)))
 
     def correct(
         self, step: StepHandle | str, correction: str, reason: str, *, by: Actor, at: datetime | None = None
@@ -251,13 +257,26 @@ class RunHandle:
 class StepHandle:
     """One proposed action; tracks which version of its output is current."""
 
-    def __init__(self, run: RunHandle, step_id: str, output_hash: str) -> None:
+    def __init__(self, run: RunHandle, step_id: str, output_hash: str, proposed_at: datetime) -> None:
         self.run = run
         self.step_id = step_id
         self.current_hash = output_hash
+        self.proposed_at = proposed_at
 
     def _emit(self, type_: str, data: dict[str, Any], by: Actor | None, at: datetime | None) -> None:
         self.run.emit(type_, data, step_id=self.step_id, by=by, at=at)
+
+    def wait_for_decision(self, timeout: float = 60.0) -> DecisionNotice:
+        """Block until the service's final decision on this step: approved (with the version
+        to execute), rejected (with the comment), escalated, expired, or a lane where it
+        must not run (draft only, blocked). Raises NoDecisionYet after `timeout` seconds."""
+        publisher = self.run.publisher
+        publisher.flush()  # the proposal must be on its way before anyone can decide on it
+        if publisher.decisions is None:
+            raise ValueError("this publisher was given no Kafka bootstrap address to read decisions from")
+        return publisher.decisions.wait(
+            publisher.tenant, self.run.run_id, self.step_id, timeout, self.proposed_at
+        )
 
     def policy(
         self,

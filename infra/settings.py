@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from psycopg.conninfo import conninfo_to_dict
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.errors import Unavailable
@@ -22,6 +23,8 @@ class Settings(BaseSettings):
     # Where the embedded PostgreSQL keeps its data and `up` leaves its address.
     data_dir: Path = Path(".receipts")
     database_schema: str = "public"
+    # The CLI's API token (who is asking); unset: the one `up` wrote to `token_file`.
+    token: SecretStr | None = None
 
     topic: str = "agent-steps"
     partitions: int = 4
@@ -105,6 +108,11 @@ class Settings(BaseSettings):
     @property
     def state_file(self) -> Path:
         return self.data_dir / "up.json"
+
+    @property
+    def token_file(self) -> Path:
+        """Where `up` leaves the local admin's token (mode 0600) for the CLI."""
+        return self.data_dir / "token"
 
     def resolved(self) -> Settings:
         """Fill unset servers from what a running `receipts up` wrote down."""

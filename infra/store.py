@@ -38,13 +38,14 @@ from psycopg.sql import SQL, Identifier
 
 from domain.chain import Integrity, StoredLink
 from domain.errors import Conflict, NotFound
-from domain.policy import Policy
+from domain.policy import Contract, Policy
 from domain.receipt import Receipt
 from domain.run import Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
-from infra.policies import LoadedPolicy, NoPolicy, PolicyTable
+from infra.policies import LoadedPolicy, NoPolicy, PolicyBook, PolicyTable
+from infra.principals import PrincipalTable
 from infra.rows import STEP_STATE, CopyData, Row, read_step_state, step_state, stored_heads
 from schemas import Codec
 
@@ -167,7 +168,9 @@ class StepRecorder(PostgresProcessRecorder):
         self.lock_held = 0.0  # seconds this recorder held the events table's lock (the ingest bench reads it)
         self.letters = DeadLetterTable(schema)
         self.policies = PolicyTable(schema)
+        self.policy_book = PolicyBook(self.policies)
         self.sql_create_statements.append(self.policies.create_statement())
+        self.sql_create_statements.append(PrincipalTable(schema).create_statement())
         self.health = Health(schema)
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())
@@ -430,7 +433,7 @@ class RunStore(Application[UUID]):
     ) -> Receipt:
         """The run's receipt from its own events (as of a time, or after `version` of
         them), as a reader sees it then: now, or at `as_of`."""
-        receipt = self.run(tenant, run_id, version=version).receipt(as_of)
+        receipt = self.run(tenant, run_id, version=version).receipt(as_of, self.contract)
         return receipt.seen_at(as_of or datetime.now(UTC), unfinished_after)
 
     def verify(self, tenant: str, run_id: str) -> Integrity:
@@ -456,6 +459,19 @@ class RunStore(Application[UUID]):
             when = f" at {as_of.isoformat()}" if as_of else ""
             raise NoPolicy(f"no policy was in force{when}: none had been loaded yet")
         return found
+
+    def recorded_policy(self, version: str) -> Policy | None:
+        """The policy recorded under `version` (its content hash), None if none is."""
+        known = self.steps.policy_book.known(version)
+        if known is not None:
+            return known
+        with self.steps.datastore.transaction(commit=False) as curs:
+            return self.steps.policy_book.policy(curs, version)
+
+    def contract(self, version: str, workflow: str) -> Contract | None:
+        """A `ContractLookup` over the recorded policies: what receipts are checked against."""
+        policy = self.recorded_policy(version)
+        return policy.contract_for(workflow) if policy else None
 
     def policy_versions(self) -> list[LoadedPolicy]:
         with self.steps.datastore.transaction(commit=False) as curs:

@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from domain.errors import Invalid
 
@@ -49,6 +58,12 @@ def in_window(value: datetime) -> datetime:
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(no_nul)]
 Instant = Annotated[AwareDatetime, AfterValidator(in_window)]
 Cursor = Annotated[str, StringConstraints(max_length=MAX_CURSOR), AfterValidator(no_nul)]
+
+
+class Answer(BaseModel):
+    """An input or answer of the questions (not the AI model of a run)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class BadQuery(Invalid, ValueError):

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from domain.chain import Integrity
-from domain.receipt import Receipt, render
+from domain.receipt import Receipt, render_checked
 from infra.store import RunNotFound, RunStore, RunUnreadable
 from projections.queries import Queries
 
@@ -129,7 +129,7 @@ def _compare(
     store_ids = [e.step.event_id for e in entries]
     deleted = view_ids[len(store_ids) :] if view_ids[: len(store_ids)] == store_ids else []
     behind = len(view_ids) < len(store_ids) and store_ids[: len(view_ids)] == view_ids
-    fresh = render(entries[: len(view_ids)] if behind else entries)
+    fresh = render_checked(entries[: len(view_ids)] if behind else entries, store.contract)
     differences = differences_between(view, fresh)
     state = "differs" if differences else ("behind" if behind else "same")
     return {"view": state, "view_differences": differences, "deleted_tail": deleted}

@@ -7,16 +7,20 @@ transaction, so no lower id can appear later).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import psycopg
+from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
 from domain.run import Entry
+from infra.policies import PolicyBook, PolicyTable
 from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, stored_entry
 from projections import quarantine
 from schemas import Codec, DecodeError
@@ -49,6 +53,8 @@ class EventLog:
         self.schema = schema
         self.codec = codec
         self.events_table = events_table
+        # The recorded policies, for the lane contract each run is checked against.
+        self.policy_book = PolicyBook(PolicyTable(schema))
         # LIMIT NULL is no limit.
         # A quarantined step is read (its position still counts) but not applied.
         self._range = SQL(
@@ -149,3 +155,21 @@ def histories(
     runs = group_by_run(steps)
     earlier = log_.before(curs, {run: entries[0].version for run, entries in runs.items()})
     return {run: earlier.get(run, []) + entries for run, entries in runs.items()}
+
+
+@contextmanager
+def listening(datastore: PostgresDatastore, channel: str) -> Iterator[Callable[[float], None]]:
+    """A connection LISTENing to the store's channel: its waiter returns at the next
+    write (NOTIFY, sent on commit) or after the timeout."""
+    with datastore.get_connection() as conn:  # eventsourcing's are autocommit
+        conn.execute(SQL("LISTEN {}").format(Identifier(channel)))
+
+        def wait_for_write(timeout: float) -> None:
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                pass
+
+        try:
+            yield wait_for_write
+        finally:
+            with contextlib.suppress(psycopg.Error):  # a lost connection has nothing to undo
+                conn.execute(SQL("UNLISTEN {}").format(Identifier(channel)))

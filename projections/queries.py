@@ -13,17 +13,18 @@ from typing import Any
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from domain.errors import Unavailable
 from domain.findings import Finding, final_state_unclear
 from domain.receipt import Receipt
 from domain.run import run_uuid
 from projections import quarantine
-from projections.bounds import BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
-from projections.views import VIEWS
+from projections.bounds import Answer, BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
+from projections.catalog import VIEWS
+from projections.queue import QueueFilter, QueuePage, waiting_steps
 
-__all__ = ["BadQuery"]  # raised by the queries; defined with the bounds
+__all__ = ["Answer", "BadQuery"]  # defined with the bounds
 
 Clock = Callable[[], datetime]
 FindingCode = Text
@@ -41,14 +42,12 @@ class NotYetApplied(Unavailable, TimeoutError):
         )
 
 
-class Answer(BaseModel):
-    """An input or answer of the incident questions (not the AI model of a run)."""
+class RunQuery(Answer):
+    """What `GET /runs` asks. The tenant is the caller's: naming another is refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class RunFilter(Answer):
-    tenant: Text = "default"
+    tenant: Text | None = Field(
+        default=None, description="optional: the caller's own tenant (the token decides it)"
+    )
     workflow: Text | None = None
     final_state: Text | None = None
     finding: FindingCode | None = None
@@ -60,6 +59,12 @@ class RunFilter(Answer):
     text: Text | None = Field(None, description="text in the input reference (system/kind/id)")
     limit: int = Field(50, ge=1, le=500)
     cursor: Cursor | None = None
+
+
+class RunFilter(RunQuery):
+    """A `RunQuery` in a tenant, decided."""
+
+    tenant: Text = "default"
 
 
 class RunSummary(Answer):
@@ -216,6 +221,10 @@ class Queries:
         return RunsPage(
             runs=[RunSummary(**{c: row[c] for c in _RUN_COLUMNS}) for row in rows], next_cursor=cursor
         )
+
+    def queue(self, tenant: str, f: QueueFilter) -> QueuePage:
+        """The steps waiting for a person's decision (projections/queue.py)."""
+        return waiting_steps(self.datastore, self._t("queue"), tenant, f)
 
     # --- entities and sources ------------------------------------------------------------------
 

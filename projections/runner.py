@@ -14,7 +14,6 @@ read them. eventsourcing's `ProjectionRunner` commits one transaction per event
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,13 +24,14 @@ from uuid import UUID
 import psycopg
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed
 
 from domain.errors import NotFound
 from infra.retry import Backoff, pause, transient
 from projections import quarantine
-from projections.log import EventLog, Recorded
-from projections.views import VIEWS, Batch, View
+from projections.catalog import VIEWS
+from projections.log import EventLog, Recorded, listening
+from projections.views import Batch, View
 from projections.waiters import payload, views_channel
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class ProjectionRunner:
         backoff = Backoff(first=0.1, cap=RETRY_CAP)
         while not should_stop():
             try:
-                with self._listening() as wait_for_write:
+                with listening(self.datastore, self.channel) as wait_for_write:
                     while not should_stop():
                         applied = self.apply_next()
                         backoff.succeeded()
@@ -257,23 +257,6 @@ class ProjectionRunner:
         with self.datastore.transaction(commit=True) as curs:
             curs.row_factory = tuple_row  # type: ignore[assignment]
             yield curs
-
-    @contextmanager
-    def _listening(self) -> Iterator[Callable[[float], None]]:
-        """A connection LISTENing to the store's channel: its waiter returns at the
-        next write (NOTIFY, sent on commit) or after the timeout."""
-        with self.datastore.get_connection() as conn:  # eventsourcing's are autocommit
-            conn.execute(SQL("LISTEN {}").format(Identifier(self.channel)))
-
-            def wait_for_write(timeout: float) -> None:
-                for _ in conn.notifies(timeout=timeout, stop_after=1):
-                    pass
-
-            try:
-                yield wait_for_write
-            finally:
-                with contextlib.suppress(psycopg.Error):  # a lost connection has nothing to undo
-                    conn.execute(SQL("UNLISTEN {}").format(Identifier(self.channel)))
 
 
 class ViewFailed(Exception):

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict
 from infra.health import Health
 from infra.rows import read_step_state
 from projections import quarantine
+from projections.catalog import VIEWS
 from projections.runner import REBUILDING
-from projections.views import VIEWS
 
 INCIDENTS_SINCE = timedelta(hours=1)
 # Incident kinds recorded by ingest: handled, but an operator must know.

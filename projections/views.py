@@ -18,6 +18,8 @@ from uuid import UUID
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
+from domain.contracts import run_contract
+from domain.policy import Contract
 from domain.receipt import Receipt, render
 from domain.run import Entry
 from domain.steps import ActionExecuted, ActionProposed, ActionReverted, Reference, SourceUsed
@@ -55,11 +57,13 @@ def _group_size(values: Sequence[object]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class RunSoFar:
-    """A run as a page leaves it: every step so far, and the receipt they fold to."""
+    """A run as a page leaves it: every step so far, the receipt they fold to, and the lane
+    contract it was checked against (None: none applies)."""
 
     key: UUID
     entries: Sequence[Entry]
     receipt: Receipt
+    contract: Contract | None = None
 
 
 class Batch:
@@ -85,11 +89,13 @@ class Batch:
     @cached_property
     def runs(self) -> list[RunSoFar]:
         touched = histories(self._curs, self._log, self.steps)
-        return [
-            RunSoFar(key, entries, render(entries))
-            for key, entries in touched.items()
-            if entries and key not in self._later
-        ]
+        contracts = self._log.policy_book.lookup(self._curs)
+        runs = []
+        for key, entries in touched.items():
+            if entries and key not in self._later:
+                contract = run_contract([e.step for e in entries], contracts)
+                runs.append(RunSoFar(key, entries, render(entries, contract), contract))
+        return runs
 
 
 class View:
@@ -487,7 +493,3 @@ class Timeline(View):
                 for s in (r.entry.step,)
             ),
         )
-
-
-VIEWS: tuple[type[View], ...] = (Runs, Receipts, Touches, Sources, Findings, Timeline)
-VIEW_NAMES = tuple(view.name for view in VIEWS)

@@ -7,17 +7,22 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import psycopg
+import pytest
+from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from psycopg import sql
 
 from api.bootstrap import build_ingest, migrate, open_store
+from api.web import create_app
 from consumers.ingest import Ingest
-from domain.receipt import decision_source
-from domain.steps import Actor, PolicyDecided, RunFinished, RunFinishedData, StepEvent
+from domain.principals import ADMIN
+from domain.steps import Actor, PolicyDecided, RunFinished, RunFinishedData, StepEvent, decision_source
 from infra.kafka import ensure_topics, producer
+from infra.principals import Principals
 from infra.rows import read_step_state
 from infra.settings import Settings
 from infra.store import RunStore
@@ -95,6 +100,13 @@ def execute(settings: Settings, statement: str, *params: object) -> None:
         conn.execute(statement, params)  # type: ignore[arg-type]
 
 
+def query(settings: Settings, statement: str, *params: object) -> list[tuple[Any, ...]]:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{settings.database_schema}"')
+        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+
+
 def published_rows(settings: Settings) -> list[tuple[object, int, bytes]]:
     """The stored rows less the service's policy decisions (one after each proposed or
     edited step): what tests about the published steps count."""
@@ -132,3 +144,43 @@ def finished_step(run_id: str) -> StepEvent:
         actor=Actor(kind="agent", id="bot"),
         data=RunFinishedData(final_state="abandoned"),
     )
+
+
+def add_principal(
+    settings: Settings, principal_id: str = "tester", tenant: str = "default", roles: Iterable[str] = (ADMIN,)
+) -> str:
+    """A principal in the migrated schema of `settings`; returns its token."""
+    store = open_store(settings)
+    try:
+        return Principals(store.steps.datastore, settings.database_schema).add(
+            principal_id, tenant, roles, "tests"
+        )
+    finally:
+        store.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def client_for(settings: Settings, token: str | None = None) -> Iterator[TestClient]:
+    """The HTTP app as `serve` builds it, asking as an admin of tenant `default` (or `token`)."""
+    token = token or add_principal(settings, f"client-{uuid4().hex[:8]}")
+    with TestClient(create_app(settings), headers=bearer(token)) as client:
+        yield client
+
+
+def cli_env(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, token: str | None = None, **more: str
+) -> None:
+    """The CLI of `receipts` talking to `settings`' servers as an admin of `default` (or `token`)."""
+    env = {
+        "DATABASE_URL": str(settings.database_url),
+        "KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+        "DATABASE_SCHEMA": settings.database_schema,
+        "TOKEN": token or add_principal(settings, f"cli-{uuid4().hex[:8]}"),
+        **more,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(f"RECEIPTS_{name}", value)

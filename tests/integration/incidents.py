@@ -106,10 +106,12 @@ class Generated:
 GENERATED = [Generated(n) for n in range(36)]
 
 
-def record(store: RunStore, publish: Callable[[Publisher], object], encoding: str = "avro") -> int:
+def record(
+    store: RunStore, publish: Callable[[Publisher], object], encoding: str = "avro", tenant: str = "default"
+) -> int:
     """Publish through the real publisher into a fake producer, and record what it sent."""
     producer = FakeProducer()
-    publisher = Publisher(producer=producer, encoding=encoding)  # type: ignore[arg-type]
+    publisher = Publisher(producer=producer, encoding=encoding, tenant=tenant)  # type: ignore[arg-type]
     publish(publisher)
     publisher.flush()
     return store.record((store.codec.decode(value), value) for value in producer.accepted)

@@ -1,4 +1,5 @@
-"""`receipts ingest` (or another service command) as a real child process, to signal or kill."""
+"""`receipts ingest` (or another of its long-running commands) as a real child process,
+for tests that signal or kill it."""
 
 from __future__ import annotations
 

@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from api.bootstrap import build_projections
 from api.cli import main
 from api.liveness import Beats
-from api.web import create_app
 from infra.health import ProcessName
 from infra.settings import Settings
 from infra.store import RunStore
-from tests.integration.helpers import execute, running_store
+from projections.catalog import VIEW_NAMES
+from tests.integration.helpers import client_for, execute, running_store
 from tests.integration.incidents import GENERATED, record
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def store(lagging: Settings) -> Iterator[RunStore]:
 
 @pytest.fixture
 def client(lagging: Settings, store: RunStore) -> Iterator[TestClient]:
-    with TestClient(create_app(lagging)) as client:
+    with client_for(lagging) as client:
         yield client
 
 
@@ -67,7 +67,7 @@ def test_ok_when_views_are_current_and_processes_beat(
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok" and body["problems"] == []
-    assert set(body["behind"].values()) == {0} and len(body["views"]) == 6
+    assert set(body["behind"].values()) == {0} and len(body["views"]) == len(VIEW_NAMES)
     assert {p["name"]: p["alive"] for p in body["processes"]} == {
         "project@h:1": True,
         "ingest@h:2": False,
@@ -174,6 +174,6 @@ def test_a_process_that_died_without_a_word_is_marked_died_when_its_successor_st
         state = conn.execute("SELECT state FROM receipts_processes WHERE pid = %s", (gone.pid,)).fetchone()
         died = conn.execute("SELECT subject FROM receipts_incidents WHERE kind = 'process_died'").fetchall()
     assert state == ("died",) and died == [(f"ingest@{host}:{gone.pid}",)]
-    with TestClient(create_app(lagging)) as client:
+    with client_for(lagging) as client:
         body = client.get("/health").json()
     assert not [p for p in body["problems"] if "not been heard from" in p], body["problems"]

@@ -11,12 +11,11 @@ from fastapi.testclient import TestClient
 
 from api.bootstrap import build_projections, build_queries
 from api.cli import main
-from api.web import create_app
 from domain.run import run_uuid
 from infra.settings import Settings
 from infra.store import RunStore
 from projections.integrity import CANNOT_DETECT, served, stored_chain
-from tests.integration.helpers import execute, running_store
+from tests.integration.helpers import cli_env, client_for, execute, running_store
 from tests.integration.incidents import GENERATED, record_incidents
 
 pytestmark = pytest.mark.integration
@@ -33,18 +32,13 @@ def store(settings: Settings) -> Iterator[RunStore]:
 
 @pytest.fixture
 def client(settings: Settings, store: RunStore) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with client_for(settings) as client:
         yield client
 
 
 @pytest.fixture
-def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in (
-        ("DATABASE_URL", settings.database_url),
-        ("KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
-        ("DATABASE_SCHEMA", settings.database_schema),
-    ):
-        monkeypatch.setenv(f"RECEIPTS_{name}", str(value))
+def cli(settings: Settings, store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli_env(monkeypatch, settings)
 
 
 def test_a_served_receipt_reports_an_altered_row_without_a_rebuild(

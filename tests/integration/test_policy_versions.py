@@ -10,16 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.bootstrap import PolicyWatch
+from api.bootstrap import PolicyWatch, migrate
 from api.cli import main
-from api.web import create_app
 from domain.policy import Policy, load_policy, sample_text
 from infra.policies import NoPolicy
 from infra.settings import Settings
 from infra.store import RunStore
-from tests.integration.helpers import ingest_for, running_store
+from tests.integration.helpers import cli_env, client_for, ingest_for, running_store
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +46,12 @@ def store(settings: Settings) -> Iterator[RunStore]:
 
 @pytest.fixture
 def env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
-    """The settings as the `receipts` command reads them."""
-    for name, value in (
-        ("DATABASE_URL", settings.database_url),
-        ("KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
-        ("DATABASE_SCHEMA", settings.database_schema),
-        ("TOPIC", settings.topic),
-        ("GROUP", settings.group),
-        ("DATA_DIR", str(tmp_path / "data")),
-    ):
-        monkeypatch.setenv(f"RECEIPTS_{name}", str(value))
+    """The settings as the `receipts` command reads them (its tables in place, as `up`
+    leaves them, and a token: `show` and `versions` ask as a principal)."""
+    migrate(settings)
+    cli_env(
+        monkeypatch, settings, TOPIC=settings.topic, GROUP=settings.group, DATA_DIR=str(tmp_path / "data")
+    )
     return settings
 
 
@@ -156,7 +150,7 @@ def test_ingest_puts_the_configured_policy_in_force_and_picks_up_a_published_one
 
 
 def test_the_http_endpoints(settings: Settings, store: RunStore) -> None:
-    with TestClient(create_app(settings)) as client:
+    with client_for(settings) as client:
         for path in ("/policy", "/policy/versions"):
             response = client.get(path)
             assert (

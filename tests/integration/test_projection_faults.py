@@ -23,8 +23,8 @@ from domain.run import run_uuid
 from infra.embedded import EmbeddedPostgres
 from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, step_state
 from infra.settings import Settings
+from projections.catalog import VIEW_NAMES
 from projections.integrity import verify_run
-from projections.views import VIEW_NAMES
 from tests.integration.helpers import running_store
 from tests.integration.incidents import record_incidents
 from tests.integration.test_projections import dump

@@ -23,9 +23,9 @@ from domain.run import run_uuid
 from domain.steps import StepEvent, step_adapter
 from infra.settings import Settings
 from infra.store import RunStore
+from projections.catalog import VIEW_NAMES
 from projections.runner import REBUILDING, UnknownView, views_named
-from projections.views import VIEW_NAMES
-from tests.integration.helpers import execute, running_store
+from tests.integration.helpers import add_principal, execute, running_store
 from tests.integration.incidents import GENERATED, Generated, record, record_incidents
 
 pytestmark = pytest.mark.integration
@@ -195,12 +195,14 @@ def test_a_killed_runner_resumes_without_applying_anything_twice(settings: Setti
     assert dump(settings) == killed
 
 
-def _receipts(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def _receipts(settings: Settings, *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
+    """`receipts ARGS` on `settings`' servers; a question asks with `token`."""
     env = {
         **os.environ,
         "RECEIPTS_DATABASE_URL": str(settings.database_url),
         "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
         "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
+        **({"RECEIPTS_TOKEN": token} if token else {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
@@ -220,9 +222,10 @@ def test_rebuild_and_show_as_of_from_the_command_line(settings: Settings, store:
     assert len(dump(settings)["timeline"]) == events
     unknown = _receipts(settings, "rebuild", "run")
     assert unknown.returncode == 2 and "the projections are: runs, receipts" in unknown.stderr
-    early = _receipts(settings, "show", "demo-crm-note", "--as-of", "2020-01-01")
+    token = add_principal(settings)
+    early = _receipts(settings, "show", "demo-crm-note", "--as-of", "2020-01-01", token=token)
     assert early.returncode == 2 and "had nothing recorded at 2020-01-01T00:00:00+00:00" in early.stderr
-    now = _receipts(settings, "show", "demo-crm-note", "--as-of", datetime.now(UTC).isoformat())
+    now = _receipts(settings, "show", "demo-crm-note", "--as-of", datetime.now(UTC).isoformat(), token=token)
     assert now.returncode == 0 and "Final state: edited" in now.stdout, now.stderr
 
 

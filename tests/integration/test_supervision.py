@@ -29,7 +29,7 @@ from tests.integration.up_process import (
 )
 
 pytestmark = pytest.mark.integration
-KINDS = ("ingest", "project", "serve", "up")
+KINDS = ("ingest", "project", "relay", "serve", "up")
 
 
 def test_a_sigkilled_up_leaves_nothing_running_and_the_next_up_starts(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_a_sigkilled_up_leaves_nothing_running_and_the_next_up_starts(tmp_path: 
     try:
         postgres = up.child("postgres")
         left = [postgres, *postgres.children()]
-        left += [up.child(name) for name in ("broker", "ingest", "project", "serve")]
+        left += [up.child(name) for name in ("broker", "ingest", "project", "relay", "serve")]
     finally:
         up.process.kill()
         up.process.wait()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -79,6 +80,15 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
     up, _ = _start_up(env)
     state = json.loads((tmp_path / "data" / "up.json").read_text())
     assert state["pid"] == up.pid
+    # The first start adds a local admin; its token is the owner's alone, and the CLI's.
+    token_file = tmp_path / "data" / "token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    admins = _receipts(env, "principal", "list", "--json")
+    assert admins.returncode == 0, admins.stderr
+    [admin] = json.loads(admins.stdout)
+    assert admin["tenant"] == "default" and {"admin", "sales-lead"} <= set(admin["roles"])
+    assert token not in admins.stdout
     assert "already running" in _receipts(env, "up").stderr
 
     # Publish while `up` and its ingest are frozen, then Ctrl-C the moment they wake:
@@ -100,6 +110,7 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
 
     # A second `up` on the same data dir finds every event the first one was sent.
     again, _ = _start_up(env)
+    assert token_file.read_text().strip() == token  # a restart adds nobody: the same token
     try:
         verify = _receipts(env, "verify", "demo-pricing-update")
         assert verify.returncode == 0 and verify.stdout.startswith("OK"), verify.stdout + verify.stderr
@@ -110,8 +121,9 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
         assert stored == _demo_event_count()
         assert "Final state: sent" in _show_eventually(env, "demo-lead-followup")
         children = [c for c in psutil.Process(again.pid).children() if "api.cli" in c.cmdline()]
-        assert sorted(c.cmdline()[3] for c in children) == ["ingest", "project", "serve"]
-        _ask_the_incident_questions(env, json.loads((tmp_path / "data" / "up.json").read_text())["http"])
+        assert sorted(c.cmdline()[3] for c in children) == ["ingest", "project", "relay", "serve"]
+        http = json.loads((tmp_path / "data" / "up.json").read_text())["http"]
+        _ask_the_incident_questions(env, http, token)
     finally:
         stopping = time.monotonic()
         again.send_signal(signal.SIGTERM)
@@ -121,16 +133,24 @@ def test_up_demo_show_ctrl_c_and_restart_keeps_receipts(tmp_path: Path) -> None:
     assert not any(child.is_running() for child in children)
 
 
-def _ask_the_incident_questions(env: dict[str, str], http: str) -> None:
-    """Over HTTP (waiting for the projections to apply the demo's last event) and the CLI."""
+def _get(url: str, token: str | None) -> dict:  # type: ignore[type-arg]
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=15) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _ask_the_incident_questions(env: dict[str, str], http: str, token: str) -> None:
+    """Over HTTP (waiting for the projections to apply the demo's last event) and the CLI,
+    with the token `up` wrote."""
     producer = FakeProducer()
     publish_demo(Publisher(producer=producer, encoding="json"))  # type: ignore[arg-type]
     last = json.loads(producer.sent[-1][2])
     url = f"{http}/runs/{last['run_id']}/receipt?after_event={last['event_id']}&wait=10"
-    with urllib.request.urlopen(url, timeout=15) as response:
-        assert last["event_id"] in json.loads(response.read())["event_ids"]
-    with urllib.request.urlopen(f"{http}/openapi.json", timeout=15) as response:
-        assert "/runs" in json.loads(response.read())["paths"]
+    assert last["event_id"] in _get(url, token)["event_ids"]
+    assert "/runs" in _get(f"{http}/openapi.json", token)["paths"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _get(f"{http}/runs", None)
+    assert refused.value.code == 401 and refused.value.headers["WWW-Authenticate"].startswith("Bearer")
     runs = _receipts(env, "runs", "--finding", "no_source_evidence")
     assert runs.returncode == 0 and "demo-boring-failures" in runs.stdout, runs.stderr
     touched = _receipts(env, "touched", "github/file/site/pricing.md")
@@ -187,6 +207,13 @@ def test_up_on_external_servers_starts_nothing_embedded(tmp_path: Path, settings
         assert not (tmp_path / "data" / "pg").exists()
         assert not (tmp_path / "data" / "tansu.log").exists()
         assert _receipts(env, "demo", "--prefix", "ext").returncode == 0
+        # On external servers nobody is added implicitly: their administrators add principals.
+        assert not (tmp_path / "data" / "token").exists()
+        refused = _receipts(env, "show", "ext-lead-followup")
+        assert refused.returncode == 3 and "no token: set RECEIPTS_TOKEN" in refused.stderr
+        added = _receipts(env, "principal", "add", "ops", "--tenant", "default", "--role", "admin")
+        assert added.returncode == 0, added.stderr
+        env["RECEIPTS_TOKEN"] = added.stdout.strip()
         assert "Final state: sent" in _show_eventually(env, "ext-lead-followup")
     finally:
         up.send_signal(signal.SIGTERM)
@@ -197,4 +224,4 @@ def test_up_on_external_servers_starts_nothing_embedded(tmp_path: Path, settings
         rows = conn.execute(
             f'SELECT kind, state FROM "{settings.database_schema}".receipts_processes'
         ).fetchall()
-    assert sorted(rows) == [(kind, "stopped") for kind in ("ingest", "project", "serve", "up")]
+    assert sorted(rows) == [(kind, "stopped") for kind in ("ingest", "project", "relay", "serve", "up")]

@@ -10,25 +10,19 @@ from api.bootstrap import build_publisher
 from api.cli import main
 from api.demo import publish_demo
 from infra.settings import Settings
-from tests.integration.helpers import execute, ingest_for, poll_until, running_store
+from tests.integration.helpers import cli_env, execute, ingest_for, poll_until, running_store
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def demo(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name, value in (
-        ("DATABASE_URL", settings.database_url),
-        ("KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
-        ("DATABASE_SCHEMA", settings.database_schema),
-        ("TOPIC", settings.topic),
-    ):
-        monkeypatch.setenv(f"RECEIPTS_{name}", str(value))
     publisher = build_publisher(settings)
     publish_demo(publisher)
     publisher.close()
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= publisher.published)
+    cli_env(monkeypatch, settings, TOPIC=settings.topic)
     return settings
 
 

@@ -20,7 +20,7 @@ from api.web import create_app
 from infra.embedded import free_port
 from infra.settings import Settings
 from infra.store import RunStore
-from tests.integration.helpers import running_store
+from tests.integration.helpers import add_principal, bearer, running_store
 from tests.integration.incidents import GENERATED, record
 
 pytestmark = pytest.mark.integration
@@ -36,10 +36,16 @@ class Answer:
     at: float
 
 
-def _get(port: int, path: str, timeout: float = 30.0) -> Answer:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+@dataclass(frozen=True)
+class Server:
+    port: int
+    token: str  # an admin of tenant `default`: every endpoint asks who is asking
+
+
+def _get(server: Server, path: str, timeout: float = 30.0) -> Answer:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=bearer(server.token))
         response = conn.getresponse()
         body = json.loads(response.read())
         return Answer(response.status, body, response.getheader("Retry-After"), time.monotonic())
@@ -54,7 +60,7 @@ def store(settings: Settings) -> Iterator[RunStore]:
 
 
 @pytest.fixture
-def server(settings: Settings, store: RunStore) -> Iterator[int]:
+def server(settings: Settings, store: RunStore) -> Iterator[Server]:
     """The HTTP API as `receipts serve` runs it: uvicorn, its default thread pool."""
     port = free_port()
     app = create_app(settings.model_copy(update={"max_waiters": LIMIT}))
@@ -65,16 +71,16 @@ def server(settings: Settings, store: RunStore) -> Iterator[int]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.started
-    yield port
+    yield Server(port, add_principal(settings))
     server.should_exit = True
     thread.join(15)
 
 
-def _wait_in_threads(port: int, path: str, count: int) -> tuple[list[Answer], list[threading.Thread]]:
+def _wait_in_threads(server: Server, path: str, count: int) -> tuple[list[Answer], list[threading.Thread]]:
     answers: list[Answer] = []
 
     def ask() -> None:
-        answers.append(_get(port, path))
+        answers.append(_get(server, path))
 
     threads = [threading.Thread(target=ask) for _ in range(count)]
     for thread in threads:
@@ -83,7 +89,7 @@ def _wait_in_threads(port: int, path: str, count: int) -> tuple[list[Answer], li
 
 
 def test_eighty_waiters_leave_health_fast_and_wake_on_the_commit(
-    settings: Settings, store: RunStore, server: int
+    settings: Settings, store: RunStore, server: Server
 ) -> None:
     record(store, GENERATED[4].publish)
     run_id = GENERATED[4].run_id
@@ -118,7 +124,7 @@ def test_eighty_waiters_leave_health_fast_and_wake_on_the_commit(
 
 
 def test_a_waiter_answers_within_100_ms_of_the_commit(
-    settings: Settings, store: RunStore, server: int
+    settings: Settings, store: RunStore, server: Server
 ) -> None:
     runner = build_projections(settings, store)
     for generated in GENERATED[5:8]:

@@ -12,9 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.cli import main
-from api.web import create_app
 from infra.settings import Settings
-from tests.integration.helpers import running_store
+from tests.integration.helpers import client_for, running_store
 from tests.integration.test_web import problem
 
 pytestmark = pytest.mark.integration
@@ -27,7 +26,7 @@ EXTREME_TIMES = ("9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00", "1800
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with running_store(settings), TestClient(create_app(settings)) as client:
+    with running_store(settings), client_for(settings) as client:
         yield client
 
 

@@ -80,7 +80,7 @@ class UpProcess:
         )
 
     def child(self, name: str, timeout: float = 30.0) -> psutil.Process:
-        """The running child: `postgres`, `broker`, or a `receipts` command (ingest, project, serve)."""
+        """The running child: `postgres`, `broker`, or a `receipts` command (ingest, relay…)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for child in psutil.Process(self.process.pid).children():

@@ -100,12 +100,14 @@ def source(
     *,
     retrieved_at: datetime | None = None,
     version: str | None = "v12",
+    system: str = "cms",
+    kind: str = "page",
     **kw: Any,
 ) -> StepEvent:
     data = {
         "source": {
-            "system": "cms",
-            "kind": "page",
+            "system": system,
+            "kind": kind,
             "id": source_id,
             "uri": f"https://cms.example/{source_id}",
             "version": version,

@@ -7,10 +7,16 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from domain.contracts import CONTRACT_CHECKS, check_contract, service_policy_versions
+from domain.contracts import (
+    CONTRACT_CHECKS,
+    check_contract,
+    decided_by,
+    run_contract,
+    service_policy_versions,
+)
 from domain.findings import Finding
 from domain.policy import Contract
-from domain.receipt import render
+from domain.receipt import render, render_checked
 from domain.steps import SERVICE, StepEvent
 from tests.unit import factories as f
 
@@ -158,3 +164,49 @@ def test_service_policy_versions_are_the_ones_the_service_decided_by() -> None:
     steps = [*f.clean_run(), service, f.proposed("other"), other]
     assert service_policy_versions(render(f.entries(steps))) == ("sha256:a", "sha256:b")
     assert service_policy_versions(render(f.entries(f.clean_run()))) == ()
+
+
+def _lookups() -> tuple[list[tuple[str, str]], Callable[[str, str], Contract | None]]:
+    """A contract lookup that knows version sha256:b's lead-followup contract, and the calls it got."""
+    asked: list[tuple[str, str]] = []
+
+    def lookup(version: str, workflow: str) -> Contract | None:
+        asked.append((version, workflow))
+        return CONTRACT if (version, workflow) == ("sha256:b", "lead-followup") else None
+
+    return asked, lookup
+
+
+def _decided(*versions: str) -> list[StepEvent]:
+    return [
+        f.policy(source="service", by=SERVICE, policy_version=v, decision_id=f"d-{v}", at=f.at(3))
+        for v in versions
+    ]
+
+
+def test_the_contract_is_the_workflows_in_the_version_the_service_last_decided_by() -> None:
+    asked, lookup = _lookups()
+    steps = [*f.clean_run()[:-1], *_decided("sha256:a", "sha256:b")]
+    assert decided_by(steps) == "sha256:b"
+    assert run_contract(steps, lookup) is CONTRACT
+    assert asked == [("sha256:b", "lead-followup")]
+
+
+def test_no_service_decision_no_workflow_or_no_contract_means_nothing_to_check() -> None:
+    asked, lookup = _lookups()
+    # clean_run's decision is the platform's: it names no policy the service holds.
+    assert run_contract(f.clean_run(), lookup) is None
+    platform_only = [*f.clean_run(), f.policy(policy_version="sha256:b", source="service")]
+    assert run_contract(platform_only, lookup) is None  # claims to be the service's; is not
+    assert run_contract([*f.clean_run(), *_decided("sha256:a")], lookup) is None  # no such contract
+    assert run_contract(f.clean_run()[1:] + _decided("sha256:b"), lookup) is None  # no run.started
+    assert asked == [("sha256:a", "lead-followup")]
+
+
+def test_render_checked_adds_the_breaches_of_the_looked_up_contract() -> None:
+    _, lookup = _lookups()
+    breaking = _with(2, f.proposed(verb="send_sms", confidence=0.9, reason_code="r", at=f.at(2)))
+    decided = f.entries([*breaking[:-1], *_decided("sha256:b"), breaking[-1]])
+    assert [x.code for x in render_checked(decided, lookup).findings] == ["action_outside_contract"]
+    assert render_checked(decided, None).findings == ()
+    assert render_checked(f.entries(breaking), lookup).findings == ()  # the service never decided it

@@ -1,0 +1,82 @@
+"""The approval queue over HTTP: what waits for a person, and a person's decision on it.
+
+`GET /queue` lists the caller's tenant's waiting steps; `POST /runs/{run}/steps/{step}/decision`
+judges a decision by the queue's rules (a refusal is a 403 naming the rule) and publishes
+one that stands to `agent-steps`; it shows in the queue and the receipt once recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import anyio
+from fastapi import FastAPI, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from api.auth import PrincipalDep
+from api.bootstrap import build_publisher
+from api.deps import QueriesDep, StoreDep
+from domain.approvals import Decision
+from domain.steps import Actor
+from infra.publisher import Publisher
+from infra.settings import NotRunning
+from projections.bounds import Text
+from projections.queue import QueueFilter, QueuePage
+from projections.review import decide
+
+StepId = Annotated[Text, Path(description="the step's id (it may hold '/')")]
+
+
+class DecisionAsked(BaseModel):
+    decision: Literal["approve", "reject", "edit", "escalate"]
+    version_hash: Text = Field(description="the version decided on: the queue item's version_hash")
+    comment: str | None = Field(None, max_length=10_000, description="required to reject")
+    output: str | None = Field(None, max_length=1_000_000, description="the new text, for an edit")
+
+
+class DecisionAccepted(BaseModel):
+    event_id: str = Field(description="the recorded decision's event id (stable: a repeat is one decision)")
+    type: str
+    run_id: str
+    step_id: str
+    decision: str
+    version_hash: str
+    decided_by: Actor
+
+
+def _publisher(request: Request) -> Publisher:
+    """The HTTP process's publisher, made on the first decision (reading needs no broker)."""
+    state = request.app.state
+    if getattr(state, "publisher", None) is None:
+        settings = state.settings
+        if not settings.kafka_bootstrap:
+            raise NotRunning("no Kafka to publish decisions to: RECEIPTS_KAFKA_BOOTSTRAP is not set")
+        state.publisher = build_publisher(settings.model_copy(update={"encoding": "json"}))
+    publisher: Publisher = state.publisher
+    return publisher
+
+
+def queue_routes(app: FastAPI) -> None:
+    @app.get("/queue", response_model=QueuePage, summary="Steps waiting for a person's decision")
+    def queue(queries: QueriesDep, principal: PrincipalDep, f: Annotated[QueueFilter, Query()]) -> QueuePage:
+        return queries.queue(principal.tenant_for(f.tenant), f)
+
+    @app.post(
+        "/runs/{run_id}/steps/{step_id:path}/decision",
+        response_model=DecisionAccepted,
+        status_code=202,
+        summary="Approve, reject (with a comment), edit or escalate a waiting step's current version",
+        responses={403: {"description": "refused: the rule is named, and the attempt recorded"}},
+    )
+    async def decision(
+        request: Request,
+        run_id: Annotated[Text, Path()],
+        step_id: StepId,
+        asked: DecisionAsked,
+        store: StoreDep,
+        principal: PrincipalDep,
+    ) -> DecisionAccepted:
+        publisher = _publisher(request)
+        wanted = Decision(asked.decision, asked.version_hash, asked.comment, asked.output)
+        decided = await anyio.to_thread.run_sync(decide, store, publisher, principal, run_id, step_id, wanted)
+        return DecisionAccepted(**decided.__dict__)

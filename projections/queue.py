@@ -1,0 +1,173 @@
+"""The approval queue: every step whose lane needs a person and that has no final decision.
+
+A view of whole runs like the others (domain.approvals says which steps wait);
+each row keeps the item as the reviewer sees it — the proposed action and its
+output, the source evidence with versions, the rule, policy version and
+reasons, the required role, the model signal and the recovery path — beside
+the columns the queue is filtered and ordered by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.rows import dict_row
+from psycopg.sql import SQL, Composable, Composed, Identifier
+from pydantic import Field
+
+from domain.approvals import current_version, expires_at, waiting
+from domain.receipt import Receipt, StepReceipt
+from domain.steps import Action, Actor, RollbackLink, Signal, Source
+from projections.bounds import Answer, Cursor, Text, decode_cursor, encode_cursor
+from projections.views import Row, RunSoFar, WholeRunView
+
+Order = Literal["oldest", "expiring"]
+
+
+class QueueItem(Answer):
+    run_id: str
+    step_id: str
+    workflow: str | None
+    lane: str
+    required_role: str | None
+    rule_id: str
+    policy_version: str
+    reasons: list[str]
+    action: Action
+    version_hash: str | None = Field(description="the version a decision must name")
+    edits: int = Field(description="edits since the draft; the version is the latest")
+    signal: Signal | None
+    sources: list[Source] = Field(description="the evidence the step relied on, with versions")
+    rollback: RollbackLink | None = Field(description="the recovery path; None: nobody named one")
+    proposed_by: Actor | None
+    proposed_at: datetime | None
+    waiting_since: datetime = Field(description="proposed, or last edited")
+    expires_at: datetime | None = None
+    event_ids: list[str] = Field(description="the events this item is read from")
+
+
+class QueueFilter(Answer):
+    tenant: Text | None = Field(
+        default=None, description="optional: the caller's own tenant (the token decides it)"
+    )
+    role: Text | None = None
+    workflow: Text | None = None
+    lane: Literal["review", "escalate"] | None = None
+    order: Order = "oldest"
+    limit: int = Field(50, ge=1, le=500)
+    cursor: Cursor | None = None
+
+
+class QueuePage(Answer):
+    items: list[QueueItem]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
+
+
+def queue_items(receipt: Receipt, deadline: timedelta | None = None) -> Iterator[tuple[int, QueueItem]]:
+    """The run's steps waiting for a person, with each one's place among the run's steps;
+    `deadline` is how long its lane contract lets one wait."""
+    for seq, step in enumerate(receipt.steps):
+        if waiting(step):
+            yield seq, _item(receipt, step, expires_at(step, deadline))
+
+
+def _item(receipt: Receipt, step: StepReceipt, expires: datetime | None) -> QueueItem:
+    policy, action = step.policy, step.action
+    assert policy is not None and action is not None  # a waiting step has both
+    edits = step.output.edits
+    since = edits[-1].at if edits else step.timestamps.proposed
+    assert since is not None  # a step with an action was proposed
+    used = set(step.source_ids)
+    events = [policy.event_id, *(e.event_id for e in edits)]
+    return QueueItem(
+        run_id=receipt.run_id,
+        step_id=step.step_id,
+        workflow=receipt.workflow,
+        lane=policy.lane,
+        required_role=policy.required_role,
+        rule_id=policy.rule_id,
+        policy_version=policy.policy_version,
+        reasons=list(policy.reasons),
+        action=action,
+        version_hash=current_version(step),
+        edits=len(edits),
+        signal=step.signal,
+        sources=[s for s in receipt.sources if s.id in used or s.key in used],
+        rollback=step.rollback,
+        proposed_by=step.proposed_by,
+        proposed_at=step.timestamps.proposed,
+        waiting_since=since,
+        expires_at=expires,
+        event_ids=events,
+    )
+
+
+class Queue(WholeRunView):
+    name = "queue"
+    columns = (
+        "run_key",
+        "tenant",
+        "seq",
+        "workflow",
+        "lane",
+        "required_role",
+        "waiting_since",
+        "expires_at",
+        "document",
+    )
+    definition = """
+        run_key uuid NOT NULL, tenant text NOT NULL, seq int NOT NULL, workflow text,
+        lane text NOT NULL, required_role text, waiting_since timestamptz NOT NULL,
+        expires_at timestamptz, document text NOT NULL, PRIMARY KEY (run_key, seq)"""
+    indexes = (
+        "(tenant, waiting_since, run_key, seq)",
+        "(tenant, required_role, waiting_since, run_key, seq)",
+        "(tenant, expires_at, run_key, seq) WHERE expires_at IS NOT NULL",
+    )
+    keyed = ("tenant", "required_role")
+
+    def rows(self, run: RunSoFar) -> Iterator[Row]:
+        r = run.receipt
+        for seq, item in queue_items(r, run.contract.review_deadline if run.contract else None):
+            yield (
+                run.key,
+                r.tenant,
+                seq,
+                item.workflow,
+                item.lane,
+                item.required_role,
+                item.waiting_since,
+                item.expires_at,
+                item.model_dump_json(),
+            )
+
+
+def waiting_steps(datastore: PostgresDatastore, table: Composed, tenant: str, f: QueueFilter) -> QueuePage:
+    """One page of the queue for `tenant`: oldest first, or soonest to expire first."""
+    where: list[Composable] = [SQL("tenant = %s")]
+    params: list[Any] = [tenant]
+    for column, value in (("required_role", f.role), ("workflow", f.workflow), ("lane", f.lane)):
+        if value is not None:
+            where.append(SQL("{} = %s").format(Identifier(column)))
+            params.append(value)
+    by = "waiting_since" if f.order == "oldest" else "expires_at"
+    if f.order == "expiring":
+        where.append(SQL("expires_at IS NOT NULL"))
+    if f.cursor:
+        at, key, seq = decode_cursor(f.cursor, 3)
+        where.append(SQL("({}, run_key, seq) > (%s, %s::uuid, %s::int)").format(Identifier(by)))
+        params += [at, key, seq]
+    statement = SQL(
+        "SELECT {by}, run_key, seq, document FROM {t} WHERE {w} ORDER BY {by}, run_key, seq LIMIT %s"
+    ).format(by=Identifier(by), t=table, w=SQL(" AND ").join(where))
+    with datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
+        curs.execute(statement, [*params, f.limit + 1])
+        rows = curs.fetchall()
+    more = len(rows) > f.limit
+    rows = rows[: f.limit]
+    last = rows[-1] if more else None
+    cursor = encode_cursor(last[by].isoformat(), str(last["run_key"]), last["seq"]) if last else None
+    return QueuePage(items=[QueueItem.model_validate_json(r["document"]) for r in rows], next_cursor=cursor)

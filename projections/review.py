@@ -1,0 +1,159 @@
+"""A person's decision on a waiting step, for HTTP and the CLI alike.
+
+The step is read from the event store (not a view: a decision must see every
+recorded step, not what a projection has applied), the rules of
+domain/approvals.py judge the decision, and a decision that stands is published
+to `agent-steps` as the step event it is — `action.reviewed` (approve, reject,
+escalate) or `action.edited` — with the deciding principal as its actor. The
+queue and the receipt show it once ingest has recorded it.
+
+Its event id derives from who decided what about which version, so a decision
+sent twice (a double click, a retried request) is recorded once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import NAMESPACE_URL, uuid5
+
+from domain.approvals import Decider, Decision, Refusal, current_version, refusal
+from domain.contracts import run_contract
+from domain.errors import Forbidden, NotFound
+from domain.policy import Contract
+from domain.principals import Principal
+from domain.receipt import StepReceipt, render
+from domain.steps import Actor, StepEvent, content_hash, step_adapter
+from infra.store import RunNotFound, RunStore
+
+_DECISION_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/decision")
+_REVIEWED = {"approve": "approved", "reject": "rejected", "escalate": "escalated"}
+
+
+class StepNotFound(NotFound, LookupError):
+    title = "Step not found"
+
+
+class DecisionRefused(Forbidden):
+    """A decision that breaks one of the queue's rules (the rule is named)."""
+
+    title = "Decision refused"
+
+    def __init__(self, found: Refusal) -> None:
+        super().__init__(f"{found.rule}: {found.detail}")
+        self.rule = found.rule
+
+
+@dataclass(frozen=True)
+class Decided:
+    event_id: str
+    type: str
+    run_id: str
+    step_id: str
+    decision: str
+    version_hash: str
+    decided_by: Actor
+
+
+class StepSender(Protocol):
+    """What deciding asks of the publisher (infra.publisher.Publisher): send a step, and
+    wait until the broker has it."""
+
+    def publish(self, step: StepEvent) -> None: ...
+    def flush(self, timeout: float = 30.0) -> None: ...
+
+
+def splits(reference: str) -> Iterator[tuple[str, str]]:
+    """Each way RUN/STEP may read, as (run id, rest): run ids and step ids may hold '/'."""
+    for at, char in enumerate(reference):
+        if char == "/" and 0 < at < len(reference) - 1:
+            yield reference[:at], reference[at + 1 :]
+
+
+def step_named(store: RunStore, tenant: str, reference: str) -> tuple[str, StepReceipt]:
+    """The run id and the step RUN/STEP names in `tenant` (STEP may be the whole reference:
+    step ids are often RUN/step-N)."""
+    for run_id, rest in splits(reference):
+        try:
+            steps, _ = _steps(store, tenant, run_id)
+        except RunNotFound:
+            continue
+        for step_id in (rest, reference):
+            if step_id in steps:
+                return run_id, steps[step_id]
+        raise StepNotFound(f"run '{run_id}' has no step '{rest}'")
+    raise StepNotFound(f"'{reference}' names no run and step (RUN/STEP) in tenant '{tenant}'")
+
+
+def _steps(store: RunStore, tenant: str, run_id: str) -> tuple[dict[str, StepReceipt], Contract | None]:
+    """The run's steps as every recorded event leaves them (from the store, not a view),
+    and the lane contract that governs them."""
+    entries = store.run(tenant, run_id).entries
+    contract = run_contract([e.step for e in entries], store.contract)
+    return {s.step_id: s for s in render(entries, contract).steps}, contract
+
+
+def decide(
+    store: RunStore,
+    publisher: StepSender,
+    principal: Principal,
+    run_id: str,
+    step_id: str,
+    decision: Decision,
+    now: datetime | None = None,
+) -> Decided:
+    """Judge and publish `principal`'s decision on step `step_id` of its tenant's run `run_id`."""
+    now = now or datetime.now(UTC)
+    tenant = principal.tenant
+    steps, contract = _steps(store, tenant, run_id)
+    step = steps.get(step_id)
+    if step is None:
+        raise StepNotFound(f"run '{run_id}' has no step '{step_id}'")
+    deadline = contract.review_deadline if contract else None
+    second_eyes = contract.second_eyes_after_edit if contract else False
+    found = refusal(step, Decider(principal.id, principal.roles), decision, now, deadline, second_eyes)
+    if found is not None:
+        raise DecisionRefused(found)
+    actor = Actor(kind="human", id=principal.id, role=_role(step, principal))
+    event = _step_event(tenant, run_id, step, decision, actor, now)
+    publisher.publish(event)
+    publisher.flush()
+    return Decided(
+        event.event_id, event.type, run_id, step_id, decision.verdict, decision.version_hash, actor
+    )
+
+
+def _role(step: StepReceipt, principal: Principal) -> str | None:
+    """The role the principal decides in: the one the lane requires, else any it holds."""
+    required = step.policy.required_role if step.policy else None
+    if required and required in principal.roles:
+        return required
+    return min(principal.roles, default=None)
+
+
+def _step_event(
+    tenant: str, run_id: str, step: StepReceipt, decision: Decision, actor: Actor, now: datetime
+) -> StepEvent:
+    base = {"run_id": run_id, "tenant": tenant, "occurred_at": now, "actor": actor, "step_id": step.step_id}
+    if decision.verdict == "edit":
+        assert decision.output is not None  # refusal() requires it
+        data: dict[str, Any] = {
+            "output": decision.output,
+            "output_hash": content_hash(decision.output),
+            "base_hash": current_version(step),
+        }
+        kind, detail = "action.edited", data["output_hash"]
+    else:
+        data = {
+            "decision": _REVIEWED[decision.verdict],
+            "reviewed_hash": decision.version_hash,
+            "comment": decision.comment,
+        }
+        kind, detail = "action.reviewed", data["decision"]
+    key = f"{tenant}/{run_id}/{step.step_id}/{actor.id}/{decision.version_hash}/{kind}/{detail}"
+    event: StepEvent = step_adapter.validate_python(
+        {**base, "type": kind, "event_id": str(uuid5(_DECISION_NAMESPACE, key)), "data": data}
+    )
+    return event

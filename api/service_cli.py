@@ -17,6 +17,7 @@ from api.supervise import PARENT
 from infra.memory import tune_gc
 from infra.progress import Progress
 from infra.settings import Settings
+from projections.deadlines import DeadlineSweeper
 from projections.rebuild import RANGE
 from projections.rebuild import rebuild as parallel_rebuild
 from projections.runner import ProjectionRunner, views_named
@@ -38,14 +39,17 @@ def cmd_project(settings: Settings, _args: argparse.Namespace, should_stop: Call
 
 
 def cmd_relay(settings: Settings, _args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
-    """Publish every lane and review decision to the decisions topic, once."""
+    """Publish every lane and review decision to the decisions topic, once; record steps
+    that waited past their lane's deadline as expired."""
     settings = settings.resolved()
     store = open_store(settings, create=True)
     beats = Beats(settings, "relay")
     try:
         relay = build_decision_relay(settings, store)
+        # Between its turns the relay also keeps lane deadlines (projections/deadlines.py).
+        sweeper = DeadlineSweeper(store, settings.database_schema, settings.deadline_check_seconds)
         beats.beat(now=True)
-        relay.run(beats.on_each_turn(should_stop))
+        relay.run(beats.on_each_turn(sweeper.on_each_turn(should_stop)))
     finally:
         store.close()
     beats.stopped()

@@ -64,8 +64,10 @@ def current_version(step: StepReceipt) -> str | None:
 
 
 def final_decision(step: StepReceipt) -> str | None:
-    """'approved' (of the current version) or 'rejected': a decision that closes the step.
+    """'approved' (of the current version), 'rejected' or 'expired': what closes the step.
     An edit after an approval supersedes it, so an approval of an older version is not one."""
+    if step.expired_at is not None:
+        return "expired"
     if not step.reviews:
         return None
     last = step.reviews[-1]
@@ -107,7 +109,8 @@ def refusal(
     second_eyes_after_edit: bool = False,
 ) -> Refusal | None:
     """The rule `decision` by `decider` breaks on `step` at `now`, or None if it stands."""
-    if (at := expires_at(step, deadline)) is not None and now >= at and waiting(step):
+    overdue = (at := expires_at(step, deadline)) is not None and now >= at and waiting(step)
+    if step.expired_at is not None or overdue:
         return Refusal("expired", f"step {step.step_id} waited past its lane's deadline and expired")
     if final_decision(step) is not None:
         return Refusal(

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from domain.run import Entry
 from domain.steps import (
     ActionEdited,
+    ActionExpired,
     ActionProposed,
     ActionReviewed,
     Actor,
@@ -30,10 +31,14 @@ from domain.steps import (
     decision_source,
 )
 
-Outcome = Literal["approved", "rejected", "escalated", "edited", "pending", "draft_only", "blocked"]
+Outcome = Literal[
+    "approved", "rejected", "escalated", "expired", "edited", "pending", "draft_only", "blocked"
+]
 # A platform may stop waiting on these; "pending" (a person must decide) and "edited"
 # (a new version, still to be approved) are news, not an answer.
-FINAL_OUTCOMES: frozenset[str] = frozenset({"approved", "rejected", "escalated", "draft_only", "blocked"})
+FINAL_OUTCOMES: frozenset[str] = frozenset(
+    {"approved", "rejected", "escalated", "expired", "draft_only", "blocked"}
+)
 _LANE_OUTCOMES: dict[Lane, Outcome] = {
     "auto": "approved",
     "review": "pending",
@@ -104,6 +109,8 @@ def _notice(step: StepEvent, current: str | None) -> DecisionNotice | None:
             version_hash=review.reviewed_hash,
             comment=review.comment,
         )
+    if isinstance(step, ActionExpired):
+        return _about(step, kind="review", outcome="expired", final=True, version_hash=current)
     if isinstance(step, ActionEdited) and step.actor.kind == "human":
         return _about(step, kind="review", outcome="edited", final=False, version_hash=step.data.output_hash)
     return None

@@ -23,6 +23,7 @@ from domain.steps import (
     Action,
     ActionEdited,
     ActionExecuted,
+    ActionExpired,
     ActionFailed,
     ActionHeld,
     ActionProposed,
@@ -30,6 +31,7 @@ from domain.steps import (
     ActionReviewed,
     Actor,
     Agent,
+    DecisionRefused,
     DecisionSource,
     Fact,
     FinalState,
@@ -142,6 +144,18 @@ class Correction(Fact):
     event_id: str
 
 
+class RefusedDecision(Fact):
+    """A person's decision the approval queue refused: kept, so "who tried what" is on record."""
+
+    tried_by: Actor
+    decision: str
+    version_hash: str
+    rule: str
+    detail: str
+    at: datetime
+    event_id: str
+
+
 class StepReceipt(Fact):
     step_id: str
     proposed_by: Actor | None = None
@@ -161,6 +175,9 @@ class StepReceipt(Fact):
     rollback: RollbackLink | None = None
     reversal: Reversal | None = None
     corrections: tuple[Correction, ...] = ()
+    refused: tuple[RefusedDecision, ...] = ()
+    # When its wait for a person ended at the lane's deadline (the service recorded it).
+    expired_at: datetime | None = None
 
     @property
     def approval(self) -> Review | None:
@@ -251,6 +268,8 @@ class _StepFold:
         self.failures: list[str] = []
         self.reversal: dict[str, object] = {}
         self.corrections: list[Correction] = []
+        self.refused: list[RefusedDecision] = []
+        self.expired_at: datetime | None = None
 
     def versions(self) -> dict[str, tuple[str, str]]:
         """hash -> (label, text) of every version of the output the record holds."""
@@ -312,6 +331,8 @@ class _StepFold:
             )
             if self.execution
             else None,
+            refused=tuple(self.refused),
+            expired_at=self.expired_at,
             held=tuple(self.held),
             failures=tuple(self.failures),
             rollback=proposal.data.rollback if proposal else None,
@@ -381,6 +402,20 @@ def _fold_step(fold: _StepFold, step: StepEvent) -> None:
             fold.execution = step
         case ActionHeld(data=d):
             fold.held.append(d.reason)
+        case DecisionRefused(data=d):
+            fold.refused.append(
+                RefusedDecision(
+                    tried_by=d.tried_by,
+                    decision=d.decision,
+                    version_hash=d.version_hash,
+                    rule=d.rule,
+                    detail=d.detail,
+                    at=step.occurred_at,
+                    event_id=step.event_id,
+                )
+            )
+        case ActionExpired(data=d):
+            fold.expired_at = fold.expired_at or d.deadline
         case ActionFailed(data=d):
             fold.failures.append(d.error)
         case RollbackRequested(data=d):

@@ -326,6 +326,26 @@ class RecordFlaggedData(Fact):
     event_ids: tuple[Name, ...] = ()
 
 
+Verdict = Literal["approve", "reject", "edit", "escalate"]
+
+
+class DecisionRefusedData(Fact):
+    """A person's decision the approval queue refused: who tried what, and the rule it broke."""
+
+    decision: Verdict
+    version_hash: Label
+    rule: Name
+    detail: Sentence
+    tried_by: Actor
+
+
+class ActionExpiredData(Fact):
+    """A step that waited for a person past its lane contract's deadline."""
+
+    deadline: Instant
+    waiting_since: Instant
+
+
 # --- the envelope, one class per wire type ----------------------------------
 
 
@@ -421,6 +441,20 @@ class RecordFlagged(StepEvent):
     data: RecordFlaggedData
 
 
+class DecisionRefused(StepEvent):
+    """Written by the service only: the approval queue's record of a refused decision."""
+
+    type: Literal["decision.refused"]
+    data: DecisionRefusedData
+
+
+class ActionExpired(StepEvent):
+    """Written by the service only: the step's wait for a person ended at its deadline."""
+
+    type: Literal["action.expired"]
+    data: ActionExpiredData
+
+
 Step = Annotated[
     RunStarted
     | SourceUsed
@@ -437,7 +471,9 @@ Step = Annotated[
     | RollbackStands
     | RecordCorrected
     | RunFinished
-    | RecordFlagged,
+    | RecordFlagged
+    | DecisionRefused
+    | ActionExpired,
     Field(discriminator="type"),
 ]
 
@@ -450,7 +486,7 @@ step_adapter: TypeAdapter[Step] = TypeAdapter(Step)
 
 
 # Step types only the service writes; a publisher sending one is refused.
-SERVICE_TYPES = frozenset({"record.flagged"})
+SERVICE_TYPES = frozenset({"record.flagged", "decision.refused", "action.expired"})
 SERVICE = Actor(kind="system", id="agent-receipts")
 
 

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # publish`) within `policy_check_seconds`.
     policy: Path | None = None
     policy_check_seconds: float = 5.0
+    # How often `receipts relay` records `action.expired` for steps past their lane deadline.
+    deadline_check_seconds: float = 5.0
     # An ingest consumer with no partitions this long (while the broker answers)
     # leaves its group and joins again as a new member.
     join_timeout_seconds: float = 30.0

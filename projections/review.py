@@ -19,14 +19,18 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, uuid5
 
+from eventsourcing.persistence import IntegrityError
+
 from domain.approvals import Decider, Decision, Refusal, current_version, refusal
 from domain.contracts import run_contract
 from domain.errors import Forbidden, NotFound
 from domain.policy import Contract
 from domain.principals import Principal
 from domain.receipt import StepReceipt, render
-from domain.steps import Actor, StepEvent, content_hash, step_adapter
+from domain.steps import SERVICE, Actor, StepEvent, content_hash, step_adapter
+from infra.retry import Backoff
 from infra.store import RunNotFound, RunStore
+from schemas import encode_json
 
 _DECISION_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/decision")
 _REVIEWED = {"approve": "approved", "reject": "rejected", "escalate": "escalated"}
@@ -113,16 +117,58 @@ def decide(
         raise StepNotFound(f"run '{run_id}' has no step '{step_id}'")
     deadline = contract.review_deadline if contract else None
     second_eyes = contract.second_eyes_after_edit if contract else False
+    actor = Actor(kind="human", id=principal.id, role=_role(step, principal))
     found = refusal(step, Decider(principal.id, principal.roles), decision, now, deadline, second_eyes)
     if found is not None:
+        record_service_step(store, _refused(tenant, run_id, step.step_id, decision, found, actor, now))
         raise DecisionRefused(found)
-    actor = Actor(kind="human", id=principal.id, role=_role(step, principal))
     event = _step_event(tenant, run_id, step, decision, actor, now)
     publisher.publish(event)
     publisher.flush()
     return Decided(
         event.event_id, event.type, run_id, step_id, decision.verdict, decision.version_hash, actor
     )
+
+
+def _refused(
+    tenant: str, run_id: str, step_id: str, decision: Decision, found: Refusal, tried_by: Actor, now: datetime
+) -> StepEvent:
+    # One record per (who, what, which version, which rule): a retried refused request is one.
+    key = f"{tenant}/{run_id}/{step_id}/{tried_by.id}/{decision.verdict}/{decision.version_hash}/{found.rule}"
+    refused: StepEvent = step_adapter.validate_python(
+        {
+            "type": "decision.refused",
+            "event_id": str(uuid5(_DECISION_NAMESPACE, key)),
+            "run_id": run_id,
+            "tenant": tenant,
+            "occurred_at": now,
+            "actor": SERVICE,
+            "step_id": step_id,
+            "data": {
+                "decision": decision.verdict,
+                "version_hash": decision.version_hash[:512],
+                "rule": found.rule,
+                "detail": found.detail,
+                "tried_by": tried_by,
+            },
+        }
+    )
+    return refused
+
+
+def record_service_step(store: RunStore, step: StepEvent, attempts: int = 5) -> None:
+    """Record a step only the service writes straight into the event store (the wire refuses
+    it: `reserved_for_service`). Ingest may append to the same run meanwhile; the store then
+    refuses this save, and it is tried again on the run as it is now."""
+    backoff = Backoff(first=0.05)
+    for attempt in range(attempts):
+        try:
+            store.record([(step, encode_json(step))])
+            return
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            backoff.sleep_after_failure()
 
 
 def _role(step: StepReceipt, principal: Principal) -> str | None:

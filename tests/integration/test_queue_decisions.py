@@ -10,12 +10,23 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.bootstrap import build_projections
+from api.bootstrap import build_decision_relay, build_projections, build_queries
 from api.cli import main
 from consumers.ingest import Ingest
-from domain.steps import ActionEdited, ActionReviewed, StepEvent, content_hash
+from domain.steps import (
+    SERVICE,
+    ActionEdited,
+    ActionExpired,
+    ActionReviewed,
+    DecisionRefused,
+    StepEvent,
+    content_hash,
+)
+from infra.decisions import DecisionWaiter
 from infra.settings import Settings
 from infra.store import RunStore
+from projections.deadlines import DeadlineSweeper
+from projections.queue import QueueFilter
 from schemas.codec import encode_json
 from tests.integration.helpers import (
     add_principal,
@@ -64,6 +75,17 @@ def waiting(run_id: str, tenant: str = "default") -> list[StepEvent]:
         f.proposed(step, run_id=run_id, tenant=tenant, at=f.at(2)),
         f.policy(step, "review", run_id=run_id, tenant=tenant, at=f.at(3)),
     ]
+
+
+def routed_two_days_ago(settings: Settings, ingest: Ingest) -> None:
+    """Run r-old, published through Kafka and routed by the service's sample policy (its
+    lead-followup contract allows four hours), proposed two days ago."""
+    old = datetime.now(UTC) - timedelta(days=2)
+    steps = [
+        s.model_copy(update={"occurred_at": old}) for s in waiting("r-old") if s.type != "policy.decided"
+    ]
+    publish_raw(settings, [(s.run_id.encode(), encode_json(s)) for s in steps])
+    poll_until(ingest, lambda: ingest.totals.decided >= 1)
 
 
 def decide(client: TestClient, body: dict[str, Any], step: str = STEP, run: str = "r-1") -> Any:
@@ -141,17 +163,17 @@ def test_refusals_name_their_rule(
     assert response.status_code == 403, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["detail"].startswith(f"{rule}: ")
+    # Who tried what is on record: the service's step in the run, and in its receipt.
+    (refused,) = [e.step for e in store.run("default", "r-1").entries if isinstance(e.step, DecisionRefused)]
+    assert (refused.data.rule, refused.data.tried_by.id, refused.actor) == (rule, who, SERVICE)
+    (step,) = store.receipt("default", "r-1", timedelta(days=1)).steps
+    assert [(r.rule, r.tried_by.id) for r in step.refused] == [(rule, who)]
 
 
 def test_a_step_waiting_past_its_contract_s_deadline_has_expired(
     http: TestClient, store: RunStore, ingest: Ingest, settings: Settings
 ) -> None:
-    # Routed by the service at ingest, proposed two days ago: lead-followup allows four hours.
-    old = datetime.now(UTC) - timedelta(days=2)
-    steps = waiting("r-old")
-    steps = [s.model_copy(update={"occurred_at": old}) for s in steps if s.type != "policy.decided"]
-    publish_raw(settings, [(s.run_id.encode(), encode_json(s)) for s in steps])
-    poll_until(ingest, lambda: ingest.totals.decided >= 1)
+    routed_two_days_ago(settings, ingest)
     response = decide(
         http, {"decision": "approve", "version_hash": content_hash(f.DRAFT)}, "r-old/step-1", "r-old"
     )
@@ -199,3 +221,32 @@ def test_the_cli_lists_the_queue_and_decides(
     assert isinstance(last, ActionEdited) and last.data.output == EDIT and last.actor.id == "kim"
     assert main(["approve", f"r-1/{STEP}", "--version", content_hash(EDIT), "--tenant", "acme"]) == 3
     assert "sees tenant 'default' only" in capsys.readouterr().err
+
+
+def test_a_step_past_its_deadline_is_recorded_expired_and_the_platform_told(
+    store: RunStore, ingest: Ingest, settings: Settings
+) -> None:
+    routed_two_days_ago(settings, ingest)
+    runner = build_projections(settings, store)
+    runner.catch_up()
+    sweeper = DeadlineSweeper(store, settings.database_schema, every=0)
+    assert sweeper.sweep() == 1
+    assert sweeper.sweep() == 1  # the view has not applied it yet: found again, recorded once
+    expired = [e.step for e in store.run("default", "r-old").entries if isinstance(e.step, ActionExpired)]
+    assert len(expired) == 1 and expired[0].data.deadline == expired[0].data.waiting_since + timedelta(
+        hours=4
+    )
+    runner.catch_up()
+    assert sweeper.sweep() == 0
+    queue = build_queries(settings, store).queue("default", QueueFilter())
+    assert [i.run_id for i in queue.items] == ["r-1"]
+    (step,) = store.receipt("default", "r-old", timedelta(days=9)).steps
+    assert step.expired_at == expired[0].data.deadline
+    relay = build_decision_relay(settings, store)
+    relay.start()
+    while relay.relay_once():
+        pass
+    assert settings.kafka_bootstrap
+    waiter = DecisionWaiter(settings.kafka_bootstrap, settings.decisions_topic)
+    notice = waiter.wait("default", "r-old", "r-old/step-1", timeout=15)
+    assert (notice.outcome, notice.final, notice.decided_by) == ("expired", True, SERVICE)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.run import Entry, RunHead
-from domain.steps import Actor, StepEvent, content_hash, step_adapter
+from domain.steps import SERVICE, Actor, StepEvent, content_hash, step_adapter
 from schemas.codec import encode_json
 
 RUN = "run-1"
@@ -309,6 +309,26 @@ def corrected(
 ) -> StepEvent:
     data = {"corrects": corrects, "correction": correction, "reason": reason, **(extra or {})}
     return _step("record.corrected", data, by=by, **kw)
+
+
+def expired(step_id: str = STEP, *, deadline: datetime, since: datetime = T0, **kw: Any) -> StepEvent:
+    """The service's record that a step's wait for a person ended at its deadline."""
+    data = {"deadline": deadline, "waiting_since": since}
+    return _step("action.expired", data, step_id=step_id, by=SERVICE, **kw)
+
+
+def refused(
+    step_id: str = STEP, rule: str = "four_eyes", *, tried_by: Actor = AGENT, version: str = DRAFT, **kw: Any
+) -> StepEvent:
+    """The service's record of a decision the approval queue refused."""
+    data = {
+        "decision": "approve",
+        "version_hash": content_hash(version),
+        "rule": rule,
+        "detail": f"{tried_by.id} may not",
+        "tried_by": tried_by,
+    }
+    return _step("decision.refused", data, step_id=step_id, by=SERVICE, **kw)
 
 
 def finished(final_state: str = "sent", **kw: Any) -> StepEvent:

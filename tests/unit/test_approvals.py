@@ -114,3 +114,11 @@ def test_a_step_waiting_past_its_deadline_has_expired() -> None:
     # an edit restarts the clock
     edited = _step(*_proposed(), f.edited(output=EDIT, at=f.at(30)))
     assert expires_at(edited, deadline) == f.at(60)
+
+
+def test_an_expiry_the_service_recorded_closes_the_step_and_a_refusal_stays_on_record() -> None:
+    step = _step(*_proposed(), f.refused(at=f.at(4)), f.expired(deadline=f.at(30), at=f.at(30)))
+    assert step.expired_at == f.at(30) and final_decision(step) == "expired" and not waiting(step)
+    assert [(r.rule, r.tried_by.id) for r in step.refused] == [("four_eyes", f.AGENT.id)]
+    found = refusal(step, KIM, _approve(), f.at(31))
+    assert found is not None and found.rule == "expired"

@@ -236,8 +236,16 @@ def test_the_same_step_encoded_otherwise_is_a_plain_duplicate() -> None:
     assert (plan.duplicates, plan.dead) == (1, [])
 
 
-def test_a_service_only_type_from_the_wire_is_a_dead_letter() -> None:
-    forged = flag(f.proposed(), "conflicting_duplicate", "forged")
+@pytest.mark.parametrize(
+    "forged",
+    [
+        flag(f.proposed(), "conflicting_duplicate", "forged"),
+        f.refused(),  # a forged attempt, pinned on someone who never tried
+        f.expired(deadline=f.at(30)),  # a forged expiry closes a step a person may still decide
+    ],
+    ids=lambda step: step.type,
+)
+def test_a_service_only_type_from_the_wire_is_a_dead_letter(forged: StepEvent) -> None:
     plan = _ingest(StoredHeads()).plan(_batch(encode_json(forged)))
     assert _chained(plan) == [] and [d.reason for d in plan.dead] == ["reserved_type"]
 

@@ -67,3 +67,13 @@ def test_notices_are_those_of_the_new_entries_only_and_the_same_on_replay() -> N
     assert [(version, n.outcome) for version, n in later] == [(4, "rejected")]
     assert later == list(notices(history, history[-1:]))
     assert later[0][1].decision_id == history[-1].step.event_id
+
+
+def test_an_expiry_is_a_final_notice_about_the_version_that_waited() -> None:
+    found = _all(f.started(), f.proposed(), _service("review"), f.expired(deadline=f.at(30)))
+    assert [(n.outcome, n.final, n.version_hash, n.decided_by) for n in found][-1] == (
+        "expired",
+        True,
+        content_hash(f.DRAFT),
+        SERVICE,
+    )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from domain.authorizations import check_authorizations
 from domain.chain import Integrity, StoredLink
 from domain.contracts import ContractLookup, check_contract, run_contract
 from domain.findings import Finding, detect, final_state_unclear
@@ -119,6 +120,7 @@ class Execution(Fact):
     url: str | None = None
     executed_by: Actor
     event_id: str
+    authorization_ref: str | None = None  # the decision it relied on
 
 
 class Reversal(Fact):
@@ -328,6 +330,7 @@ class _StepFold:
                 url=self.execution.data.url,
                 executed_by=self.execution.actor,
                 event_id=self.execution.event_id,
+                authorization_ref=self.execution.data.authorization_ref,
             )
             if self.execution
             else None,
@@ -503,6 +506,7 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
         final_state=last_final.data.final_state if last_final else None,
         findings=tuple(
             detect(events, step_receipts, sources)
+            + check_authorizations(step_receipts)
             + (check_contract(events, contract) if contract else [])
             + unhandled_failures(recovery)
         ),

@@ -257,6 +257,9 @@ class ActionExecutedData(Fact):
     state: ExecutedState
     external_ref: Label | None = None
     url: Text | None = None
+    # The event id of the decision it relied on: the approval (or the lane decision of an
+    # auto lane). One approval authorizes one execution (domain/authorizations.py).
+    authorization_ref: Label | None = None
 
 
 class ErrorData(Fact):

@@ -262,9 +262,12 @@ class StepHandle:
         self.step_id = step_id
         self.current_hash = output_hash
         self.proposed_at = proposed_at
+        # The decision an execution relies on (authorization_ref): the approval reported
+        # here, or the one `wait_for_decision` returned.
+        self.authorization: str | None = None
 
-    def _emit(self, type_: str, data: dict[str, Any], by: Actor | None, at: datetime | None) -> None:
-        self.run.emit(type_, data, step_id=self.step_id, by=by, at=at)
+    def _emit(self, type_: str, data: dict[str, Any], by: Actor | None, at: datetime | None) -> StepEvent:
+        return self.run.emit(type_, data, step_id=self.step_id, by=by, at=at)
 
     def wait_for_decision(self, timeout: float = 60.0) -> DecisionNotice:
         """Block until the service's final decision on this step: approved (with the version
@@ -274,9 +277,12 @@ class StepHandle:
         publisher.flush()  # the proposal must be on its way before anyone can decide on it
         if publisher.decisions is None:
             raise ValueError("this publisher was given no Kafka bootstrap address to read decisions from")
-        return publisher.decisions.wait(
+        notice = publisher.decisions.wait(
             publisher.tenant, self.run.run_id, self.step_id, timeout, self.proposed_at
         )
+        if notice.outcome == "approved":
+            self.authorization = notice.decision_id
+        return notice
 
     def policy(
         self,
@@ -324,12 +330,13 @@ class StepHandle:
         comment: str | None = None,
         at: datetime | None = None,
     ) -> None:
-        self._emit(
+        reviewed = self._emit(
             "action.reviewed",
             {"decision": decision, "reviewed_hash": reviewed_hash or self.current_hash, "comment": comment},
             by,
             at,
         )
+        self.authorization = reviewed.event_id if decision == "approved" else None
 
     def hold(
         self,
@@ -350,7 +357,10 @@ class StepHandle:
         url: str | None = None,
         by: Actor | None = None,
         at: datetime | None = None,
+        authorization_ref: str | None = None,
     ) -> None:
+        """Record the execution; it names the decision it relied on (default: the approval
+        this handle reported or received). One approval authorizes one execution."""
         self._emit(
             "action.executed",
             {
@@ -358,10 +368,12 @@ class StepHandle:
                 "state": state,
                 "external_ref": external_ref,
                 "url": url,
+                "authorization_ref": authorization_ref or self.authorization,
             },
             by,
             at,
         )
+        self.authorization = None
 
     def failed(self, error: str, *, by: Actor | None = None, at: datetime | None = None) -> None:
         self._emit("action.failed", {"error": error}, by, at)

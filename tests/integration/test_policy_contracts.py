@@ -69,8 +69,8 @@ def _run(run_id: str, breach: str | None = None, workflow: str = "lead-followup"
             **signal,
             **where,
         ),
-        f.reviewed(step, at=f.at(10), **where),
-        f.executed(step, at=f.at(11), **where),
+        approval := f.reviewed(step, at=f.at(10), **where),
+        f.executed(step, authorization=approval.event_id, at=f.at(11), **where),
         f.finished("published" if breach == "final_state_outside_contract" else "sent", at=f.at(12), **where),
     ]
     if breach == "source_outside_contract":

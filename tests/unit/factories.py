@@ -219,13 +219,16 @@ def executed(
     state: str = "sent",
     external_ref: str | None = "msg-123",
     url: str | None = None,
+    authorization: str | None = None,
     **kw: Any,
 ) -> StepEvent:
+    """An execution; `authorization` is the event id of the decision it relied on."""
     data = {
         "executed_hash": executed_hash or content_hash(output),
         "state": state,
         "external_ref": external_ref,
         "url": url,
+        "authorization_ref": authorization,
     }
     return _step("action.executed", data, step_id=step_id, **kw)
 
@@ -342,8 +345,8 @@ def clean_run(step_id: str = STEP) -> list[StepEvent]:
         source("pricing", retrieved_at=at(-60), at=at(1)),
         proposed(step_id, confidence=0.92, reason_code="pricing-question", at=at(2)),
         policy(step_id, "review", at=at(3)),
-        reviewed(step_id, at=at(10)),
-        executed(step_id, at=at(11)),
+        approval := reviewed(step_id, at=at(10)),
+        executed(step_id, authorization=approval.event_id, at=at(11)),
         finished("sent", at=at(12)),
     ]
 

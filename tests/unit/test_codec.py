@@ -64,7 +64,7 @@ def _full_steps() -> dict[str, StepEvent]:
         f.edited("s-1", **env),
         f.reviewed("s-1", comment="fixed the sign-off", **env),
         f.held("s-1", **env),
-        f.executed("s-1", url="https://mail.example/msg-123", **env),
+        f.executed("s-1", url="https://mail.example/msg-123", authorization="evt-approval", **env),
         f.failed("s-1", **env),
         f.rollback_requested("s-1", extra=V3_REQUEST, **env),
         f.reverted("s-1", extra={**V3_OUTCOME, "verified": True}, **env),
@@ -559,6 +559,7 @@ V1_SCHEMA = fastavro.parse_schema(_schema("step-v1.avsc"))
 V2_SCHEMA = fastavro.parse_schema(_schema("step-v2.avsc"))
 # The types whose data v3 changed (new optional fields) or brought (rollback.stands).
 V3_CHANGED = {
+    "action.executed",
     "rollback.requested",
     "action.reverted",
     "rollback.failed",
@@ -569,7 +570,15 @@ V3_CHANGED = {
 
 def _older(step: StepEvent) -> StepEvent:
     """`step` as an older writer could say it: the v3 fields dropped."""
-    v3_fields = {"rollback_id", "reverse_id", "verified", "retryable", "steps", "requested_by"}
+    v3_fields = {
+        "rollback_id",
+        "reverse_id",
+        "verified",
+        "retryable",
+        "steps",
+        "requested_by",
+        "authorization_ref",
+    }
     data = {k: v for k, v in step.data.model_dump().items() if k not in v3_fields}  # type: ignore[attr-defined]
     return step_adapter.validate_python({**step.model_dump(), "data": data})
 

@@ -184,7 +184,11 @@ def test_executed_without_approval_quiet_when_approved() -> None:
 
 
 def test_auto_lane_needs_no_approval() -> None:
-    steps = clean_with((POLICY, f.policy(lane="auto", at=f.at(3))), (REVIEWED, None))
+    auto = f.policy(lane="auto", at=f.at(3))
+    # The execution names the lane decision it relied on: no approval is needed.
+    steps = clean_with(
+        (POLICY, auto), (REVIEWED, None), (EXECUTED, f.executed(authorization=auto.event_id, at=f.at(11)))
+    )
     assert [x.code for x in findings(steps)] == []
 
 
@@ -229,8 +233,8 @@ def test_executed_differs_from_approved_quiet_when_the_approved_edit_is_executed
         (EXECUTED, None),
         extra=[
             f.edited(output=EDIT, at=f.at(9)),
-            f.reviewed(output=EDIT, at=f.at(10)),
-            f.executed(output=EDIT, at=f.at(11)),
+            approval := f.reviewed(output=EDIT, at=f.at(10)),
+            f.executed(output=EDIT, authorization=approval.event_id, at=f.at(11)),
         ],
     )
     assert findings(run) == []

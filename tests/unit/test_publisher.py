@@ -70,3 +70,20 @@ def test_an_exception_in_the_run_finishes_it_as_failed() -> None:
 def test_a_publisher_needs_somewhere_to_publish() -> None:
     with pytest.raises(ValueError, match="bootstrap"):
         Publisher()
+
+
+def test_an_execution_names_the_approval_it_relied_on_once() -> None:
+    producer = FakeProducer()
+    maria = {"kind": "human", "id": "maria"}
+    with _publisher(producer).run("lead-followup", run_id="r-3") as run:
+        step = run.propose("send_email", {"system": "crm", "kind": "contact", "id": "c"}, "gmail")
+        step.review("approved", by=maria)  # type: ignore[arg-type]
+        step.executed("sent")
+        step.executed("sent")  # a second execution: no approval left to rely on
+        other = run.propose("send_email", {"system": "crm", "kind": "contact", "id": "d"}, "gmail")
+        other.review("rejected", by=maria, comment="no")  # type: ignore[arg-type]
+        other.executed("sent")
+    steps = [Codec().decode(value) for _, _, value in producer.sent]
+    approval = next(s for s in steps if s.type == "action.reviewed")
+    refs = [s.data.authorization_ref for s in steps if isinstance(s, ActionExecuted)]
+    assert refs == [approval.event_id, None, None]

@@ -6,6 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.bootstrap import build_publisher
+from infra.publisher import Publisher
+from infra.settings import NotRunning
 from infra.store import RunStore
 from projections.queries import Queries
 
@@ -23,3 +26,16 @@ async def _queries(request: Request) -> Queries:
 
 StoreDep = Annotated[RunStore, Depends(_store)]
 QueriesDep = Annotated[Queries, Depends(_queries)]
+
+
+def publisher_of(request: Request) -> Publisher:
+    """The HTTP process's publisher (decisions, rollback requests), made when first needed:
+    reading needs no broker. Its steps go out as JSON."""
+    state = request.app.state
+    if getattr(state, "publisher", None) is None:
+        settings = state.settings
+        if not settings.kafka_bootstrap:
+            raise NotRunning("no Kafka to publish to: RECEIPTS_KAFKA_BOOTSTRAP is not set")
+        state.publisher = build_publisher(settings.model_copy(update={"encoding": "json"}))
+    publisher: Publisher = state.publisher
+    return publisher

@@ -14,12 +14,9 @@ from fastapi import FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from api.auth import PrincipalDep
-from api.bootstrap import build_publisher
-from api.deps import QueriesDep, StoreDep
+from api.deps import QueriesDep, StoreDep, publisher_of
 from domain.approvals import Decision
 from domain.steps import Actor
-from infra.publisher import Publisher
-from infra.settings import NotRunning
 from projections.bounds import Text
 from projections.queue import QueueFilter, QueuePage
 from projections.review import decide
@@ -44,18 +41,6 @@ class DecisionAccepted(BaseModel):
     decided_by: Actor
 
 
-def _publisher(request: Request) -> Publisher:
-    """The HTTP process's publisher, made on the first decision (reading needs no broker)."""
-    state = request.app.state
-    if getattr(state, "publisher", None) is None:
-        settings = state.settings
-        if not settings.kafka_bootstrap:
-            raise NotRunning("no Kafka to publish decisions to: RECEIPTS_KAFKA_BOOTSTRAP is not set")
-        state.publisher = build_publisher(settings.model_copy(update={"encoding": "json"}))
-    publisher: Publisher = state.publisher
-    return publisher
-
-
 def queue_routes(app: FastAPI) -> None:
     @app.get("/queue", response_model=QueuePage, summary="Steps waiting for a person's decision")
     def queue(queries: QueriesDep, principal: PrincipalDep, f: Annotated[QueueFilter, Query()]) -> QueuePage:
@@ -76,7 +61,7 @@ def queue_routes(app: FastAPI) -> None:
         store: StoreDep,
         principal: PrincipalDep,
     ) -> DecisionAccepted:
-        publisher = _publisher(request)
+        publisher = publisher_of(request)
         wanted = Decision(asked.decision, asked.version_hash, asked.comment, asked.output)
         decided = await anyio.to_thread.run_sync(decide, store, publisher, principal, run_id, step_id, wanted)
         return DecisionAccepted(**decided.__dict__)

@@ -1,9 +1,7 @@
-"""`receipts rollback-worker` (the rollback consumer) and `receipts rollback-plan` (internal).
-
-The person-facing `receipts rollback RUN` and `POST /runs/{run}/rollback` wait for
-principals and roles (who may ask): they will call `infra.rollback.requests.
-request_rollback` after checking the role. `rollback-plan` publishes the plan of a
-request already recorded, e.g. again after a crash: the same ids, so harmless.
+"""`receipts rollback RUN` (ask, as the CLI's principal, with the HTTP API's rules),
+`receipts rollbacks` (where each stands), `receipts rollback-worker` (the rollback
+consumer) and `receipts rollback-plan` (administration: publishes the plan of a request
+already recorded again, e.g. after a crash: the same ids, so harmless).
 """
 
 from __future__ import annotations
@@ -11,9 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+from api.auth import cli_admin, cli_principal
 from api.bootstrap import build_publisher, open_store
+from api.incident_cli import add_tenant, asking
 from api.supervise import Stop
 from consumers.rollback import RollbackWorker
+from domain.rollback import RollbackPlan
+from infra.idempotency import Answered, once
 from infra.kafka import consumer, ensure_topics, producer
 from infra.publisher import Publisher
 from infra.rollback.adapter import Adapter
@@ -21,6 +23,8 @@ from infra.rollback.build import build_adapters
 from infra.rollback.config import read_rollback_config
 from infra.rollback.requests import plan_recorded, publish_plan
 from infra.settings import Settings
+from projections.review import ask_rollback
+from projections.rollbacks import RollbackFilter
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +70,10 @@ def cmd_rollback_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_rollback_plan(settings: Settings, args: argparse.Namespace) -> int:
-    settings = settings.resolved()
+    given, settings = settings, settings.resolved()
     store = open_store(settings)
     try:
+        cli_admin(given, store)  # any tenant's run: administration
         planned = plan_recorded(store, args.tenant, args.run_id, args.rollback_id)
     finally:
         store.close()
@@ -77,6 +82,65 @@ def cmd_rollback_plan(settings: Settings, args: argparse.Namespace) -> int:
         publish_plan(planned, publisher, settings.reverse_topic)
     finally:
         publisher.close()
+    _print_plan(planned)
+    return 0
+
+
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    settings = settings.resolved()
+    store = open_store(settings)
+    publisher = build_publisher(settings.model_copy(update={"encoding": "json"}))
+    try:
+        principal = cli_principal(settings, store)
+        principal.tenant_for(args.tenant)
+        steps = args.step or []
+        asked = {"run_id": args.run_id, "reason": args.reason, "steps": steps}
+        topic, key = settings.reverse_topic, args.idempotency_key
+
+        def handle() -> Answered:
+            plan = ask_rollback(store, publisher, principal, args.run_id, args.reason, steps, topic, key)
+            return Answered(202, plan.model_dump(mode="json"))
+
+        if key is None:
+            answered = handle()
+        else:
+            datastore = store.steps.datastore
+            answered = once(datastore, settings.database_schema, principal.tenant, key, asked, handle)
+    finally:
+        publisher.close()
+        store.close()
+    planned = RollbackPlan.model_validate(answered.body)
+    print(f"rollback {planned.rollback_id} of {planned.run_id} asked")
+    _print_plan(planned)
+    return 0
+
+
+def cmd_rollbacks(settings: Settings, args: argparse.Namespace) -> int:
+    with asking(settings) as (queries, principal):
+        page = queries.rollbacks(
+            principal.tenant_for(args.tenant),
+            RollbackFilter(state=args.state, limit=args.limit, cursor=args.cursor),
+        )
+    if args.json:
+        print(page.model_dump_json(indent=2))
+        return 0
+    if not page.rollbacks:
+        print("No rollback has been asked for.")
+    for item in page.rollbacks:
+        r = item.recovery
+        print(f"{r.requested_at:%Y-%m-%d %H:%M:%S}Z {item.run_id} [{r.state}] {r.rollback_id}")
+        print(f"  asked by {r.requested_by.id}: {r.reason}")
+        for action in r.actions:
+            outcome = action.reverse_ref or action.error or ""
+            print(f"  {action.step_id}: {action.method} -> {action.outcome} {outcome}")
+        for stands in r.stands:
+            print(f"  {stands.step_id}: stands — {stands.runbook}")
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}")
+    return 0
+
+
+def _print_plan(planned: RollbackPlan) -> None:
     for reverse in planned.reverse:
         print(f"reverse {reverse.reverse_id}: {reverse.method} {reverse.step_id} on {reverse.target.key}")
     for stands in planned.stands:
@@ -84,7 +148,6 @@ def cmd_rollback_plan(settings: Settings, args: argparse.Namespace) -> int:
     for skipped in planned.skipped:
         print(f"skipped {skipped.step_id}: {skipped.why}")
     print("partial: what stands needs a person" if planned.partial else "every executed step is undone")
-    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,3 +163,27 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     planned.add_argument("--rollback-id", required=True)
     planned.add_argument("--tenant", default="default")
     planned.set_defaults(func=cmd_rollback_plan)
+    ask = sub.add_parser(
+        "rollback",
+        help="ask to roll a run (or some of its steps) back; needs the workflow's rollback role",
+        description="Records the request and publishes one reverse event per executed step to the "
+        "rollback tooling; what cannot be undone stands, with its runbook. Refused (exit 3) without "
+        "the role the run's lane contract names for rollbacks (`rollback` by default).",
+    )
+    ask.add_argument("run_id", metavar="RUN")
+    ask.add_argument(
+        "--step", action="append", help="a step id to undo (repeat; default: every executed step)"
+    )
+    ask.add_argument("--reason", required=True, help="why: it goes in the receipt")
+    ask.add_argument("--idempotency-key", help="a key of your own: asking again with it changes nothing")
+    add_tenant(ask)
+    ask.set_defaults(func=cmd_rollback)
+    listed = sub.add_parser("rollbacks", help="every rollback asked for, newest first, and where it stands")
+    listed.add_argument(
+        "--state", choices=("requested", "running", "failed", "partially reverted", "corrected", "reverted")
+    )
+    listed.add_argument("--limit", type=int, default=50)
+    listed.add_argument("--cursor", help="continue from a previous page")
+    listed.add_argument("--json", action="store_true", help="the answer as JSON (as the HTTP API gives it)")
+    add_tenant(listed)
+    listed.set_defaults(func=cmd_rollbacks)

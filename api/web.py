@@ -31,6 +31,7 @@ from api.deps import QueriesDep, StoreDep
 from api.liveness import Beats
 from api.queue_web import queue_routes
 from api.render import receipt_markdown
+from api.rollback_web import rollback_routes
 from domain.errors import Invalid, ReceiptsError
 from domain.receipt import Receipt
 from domain.run import run_uuid
@@ -144,6 +145,7 @@ class PolicyVersionsPublic(BaseModel):
 def _routes(app: FastAPI) -> None:
     _policy_routes(app)
     queue_routes(app)
+    rollback_routes(app)
 
     @app.get("/runs", response_model=RunsPage, summary="List runs, newest first, with filters")
     def list_runs(queries: QueriesDep, principal: PrincipalDep, f: Annotated[RunQuery, Query()]) -> RunsPage:

@@ -79,6 +79,8 @@ class Contract(Doc):
     review_deadline: timedelta | None = None
     # A reviewer who edits a draft may approve the edit, unless the lane asks for another person.
     second_eyes_after_edit: bool = False
+    # Who may ask to roll this workflow's runs back (`POST /runs/{run}/rollback`).
+    rollback_role: Id = "rollback"
 
     def needs_recovery(self, verb: str) -> bool:
         return "*" in self.recovery or verb in self.recovery

@@ -329,7 +329,7 @@ class RecordFlaggedData(Fact):
     event_ids: tuple[Name, ...] = ()
 
 
-Verdict = Literal["approve", "reject", "edit", "escalate"]
+Verdict = Literal["approve", "reject", "edit", "escalate", "rollback"]
 
 
 class DecisionRefusedData(Fact):

@@ -44,6 +44,7 @@ from domain.run import Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
+from infra.idempotency import IdempotencyTable
 from infra.policies import LoadedPolicy, NoPolicy, PolicyBook, PolicyTable
 from infra.principals import PrincipalTable
 from infra.rows import STEP_STATE, CopyData, Row, read_step_state, step_state, stored_heads
@@ -171,6 +172,7 @@ class StepRecorder(PostgresProcessRecorder):
         self.policy_book = PolicyBook(self.policies)
         self.sql_create_statements.append(self.policies.create_statement())
         self.sql_create_statements.append(PrincipalTable(schema).create_statement())
+        self.sql_create_statements.append(IdempotencyTable(schema).create_statement())
         self.health = Health(schema)
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())

@@ -78,6 +78,19 @@ _CURSORS: dict[int, TypeAdapter[Any]] = {
 }
 
 
+def paged(rows: list[dict[str, Any]], limit: int, *columns: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The first `limit` of `rows` (a query asked for one more), and, when there were more,
+    the cursor after the last one: its `columns`, the list's order."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    parts = [
+        v.isoformat() if isinstance(v, datetime) else v if isinstance(v, int) else str(v)
+        for v in (last[c] for c in columns)
+    ]
+    return rows[:limit], encode_cursor(*parts)
+
+
 def encode_cursor(*parts: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
 

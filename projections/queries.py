@@ -23,6 +23,7 @@ from projections import quarantine
 from projections.bounds import Answer, BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
 from projections.catalog import VIEWS
 from projections.queue import QueueFilter, QueuePage, waiting_steps
+from projections.rollbacks import RollbackFilter, RollbacksPage, rollbacks
 
 __all__ = ["Answer", "BadQuery"]  # defined with the bounds
 
@@ -225,6 +226,10 @@ class Queries:
     def queue(self, tenant: str, f: QueueFilter) -> QueuePage:
         """The steps waiting for a person's decision (projections/queue.py)."""
         return waiting_steps(self.datastore, self._t("queue"), tenant, f)
+
+    def rollbacks(self, tenant: str, f: RollbackFilter) -> RollbacksPage:
+        """Every rollback asked for, newest first (projections/rollbacks.py)."""
+        return rollbacks(self.datastore, self._t("rollbacks"), tenant, f)
 
     # --- entities and sources ------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from pydantic import Field
 from domain.approvals import current_version, expires_at, waiting
 from domain.receipt import Receipt, StepReceipt
 from domain.steps import Action, Actor, RollbackLink, Signal, Source
-from projections.bounds import Answer, Cursor, Text, decode_cursor, encode_cursor
+from projections.bounds import Answer, Cursor, Text, decode_cursor, paged
 from projections.views import Row, RunSoFar, WholeRunView
 
 Order = Literal["oldest", "expiring"]
@@ -166,8 +166,5 @@ def waiting_steps(datastore: PostgresDatastore, table: Composed, tenant: str, f:
     with datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
         curs.execute(statement, [*params, f.limit + 1])
         rows = curs.fetchall()
-    more = len(rows) > f.limit
-    rows = rows[: f.limit]
-    last = rows[-1] if more else None
-    cursor = encode_cursor(last[by].isoformat(), str(last["run_key"]), last["seq"]) if last else None
+    rows, cursor = paged(rows, f.limit, by, "run_key", "seq")
     return QueuePage(items=[QueueItem.model_validate_json(r["document"]) for r in rows], next_cursor=cursor)

@@ -13,7 +13,7 @@ sent twice (a double click, a retried request) is recorded once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -27,8 +27,11 @@ from domain.errors import Forbidden, NotFound
 from domain.policy import Contract
 from domain.principals import Principal
 from domain.receipt import StepReceipt, render
+from domain.rollback import RollbackPlan
 from domain.steps import SERVICE, Actor, StepEvent, content_hash, step_adapter
+from infra.publisher import Publisher
 from infra.retry import Backoff
+from infra.rollback.requests import request_rollback
 from infra.store import RunNotFound, RunStore
 from schemas import encode_json
 
@@ -120,7 +123,8 @@ def decide(
     actor = Actor(kind="human", id=principal.id, role=_role(step, principal))
     found = refusal(step, Decider(principal.id, principal.roles), decision, now, deadline, second_eyes)
     if found is not None:
-        record_service_step(store, _refused(tenant, run_id, step.step_id, decision, found, actor, now))
+        asked = (decision.verdict, decision.version_hash)
+        record_service_step(store, _refused(tenant, run_id, step.step_id, asked, found, actor, now))
         raise DecisionRefused(found)
     event = _step_event(tenant, run_id, step, decision, actor, now)
     publisher.publish(event)
@@ -131,10 +135,18 @@ def decide(
 
 
 def _refused(
-    tenant: str, run_id: str, step_id: str, decision: Decision, found: Refusal, tried_by: Actor, now: datetime
+    tenant: str,
+    run_id: str,
+    step_id: str | None,
+    asked: tuple[str, str],
+    found: Refusal,
+    tried_by: Actor,
+    now: datetime,
 ) -> StepEvent:
+    """The record of a refused request: `asked` is (what, on which version)."""
+    verdict, version_hash = asked
     # One record per (who, what, which version, which rule): a retried refused request is one.
-    key = f"{tenant}/{run_id}/{step_id}/{tried_by.id}/{decision.verdict}/{decision.version_hash}/{found.rule}"
+    key = f"{tenant}/{run_id}/{step_id}/{tried_by.id}/{verdict}/{version_hash}/{found.rule}"
     refused: StepEvent = step_adapter.validate_python(
         {
             "type": "decision.refused",
@@ -145,8 +157,8 @@ def _refused(
             "actor": SERVICE,
             "step_id": step_id,
             "data": {
-                "decision": decision.verdict,
-                "version_hash": decision.version_hash[:512],
+                "decision": verdict,
+                "version_hash": version_hash[:512],
                 "rule": found.rule,
                 "detail": found.detail,
                 "tried_by": tried_by,
@@ -203,3 +215,42 @@ def _step_event(
         {**base, "type": kind, "event_id": str(uuid5(_DECISION_NAMESPACE, key)), "data": data}
     )
     return event
+
+
+def ask_rollback(
+    store: RunStore,
+    publisher: Publisher,
+    principal: Principal,
+    run_id: str,
+    reason: str,
+    steps: Sequence[str],
+    reverse_topic: str,
+    key: str | None = None,
+) -> RollbackPlan:
+    """Record and plan a rollback of `principal`'s tenant's run: only a principal holding the
+    role the run's lane contract names for it (`rollback` by default) may ask; a refusal is
+    recorded (`decision.refused`) before it is raised. `key`, an Idempotency-Key, makes the
+    rollback's id stable, so a repeat plans the same reverse events."""
+    tenant = principal.tenant
+    entries = store.run(tenant, run_id).entries  # RunNotFound first: another tenant's is unknown
+    contract = run_contract([e.step for e in entries], store.contract)
+    role = contract.rollback_role if contract else "rollback"
+    actor = Actor(kind="human", id=principal.id, role=role if role in principal.roles else None)
+    if role not in principal.roles:
+        found = Refusal("role_required", f"asking to roll back run '{run_id}' needs the role {role!r}")
+        step_id = steps[0] if steps else None
+        refused = _refused(tenant, run_id, step_id, ("rollback", ""), found, actor, datetime.now(UTC))
+        record_service_step(store, refused)
+        raise DecisionRefused(found)
+    rollback_id = str(uuid5(_DECISION_NAMESPACE, f"{tenant}/{run_id}/rollback/{key}")) if key else None
+    return request_rollback(
+        store,
+        publisher,
+        run_id,
+        reason,
+        steps,
+        actor,
+        reverse_topic=reverse_topic,
+        tenant=tenant,
+        rollback_id=rollback_id,
+    )

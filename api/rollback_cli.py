@@ -12,6 +12,7 @@ import logging
 from api.auth import cli_admin, cli_principal
 from api.bootstrap import build_publisher, open_store
 from api.incident_cli import add_tenant, asking
+from api.liveness import Beats
 from api.supervise import Stop
 from consumers.rollback import RollbackWorker
 from domain.rollback import RollbackPlan
@@ -59,10 +60,13 @@ def cmd_rollback_worker(settings: Settings, _args: argparse.Namespace) -> int:
         f"rollback worker: {settings.reverse_topic} -> {settings.topic} (group {settings.rollback_group})",
         flush=True,
     )
+    beats = Beats(settings, "rollback")  # its row in receipts_processes: /health sees it
+    beats.beat(now=True)
     try:
-        worker.run(stop.requested)
+        worker.run(beats.on_each_turn(stop.requested))
     finally:
         worker.close()
+    beats.stopped()
     print(
         f"rollback worker stopped: {worker.handled} handled, {worker.dead_lettered} dead-lettered", flush=True
     )

@@ -16,10 +16,9 @@ from pydantic import BaseModel, Field
 from api.auth import PrincipalDep
 from api.deps import QueriesDep, StoreDep, publisher_of
 from domain.approvals import Decision
-from domain.steps import Actor
 from projections.bounds import Text
 from projections.queue import QueueFilter, QueuePage
-from projections.review import decide
+from projections.review import Decided, decide
 
 StepId = Annotated[Text, Path(description="the step's id (it may hold '/')")]
 
@@ -31,16 +30,6 @@ class DecisionAsked(BaseModel):
     output: str | None = Field(None, max_length=1_000_000, description="the new text, for an edit")
 
 
-class DecisionAccepted(BaseModel):
-    event_id: str = Field(description="the recorded decision's event id (stable: a repeat is one decision)")
-    type: str
-    run_id: str
-    step_id: str
-    decision: str
-    version_hash: str
-    decided_by: Actor
-
-
 def queue_routes(app: FastAPI) -> None:
     @app.get("/queue", response_model=QueuePage, summary="Steps waiting for a person's decision")
     def queue(queries: QueriesDep, principal: PrincipalDep, f: Annotated[QueueFilter, Query()]) -> QueuePage:
@@ -48,7 +37,7 @@ def queue_routes(app: FastAPI) -> None:
 
     @app.post(
         "/runs/{run_id}/steps/{step_id:path}/decision",
-        response_model=DecisionAccepted,
+        response_model=Decided,
         status_code=202,
         summary="Approve, reject (with a comment), edit or escalate a waiting step's current version",
         responses={403: {"description": "refused: the rule is named, and the attempt recorded"}},
@@ -60,8 +49,7 @@ def queue_routes(app: FastAPI) -> None:
         asked: DecisionAsked,
         store: StoreDep,
         principal: PrincipalDep,
-    ) -> DecisionAccepted:
+    ) -> Decided:
         publisher = publisher_of(request)
         wanted = Decision(asked.decision, asked.version_hash, asked.comment, asked.output)
-        decided = await anyio.to_thread.run_sync(decide, store, publisher, principal, run_id, step_id, wanted)
-        return DecisionAccepted(**decided.__dict__)
+        return await anyio.to_thread.run_sync(decide, store, publisher, principal, run_id, step_id, wanted)

@@ -14,12 +14,12 @@ sent twice (a double click, a retried request) is recorded once.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, uuid5
 
 from eventsourcing.persistence import IntegrityError
+from pydantic import Field
 
 from domain.approvals import Decider, Decision, Refusal, current_version, refusal
 from domain.contracts import run_contract
@@ -33,6 +33,7 @@ from infra.publisher import Publisher
 from infra.retry import Backoff
 from infra.rollback.requests import request_rollback
 from infra.store import RunNotFound, RunStore
+from projections.bounds import Answer
 from schemas import encode_json
 
 _DECISION_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/decision")
@@ -53,9 +54,10 @@ class DecisionRefused(Forbidden):
         self.rule = found.rule
 
 
-@dataclass(frozen=True)
-class Decided:
-    event_id: str
+class Decided(Answer):
+    """A decision that stands, as published (the answer of `POST …/decision`, 202)."""
+
+    event_id: str = Field(description="the recorded decision's event id (stable: a repeat is one decision)")
     type: str
     run_id: str
     step_id: str
@@ -130,7 +132,13 @@ def decide(
     publisher.publish(event)
     publisher.flush()
     return Decided(
-        event.event_id, event.type, run_id, step_id, decision.verdict, decision.version_hash, actor
+        event_id=event.event_id,
+        type=event.type,
+        run_id=run_id,
+        step_id=step_id,
+        decision=decision.verdict,
+        version_hash=decision.version_hash,
+        decided_by=actor,
     )
 
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from api import incident_cli, policy_cli, principal_cli, queue_cli, rollback_cli, service_cli
+from api import import_cli, incident_cli, policy_cli, principal_cli, queue_cli, rollback_cli, service_cli
 from api.auth import cli_principal
 from api.bootstrap import (
     build_ingest,
@@ -146,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
             )
     incident_cli.add_commands(sub)
     queue_cli.add_commands(sub)
+    import_cli.add_commands(sub)
     policy_cli.add_commands(sub)
     principal_cli.add_commands(sub)
     rollback_cli.add_commands(sub)

@@ -92,6 +92,19 @@ def waiting(step: StepReceipt) -> bool:
     )
 
 
+def escalated(step: StepReceipt) -> bool:
+    """The last review handed the step on: it waits for the escalation role now."""
+    return bool(step.reviews) and step.reviews[-1].decision == "escalated"
+
+
+def deciding_role(step: StepReceipt, escalation_role: str | None = None) -> str | None:
+    """The role a decision on `step` needs: the contract's escalation role once a reviewer
+    escalated it (when the contract names one), else the role its lane requires."""
+    if escalation_role and escalated(step):
+        return escalation_role
+    return step.policy.required_role if step.policy else None
+
+
 def expires_at(step: StepReceipt, deadline: timedelta | None) -> datetime | None:
     """When a waiting step expires: its lane's deadline after it was proposed (or last edited)."""
     if deadline is None:
@@ -107,6 +120,7 @@ def refusal(
     now: datetime,
     deadline: timedelta | None = None,
     second_eyes_after_edit: bool = False,
+    escalation_role: str | None = None,
 ) -> Refusal | None:
     """The rule `decision` by `decider` breaks on `step` at `now`, or None if it stands."""
     overdue = (at := expires_at(step, deadline)) is not None and now >= at and waiting(step)
@@ -119,8 +133,7 @@ def refusal(
         )
     if not waiting(step):
         return Refusal("not_waiting", f"step {step.step_id} is not waiting for a person's decision")
-    assert step.policy is not None  # waiting() holds
-    role = step.policy.required_role
+    role = deciding_role(step, escalation_role)
     if role and role not in decider.roles:
         return Refusal("role_required", f"deciding step {step.step_id} needs the role {role!r}")
     current = current_version(step)

@@ -79,6 +79,8 @@ class Contract(Doc):
     review_deadline: timedelta | None = None
     # A reviewer who edits a draft may approve the edit, unless the lane asks for another person.
     second_eyes_after_edit: bool = False
+    # Who decides a step a reviewer escalated (unset: the lane's role, as before).
+    escalation_role: Id | None = None
     # Who may ask to roll this workflow's runs back (`POST /runs/{run}/rollback`).
     rollback_role: Id = "rollback"
 

@@ -10,7 +10,7 @@ the columns the queue is filtered and ordered by.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from eventsourcing.postgres import PostgresDatastore
@@ -18,7 +18,8 @@ from psycopg.rows import dict_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 from pydantic import Field
 
-from domain.approvals import current_version, expires_at, waiting
+from domain.approvals import current_version, deciding_role, escalated, expires_at, waiting
+from domain.policy import Contract
 from domain.receipt import Receipt, StepReceipt
 from domain.steps import Action, Actor, RollbackLink, Signal, Source
 from projections.bounds import Answer, Cursor, Text, decode_cursor, paged
@@ -66,15 +67,17 @@ class QueuePage(Answer):
     next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
 
 
-def queue_items(receipt: Receipt, deadline: timedelta | None = None) -> Iterator[tuple[int, QueueItem]]:
+def queue_items(receipt: Receipt, contract: Contract | None = None) -> Iterator[tuple[int, QueueItem]]:
     """The run's steps waiting for a person, with each one's place among the run's steps;
-    `deadline` is how long its lane contract lets one wait."""
+    its lane `contract` says how long one may wait and who decides an escalated one."""
+    deadline = contract.review_deadline if contract else None
+    escalation_role = contract.escalation_role if contract else None
     for seq, step in enumerate(receipt.steps):
         if waiting(step):
-            yield seq, _item(receipt, step, expires_at(step, deadline))
+            yield seq, _item(receipt, step, expires_at(step, deadline), deciding_role(step, escalation_role))
 
 
-def _item(receipt: Receipt, step: StepReceipt, expires: datetime | None) -> QueueItem:
+def _item(receipt: Receipt, step: StepReceipt, expires: datetime | None, role: str | None) -> QueueItem:
     policy, action = step.policy, step.action
     assert policy is not None and action is not None  # a waiting step has both
     edits = step.output.edits
@@ -86,8 +89,8 @@ def _item(receipt: Receipt, step: StepReceipt, expires: datetime | None) -> Queu
         run_id=receipt.run_id,
         step_id=step.step_id,
         workflow=receipt.workflow,
-        lane=policy.lane,
-        required_role=policy.required_role,
+        lane="escalate" if escalated(step) else policy.lane,
+        required_role=role,
         rule_id=policy.rule_id,
         policy_version=policy.policy_version,
         reasons=list(policy.reasons),
@@ -131,7 +134,7 @@ class Queue(WholeRunView):
 
     def rows(self, run: RunSoFar) -> Iterator[Row]:
         r = run.receipt
-        for seq, item in queue_items(r, run.contract.review_deadline if run.contract else None):
+        for seq, item in queue_items(r, run.contract):
             yield (
                 run.key,
                 r.tenant,

@@ -21,7 +21,7 @@ from uuid import NAMESPACE_URL, uuid5
 from eventsourcing.persistence import IntegrityError
 from pydantic import Field
 
-from domain.approvals import Decider, Decision, Refusal, current_version, refusal
+from domain.approvals import Decider, Decision, Refusal, current_version, deciding_role, refusal
 from domain.contracts import run_contract
 from domain.errors import Forbidden, NotFound
 from domain.policy import Contract
@@ -122,8 +122,10 @@ def decide(
         raise StepNotFound(f"run '{run_id}' has no step '{step_id}'")
     deadline = contract.review_deadline if contract else None
     second_eyes = contract.second_eyes_after_edit if contract else False
-    actor = Actor(kind="human", id=principal.id, role=_role(step, principal))
-    found = refusal(step, Decider(principal.id, principal.roles), decision, now, deadline, second_eyes)
+    escalation_role = contract.escalation_role if contract else None
+    actor = Actor(kind="human", id=principal.id, role=_role(deciding_role(step, escalation_role), principal))
+    decider = Decider(principal.id, principal.roles)
+    found = refusal(step, decider, decision, now, deadline, second_eyes, escalation_role)
     if found is not None:
         asked = (decision.verdict, decision.version_hash)
         record_service_step(store, _refused(tenant, run_id, step.step_id, asked, found, actor, now))
@@ -191,9 +193,8 @@ def record_service_step(store: RunStore, step: StepEvent, attempts: int = 5) -> 
             backoff.sleep_after_failure()
 
 
-def _role(step: StepReceipt, principal: Principal) -> str | None:
-    """The role the principal decides in: the one the lane requires, else any it holds."""
-    required = step.policy.required_role if step.policy else None
+def _role(required: str | None, principal: Principal) -> str | None:
+    """The role the principal decides in: the one the decision needs, else any it holds."""
     if required and required in principal.roles:
         return required
     return min(principal.roles, default=None)

@@ -6,7 +6,17 @@ from datetime import timedelta
 
 import pytest
 
-from domain.approvals import Decider, Decision, current_version, expires_at, final_decision, refusal, waiting
+from domain.approvals import (
+    Decider,
+    Decision,
+    current_version,
+    deciding_role,
+    escalated,
+    expires_at,
+    final_decision,
+    refusal,
+    waiting,
+)
 from domain.receipt import StepReceipt, render
 from domain.steps import StepEvent, content_hash
 from tests.unit import factories as f
@@ -122,3 +132,14 @@ def test_an_expiry_the_service_recorded_closes_the_step_and_a_refusal_stays_on_r
     assert [(r.rule, r.tried_by.id) for r in step.refused] == [("four_eyes", f.AGENT.id)]
     found = refusal(step, KIM, _approve(), f.at(31))
     assert found is not None and found.rule == "expired"
+
+
+def test_an_escalated_step_waits_for_the_contract_s_escalation_role() -> None:
+    step = _step(*_proposed(), f.reviewed(decision="escalated", comment="over my head", at=f.at(5)))
+    assert waiting(step) and escalated(step)
+    assert deciding_role(step) == "sales-lead"  # the contract names none: the lane's role
+    assert deciding_role(step, "head-of-sales") == "head-of-sales"
+    found = refusal(step, KIM, _approve(), NOW, escalation_role="head-of-sales")
+    assert found is not None and found.rule == "role_required" and "head-of-sales" in found.detail
+    boss = Decider("lee", frozenset({"head-of-sales"}))
+    assert refusal(step, boss, _approve(), NOW, escalation_role="head-of-sales") is None

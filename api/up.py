@@ -134,6 +134,9 @@ def _local_admin(settings: Settings, policy: Policy) -> None:
         roles = {ADMIN, *(r.role for r in policy.rules if r.role)}
         roles |= {policy.default.role} if policy.default.role else set()
         roles |= {c.reviewer_role for c in policy.contracts.values() if c.reviewer_role}
+        # …and whoever may decide an escalated step or ask for a rollback.
+        roles |= {c.escalation_role for c in policy.contracts.values() if c.escalation_role}
+        roles |= {c.rollback_role for c in policy.contracts.values()} | {"rollback"}
         token = principals.add(LOCAL_ADMIN, "default", roles, "receipts up (first start)")
     finally:
         store.close()

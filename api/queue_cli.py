@@ -47,7 +47,9 @@ def queue_text(page: QueuePage) -> list[str]:
             f"{item.run_id} / {item.step_id}  [{item.lane}, needs {item.required_role or 'any reviewer'}]",
             f"  {item.action.verb} {target.system}/{target.kind}/{target.id} with {item.action.tool}; "
             f"rule {item.rule_id}: {'; '.join(item.reasons) or '(no reason given)'}",
-            f"  waiting since {item.waiting_since:%Y-%m-%d %H:%M:%S}Z; version {item.version_hash}"
+            f"  waiting since {item.waiting_since:%Y-%m-%d %H:%M:%S}Z"
+            + (f", expires {item.expires_at:%Y-%m-%d %H:%M:%S}Z" if item.expires_at else "")
+            + f"; version {item.version_hash}"
             + (f" (after {item.edits} edit(s))" if item.edits else ""),
             f"  recovery: {item.rollback.method if item.rollback else 'none named'}; "
             f"sources: {', '.join(f'{s.id}@{s.version}' for s in item.sources) or 'none'}",

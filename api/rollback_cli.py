@@ -151,7 +151,11 @@ def _print_plan(planned: RollbackPlan) -> None:
         print(f"stands  {stands.step_id}: {stands.data.runbook}")
     for skipped in planned.skipped:
         print(f"skipped {skipped.step_id}: {skipped.why}")
-    print("partial: what stands needs a person" if planned.partial else "every executed step is undone")
+    print(
+        "partial: what stands needs a person"
+        if planned.partial
+        else "every executed step has its reverse action"
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -27,7 +27,16 @@ import pydantic_core
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import ValidationError
 
-from domain.steps import EARLIEST, LATEST, NO_NUL, NUL_MESSAGE, STEP_TYPES, StepEvent, step_adapter
+from domain.steps import (
+    EARLIEST,
+    LATEST,
+    NO_NUL,
+    NUL_MESSAGE,
+    SERVICE_TYPES,
+    STEP_TYPES,
+    StepEvent,
+    step_adapter,
+)
 from schemas.avro_reader import Unreadable, compile_reader
 
 log = logging.getLogger(__name__)
@@ -294,6 +303,10 @@ def _lists(value: Any) -> Any:
     return value
 
 
+# What a publisher may send: the service's own types are not its to name.
+_PUBLISHABLE = ", ".join(repr(t) for t in STEP_TYPES if t not in SERVICE_TYPES)
+
+
 def _invalid(error: ValidationError) -> InvalidStep:
     problems = error.errors(include_url=False)
     first = problems[0]
@@ -301,7 +314,7 @@ def _invalid(error: ValidationError) -> InvalidStep:
         ctx = first.get("ctx", {})
         tag = str(ctx.get("tag"))
         shown_tag = repr(tag) if len(tag) <= 100 else f"{tag[:100]!r}… ({len(tag):,} characters)"
-        return UnknownStepType(f"unknown step type {shown_tag}; expected one of {ctx.get('expected_tags')}")
+        return UnknownStepType(f"unknown step type {shown_tag}; expected one of {_PUBLISHABLE}")
     if first["type"] == "union_tag_not_found":
         return InvalidStep("missing field 'type' (the step type, e.g. 'action.proposed')")
     if first["type"] in ("json_invalid", "json_type"):

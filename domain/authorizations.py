@@ -11,6 +11,8 @@ naming its events:
 - `authorization_unknown` (critical): the run records no decision with that id.
 - `execution_not_bound` (warning): a lane that needs a person, an approval on record, and
   an execution that names none (which approval did it rely on?).
+- `attempted_without_approval` (warning): in a lane that needs a person, the agent tried
+  the action with no approval on record, and it failed (nothing changed; not silence either).
 
 A hand-off, and an action a customer or another person carried out, bind nobody's lane.
 """
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from domain.findings import Finding
 from domain.lanes import agents_own_execution, is_handoff
+from domain.steps import ActionFailed, StepEvent
 
 if TYPE_CHECKING:  # the receipt calls these checks as it is rendered
     from domain.receipt import StepReceipt
@@ -29,8 +32,29 @@ if TYPE_CHECKING:  # the receipt calls these checks as it is rendered
 NEEDS_A_PERSON = ("review", "escalate")
 
 
-def check_authorizations(steps: Sequence[StepReceipt]) -> list[Finding]:
-    return list(_findings(steps))
+def check_authorizations(steps: Sequence[StepReceipt], events: Sequence[StepEvent] = ()) -> list[Finding]:
+    return [*_findings(steps), *_attempts(steps, events)]
+
+
+def _attempts(steps: Sequence[StepReceipt], events: Sequence[StepEvent]) -> Iterator[Finding]:
+    failed: dict[str | None, list[str]] = {}
+    for event in events:
+        if isinstance(event, ActionFailed) and event.actor.kind != "human":
+            failed.setdefault(event.step_id, []).append(event.event_id)
+    for step in steps:
+        lane = step.policy.lane if step.policy else None
+        attempts = failed.get(step.step_id)
+        if not attempts or step.execution is not None or step.approval is not None or is_handoff(step):
+            continue
+        if lane not in NEEDS_A_PERSON or (step.proposed_by is not None and step.proposed_by.kind == "human"):
+            continue
+        yield Finding(
+            code="attempted_without_approval",
+            severity="warning",
+            step_id=step.step_id,
+            message=f"attempted with no recorded approval (lane '{lane}'), and it failed",
+            event_ids=tuple(attempts),
+        )
 
 
 def _findings(steps: Sequence[StepReceipt]) -> Iterator[Finding]:

@@ -506,7 +506,7 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
         final_state=last_final.data.final_state if last_final else None,
         findings=tuple(
             detect(events, step_receipts, sources)
-            + check_authorizations(step_receipts)
+            + check_authorizations(step_receipts, events)
             + (check_contract(events, contract) if contract else [])
             + unhandled_failures(recovery)
         ),

@@ -13,7 +13,8 @@ S2 = "run-1/step-2"
 
 
 def _found(*steps: StepEvent) -> list[Finding]:
-    return check_authorizations(render(f.entries(f.started(at=f.at(0)), *steps)).steps)
+    entries = f.entries(f.started(at=f.at(0)), *steps)
+    return check_authorizations(render(entries).steps, [e.step for e in entries])
 
 
 def _reviewed_step(step_id: str = f.STEP, lane: str = "review") -> tuple[list[StepEvent], StepEvent]:
@@ -72,3 +73,17 @@ def test_an_auto_lane_execution_may_name_its_lane_decision_and_hand_offs_bind_no
     steps, _ = _reviewed_step()
     customer = Actor(kind="human", id="ana")
     assert _found(*steps, f.executed(by=customer, at=f.at(6))) == []
+
+
+def test_a_failed_attempt_with_no_approval_in_a_review_lane_is_named_not_skipped() -> None:
+    attempt = f.failed(at=f.at(4))
+    (finding,) = _found(f.proposed(at=f.at(2)), f.policy(at=f.at(3)), attempt)
+    assert (finding.code, finding.severity, finding.event_ids) == (
+        "attempted_without_approval",
+        "warning",
+        (attempt.event_id,),
+    )
+    # Approved first, or in an auto lane: a failure is only a failure.
+    steps, _ = _reviewed_step()
+    assert _found(*steps, f.failed(at=f.at(6))) == []
+    assert _found(f.proposed(at=f.at(2)), f.policy(lane="auto", at=f.at(3)), f.failed(at=f.at(4))) == []

@@ -53,6 +53,14 @@ class Evidence:
 Detector = Callable[[Evidence], Iterator[Finding]]
 
 
+def _proposed(ev: Evidence, step: StepReceipt) -> tuple[str, ...]:
+    """The event that shows a step's own gap: its proposal (the first, as the receipt keeps)."""
+    for event in ev.events:
+        if isinstance(event, ActionProposed) and event.step_id == step.step_id:
+            return (event.event_id,)
+    return ()
+
+
 def no_input_reference(ev: Evidence) -> Iterator[Finding]:
     started = [e for e in ev.events if isinstance(e, RunStarted)]
     if not started:
@@ -60,6 +68,7 @@ def no_input_reference(ev: Evidence) -> Iterator[Finding]:
             code="run_not_started",
             severity="warning",
             message="no run.started event: workflow, input, agent and model unknown",
+            event_ids=(ev.events[0].event_id,) if ev.events else (),
         )
     elif started[0].data.input is None:
         yield Finding(
@@ -80,6 +89,7 @@ def no_source_evidence(ev: Evidence) -> Iterator[Finding]:
                 severity="info",
                 step_id=step.step_id,
                 message=f"'{step.action.verb}' does not say which of the run's sources it relied on",
+                event_ids=_proposed(ev, step),
             )
         else:
             yield Finding(
@@ -87,11 +97,13 @@ def no_source_evidence(ev: Evidence) -> Iterator[Finding]:
                 severity="warning",
                 step_id=step.step_id,
                 message=f"'{step.action.verb}' was proposed with no source evidence",
+                event_ids=_proposed(ev, step),
             )
 
 
 def unknown_source(ev: Evidence) -> Iterator[Finding]:
-    known = {s.id for s in ev.sources}
+    # A source is named by its id, or by system/kind/id (the same record, named in full).
+    known = {s.id for s in ev.sources} | {s.key for s in ev.sources}
     for step in ev.steps:
         missing = [sid for sid in step.source_ids if sid not in known]
         if missing:
@@ -100,6 +112,7 @@ def unknown_source(ev: Evidence) -> Iterator[Finding]:
                 severity="warning",
                 step_id=step.step_id,
                 message=f"relies on sources never recorded: {', '.join(missing)}",
+                event_ids=_proposed(ev, step),
             )
 
 
@@ -135,6 +148,7 @@ def no_policy_rule(ev: Evidence) -> Iterator[Finding]:
                 message="routed on the agent's own signal with no policy rule"
                 if confident
                 else "no policy rule recorded for this step",
+                event_ids=_proposed(ev, step),
             )
 
 
@@ -266,6 +280,7 @@ def no_rollback_link(ev: Evidence) -> Iterator[Finding]:
                 severity=severity,
                 step_id=step.step_id,
                 message="no rollback link: nobody recorded how to undo this action",
+                event_ids=_proposed(ev, step),
             )
 
 

@@ -439,3 +439,30 @@ def test_a_flag_after_the_final_is_no_order_finding() -> None:
     run = f.clean_run()
     note = flag(run[STARTED], "key_mismatch", "keyed otherwise")
     assert [x.code for x in findings([*run, note])] == ["key_mismatch"]
+
+
+def test_every_finding_names_the_events_that_show_it() -> None:
+    """A gap is shown by the step that has it: each finding names at least one event."""
+    bare = f.proposed(sources=("nowhere",), rollback=None, at=f.at(2))
+    runs = [
+        [bare, f.executed(at=f.at(3))],  # no run.started, no rule, no rollback link, unknown source
+        [f.started(at=f.at(0)), f.proposed(sources=(), at=f.at(1))],  # no source evidence
+        clean_with(extra=[f.proposed("run-1/step-2", sources=(), rollback=None, at=f.at(4))]),
+    ]
+    seen = set()
+    for run in runs:
+        for finding in findings(run):
+            assert finding.event_ids, finding
+            seen.add(finding.code)
+    assert {
+        "run_not_started",
+        "no_policy_rule",
+        "no_rollback_link",
+        "unknown_source",
+        "no_source_evidence",
+    } <= seen
+
+
+def test_a_source_named_by_system_kind_and_id_is_the_recorded_one() -> None:
+    run = clean_with(extra=[f.proposed("run-1/step-2", sources=("cms/page/pricing",), at=f.at(4))])
+    assert "unknown_source" not in [x.code for x in findings(run)]

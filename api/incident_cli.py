@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from api.auth import cli_admin, cli_principal
 from api.bootstrap import build_queries, build_status, open_store
 from domain.principals import Principal
+from domain.readiness import Readiness
 from infra.settings import Settings
 from projections.bounds import in_window
 from projections.queries import BadQuery, Queries, RelatedRuns, RunFilter, RunQuery
@@ -190,13 +191,36 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.status == "ok" else 1
 
 
+def cmd_readiness(settings: Settings, args: argparse.Namespace) -> int:
+    with asking(settings) as (queries, principal):
+        report = queries.readiness(principal.tenant_for(args.tenant), args.workflow, args.since)
+    _print(report, args.json, lambda: readiness_text(report))
+    return 0
+
+
+def readiness_text(report: Readiness) -> list[str]:
+    if not report.lanes:
+        return ["No run with a proposed action yet."]
+    lines = []
+    for lane in report.lanes:
+        lines += [
+            f"{lane.workflow} / {lane.lane}: {lane.verdict} ({lane.why})",
+            f"  {lane.runs} runs, {lane.steps} steps; complete receipts {lane.complete_receipts:.0%}; "
+            f"edits {lane.edit_rate:.0%}, failures {lane.failure_rate:.0%}, "
+            f"hand-offs {lane.handoff_rate:.0%}, reverts {lane.revert_rate:.0%}",
+            *(f"  {f.code}: {f.count} (e.g. {', '.join(f.examples)})" for f in lane.findings),
+        ]
+    return lines
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def command(
-        name: str, func: Callable[[Settings, argparse.Namespace], int], text: str, limit: int = 100
+        name: str, func: Callable[[Settings, argparse.Namespace], int], text: str, limit: int | None = 100
     ) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
         add_tenant(cmd)
-        cmd.add_argument("--limit", type=int, default=limit, help=f"at most this many (default {limit})")
+        if limit is not None:
+            cmd.add_argument("--limit", type=int, default=limit, help=f"at most this many (default {limit})")
         cmd.add_argument("--json", action="store_true", help="the answer as JSON (as the HTTP API gives it)")
         cmd.set_defaults(func=func)
         return cmd
@@ -233,6 +257,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     relied = command("relied-on", cmd_relied_on, "which runs relied on a document or record")
     relied.add_argument("record", type=record_path, metavar="SYSTEM/KIND/ID")
     relied.add_argument("--version", help="only runs that used this version of it")
+    ready = command(
+        "readiness",
+        cmd_readiness,
+        "per workflow and lane: is it ready for more autonomy, and why",
+        limit=None,
+    )
+    ready.add_argument("--workflow", help="e.g. lead-followup")
+    ready.add_argument("--since", type=when, help="runs started at or after (ISO 8601; UTC if no offset)")
     health = sub.add_parser(
         "health",
         help="processes, view lag, quarantined events, incidents; exit 1 when degraded",

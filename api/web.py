@@ -33,6 +33,7 @@ from api.queue_web import queue_routes
 from api.render import receipt_markdown
 from api.rollback_web import rollback_routes
 from domain.errors import Invalid, ReceiptsError
+from domain.readiness import Readiness
 from domain.receipt import Receipt
 from domain.run import run_uuid
 from infra.policies import NoPolicy
@@ -243,6 +244,19 @@ def _routes(app: FastAPI) -> None:
             limit=limit,
             cursor=cursor,
         )
+
+    @app.get(
+        "/readiness",
+        response_model=Readiness,
+        summary="Per workflow and lane: runs, complete receipts, findings, rates, and a verdict",
+    )
+    def lane_readiness(
+        queries: QueriesDep,
+        tenant: TenantDep,
+        workflow: Annotated[Text | None, Query()] = None,
+        since: Annotated[Instant | None, Query(description="runs started at or after")] = None,
+    ) -> Readiness:
+        return queries.readiness(tenant, workflow, since)
 
     @app.get(
         "/health",

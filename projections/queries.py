@@ -17,12 +17,14 @@ from pydantic import Field
 
 from domain.errors import Unavailable
 from domain.findings import Finding, final_state_unclear
+from domain.readiness import Readiness
 from domain.receipt import Receipt
 from domain.run import run_uuid
 from projections import quarantine
 from projections.bounds import Answer, BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
 from projections.catalog import VIEWS
 from projections.queue import QueueFilter, QueuePage, waiting_steps
+from projections.readiness import lane_readiness
 from projections.rollbacks import RollbackFilter, RollbacksPage, rollbacks
 
 __all__ = ["Answer", "BadQuery"]  # defined with the bounds
@@ -226,6 +228,10 @@ class Queries:
     def queue(self, tenant: str, f: QueueFilter) -> QueuePage:
         """The steps waiting for a person's decision (projections/queue.py)."""
         return waiting_steps(self.datastore, self._t("queue"), tenant, f)
+
+    def readiness(self, tenant: str, workflow: str | None = None, since: datetime | None = None) -> Readiness:
+        """Per workflow and lane: is it ready for more autonomy (projections/readiness.py)."""
+        return lane_readiness(self.datastore, self._t("receipts"), self._t("runs"), tenant, workflow, since)
 
     def rollbacks(self, tenant: str, f: RollbackFilter) -> RollbacksPage:
         """Every rollback asked for, newest first (projections/rollbacks.py)."""

@@ -1,0 +1,46 @@
+"""The readiness report over HTTP and the CLI, from the receipts view, in the caller's tenant."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from api.bootstrap import build_projections
+from api.cli import main
+from domain.steps import StepEvent
+from infra.settings import Settings
+from schemas.codec import encode_json
+from tests.integration.helpers import add_principal, cli_env, client_for, running_store
+from tests.unit import factories as f
+
+pytestmark = pytest.mark.integration
+
+
+def _runs(count: int) -> list[StepEvent]:
+    return [s.model_copy(update={"run_id": f"r-{n}"}) for n in range(count) for s in f.clean_run()]
+
+
+def test_readiness_per_workflow_and_lane_in_the_callers_tenant(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_store(settings) as store:
+        store.record([(s, encode_json(s)) for s in _runs(4)])
+        build_projections(settings, store).catch_up()
+        with client_for(settings) as http:
+            (lane,) = http.get("/readiness").json()["lanes"]
+            assert (lane["workflow"], lane["lane"], lane["runs"], lane["complete_receipts"]) == (
+                "lead-followup",
+                "review",
+                4,
+                1.0,
+            )
+            assert lane["verdict"] == "stay in draft"  # 4 runs: too little evidence
+            assert http.get("/readiness", params={"workflow": "support-triage"}).json()["lanes"] == []
+        with client_for(settings, add_principal(settings, "eve", tenant="acme")) as theirs:
+            assert theirs.get("/readiness").json()["lanes"] == []
+        cli_env(monkeypatch, settings)
+        assert main(["readiness", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["lanes"][0]["runs"] == 4
+        assert main(["readiness"]) == 0
+        assert "lead-followup / review: stay in draft" in capsys.readouterr().out

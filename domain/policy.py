@@ -3,8 +3,9 @@
 A policy is data the service owns (TOML, validated here), not text in a prompt:
 lane contracts, one per workflow, and ordered rules that each yield a lane, a
 reviewer role and a reason. Its version is its content: the SHA-256 of the
-canonical JSON of the validated document, so reformatting a file, reordering its
-keys or spelling out a default never makes a new version.
+canonical JSON of the validated document without its defaults, so reformatting a
+file, reordering its keys, spelling out a default — or a service version adding an
+optional field — never makes a new version.
 
 Evaluation is `domain.routing`; contract checks over a run are `domain.contracts`.
 """
@@ -156,8 +157,14 @@ class Policy(Doc):
         return self.contracts.get(workflow) if workflow else None
 
     def canonical(self) -> str:
-        """The document as sorted, compact JSON: what the version hashes, and what is stored."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The document as sorted, compact JSON: what the version hashes, and what is stored.
+
+        Defaults are left out: what a document does not say is not part of its content, so
+        a later version of the service that adds an optional field (a contract's
+        `escalation_role`) does not give every policy already in force a new version."""
+        return json.dumps(
+            self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":")
+        )
 
     @property
     def version(self) -> str:

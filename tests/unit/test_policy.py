@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from domain.policy import PolicyError, load_policy, locate, sample_policy, sample_text
+from domain.policy import Policy, PolicyError, load_policy, locate, sample_policy, sample_text
 
 MINIMAL = """
 [default]
@@ -196,3 +196,14 @@ def test_locate_finds_the_line_of_a_key_or_its_nearest_written_parent(
     loc: tuple[str | int, ...], line: int | None
 ) -> None:
     assert locate(LOCATED, loc) == line
+
+
+def test_the_version_is_what_the_document_says_not_the_models_defaults() -> None:
+    """A service that adds an optional field must not re-version every policy in force."""
+    policy = sample_policy()
+    canonical = json.loads(policy.canonical())
+    contract = canonical["contracts"]["lead-followup"]
+    for unsaid in ("escalation_role", "second_eyes_after_edit", "rollback_role"):
+        assert unsaid not in contract, unsaid
+    again = Policy.model_validate(canonical)  # the stored document, read back
+    assert again == policy and again.version == policy.version

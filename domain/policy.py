@@ -137,12 +137,24 @@ class DefaultRule(Doc):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
 
+class ReadinessThresholds(Doc):
+    """What a lane must show before it is moved on (domain/readiness.py): `[readiness]`."""
+
+    min_runs: int = Field(default=20, ge=1)  # fewer runs than this: too little evidence
+    review_gated_complete: float = Field(default=0.80, ge=0.0, le=1.0)  # complete receipts, review-gated
+    auto_complete: float = Field(default=0.95, ge=0.0, le=1.0)  # ... and for auto-execution
+    auto_max_edit_rate: float = Field(default=0.05, ge=0.0, le=1.0)  # reviewers rarely change drafts
+    auto_max_failure_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    auto_max_revert_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+
+
 class Policy(Doc):
     # Targets whose content the public sees (a website page, a published doc).
     public_targets: tuple[RecordPattern, ...] = ()
     contracts: dict[Id, Contract] = Field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     default: DefaultRule
+    readiness: ReadinessThresholds = Field(default_factory=ReadinessThresholds)
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> Policy:

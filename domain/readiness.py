@@ -5,7 +5,8 @@ autonomy." Per workflow and lane (the lane the policy routed each step to): how 
 runs, how many of their receipts are complete (no gap), each finding code with its count
 and example runs, and the rates a reviewer weighs — reviewer edits, failures, hand-offs,
 reverts — then a verdict: stay in draft, ready for review-gated execution, or a
-candidate for auto-execution, with the thresholds it used.
+candidate for auto-execution, with the thresholds it used (the policy's
+`[readiness]` section, or its defaults).
 
 Pure: a fold over receipts (projections/readiness.py reads them from the view).
 """
@@ -16,26 +17,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from domain.lanes import is_handoff
+from domain.policy import ReadinessThresholds as Thresholds
 from domain.receipt import Receipt
 
 Verdict = Literal["stay in draft", "ready for review-gated execution", "candidate for auto-execute"]
 EXAMPLES = 3
-
-
-class Thresholds(BaseModel):
-    """What a lane must show (the defaults; a policy may one day set its own)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    min_runs: int = 20  # fewer runs than this: too little evidence to move a lane
-    review_gated_complete: float = 0.80  # complete receipts for review-gated execution
-    auto_complete: float = 0.95  # ... and for auto-execution
-    auto_max_edit_rate: float = 0.05  # reviewers rarely change what the agent drafts
-    auto_max_failure_rate: float = 0.02
-    auto_max_revert_rate: float = 0.01
 
 
 class FindingCount(BaseModel):

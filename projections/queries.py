@@ -17,9 +17,11 @@ from pydantic import Field
 
 from domain.errors import Unavailable
 from domain.findings import Finding, final_state_unclear
+from domain.policy import ReadinessThresholds as Thresholds
 from domain.readiness import Readiness
 from domain.receipt import Receipt
 from domain.run import run_uuid
+from infra.policies import PolicyTable
 from projections import quarantine
 from projections.bounds import Answer, BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
 from projections.catalog import VIEWS
@@ -229,9 +231,21 @@ class Queries:
         """The steps waiting for a person's decision (projections/queue.py)."""
         return waiting_steps(self.datastore, self._t("queue"), tenant, f)
 
-    def readiness(self, tenant: str, workflow: str | None = None, since: datetime | None = None) -> Readiness:
-        """Per workflow and lane: is it ready for more autonomy (projections/readiness.py)."""
-        return lane_readiness(self.datastore, self._t("receipts"), self._t("runs"), tenant, workflow, since)
+    def readiness(
+        self,
+        tenant: str,
+        workflow: str | None = None,
+        since: datetime | None = None,
+        thresholds: Thresholds | None = None,
+    ) -> Readiness:
+        """Per workflow and lane: is it ready for more autonomy (projections/readiness.py), by
+        `thresholds`, default the `[readiness]` of the policy in force (or the defaults)."""
+        if thresholds is None:
+            with self.datastore.transaction(commit=False) as curs:
+                in_force = PolicyTable(self.schema).in_force(curs)
+            thresholds = in_force.policy().readiness if in_force else None
+        receipts, runs = self._t("receipts"), self._t("runs")
+        return lane_readiness(self.datastore, receipts, runs, tenant, workflow, since, thresholds)
 
     def rollbacks(self, tenant: str, f: RollbackFilter) -> RollbacksPage:
         """Every rollback asked for, newest first (projections/rollbacks.py)."""

@@ -11,6 +11,7 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Composed
 
+from domain.policy import ReadinessThresholds as Thresholds
 from domain.readiness import Readiness, readiness
 from domain.receipt import Receipt
 
@@ -24,8 +25,9 @@ def lane_readiness(
     tenant: str,
     workflow: str | None = None,
     since: datetime | None = None,
+    thresholds: Thresholds | None = None,
 ) -> Readiness:
-    return readiness(_receipts(datastore, receipts, runs, tenant, workflow, since))
+    return readiness(_receipts(datastore, receipts, runs, tenant, workflow, since), thresholds)
 
 
 def _receipts(

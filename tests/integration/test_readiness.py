@@ -8,6 +8,7 @@ import pytest
 
 from api.bootstrap import build_projections
 from api.cli import main
+from domain.policy import load_policy, sample_text
 from domain.steps import StepEvent
 from infra.settings import Settings
 from schemas.codec import encode_json
@@ -44,3 +45,16 @@ def test_readiness_per_workflow_and_lane_in_the_callers_tenant(
         assert json.loads(capsys.readouterr().out)["lanes"][0]["runs"] == 4
         assert main(["readiness"]) == 0
         assert "lead-followup / review: stay in draft" in capsys.readouterr().out
+
+
+def test_the_thresholds_are_the_policy_s_readiness_section(settings: Settings) -> None:
+    text = sample_text() + "\n[readiness]\nmin_runs = 3\n"
+    with running_store(settings) as store:
+        store.record([(s, encode_json(s)) for s in _runs(4)])
+        store.record_policy(load_policy(text), text, "test")
+        build_projections(settings, store).catch_up()
+        with client_for(settings) as http:
+            body = http.get("/readiness").json()
+    assert body["thresholds"]["min_runs"] == 3
+    (lane,) = body["lanes"]
+    assert lane["verdict"] == "candidate for auto-execute", lane["why"]

@@ -18,7 +18,7 @@ import re
 import tomllib
 from datetime import timedelta
 from importlib.resources import files
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
@@ -187,8 +187,9 @@ def policy_version(policy: Policy) -> str:
     return "sha256:" + hashlib.sha256(policy.canonical().encode()).hexdigest()
 
 
-class PolicyError(ValueError):
-    """A policy that cannot be used, with the line (1-based; None: not known) and field to fix."""
+class DocumentError(ValueError):
+    """A TOML document that cannot be used (a policy, a rollback targets file), with the line
+    (1-based; None: not known) and the field to fix."""
 
     def __init__(self, line: int | None, field: str, message: str) -> None:
         self.line, self.field, self.message = line, field, message
@@ -196,13 +197,22 @@ class PolicyError(ValueError):
         super().__init__(f"{where}{field}: {message}" if field else f"{where}{message}")
 
 
+class PolicyError(DocumentError):
+    """A policy that cannot be used."""
+
+
+def parse_toml(text: str, error: type[DocumentError]) -> dict[str, Any]:
+    """`text` as TOML, or `error` naming the line the parser stopped at."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as problem:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(problem))
+        raise error(int(match.group(1)) if match else None, "", f"not valid TOML: {problem}") from None
+
+
 def load_policy(text: str) -> Policy:
     """The validated policy in `text` (TOML), or a PolicyError naming the line and field."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        match = re.search(r"\(at line (\d+), column \d+\)", str(error))
-        raise PolicyError(int(match.group(1)) if match else None, "", f"not valid TOML: {error}") from None
+    raw = parse_toml(text, PolicyError)
     if "default" not in raw:
         raise PolicyError(
             1, "default", "a policy needs a [default] rule (id, lane, reason) for steps no rule matches"

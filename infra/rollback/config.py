@@ -20,14 +20,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domain.errors import ReceiptsError
-from domain.policy import locate
+from domain.policy import DocumentError, locate, parse_toml
 
 SECRET_PREFIX = "whsec_"
 
@@ -116,26 +115,15 @@ def key_of(secret: str) -> bytes:
     return key
 
 
-class RollbackConfigError(ReceiptsError, ValueError):
+class RollbackConfigError(ReceiptsError, DocumentError):
     """A rollback file that cannot be used, with the line (None: not known) and field to fix."""
 
     title = "Invalid rollback configuration"
 
-    def __init__(self, line: int | None, field: str, message: str) -> None:
-        self.line, self.field, self.message = line, field, message
-        where = f"line {line}: " if line else ""
-        super().__init__(f"{where}{field}: {message}" if field else f"{where}{message}")
-
 
 def load_rollback_config(text: str) -> RollbackConfig:
     """The validated configuration in `text` (TOML), or a RollbackConfigError."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        match = re.search(r"\(at line (\d+), column \d+\)", str(error))
-        raise RollbackConfigError(
-            int(match.group(1)) if match else None, "", f"not valid TOML: {error}"
-        ) from None
+    raw = parse_toml(text, RollbackConfigError)
     try:
         return RollbackConfig.model_validate(raw)
     except ValidationError as error:

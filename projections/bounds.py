@@ -28,11 +28,11 @@ from pydantic import (
 
 from domain.errors import Invalid
 
+# The window of times a question may name: the instants a step may hold (domain.steps).
+from domain.steps import EARLIEST, LATEST
+
 # Longest id or text a question may carry (run ids, event ids, record ids, filters).
 MAX_TEXT = 512
-# The window of times a question may name; wide enough for any real record.
-EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 # A cursor is what this service returned: short.
 MAX_CURSOR = 512
 _INT4 = 2**31 - 1

@@ -23,7 +23,7 @@ from domain.receipt import Receipt
 from domain.run import run_uuid
 from infra.policies import PolicyTable
 from projections import quarantine
-from projections.bounds import Answer, BadQuery, Cursor, Instant, Text, decode_cursor, encode_cursor
+from projections.bounds import Answer, BadQuery, Cursor, Instant, Text, decode_cursor, paged
 from projections.catalog import VIEWS
 from projections.queue import QueueFilter, QueuePage, waiting_steps
 from projections.readiness import lane_readiness
@@ -218,11 +218,7 @@ class Queries:
         statement = SQL(
             "SELECT {}, run_key FROM {} WHERE {} ORDER BY started_at DESC, run_key DESC LIMIT %s"
         ).format(SQL(", ").join(map(Identifier, _RUN_COLUMNS)), self._t("runs"), SQL(" AND ").join(where))
-        rows = self._rows(statement, [*params, f.limit + 1])
-        more = len(rows) > f.limit
-        rows = rows[: f.limit]
-        last = rows[-1] if more else None
-        cursor = encode_cursor(last["started_at"].isoformat(), str(last["run_key"])) if last else None
+        rows, cursor = paged(self._rows(statement, [*params, f.limit + 1]), f.limit, "started_at", "run_key")
         return RunsPage(
             runs=[RunSummary(**{c: row[c] for c in _RUN_COLUMNS}) for row in rows], next_cursor=cursor
         )
@@ -380,9 +376,13 @@ class Queries:
             rw=SQL(" AND ").join(recorded),
             ow=SQL(" AND ").join(overdue),
         )
-        rows = self._rows(statement, [*rec_params, *over_params, limit + 1])
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, next_cursor = paged(
+            self._rows(statement, [*rec_params, *over_params, limit + 1]),
+            limit,
+            "started_at",
+            "run_key",
+            "seq",
+        )
         now = self.clock()
         found = []
         for row in rows:
@@ -405,10 +405,6 @@ class Queries:
                     finding=finding,
                 )
             )
-        last = rows[-1] if more else None
-        next_cursor = (
-            encode_cursor(last["started_at"].isoformat(), str(last["run_key"]), last["seq"]) if last else None
-        )
         return FindingsPage(findings=found, next_cursor=next_cursor)
 
     # --- receipts ------------------------------------------------------------------------------

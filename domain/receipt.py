@@ -519,5 +519,10 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
 def render_checked(entries: Sequence[Entry], contracts: ContractLookup | None) -> Receipt:
     """`render`, checked against the run's lane contract when `contracts` (None: no lookup) finds
     one: the receipt every reader is served, the one a view stores and `verify` refolds."""
+    return checked(entries, contracts)[0]
+
+
+def checked(entries: Sequence[Entry], contracts: ContractLookup | None) -> tuple[Receipt, Contract | None]:
+    """`render_checked`, and the contract it checked against (the queue reads its deadlines)."""
     contract = run_contract([e.step for e in entries], contracts) if contracts else None
-    return render(entries, contract)
+    return render(entries, contract), contract

@@ -26,7 +26,7 @@ from domain.contracts import run_contract
 from domain.errors import Forbidden, NotFound
 from domain.policy import Contract
 from domain.principals import Principal
-from domain.receipt import StepReceipt, render
+from domain.receipt import StepReceipt, checked
 from domain.rollback import RollbackPlan
 from domain.steps import SERVICE, Actor, StepEvent, content_hash, step_adapter
 from infra.publisher import Publisher
@@ -99,9 +99,8 @@ def step_named(store: RunStore, tenant: str, reference: str) -> tuple[str, StepR
 def _steps(store: RunStore, tenant: str, run_id: str) -> tuple[dict[str, StepReceipt], Contract | None]:
     """The run's steps as every recorded event leaves them (from the store, not a view),
     and the lane contract that governs them."""
-    entries = store.run(tenant, run_id).entries
-    contract = run_contract([e.step for e in entries], store.contract)
-    return {s.step_id: s for s in render(entries, contract).steps}, contract
+    receipt, contract = checked(store.run(tenant, run_id).entries, store.contract)
+    return {s.step_id: s for s in receipt.steps}, contract
 
 
 def decide(

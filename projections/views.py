@@ -18,9 +18,8 @@ from uuid import UUID
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
-from domain.contracts import run_contract
 from domain.policy import Contract
-from domain.receipt import Receipt, render
+from domain.receipt import Receipt, checked
 from domain.run import Entry
 from domain.steps import ActionExecuted, ActionProposed, ActionReverted, Reference, SourceUsed
 from projections.log import EventLog, Recorded, histories
@@ -93,8 +92,7 @@ class Batch:
         runs = []
         for key, entries in touched.items():
             if entries and key not in self._later:
-                contract = run_contract([e.step for e in entries], contracts)
-                runs.append(RunSoFar(key, entries, render(entries, contract), contract))
+                runs.append(RunSoFar(key, entries, *checked(entries, contracts)))
         return runs
 
 

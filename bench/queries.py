@@ -11,7 +11,7 @@ embedded Tansu broker (or RECEIPTS_KAFKA_BOOTSTRAP):
 1. load: `--runs` runs stamped from StepFactory template runs (bench/corpus.py) are
    written straight into `receipts_events` with the ingest path's binary COPY
    (`StepRecorder.record_batch`), chained and versioned as ingest would; then ANALYZE.
-2. rebuild: `api.service_cli.rebuild` of all six views over the whole log (events/s),
+2. rebuild: `api.service_cli.rebuild` of every view over the whole log (events/s),
    beside the baseline: eventsourcing's own ProjectionRunner, one transaction per
    event, writing one row per event, over the first `--baseline-events` events.
 3. queries: each question over `--samples` random keys of loaded runs after a

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from domain.lanes import agents_own_execution, is_handoff
 from domain.steps import (
     ActionProposed,
+    ConsentGiven,
     Fact,
     RecordCorrected,
     RecordFlagged,
@@ -347,7 +348,9 @@ def step_order(ev: Evidence) -> Iterator[Finding]:
                 event_ids=(event.event_id,),
                 message=f"{event.type} for a step that was never proposed",
             )
-        elif step_id not in proposed:
+        elif step_id not in proposed and not isinstance(event, ConsentGiven):
+            # A customer's consent is given in the conversation before the call it covers:
+            # recorded ahead of the proposal is its natural order, not an oddity.
             yield Finding(
                 code="out_of_order",
                 severity="info",

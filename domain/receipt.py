@@ -55,6 +55,7 @@ from domain.steps import (
     StepEvent,
     decision_source,
 )
+from domain.trust import trusted
 
 if TYPE_CHECKING:
     from domain.run import Entry
@@ -533,10 +534,13 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
         ),
         final_state=last_final.data.final_state if last_final else None,
         findings=tuple(
-            detect(events, step_receipts, sources)
-            + check_authorizations(step_receipts, events)
-            + (check_contract(events, contract) if contract else [])
-            + unhandled_failures(recovery)
+            trusted(
+                detect(events, step_receipts, sources, contract)
+                + check_authorizations(step_receipts, events, bool(contract and contract.accepts_consent))
+                + (check_contract(events, contract) if contract else [])
+                + unhandled_failures(recovery),
+                events,
+            )
         ),
         integrity=Integrity.of([StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries]),
         event_ids=tuple(e.step.event_id for e in entries),

@@ -421,13 +421,13 @@ class Findings(WholeRunView):
         run_key uuid NOT NULL, tenant text NOT NULL, run_id text NOT NULL, workflow text,
         seq int NOT NULL, code text NOT NULL, severity text NOT NULL, message text NOT NULL,
         step_id text, event_ids text[] NOT NULL, started_at timestamptz NOT NULL,
-        count int NOT NULL DEFAULT 1, step_ids text[] NOT NULL DEFAULT '{}',
+        count int NOT NULL DEFAULT 1, step_ids text[] NOT NULL DEFAULT '{{}}',
         PRIMARY KEY (run_key, seq)"""
     # A view made before findings were counted gains the columns; `receipts rebuild findings`
     # fills them for the runs it holds.
     alterations = (
         "ADD COLUMN IF NOT EXISTS count int NOT NULL DEFAULT 1",
-        "ADD COLUMN IF NOT EXISTS step_ids text[] NOT NULL DEFAULT '{}'",
+        "ADD COLUMN IF NOT EXISTS step_ids text[] NOT NULL DEFAULT '{{}}'",
     )
     indexes = (
         "(tenant, started_at DESC, run_key DESC, seq)",

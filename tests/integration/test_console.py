@@ -8,12 +8,15 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from api.bootstrap import build_queries
 from api.web import create_app
+from domain.policy import sample_policy, sample_text
 from domain.principals import token_digest
-from domain.steps import content_hash
+from domain.steps import SERVICE, StepEvent, content_hash
 from infra.principals import Principals
 from infra.settings import Settings
 from infra.store import RunStore
+from projections.queue import ReviewerQueue
 from tests.integration.console import STEP, console_for, csrf_of, seed, waiting
 from tests.integration.helpers import add_principal, query, running_store
 from tests.unit import factories as f
@@ -153,3 +156,44 @@ def test_search_names_a_bad_field_and_the_markdown_receipt_is_the_apis(
         assert markdown.status_code == 200 and markdown.headers["content-type"].startswith("text/markdown")
         assert "r-1" in markdown.text
         assert client.get("/ui/runs/r-1?as_of=not-a-time").status_code == 422
+
+
+def test_the_reviewers_queue_is_soonest_to_expire_first_then_no_deadline_and_pages(
+    settings: Settings, store: RunStore
+) -> None:
+    policy = sample_policy()
+    store.record_policy(policy, sample_text(), "test")
+
+    def routed(
+        run_id: str, minutes: float, by_service: bool = True, role: str | None = "sales-lead"
+    ) -> list[StepEvent]:
+        step, where = f"{run_id}/step-1", {"run_id": run_id}
+        decided = {"policy_version": policy.version, "source": "service", "by": SERVICE} if by_service else {}
+        return [
+            f.started(at=f.at(minutes), **where),
+            f.proposed(step, at=f.at(minutes + 2), **where),
+            f.policy(step, "review", at=f.at(minutes + 3), required_role=role, **decided, **where),
+        ]
+
+    # r-1 (the fixture's) and r-none were decided by a platform: no contract, no deadline.
+    seed(settings, store, routed("r-late", 60), routed("r-soon", 0), routed("r-none", -100, by_service=False))
+    seed(settings, store, routed("r-anyone", 30, role=None), routed("r-support", 10, role="support"))
+    queries = build_queries(settings, store)
+    asked = ReviewerQueue(roles=["sales-lead"], limit=2)
+    order, cursor = [], None
+    while True:
+        listed = queries.reviewer_queue("default", asked.model_copy(update={"cursor": cursor}))
+        order += [(i.run_id, i.expires_at is not None) for i in listed.items]
+        if not (cursor := listed.next_cursor):
+            break
+    # Soonest deadline first (the lead-followup contract: four hours), then no deadline, oldest first.
+    assert order == [
+        ("r-soon", True),
+        ("r-anyone", True),
+        ("r-late", True),
+        ("r-none", False),
+        ("r-1", False),
+    ]
+    # Another role: its own steps and those that need no role.
+    support = queries.reviewer_queue("default", ReviewerQueue(roles=["support"]))
+    assert [i.run_id for i in support.items] == ["r-support", "r-anyone"]

@@ -52,7 +52,12 @@ def run_url(run_id: str) -> str:
     return "/ui/runs/" + quote(run_id, safe="")
 
 
-templates.env.filters.update(when=when, waited=waited, until=until)
+def linkable(uri: str | None) -> bool:
+    """Whether a URI an agent published may be a link: http(s) only (never `javascript:`)."""
+    return bool(uri) and (uri or "").lower().startswith(("https://", "http://"))
+
+
+templates.env.filters.update(when=when, waited=waited, until=until, linkable=linkable)
 templates.env.globals.update(step_url=step_url, run_url=run_url, urlencode=urlencode)
 
 

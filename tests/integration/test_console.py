@@ -197,3 +197,40 @@ def test_the_reviewers_queue_is_soonest_to_expire_first_then_no_deadline_and_pag
     # Another role: its own steps and those that need no role.
     support = queries.reviewer_queue("default", ReviewerQueue(roles=["support"]))
     assert [i.run_id for i in support.items] == ["r-support", "r-anyone"]
+
+
+def test_pages_are_guarded_and_an_agents_uri_is_never_a_script_link(
+    settings: Settings, store: RunStore
+) -> None:
+    hostile = {**f.TARGET, "uri": "javascript:alert(document.cookie)"}
+    step = "r-js/step-1"
+    seed(
+        settings,
+        store,
+        [
+            f.started(run_id="r-js", at=f.at(0)),
+            f.proposed(step, run_id="r-js", target=hostile, output="<script>alert(1)</script>\n", at=f.at(1)),
+            f.policy(step, "review", run_id="r-js", at=f.at(2)),
+        ],
+    )
+    with console_for(settings, "kim") as (client, _csrf):
+        page = client.get(f"/ui/step?run=r-js&step={step}")
+        assert page.status_code == 200
+        assert "javascript:alert(document.cookie)" in page.text  # shown, as text
+        assert 'href="javascript:' not in page.text and "<script>alert(1)" not in page.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store" and page.headers["x-frame-options"] == "DENY"
+
+
+def test_escalate_sends_the_decision_and_opens_the_next_item(settings: Settings, store: RunStore) -> None:
+    seed(settings, store, waiting("r-2", minutes=10))
+    with console_for(settings, "kim") as (client, csrf):
+        response = client.post(
+            "/ui/decide",
+            data=decision_form(csrf, decision="escalate", comment="legal should see this"),
+            follow_redirects=False,
+        )
+        assert response.status_code == 303, response.text
+        where = response.headers["location"]
+        assert "step=r-2%2Fstep-1" in where and "escalate+of+r-1%2Fstep-1+sent" in where

@@ -3,20 +3,25 @@ that end, tenants, search errors. tests/browser/ drives the same pages in Chromi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.bootstrap import build_queries
+from api.demo import publish_demo
 from api.web import create_app
 from domain.policy import sample_policy, sample_text
 from domain.principals import token_digest
 from domain.steps import SERVICE, StepEvent, content_hash
 from infra.principals import Principals
+from infra.publisher import Publisher
 from infra.settings import Settings
 from infra.store import RunStore
 from projections.queue import ReviewerQueue
+from schemas import Codec
+from tests.fakes import FakeProducer
 from tests.integration.console import STEP, console_for, csrf_of, seed, waiting
 from tests.integration.helpers import add_principal, query, running_store
 from tests.unit import factories as f
@@ -234,3 +239,26 @@ def test_escalate_sends_the_decision_and_opens_the_next_item(settings: Settings,
         assert response.status_code == 303, response.text
         where = response.headers["location"]
         assert "step=r-2%2Fstep-1" in where and "escalate+of+r-1%2Fstep-1+sent" in where
+
+
+def test_every_demo_run_renders_its_receipt_and_steps(settings: Settings, store: RunStore) -> None:
+    """The demo's runs hold every kind of step (edits, escalations, executions, reverts,
+    corrections, the boring failures): each page renders them."""
+    producer = FakeProducer()
+    run_ids = publish_demo(Publisher(producer=producer, encoding="json", decisions=None))
+    codec = Codec()
+    steps = [codec.decode(value) for value in producer.accepted]
+    seed(settings, store, steps)
+    with console_for(settings, "kim") as (client, _csrf):
+        for run_id in run_ids:
+            receipt = client.get(f"/ui/runs/{run_id}")
+            assert (
+                receipt.status_code == 200 and f'Receipt for run <span id="run-id">{run_id}' in receipt.text
+            )
+            timeline = receipt.text[receipt.text.index('id="timeline"') :]
+            assert [s.event_id for s in steps if s.run_id == run_id] == re.findall(
+                r"<tr><td>\d+</td>.*?<code>([^<]*)</code></td></tr>", timeline
+            )
+            for step in {s.step_id for s in steps if s.run_id == run_id and s.step_id}:
+                assert client.get("/ui/step", params={"run": run_id, "step": step}).status_code == 200
+            assert client.get("/ui/receipt.md", params={"run": run_id}).status_code == 200

@@ -25,10 +25,11 @@ from api.console.templating import page, step_url
 from api.deps import QueriesDep, StoreDep, publisher_of
 from api.queue_web import DecisionAsked
 from domain.approvals import Decision
+from domain.errors import Invalid
 from domain.findings import STALE_SOURCE_AGE
 from domain.principals import Principal
 from domain.receipt import StepReceipt, checked
-from domain.steps import content_hash
+from domain.steps import Source, content_hash
 from infra.sessions import Session
 from infra.store import RunStore
 from projections.bounds import Cursor, Text
@@ -49,6 +50,7 @@ class PendingStep:
     workflow: str | None
     chain: list[Diff]
     current: str
+    sources: list[Source]  # the evidence the step relied on, waiting or not
     stale: frozenset[str]
 
 
@@ -58,13 +60,13 @@ def pending_step(store: RunStore, tenant: str, run_id: str, step_id: str) -> Pen
     if step is None:
         raise StepNotFound(f"run '{run_id}' has no step '{step_id}'")
     item = next((i for _, i in queue_items(receipt, contract) if i.step_id == step_id), None)
-    proposed = step.timestamps.proposed
+    proposed, used = step.timestamps.proposed, set(step.source_ids)
+    sources = [s for s in receipt.sources if s.id in used or s.key in used]
     stale = frozenset(
-        s.key
-        for s in receipt.sources
-        if proposed and s.retrieved_at and proposed - s.retrieved_at > STALE_SOURCE_AGE
+        s.key for s in sources if proposed and s.retrieved_at and proposed - s.retrieved_at > STALE_SOURCE_AGE
     )
-    return PendingStep(item, step, receipt.workflow, version_chain(step), current_text(step), stale)
+    chain, current = version_chain(step), current_text(step)
+    return PendingStep(item, step, receipt.workflow, chain, current, sources, stale)
 
 
 def _reviewer_queue(
@@ -102,14 +104,16 @@ def routes(app: FastAPI) -> None:
         session: SessionDep,
         queries: QueriesDep,
         workflow: Annotated[Text | None, Query()] = None,
-        lane: Annotated[Literal["review", "escalate"] | None, Query()] = None,
+        lane: Annotated[Text | None, Query(description="review or escalate; empty: any")] = None,
         cursor: Annotated[Cursor | None, Query()] = None,
         sent: Annotated[Text | None, Query()] = None,
     ) -> Response:
-        principal = session.principal
-        listed: QueuePage = queries.reviewer_queue(
-            principal.tenant, _reviewer_queue(principal, workflow or None, lane, cursor=cursor)
-        )
+        # A form's empty field means "any", not a value: the filter form sends every field.
+        try:
+            asked = _reviewer_queue(session.principal, workflow or None, lane or None, cursor or None)  # type: ignore[arg-type]
+        except ValidationError as error:
+            raise Invalid("lane", error.errors()[0]["msg"]) from None
+        listed: QueuePage = queries.reviewer_queue(session.principal.tenant, asked)
         return page(
             request,
             "queue.html",

@@ -144,6 +144,8 @@ def test_the_queue_shows_the_roles_steps_and_filters_them(settings: Settings, st
         assert STEP not in client.get("/ui/queue?workflow=support-triage").text
         assert STEP not in client.get("/ui/queue?lane=escalate").text
         assert client.get("/ui/queue?lane=auto").status_code == 422
+        # The filter form sends its empty fields: "any".
+        assert STEP in client.get("/ui/queue?workflow=&lane=&cursor=").text
     with console_for(settings, "ops", roles=("support",)) as (client, _csrf):
         assert STEP not in client.get("/ui/queue").text
 

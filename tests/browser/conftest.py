@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from api.web import create_app
 from infra.embedded import free_port
@@ -23,6 +23,8 @@ from infra.settings import Settings
 from infra.store import RunStore
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Two cores shared by the suite: a page may take a moment longer than Playwright's 5 s.
+expect.set_options(timeout=10_000)
 ARGS = [
     "--headless",
     "--no-sandbox",

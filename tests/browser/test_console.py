@@ -63,7 +63,8 @@ def test_edit_see_the_diff_approve_and_the_receipt_shows_the_edited_version_and_
     expect(page.get_by_role("status").first).to_contain_text("edit of")
     # The edit is recorded, and routed again by the service (its policy.decided follows).
     recorded(settings, store, ingest, 1)
-    page.reload()
+    # The page reloads itself (every second) until the edit is recorded: no reload of ours
+    # to race with it.
     expect(page.locator("#current")).to_have_text(EDIT)
     expect(page.locator("#version")).to_have_text(content_hash(EDIT))
     expect(page.locator("pre.diff").first).to_contain_text("+Best, Kim")

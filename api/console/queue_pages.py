@@ -8,6 +8,7 @@ function: the same rules, the same refusals, recorded the same way.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -38,6 +39,8 @@ from projections.queue import QueueItem, QueuePage, ReviewerQueue, queue_items
 from projections.review import DecisionRefused, StepNotFound, decide
 
 NEIGHBOURS = 200  # how far along the queue j/k and "the next item" look
+# How long the step page waits (reloading) for an edit just sent to be recorded.
+EDIT_PATIENCE = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +139,10 @@ def routes(app: FastAPI) -> None:
         step: Annotated[Text, Query()],
         sent: Annotated[Text | None, Query()] = None,
         edited: Annotated[Text | None, Query(description="the hash of an edit just sent")] = None,
+        sent_at: Annotated[float | None, Query(description="when it was sent (Unix time)")] = None,
     ) -> Response:
-        return _step_page(request, session, store, queries, run, step, sent=sent, edited=edited)
+        late = sent_at is not None and time.time() - sent_at > EDIT_PATIENCE
+        return _step_page(request, session, store, queries, run, step, sent=sent, edited=edited, late=late)
 
     @app.post("/preview", response_class=HTMLResponse)
     def preview(
@@ -207,7 +212,8 @@ def routes(app: FastAPI) -> None:
         if decided.decision == "edit":
             # Stay on the step: its edited version waits for an approval next.
             edited = content_hash(asked.output or "")
-            where = step_url(run_id, step_id) + "&" + urlencode({"sent": sent, "edited": edited})
+            asked_again = {"sent": sent, "edited": edited, "sent_at": f"{time.time():.0f}"}
+            where = step_url(run_id, step_id) + "&" + urlencode(asked_again)
         else:
             where = (f"{after}&" if after else "/ui/queue?") + urlencode({"sent": sent})
         return RedirectResponse(where, status_code=303)
@@ -228,6 +234,7 @@ def _step_page(
     *,
     sent: str | None = None,
     edited: str | None = None,
+    late: bool = False,
     refused: DecisionRefused | None = None,
     status: int = 200,
     draft: str | None = None,
@@ -235,8 +242,10 @@ def _step_page(
     principal = session.principal
     shown = pending_step(store, principal.tenant, run_id, step_id)
     before, after = neighbours(queries, principal, run_id, step_id)
-    # An edit just sent and not yet recorded: decide nothing on the version before it.
-    arriving = bool(edited) and shown.item is not None and shown.item.version_hash != edited
+    # An edit sent and not recorded yet: offer no decision on the version before it, and
+    # reload until it is; past EDIT_PATIENCE stop waiting and say so.
+    unrecorded = bool(edited) and shown.item is not None and shown.item.version_hash != edited
+    arriving = unrecorded and not late
     return page(
         request,
         "step.html",
@@ -251,6 +260,7 @@ def _step_page(
         after=after,
         sent=sent,
         arriving=arriving,
+        late=unrecorded and late,
         refused=refused,
         draft=draft if draft is not None else shown.current,
         now=datetime.now(UTC),

@@ -4,6 +4,7 @@ that end, tenants, search errors. tests/browser/ drives the same pages in Chromi
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -264,3 +265,18 @@ def test_every_demo_run_renders_its_receipt_and_steps(settings: Settings, store:
             for step in {s.step_id for s in steps if s.run_id == run_id and s.step_id}:
                 assert client.get("/ui/step", params={"run": run_id, "step": step}).status_code == 200
             assert client.get("/ui/receipt.md", params={"run": run_id}).status_code == 200
+
+
+def test_after_an_edit_the_step_waits_for_it_then_says_it_did_not_arrive(
+    settings: Settings, store: RunStore
+) -> None:
+    with console_for(settings, "kim") as (client, _csrf):
+        asked = {"run": "r-1", "step": STEP, "edited": content_hash("an edit not recorded yet")}
+        waiting_page = client.get("/ui/step", params={**asked, "sent_at": str(time.time())}).text
+        assert 'http-equiv="refresh"' in waiting_page and 'id="approve"' not in waiting_page
+        late = client.get("/ui/step", params={**asked, "sent_at": str(time.time() - 60)}).text
+        assert "not recorded after 30 seconds" in late
+        assert 'http-equiv="refresh"' not in late and 'id="approve"' in late
+        # The edit recorded (here: the version named is the current one): nothing to wait for.
+        current = client.get("/ui/step", params={**asked, "edited": content_hash(f.DRAFT)}).text
+        assert 'http-equiv="refresh"' not in current and 'id="approve"' in current

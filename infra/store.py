@@ -48,6 +48,7 @@ from infra.idempotency import IdempotencyTable
 from infra.policies import LoadedPolicy, NoPolicy, PolicyBook, PolicyTable
 from infra.principals import PrincipalTable
 from infra.rows import STEP_STATE, CopyData, Row, read_step_state, step_state, stored_heads
+from infra.sessions import SessionTable
 from schemas import Codec
 
 
@@ -173,6 +174,7 @@ class StepRecorder(PostgresProcessRecorder):
         self.sql_create_statements.append(self.policies.create_statement())
         self.sql_create_statements.append(PrincipalTable(schema).create_statement())
         self.sql_create_statements.append(IdempotencyTable(schema).create_statement())
+        self.sql_create_statements.append(SessionTable(schema).create_statement())
         self.health = Health(schema)
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())

@@ -25,7 +25,7 @@ from infra.policies import PolicyTable
 from projections import quarantine
 from projections.bounds import Answer, BadQuery, Cursor, Instant, Text, decode_cursor, paged
 from projections.catalog import VIEWS
-from projections.queue import QueueFilter, QueuePage, waiting_steps
+from projections.queue import QueueFilter, QueuePage, ReviewerQueue, reviewer_steps, waiting_steps
 from projections.readiness import lane_readiness
 from projections.rollbacks import RollbackFilter, RollbacksPage, rollbacks
 
@@ -228,6 +228,10 @@ class Queries:
     def queue(self, tenant: str, f: QueueFilter) -> QueuePage:
         """The steps waiting for a person's decision (projections/queue.py)."""
         return waiting_steps(self.datastore, self._t("queue"), tenant, f)
+
+    def reviewer_queue(self, tenant: str, f: ReviewerQueue) -> QueuePage:
+        """What a reviewer with `f.roles` may decide, soonest to expire first (the console's)."""
+        return reviewer_steps(self.datastore, self._t("queue"), tenant, f)
 
     def readiness(
         self,

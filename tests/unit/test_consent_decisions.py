@@ -10,11 +10,15 @@ import pytest
 from domain.approvals import Decider, Decision, consent_decision, refusal, waiting
 from domain.contracts import ContractLookup
 from domain.notices import DecisionNotice, notices
-from domain.policy import Contract
+from domain.policy import Contract, sample_policy
 from domain.receipt import Receipt, render
 from domain.steps import SERVICE, StepEvent, content_hash
+from infra.publisher import CUSTOMER, Publisher
 from projections.queue import queue_items
+from schemas import Codec
+from tests.fakes import FakeProducer
 from tests.unit import factories as f
+from tests.unit.test_sample_policy import RUNS, ingested
 
 ACCEPTS = Contract(accepts_consent=True)
 REFUSES = Contract()
@@ -177,3 +181,44 @@ def test_consent_notices_are_the_same_on_replay_and_only_those_of_the_new_entrie
     assert [(v, n.decision_id) for v, n in later] == [(4, "yes-1")]
     assert later == list(notices(history, history[-1:], lookup))
     assert [n.kind for _, n in notices(history, history[:3], lookup)] == ["lane"]
+
+
+# --- the publisher and the demo ------------------------------------------------------------------
+
+
+def test_a_platform_records_the_consent_it_collected_with_the_customer_s_words_and_time() -> None:
+    producer = FakeProducer()
+    publisher = Publisher(producer=producer, encoding="json")
+    with publisher.run("order-support", run_id="r") as run:
+        step = run.propose("change_address", f.TARGET, "shop.update", output="ship to: 12 Park Row")
+        yes = step.consent("yes, do it", at=f.at(1), pattern="(?i)yes")
+        by_kai = step.consent("ok", by={"kind": "human", "id": "kai", "role": "customer"})
+    sent = [Codec().decode(value) for _, _, value in producer.sent]
+    first, second = [s for s in sent if s.type == "consent.given"]
+    assert first.event_id == yes and step.authorization is None
+    assert (first.step_id, first.occurred_at, first.actor) == (step.step_id, f.at(1), CUSTOMER)
+    assert (first.data.text, first.data.pattern) == ("yes, do it", "(?i)yes")  # type: ignore[union-attr]
+    assert second.event_id == by_kai and second.actor.id == "kai"
+    with pytest.raises(ValueError, match="human"):
+        step.consent("yes", by={"kind": "agent", "id": "bot"})
+
+
+def test_the_demo_s_order_change_is_approved_by_the_customer_s_consent() -> None:
+    steps = ingested(RUNS["order-change"])
+    policy = sample_policy()
+    contract = policy.contract_for("order-support")
+    assert contract is not None and contract.accepts_consent
+    receipt = render(f.entries(steps), contract)
+    (step,) = receipt.steps
+    (consent,) = step.consents
+    assert step.policy is not None and (step.policy.lane, step.policy.source) == ("review", "service")
+    assert step.execution is not None and step.execution.authorization_ref == consent.event_id
+    assert consent.at < step.timestamps.proposed  # type: ignore[operator]
+    assert receipt.gaps() == [] and [x.code for x in receipt.findings] == []
+    assert list(queue_items(receipt, contract)) == []
+    history = f.entries(steps)
+    told = [n for _, n in notices(history, history, lambda v, w: policy.contract_for(w))]
+    assert [(n.kind, n.outcome, n.decision_id) for n in told] == [
+        ("lane", "pending", step.policy.event_id),
+        ("consent", "approved", consent.event_id),
+    ]

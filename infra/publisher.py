@@ -351,9 +351,10 @@ class StepHandle:
         by: Actor | dict[str, Any] | None = None,
     ) -> str:
         """Record the customer's consent to this step: their words and when they said them
-        (`at`, often before the proposal; None: now); returns its event id. Where the run's lane contract
-        accepts consent, the service decides the step on it and `wait_for_decision` returns
-        that approval; elsewhere it is information, and the step waits for a reviewer."""
+        (`at`, often before the proposal; None: now); returns its event id. Where the run's
+        lane contract accepts consent, the service decides the step on it and
+        `wait_for_decision` returns that approval; elsewhere it is information, and the step
+        waits for a reviewer. It authorizes nothing by itself."""
         customer = _model(Actor, by) or CUSTOMER
         return self._emit("consent.given", {"text": text, "pattern": pattern}, customer, at).event_id
 

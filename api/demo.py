@@ -1,5 +1,5 @@
-"""`receipts demo`: realistic runs for the four lanes of the brief, and one that
-shows the boring failures a receipt must expose."""
+"""`receipts demo`: realistic runs for the four lanes of the brief, an order change a
+customer consented to, and one that shows the boring failures a receipt must expose."""
 
 from __future__ import annotations
 
@@ -248,6 +248,62 @@ def crm_note(publisher: Publisher, run_id: str, t0: datetime) -> None:
         run.finish("edited", at=t0 + _s(242))
 
 
+def order_change(publisher: Publisher, run_id: str, t0: datetime) -> None:
+    """Customer chat -> a new shipping address on their order. The agent asked, the customer
+    said yes before the tool call: the order-support contract takes that consent for the
+    approval, so no reviewer waits on it, and the execution names the consent it relied on."""
+    bot = Actor(kind="agent", id="order-bot")
+    customer = Actor(kind="human", id="kai@example.com", role="customer")
+    with publisher.run(
+        "order-support",
+        run_id=run_id,
+        actor=bot,
+        at=t0,
+        input={"system": "intercom", "kind": "conversation", "id": "conv-3310"},
+        agent={"name": "order-bot", "version": "1.2.0"},
+        model=CLAUDE,
+    ) as run:
+        order = run.source(
+            "shopify",
+            "order",
+            "1042",
+            version="rev 6",
+            at=t0,
+            retrieved_at=t0,
+            excerpt="ship to: 4 Elm St, Leeds; status: unfulfilled",
+        )
+        step = run.propose(
+            "change_address",
+            {"system": "shopify", "kind": "order", "id": "1042"},
+            "shopify.orders.update",
+            output="ship to: 12 Park Row, Leeds",
+            params={"shipping_address": "12 Park Row, Leeds"},
+            confidence=0.93,
+            reason_code="order.address_change",
+            sources=[order],
+            rollback={
+                "method": "amend",
+                "prior_version": "ship to: 4 Elm St, Leeds",
+                "runbook": "set the old address back before the order ships",
+            },
+            at=t0 + _s(31),
+        )
+        # Said a second before the call, recorded after the proposal: its real time is kept.
+        yes = step.consent(
+            "Yes, please send it to 12 Park Row instead", by=customer, pattern=r"(?i)^yes\b", at=t0 + _s(30)
+        )
+        step.policy(
+            "order-change-review",
+            "2026-11-01",
+            "review",
+            reasons=["changes a customer's order"],
+            required_role="support-lead",
+            at=t0 + _s(31),
+        )
+        step.executed("written", external_ref="order-1042@rev7", authorization_ref=yes, at=t0 + _s(33))
+        run.finish("synced", at=t0 + _s(34))
+
+
 def boring_failures(publisher: Publisher, run_id: str, t0: datetime) -> None:
     """The gaps a receipt must expose: no source evidence, executed without approval,
     no rollback link, and an edit nobody recorded."""
@@ -280,6 +336,7 @@ SCENARIOS: dict[str, Callable[[Publisher, str, datetime], None]] = {
     "support-triage": support_triage,
     "pricing-update": pricing_update,
     "crm-note": crm_note,
+    "order-change": order_change,
     "boring-failures": boring_failures,
 }
 

@@ -53,6 +53,11 @@ def queue_text(page: QueuePage) -> list[str]:
             + (f" (after {item.edits} edit(s))" if item.edits else ""),
             f"  recovery: {item.rollback.method if item.rollback else 'none named'}; "
             f"sources: {', '.join(f'{s.id}@{s.version}' for s in item.sources) or 'none'}",
+            *(
+                f'  the customer said "{c.text}" at {c.at:%Y-%m-%d %H:%M:%S}Z '
+                "(its lane contract does not take consent for a decision)"
+                for c in item.consents
+            ),
         ]
     if page.next_cursor:
         lines.append(f"more: --cursor {page.next_cursor}")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from domain.receipt import StepReceipt
+from domain.lanes import consented, covering_consents
+from domain.receipt import Consent, StepReceipt
 
 # Lanes whose steps wait for a person before they may be executed.
 NEEDS_A_PERSON = frozenset({"review", "escalate"})
@@ -78,10 +79,27 @@ def final_decision(step: StepReceipt) -> str | None:
     return None
 
 
-def waiting(step: StepReceipt) -> bool:
+def waiting(step: StepReceipt, accepts_consent: bool = False) -> bool:
     """True while the step's lane needs a person and nothing has closed it: no final
     decision, and no execution (an execution ends the wait, approved or not: that is a
-    finding, not a queue item). Whether it has expired is `expires_at`'s to say."""
+    finding, not a queue item). Whether it has expired is `expires_at`'s to say.
+
+    `accepts_consent`: the run's lane contract takes a customer's consent for an approval,
+    so a step a customer consented to waits for nobody (`consent_decision`). Refusals ask
+    without it: a reviewer's decision is judged by the rules it always was."""
+    return _open(step) and not consented(step, accepts_consent)
+
+
+def consent_decision(step: StepReceipt, accepts_consent: bool) -> Consent | None:
+    """The customer's consent that decides `step` in place of a reviewer's approval: the
+    earliest one, when the lane contract accepts consent and the step would otherwise wait
+    for a person (its lane needs one, nobody has decided it, it has not been executed)."""
+    if not (_open(step) and consented(step, accepts_consent)):
+        return None
+    return covering_consents(step)[0]
+
+
+def _open(step: StepReceipt) -> bool:
     policy = step.policy
     return (
         policy is not None
@@ -121,6 +139,7 @@ def refusal(
     deadline: timedelta | None = None,
     second_eyes_after_edit: bool = False,
     escalation_role: str | None = None,
+    accepts_consent: bool = False,
 ) -> Refusal | None:
     """The rule `decision` by `decider` breaks on `step` at `now`, or None if it stands."""
     overdue = (at := expires_at(step, deadline)) is not None and now >= at and waiting(step)
@@ -130,6 +149,12 @@ def refusal(
         return Refusal(
             "already_decided",
             f"step {step.step_id} is already {final_decision(step)}; it cannot be decided again",
+        )
+    # The platform was told "approved" when the consent arrived: a second final word would contradict it.
+    if (consent := consent_decision(step, accepts_consent)) is not None:
+        return Refusal(
+            "already_decided",
+            f"step {step.step_id} is already approved by the customer's consent {consent.event_id}",
         )
     if not waiting(step):
         return Refusal("not_waiting", f"step {step.step_id} is not waiting for a person's decision")

@@ -7,8 +7,16 @@ A platform waits for the first *final* notice of a step (`Publisher … wait_for
 approved (with the version to execute), rejected (with the comment), escalated,
 expired, or routed to a lane where it must not execute (draft only, blocked).
 
-Pure: a notice is a function of the run's recorded steps up to the decision, so
-replaying the log yields the same notices with the same ids.
+A customer's consent is a decision too where the run's lane contract accepts it
+(`accepts_consent`): the step waits for nobody, and the platform is told `approved`
+(`kind: consent`) with the consent event as `decision_id` — the id its execution names
+as `authorization_ref`. Once per step, at the first entry where the consent decides it:
+the consent itself, or the service's lane decision recorded after it (whose `pending`
+it replaces: nothing pends). A consent the contract does not accept tells nothing.
+
+Pure: a notice is a function of the run's recorded steps up to the decision (and of the
+recorded policies, which never change), so replaying the log yields the same notices
+with the same ids, one per entry.
 """
 
 from __future__ import annotations
@@ -17,6 +25,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+from domain.approvals import consent_decision, current_version
+from domain.contracts import ContractLookup
+from domain.policy import Contract
+from domain.receipt import Consent, StepReceipt, fold_step
 from domain.run import Entry
 from domain.steps import (
     ActionEdited,
@@ -24,9 +36,11 @@ from domain.steps import (
     ActionProposed,
     ActionReviewed,
     Actor,
+    ConsentGiven,
     Fact,
     Lane,
     PolicyDecided,
+    RunStarted,
     StepEvent,
     decision_source,
 )
@@ -53,12 +67,13 @@ class DecisionNotice(Fact):
     tenant: str
     run_id: str
     step_id: str | None
-    kind: Literal["lane", "review"]
+    # lane: the service's policy; review: a person's; consent: the customer's, in their place.
+    kind: Literal["lane", "review", "consent"]
     outcome: Outcome
     final: bool
     # The version the outcome is about: the one to execute when approved.
     version_hash: str | None = None
-    comment: str | None = None
+    comment: str | None = None  # a reviewer's comment; for a consent, the customer's words
     lane: Lane | None = None
     rule_id: str | None = None
     policy_version: str | None = None
@@ -67,10 +82,14 @@ class DecisionNotice(Fact):
     occurred_at: datetime
 
 
-def notices(history: Sequence[Entry], new: Iterable[Entry]) -> Iterator[tuple[int, DecisionNotice]]:
+def notices(
+    history: Sequence[Entry], new: Iterable[Entry], contracts: ContractLookup | None = None
+) -> Iterator[tuple[int, DecisionNotice]]:
     """The notices of the `new` entries of one run, each with its entry's version; `history`
-    is every entry of the run up to and including them (in version order)."""
+    is every entry of the run up to and including them (in version order). `contracts` finds
+    the run's lane contract (None: no consent is a decision)."""
     versions: dict[str | None, str] = {}  # each step's current version as the run goes
+    consents = _ConsentDecisions(contracts)
     wanted = {entry.version for entry in new}
     for entry in history:
         step = entry.step
@@ -78,8 +97,74 @@ def notices(history: Sequence[Entry], new: Iterable[Entry]) -> Iterator[tuple[in
             versions.setdefault(step.step_id, step.data.action.output_hash)
         elif isinstance(step, ActionEdited):
             versions[step.step_id] = step.data.output_hash
-        if entry.version in wanted and (notice := _notice(step, versions.get(step.step_id))) is not None:
+        notice = consents.after(step) or _notice(step, versions.get(step.step_id))
+        if entry.version in wanted and notice is not None:
             yield entry.version, notice
+
+
+class _ConsentDecisions:
+    """The run as it goes, for the consents that decide a step: its lane contract (the
+    workflow's, in the policy version the service last decided the run by, as
+    `domain.contracts.run_contract` finds it) and each step's events so far."""
+
+    def __init__(self, contracts: ContractLookup | None) -> None:
+        self.contracts = contracts
+        self.workflow: str | None = None
+        self.version: str | None = None
+        self.known: dict[tuple[str, str], Contract | None] = {}
+        self.steps: dict[str, list[StepEvent]] = {}
+        self.decided: set[str] = set()  # steps a consent decided: each is told once
+
+    def after(self, step: StepEvent) -> DecisionNotice | None:
+        """The consent notice `step` makes: a consent, or the lane decision after one."""
+        if isinstance(step, RunStarted):
+            self.workflow = self.workflow or step.data.workflow
+        elif isinstance(step, PolicyDecided) and decision_source(step) == "service":
+            self.version = step.data.policy_version
+        if step.step_id is None:
+            return None
+        self.steps.setdefault(step.step_id, []).append(step)
+        if not isinstance(step, ConsentGiven | PolicyDecided) or step.step_id in self.decided:
+            return None
+        contract = self._contract()
+        if contract is None or not contract.accepts_consent:
+            return None
+        receipt = fold_step(step.step_id, self.steps[step.step_id])
+        consent = consent_decision(receipt, accepts_consent=True)
+        if consent is None:
+            return None
+        self.decided.add(step.step_id)
+        return _consented(step, receipt, consent)
+
+    def _contract(self) -> Contract | None:
+        if self.contracts is None or self.workflow is None or self.version is None:
+            return None
+        key = (self.version, self.workflow)
+        if key not in self.known:
+            self.known[key] = self.contracts(*key)
+        return self.known[key]
+
+
+def _consented(step: StepEvent, receipt: StepReceipt, consent: Consent) -> DecisionNotice:
+    policy = receipt.policy
+    assert policy is not None  # a consent decides only a step whose lane needs a person
+    return DecisionNotice(
+        decision_id=consent.event_id,
+        tenant=step.tenant,
+        run_id=step.run_id,
+        step_id=receipt.step_id,
+        kind="consent",
+        outcome="approved",
+        final=True,
+        version_hash=current_version(receipt),
+        comment=consent.text,
+        lane=policy.lane,
+        rule_id=policy.rule_id,
+        policy_version=policy.policy_version,
+        required_role=policy.required_role,
+        decided_by=consent.given_by,
+        occurred_at=consent.at,
+    )
 
 
 def _notice(step: StepEvent, current: str | None) -> DecisionNotice | None:

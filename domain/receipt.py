@@ -8,7 +8,7 @@ function over that prefix.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -467,6 +467,16 @@ def _fold_step(fold: _StepFold, step: StepEvent) -> None:
             fold.reversal.update(stands=d.runbook, state="stands")
         case _:
             pass
+
+
+def fold_step(step_id: str, events: Iterable[StepEvent]) -> StepReceipt:
+    """One step as `events` (the run's so far) leave it: what a decision taken as the run
+    goes (a notice to the platform) reads, without rendering the whole receipt."""
+    fold = _StepFold(step_id)
+    for event in events:
+        if event.step_id == step_id and not isinstance(event, RecordCorrected):
+            _fold_step(fold, event)
+    return fold.freeze()
 
 
 def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receipt:

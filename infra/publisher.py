@@ -48,6 +48,8 @@ from schemas import Codec
 
 log = logging.getLogger(__name__)
 _EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/event")
+# Who consents when the platform names nobody: the customer of the conversation.
+CUSTOMER = Actor(kind="human", id="customer", role="customer")
 
 
 class StepProducer(Protocol):
@@ -272,7 +274,9 @@ class StepHandle:
     def wait_for_decision(self, timeout: float = 60.0) -> DecisionNotice:
         """Block until the service's final decision on this step: approved (with the version
         to execute), rejected (with the comment), escalated, expired, or a lane where it
-        must not run (draft only, blocked). Raises NoDecisionYet after `timeout` seconds."""
+        must not run (draft only, blocked). An approval — a reviewer's, an `auto` lane's or a
+        consent the lane contract accepts — becomes the next execution's `authorization_ref`.
+        Raises NoDecisionYet after `timeout` seconds."""
         publisher = self.run.publisher
         publisher.flush()  # the proposal must be on its way before anyone can decide on it
         if publisher.decisions is None:
@@ -337,6 +341,22 @@ class StepHandle:
             at,
         )
         self.authorization = reviewed.event_id if decision == "approved" else None
+
+    def consent(
+        self,
+        text: str,
+        *,
+        at: datetime | None = None,
+        pattern: str | None = None,
+        by: Actor | dict[str, Any] | None = None,
+    ) -> str:
+        """Record the customer's consent to this step: their words and when they said them
+        (`at`, often before the proposal; None: now); returns its event id. Where the run's
+        lane contract accepts consent, the service decides the step on it and
+        `wait_for_decision` returns that approval; elsewhere it is information, and the step
+        waits for a reviewer. It authorizes nothing by itself."""
+        customer = _model(Actor, by) or CUSTOMER
+        return self._emit("consent.given", {"text": text, "pattern": pattern}, customer, at).event_id
 
     def hold(
         self,

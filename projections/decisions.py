@@ -1,5 +1,6 @@
-"""The decisions relay: every lane and review decision the store records, published once
-to `agent-steps.decisions` for the platforms that gate execution on them.
+"""The decisions relay: every lane and review decision the store records (and each consent
+the run's lane contract takes for an approval), published once to `agent-steps.decisions`
+for the platforms that gate execution on them.
 
 One loop: read a page of the log after the tracked position → the page's notices
 (domain/notices.py), in log order → send each to its run's partition with its log
@@ -26,6 +27,7 @@ from kafka.errors import KafkaError
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
+from domain.contracts import ContractLookup
 from domain.notices import DecisionNotice, notices
 from domain.run import Entry
 from infra.decisions import POSITION_HEADER, partition_for
@@ -125,9 +127,12 @@ class DecisionRelay:
             if page.end == self.position:
                 return False
             runs = histories(curs, self.log, page.steps)
+            # Read while the transaction is open: a consent is a decision where the run's
+            # lane contract (a recorded policy) accepts it.
+            found = self._in_log_order(page.steps, runs, self.log.policy_book.lookup(curs))
         partitions = len(self.producer.partitions_for(self.topic))
         sent = 0
-        for position, notice in self._in_log_order(page.steps, runs):
+        for position, notice in found:
             partition = partition_for(notice.run_id, partitions)
             if position <= self.already.get(partition, -1):
                 continue  # published before a restart
@@ -154,12 +159,12 @@ class DecisionRelay:
 
     @staticmethod
     def _in_log_order(
-        steps: list[Recorded], runs: dict[UUID, list[Entry]]
+        steps: list[Recorded], runs: dict[UUID, list[Entry]], contracts: ContractLookup
     ) -> list[tuple[int, DecisionNotice]]:
         positions = {(r.run_key, r.entry.version): r.position for r in steps}
         found = [
             (positions[(run_key, version)], notice)
             for run_key, new in group_by_run(steps).items()
-            for version, notice in notices(runs[run_key], new)
+            for version, notice in notices(runs[run_key], new, contracts)
         ]
         return sorted(found, key=lambda pair: pair[0])

@@ -1,5 +1,9 @@
 """The approval queue: every step whose lane needs a person and that has no final decision.
 
+A customer's consent decides a step in its place where the run's lane contract accepts
+consent (`accepts_consent`): such a step waits for nobody and is not listed. Elsewhere the
+item stays, and shows the consent as what it is there: information for the reviewer.
+
 A view of whole runs like the others (domain.approvals says which steps wait);
 each row keeps the item as the reviewer sees it — the proposed action and its
 output, the source evidence with versions, the rule, policy version and
@@ -20,7 +24,7 @@ from pydantic import Field
 
 from domain.approvals import current_version, deciding_role, escalated, expires_at, waiting
 from domain.policy import Contract
-from domain.receipt import Receipt, StepReceipt
+from domain.receipt import Consent, Receipt, StepReceipt
 from domain.steps import Action, Actor, RollbackLink, Signal, Source
 from projections.bounds import Answer, Cursor, Text, decode_cursor, paged
 from projections.views import Row, RunSoFar, WholeRunView
@@ -46,6 +50,11 @@ class QueueItem(Answer):
     signal: Signal | None
     sources: list[Source] = Field(description="the evidence the step relied on, with versions")
     rollback: RollbackLink | None = Field(description="the recovery path; None: nobody named one")
+    consents: list[Consent] = Field(
+        default_factory=list,
+        description="the customer's consents to the step, for information: its lane contract "
+        "does not take them in place of a decision",
+    )
     proposed_by: Actor | None
     proposed_at: datetime | None
     waiting_since: datetime = Field(description="proposed, or last edited")
@@ -72,11 +81,13 @@ class QueuePage(Answer):
 
 def queue_items(receipt: Receipt, contract: Contract | None = None) -> Iterator[tuple[int, QueueItem]]:
     """The run's steps waiting for a person, with each one's place among the run's steps;
-    its lane `contract` says how long one may wait and who decides an escalated one."""
+    its lane `contract` says how long one may wait, who decides an escalated one, and whether
+    a customer's consent decides in a reviewer's place."""
     deadline = contract.review_deadline if contract else None
     escalation_role = contract.escalation_role if contract else None
+    accepts_consent = contract.accepts_consent if contract else False
     for seq, step in enumerate(receipt.steps):
-        if waiting(step):
+        if waiting(step, accepts_consent):
             yield seq, _item(receipt, step, expires_at(step, deadline), deciding_role(step, escalation_role))
 
 
@@ -87,7 +98,7 @@ def _item(receipt: Receipt, step: StepReceipt, expires: datetime | None, role: s
     since = edits[-1].at if edits else step.timestamps.proposed
     assert since is not None  # a step with an action was proposed
     used = set(step.source_ids)
-    events = [policy.event_id, *(e.event_id for e in edits)]
+    events = [policy.event_id, *(e.event_id for e in edits), *(c.event_id for c in step.consents)]
     return QueueItem(
         run_id=receipt.run_id,
         step_id=step.step_id,
@@ -103,6 +114,7 @@ def _item(receipt: Receipt, step: StepReceipt, expires: datetime | None, role: s
         signal=step.signal,
         sources=[s for s in receipt.sources if s.id in used or s.key in used],
         rollback=step.rollback,
+        consents=list(step.consents),
         proposed_by=step.proposed_by,
         proposed_at=step.timestamps.proposed,
         waiting_since=since,

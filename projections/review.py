@@ -124,7 +124,8 @@ def decide(
     escalation_role = contract.escalation_role if contract else None
     actor = Actor(kind="human", id=principal.id, role=_role(deciding_role(step, escalation_role), principal))
     decider = Decider(principal.id, principal.roles)
-    found = refusal(step, decider, decision, now, deadline, second_eyes, escalation_role)
+    accepts_consent = contract.accepts_consent if contract else False
+    found = refusal(step, decider, decision, now, deadline, second_eyes, escalation_role, accepts_consent)
     if found is not None:
         asked = (decision.verdict, decision.version_hash)
         record_service_step(store, _refused(tenant, run_id, step.step_id, asked, found, actor, now))

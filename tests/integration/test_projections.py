@@ -18,6 +18,7 @@ import pytest
 from psycopg import sql
 
 from api.bootstrap import build_projections
+from api.demo import SCENARIOS
 from api.service_cli import rebuild
 from domain.run import run_uuid
 from domain.steps import StepEvent, step_adapter
@@ -65,7 +66,7 @@ def test_views_answer_for_every_recorded_run(settings: Settings, store: RunStore
     runner = build_projections(settings, store)
     assert runner.catch_up() == events
     tables = dump(settings)
-    assert len(tables["runs"]) == len(tables["receipts"]) == 5 + len(GENERATED)
+    assert len(tables["runs"]) == len(tables["receipts"]) == len(SCENARIOS) + len(GENERATED)
     assert len(tables["timeline"]) == events
     assert runner.positions() == dict.fromkeys(VIEW_NAMES, runner.log_end())
     assert runner.catch_up() == 0  # nothing new: nothing applied
@@ -145,7 +146,7 @@ def test_a_damaged_row_is_skipped_not_fatal(settings: Settings, store: RunStore)
     tables = dump(settings)
     (row,) = [r for r in tables["runs"] if r[0] == victim]
     assert row[-1] is False  # verified: the chain no longer holds
-    assert len(tables["runs"]) == 5 + len(GENERATED)
+    assert len(tables["runs"]) == len(SCENARIOS) + len(GENERATED)
 
 
 def test_unknown_view_names_the_real_ones(settings: Settings) -> None:

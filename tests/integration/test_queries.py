@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from api.bootstrap import build_projections
+from api.demo import SCENARIOS
 from infra.settings import Settings
 from projections.queries import BadQuery, Queries, RunFilter
 from tests.integration.helpers import running_store
@@ -92,7 +93,7 @@ def test_cursor_pages_through_every_run_once_in_order(queries: Queries) -> None:
         if cursor is None:
             break
     everything = ids(queries.runs(RunFilter(limit=500)).runs)
-    assert seen == everything and len(seen) == 5 + len(GENERATED)
+    assert seen == everything and len(seen) == len(SCENARIOS) + len(GENERATED)
 
 
 def test_bad_cursor_and_window_name_the_field(queries: Queries) -> None:
@@ -135,8 +136,13 @@ def test_findings_include_recorded_gaps_and_overdue_runs(queries: Queries) -> No
     assert overdue == sorted(g.run_id for g in GENERATED if not g.finished)
     unapproved = queries.findings(code="executed_without_approval", limit=500).findings
     wanted = {g.run_id for g in GENERATED if g.executed and not g.reviewer}
-    assert {f.run_id for f in unapproved} == wanted | {"demo-boring-failures"}
+    # Recorded here without the service's policy, the order change has no lane contract to
+    # accept its customer's consent: the gap stays, naming the consent (`receipts up` routes
+    # it by the sample policy, whose order-support contract accepts it: no gap there).
+    assert {f.run_id for f in unapproved} == wanted | {"demo-boring-failures", "demo-order-change"}
     assert all(f.finding.event_ids for f in unapproved)
+    (order,) = [f.finding for f in unapproved if f.run_id == "demo-order-change"]
+    assert "does not accept consent" in order.message
 
 
 def test_findings_pages_cover_everything_once(queries: Queries) -> None:

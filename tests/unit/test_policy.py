@@ -28,7 +28,14 @@ def _error(text: str) -> PolicyError:
 
 def test_the_sample_loads_with_the_contracts_and_rules_of_the_demo_lanes() -> None:
     policy = sample_policy()
-    assert set(policy.contracts) == {"lead-followup", "support-triage", "website-update", "crm-notes"}
+    assert set(policy.contracts) == {
+        "lead-followup",
+        "support-triage",
+        "website-update",
+        "crm-notes",
+        "order-support",
+    }
+    assert [w for w, c in policy.contracts.items() if c.accepts_consent] == ["order-support"]
     assert [r.id for r in policy.rules][:2] == ["deletes-blocked", "lead-needs-context"]
     assert policy.default.id == "default-review"
     assert policy.contracts["support-triage"].review_deadline == timedelta(hours=1)

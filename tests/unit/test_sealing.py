@@ -1,0 +1,144 @@
+"""Sealing a step's personal fields under its subject's key, and reading them back."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+from consumers.sealing import BatchSeals, fallback_subject
+from domain.personal import ERASED, ERASED_OBJECT, KEYED_PREFIX, PersonalData
+from domain.policy import PolicyError, load_policy, sample_policy
+from domain.run import RunHead, run_uuid
+from domain.steps import StepEvent, step_adapter
+from infra.sealing import ERASED_KEY, UNREADABLE, SubjectKey, open_step, seal
+from schemas import Codec
+from tests.unit.factories import edited, executed, finished, proposed, reviewed, started
+
+SPEC = PersonalData()
+CODEC = Codec()
+SECRET_TEXT = "Dear Ada, your results are ready"
+
+
+def key() -> SubjectKey:
+    return SubjectKey(secrets.token_bytes(32))
+
+
+def stored(step: StepEvent, subject_key: SubjectKey) -> StepEvent:
+    sealed = seal(SPEC, step, subject_key)
+    assert sealed is not None
+    assert SECRET_TEXT.encode() not in sealed
+    return CODEC.decode(sealed)
+
+
+def test_a_sealed_step_opens_to_what_was_sent_but_its_hashes_stay_keyed() -> None:
+    ada = key()
+    step = proposed(output=SECRET_TEXT, params={"to": "ada@example.com", "cc": ["x"]})
+    kept = stored(step, ada)
+    assert kept.data.action.output.startswith("sealed:v1:")  # type: ignore[attr-defined]
+    assert set(kept.data.action.params) == {"$sealed"}  # type: ignore[attr-defined]
+    opened = open_step(kept, ada)
+    assert opened.data.action.output == SECRET_TEXT  # type: ignore[attr-defined]
+    assert opened.data.action.params == {"to": "ada@example.com", "cc": ["x"]}  # type: ignore[attr-defined]
+    assert opened.data.action.output_hash.startswith(KEYED_PREFIX)  # type: ignore[attr-defined]
+
+
+def test_keyed_hashes_compare_within_a_subject_and_not_across() -> None:
+    ada, bob = key(), key()
+    draft = proposed(output=SECRET_TEXT)
+    approval = reviewed(output=SECRET_TEXT)
+    run = executed(output=SECRET_TEXT)
+    hashes = {
+        stored(draft, ada).data.action.output_hash,  # type: ignore[attr-defined]
+        CODEC.decode(seal(SPEC, approval, ada) or b"").data.reviewed_hash,  # type: ignore[attr-defined]
+        CODEC.decode(seal(SPEC, run, ada) or b"").data.executed_hash,  # type: ignore[attr-defined]
+    }
+    assert len(hashes) == 1  # executed vs approved still compares
+    assert CODEC.decode(seal(SPEC, run, bob) or b"").data.executed_hash not in hashes  # type: ignore[attr-defined]
+    assert draft.data.action.output_hash not in hashes  # type: ignore[attr-defined]  # not the guessable one
+
+
+def test_a_destroyed_key_reads_as_erased_in_the_fields_shape() -> None:
+    kept = stored(proposed(output=SECRET_TEXT, params={"to": "ada@example.com"}), key())
+    opened = open_step(kept, ERASED_KEY)
+    assert opened.data.action.output == ERASED  # type: ignore[attr-defined]
+    assert opened.data.action.params == ERASED_OBJECT  # type: ignore[attr-defined]
+    assert open_step(kept, None).data.action.output == ERASED  # type: ignore[attr-defined]
+
+
+def test_an_erased_subject_is_stored_already_erased() -> None:
+    sealed = seal(SPEC, proposed(output=SECRET_TEXT), ERASED_KEY)
+    assert sealed is not None and SECRET_TEXT.encode() not in sealed
+    assert CODEC.decode(sealed).data.action.output == ERASED  # type: ignore[attr-defined]
+
+
+def test_a_ciphertext_moved_to_another_event_does_not_open() -> None:
+    ada = key()
+    first = stored(proposed(output=SECRET_TEXT), ada)
+    second = stored(proposed(output="other words"), ada)
+    token = first.data.action.output  # type: ignore[attr-defined]
+    doc = second.model_dump(mode="json")
+    doc["data"]["action"]["output"] = token
+    moved = step_adapter.validate_python(doc)
+    assert open_step(moved, ada).data.action.output == UNREADABLE  # type: ignore[attr-defined]
+
+
+def test_a_step_without_personal_data_stays_on_the_cheap_path() -> None:
+    assert seal(SPEC, finished("sent"), key()) is None
+    assert seal(SPEC, proposed(output="", params={}).model_copy(), key()) is not None  # its hash is keyed
+    assert seal(PersonalData(fields={}, hashes={}), proposed(output=SECRET_TEXT), key()) is None
+
+
+class Keys:
+    def __init__(self) -> None:
+        self.asked: list[set[tuple[str, str]]] = []
+
+    def keys_for(self, subjects: object) -> dict[tuple[str, str], SubjectKey]:
+        wanted = set(subjects)  # type: ignore[call-overload]
+        self.asked.append(wanted)
+        return {s: key() for s in wanted}
+
+
+def test_a_batch_asks_for_every_key_at_once_and_steps_fall_back_to_the_runs_subject() -> None:
+    steps = [
+        started(),
+        proposed(output=SECRET_TEXT),
+        edited(output="new words"),
+        proposed(output="named", step_id="s-2").model_copy(update={"subject": "zendesk/user/9"}),
+        finished("sent"),
+        edited(output="orphan", run_id="run-without-start"),
+    ]
+    keys = Keys()
+    seals = BatchSeals.plan(SPEC, [(run_uuid(s.tenant, s.run_id), s) for s in steps], {}, keys)
+    assert len(keys.asked) == 1
+    input_key = steps[0].data.input.key  # type: ignore[attr-defined]
+    assert seals.sealed_for == [
+        input_key,  # input.hash is keyed
+        input_key,
+        input_key,
+        "zendesk/user/9",
+        None,
+        fallback_subject(steps[-1]),
+    ]
+    assert seals.settles[0] == input_key and seals.settles[1:] == [None] * 5
+
+
+def test_a_restarted_head_remembers_the_runs_subject() -> None:
+    head = RunHead(subject="hubspot/contact/ada")
+    step = edited(output="words")
+    seals = BatchSeals.plan(
+        SPEC, [(run_uuid(step.tenant, step.run_id), step)], {run_uuid(step.tenant, step.run_id): head}, Keys()
+    )
+    assert seals.sealed_for == ["hubspot/contact/ada"]
+
+
+def test_the_policy_declares_personal_data_and_refuses_an_unknown_type() -> None:
+    assert sample_policy().personal_data.fields["action.proposed"] == ("action.output", "action.params")
+    text = '[default]\nid = "d"\nlane = "review"\nreason = "r"\n[personal_data]\nfields = { "no.such" = ["x"] }\n'
+    with pytest.raises(PolicyError) as raised:
+        load_policy(text)
+    assert "not a step type" in str(raised.value)
+    custom = load_policy(text.replace('"no.such" = ["x"]', '"action.held" = ["reason"]'))
+    assert custom.personal_data.fields == {"action.held": ("reason",)}
+    assert json.loads(custom.canonical())["personal_data"]["fields"] == {"action.held": ["reason"]}

@@ -135,7 +135,10 @@ def test_a_restarted_head_remembers_the_runs_subject() -> None:
 
 def test_the_policy_declares_personal_data_and_refuses_an_unknown_type() -> None:
     assert sample_policy().personal_data.fields["action.proposed"] == ("action.output", "action.params")
-    text = '[default]\nid = "d"\nlane = "review"\nreason = "r"\n[personal_data]\nfields = { "no.such" = ["x"] }\n'
+    text = (
+        '[default]\nid = "d"\nlane = "review"\nreason = "r"\n'
+        '[personal_data]\nfields = { "no.such" = ["x"] }\n'
+    )
     with pytest.raises(PolicyError) as raised:
         load_policy(text)
     assert "not a step type" in str(raised.value)

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.ingest                      # 200k events, 3 rounds, 20 s latency
     .venv/bin/python -m bench.ingest --events 20000 --rounds 1 --latency-seconds 5
     .venv/bin/python -m bench.ingest --rounds 0 --latency-seconds 0 --backlog 1000000
+    .venv/bin/python -m bench.ingest --events 50000 --compare-personal-data --no-two-processes
 
 What it measures, on one fresh stack (embedded PostgreSQL and Tansu unless
 RECEIPTS_DATABASE_URL / RECEIPTS_KAFKA_BOOTSTRAP are set):
@@ -125,6 +126,15 @@ def run_throughput(
                 say(
                     f"round {round_no} {result.encoding}: without policy {bare['rate']:,.0f} events/s "
                     f"({bare['rate'] / b['rate']:.2f}x), with the sample policy {p['rate'] / b['rate']:.2f}x"
+                )
+            if args.compare_personal_data:
+                plain = settings.model_copy(update={"personal_data": False})
+                q = _pipeline(args, worker, plain, f"{name}_npd", result, spot, timeout, args.policy)[1]
+                result.without_personal_data.append(q["rate"])
+                say(
+                    f"round {round_no} {result.encoding}: personal data stored as received "
+                    f"{q['rate']:,.0f} events/s ({q['rate'] / b['rate']:.2f}x), "
+                    f"sealed {p['rate'] / b['rate']:.2f}x"
                 )
             if args.two_processes:
                 pair = _two_processes(worker, partner(), settings, url, result, timeout, args.policy)
@@ -312,6 +322,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run one pipeline round per encoding without the policy, paired with the same "
         "baseline, and report both ratios",
+    )
+    p.add_argument(
+        "--compare-personal-data",
+        action="store_true",
+        help="also run one pipeline round per encoding with personal-data encryption off "
+        "(RECEIPTS_PERSONAL_DATA=off), paired with the same baseline, and report both ratios",
     )
     p.add_argument("--keep-schemas", action="store_true", help="keep each round's PostgreSQL schema")
     p.add_argument("--markdown", action="store_true", help="also print the report as Markdown")

@@ -20,7 +20,16 @@ from domain.steps import StepEvent
 from infra.settings import Settings
 from projections.integrity import stored_chain, verify_run
 from schemas import encode_json
-from tests.integration.helpers import cli_env, ingest_for, poll_until, publish_raw, query, running_store
+from tests.integration.helpers import (
+    add_principal,
+    cli_env,
+    client_for,
+    ingest_for,
+    poll_until,
+    publish_raw,
+    query,
+    running_store,
+)
 from tests.unit.factories import at, edited, executed, finished, proposed, reviewed, source, started
 
 pytestmark = pytest.mark.integration
@@ -133,6 +142,13 @@ def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifie
     erasures = query(settings, "SELECT subject, reason, requested_by FROM receipts_erasures")
     assert erasures[0][:2] == (SUBJECT, "GDPR art. 17 request #42")
     assert "database access" in erasures[0][2]
+    # The HTTP receipt (served from the views, which hold ciphertext only) opens what it may.
+    with client_for(settings, add_principal(settings, "acme-reader", tenant="acme")) as client:
+        erased = client.get("/runs/run-1/receipt")
+        assert erased.status_code == 200 and ERASED in erased.text and secret not in erased.text
+        markdown = client.get("/runs/run-1/receipt", headers={"Accept": "text/markdown"}).text
+        assert ERASED in markdown and secret not in markdown
+        assert "bob-stays-draft" in client.get("/runs/run-bob/receipt").text
     everything = dump(settings)
     assert secret.encode() not in everything
     assert b"bob-stays" not in everything  # not erased, but sealed: no plaintext at rest either

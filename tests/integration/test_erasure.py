@@ -18,6 +18,7 @@ from api.service_cli import rebuild
 from domain.personal import ERASED
 from domain.steps import StepEvent
 from infra.settings import Settings
+from infra.store import RunStore
 from projections.integrity import stored_chain, verify_run
 from schemas import encode_json
 from tests.integration.helpers import (
@@ -81,6 +82,28 @@ def dump(settings: Settings) -> bytes:
     return done.stdout
 
 
+def readable_before_erasure(store: RunStore, secret: str) -> None:
+    """The owner of the key reads every field, and hashes still compare (no finding says
+    executed differs from approved), though they are keyed, not the publisher's."""
+    receipt = store.run("acme", "run-1").receipt()
+    assert secret + "-draft" in receipt.model_dump_json()
+    assert "executed_differs_from_approved" not in {f.code for f in receipt.findings}
+    assert receipt.steps[0].output.executed_hash == receipt.steps[0].output.approved_hash
+    proposal = next(e.step for e in store.stored_entries("acme", "run-1") if e.step.type == "action.proposed")
+    assert proposal.data.action.output.startswith("sealed:v1:")  # type: ignore[attr-defined]
+    assert proposal.data.action.output_hash.startswith("hmac-sha256:")  # type: ignore[attr-defined]
+
+
+def http_receipts_after_erasure(settings: Settings, secret: str) -> None:
+    """The HTTP receipt (served from the views, which hold ciphertext only) opens what it may."""
+    with client_for(settings, add_principal(settings, "acme-reader", tenant="acme")) as client:
+        erased = client.get("/runs/run-1/receipt")
+        assert erased.status_code == 200 and ERASED in erased.text and secret not in erased.text
+        markdown = client.get("/runs/run-1/receipt", headers={"Accept": "text/markdown"}).text
+        assert ERASED in markdown and secret not in markdown
+        assert "bob-stays-draft" in client.get("/runs/run-bob/receipt").text
+
+
 def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifies(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -92,16 +115,7 @@ def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifie
     expected = sum(len(s) for s in runs.values()) + len(other)
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= expected)
-        # Before: the owner of the key reads every field, and hashes still compare (no finding
-        # says executed differs from approved), though they are keyed, not the publisher's.
-        receipt = store.run("acme", runs["acme"][0].run_id).receipt()
-        assert secret + "-draft" in receipt.model_dump_json()
-        codes = {f.code for f in receipt.findings}
-        assert "executed_differs_from_approved" not in codes
-        stored = store.stored_entries("acme", runs["acme"][0].run_id)
-        proposal = next(e.step for e in stored if e.step.type == "action.proposed")
-        assert proposal.data.action.output.startswith("sealed:v1:")  # type: ignore[attr-defined]
-        assert proposal.data.action.output_hash.startswith("hmac-sha256:")  # type: ignore[attr-defined]
+        readable_before_erasure(store, secret)
     assert secret.encode() not in dump(settings)  # ciphertext only, even before erasure
     keys = query(settings, "SELECT tenant FROM receipts_subject_keys WHERE subject = %s", SUBJECT)
     assert sorted(t for (t,) in keys) == sorted(TENANTS)
@@ -142,13 +156,7 @@ def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifie
     erasures = query(settings, "SELECT subject, reason, requested_by FROM receipts_erasures")
     assert erasures[0][:2] == (SUBJECT, "GDPR art. 17 request #42")
     assert "database access" in erasures[0][2]
-    # The HTTP receipt (served from the views, which hold ciphertext only) opens what it may.
-    with client_for(settings, add_principal(settings, "acme-reader", tenant="acme")) as client:
-        erased = client.get("/runs/run-1/receipt")
-        assert erased.status_code == 200 and ERASED in erased.text and secret not in erased.text
-        markdown = client.get("/runs/run-1/receipt", headers={"Accept": "text/markdown"}).text
-        assert ERASED in markdown and secret not in markdown
-        assert "bob-stays-draft" in client.get("/runs/run-bob/receipt").text
+    http_receipts_after_erasure(settings, secret)
     everything = dump(settings)
     assert secret.encode() not in everything
     assert b"bob-stays" not in everything  # not erased, but sealed: no plaintext at rest either

@@ -226,11 +226,12 @@ def _same_step(
         stored = codec.decode(original)
         if seals is None or key is None:
             return stored == step
-        if key.erased:
+        subject = stored.subject
+        if key.erased or subject is None:
             # Nothing tells what an erased subject's step said; the first version stands
             # and no copy of this one is kept (a dead letter would hold the plaintext).
             return True
-        resealed = seal(seals.spec, step, key)
+        resealed = seal(seals.spec, step, subject, key)
         again = codec.decode(resealed) if resealed is not None else step
         return open_step(stored, key) == open_step(again, key)
     except DecodeError:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from uuid import UUID
 
-from domain.personal import PersonalData, opens_subject, record_subject
+from domain.personal import PersonalData, fallback_subject, opens_subject, record_subject
 from domain.run import RunHead
 from domain.steps import StepEvent
 from infra.rows import subject_fields
@@ -29,11 +29,6 @@ class KeySource(Protocol):
     """infra.subject_keys.KeyRing: each subject's key, made if new, one query for a batch."""
 
     def keys_for(self, subjects: Iterable[Subject]) -> dict[Subject, SubjectKey]: ...
-
-
-def fallback_subject(step: StepEvent) -> str:
-    """A step with personal data whose run names no record: the run itself is the subject."""
-    return f"run/{step.run_id}"
 
 
 @dataclass
@@ -79,7 +74,7 @@ class BatchSeals:
         settles = self.settles[index]
         if sealed_for is None:
             return wire, subject_fields(None, settles) if settles else b""
-        sealed = seal(self.spec, step, self.keys[(step.tenant, sealed_for)])
+        sealed = seal(self.spec, step, sealed_for, self.keys[(step.tenant, sealed_for)])
         if sealed is None:
             return wire, subject_fields(None, settles) if settles else b""
         return sealed, subject_fields(sealed_for, settles)

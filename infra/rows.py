@@ -134,8 +134,9 @@ def step_state(
     wire: bytes,
     opens_run: bool,
     step_type: str | None = None,
+    subjects: bytes = b"",
 ) -> bytes:
-    return StepStates(recorded_at)(digest, event_id, wire, opens_run, step_type)
+    return StepStates(recorded_at)(digest, event_id, wire, opens_run, step_type, subjects)
 
 
 @dataclass(frozen=True, slots=True)

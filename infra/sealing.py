@@ -86,10 +86,10 @@ def associated_data(step: StepEvent, path: str) -> bytes:
     return "\x1f".join((step.tenant, step.run_id, step.event_id, step.type, path)).encode()
 
 
-def seal(spec: PersonalData, step: StepEvent, key: SubjectKey) -> bytes | None:
-    """What is stored for `step`: its JSON form with each declared personal field replaced by
-    its ciphertext (or, for an erased subject, by the erased marker) and each declared hash
-    keyed. None when the step carries none of them: it is stored as it arrived."""
+def seal(spec: PersonalData, step: StepEvent, subject: str, key: SubjectKey) -> bytes | None:
+    """What is stored for `step`: its JSON form naming `subject`, with each declared personal
+    field replaced by its ciphertext (or, for an erased subject, by the erased marker) and
+    each declared hash keyed. None when it carries none of them: stored as it arrived."""
     if not spec.holds_any(step.type):
         return None
     doc = step.model_dump(mode="json", exclude_none=True)
@@ -111,6 +111,7 @@ def seal(spec: PersonalData, step: StepEvent, key: SubjectKey) -> bytes | None:
             changed = True
     if not changed:
         return None
+    doc["subject"] = subject  # whose key opens it, for every reader of the stored event
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 

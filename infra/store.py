@@ -38,6 +38,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.chain import Integrity, StoredLink
 from domain.errors import Conflict, NotFound
+from domain.personal import SEALED_PREFIX, PersonalData, fallback_subject, run_subject
 from domain.policy import Contract, Policy
 from domain.receipt import Receipt
 from domain.run import Entry, Run, RunHead, run_uuid
@@ -55,10 +56,11 @@ from infra.rows import (
     step_state,
     stored_entry,
     stored_heads,
+    subject_fields,
 )
-from infra.sealing import open_step
+from infra.sealing import open_step, seal
 from infra.subject_keys import KeyRing
-from schemas import Codec, DecodeError
+from schemas import Codec, DecodeError, encode_json
 
 
 class StepTranscoder(Transcoder):
@@ -77,13 +79,17 @@ class StepTranscoder(Transcoder):
         step = obj.get("step") if isinstance(obj, dict) else None
         if not isinstance(step, StepEvent):
             return self.fallback.encode(obj)
+        wire = obj["wire"]
+        # A step the service sealed (RunStore.sealed) names whose key opens it, as ingest's rows do.
+        sealed = step.subject is not None and SEALED_PREFIX.encode() in wire
         return step_state(
             obj["timestamp"],
             obj["digest"],
             step.event_id,
-            obj["wire"],
+            wire,
             opens_run="originator_topic" in obj,
             step_type=step.type,
+            subjects=subject_fields(step.subject if sealed else None, None),
         )
 
     def decode(self, data: bytes) -> Any:
@@ -439,6 +445,29 @@ class RunStore(Application[UUID]):
         except MapperDeserialisationError as error:
             raise RunUnreadable(tenant, run_id, str(error.__cause__ or error)) from error
         return run
+
+    def sealed(self, step: StepEvent, personal: PersonalData | None = None) -> tuple[StepEvent, bytes]:
+        """A step the service records itself (an edit or a review through the approval queue),
+        sealed as ingest seals a published one: under the run's subject, hashes keyed alike."""
+        spec = personal or self._personal_data()
+        if not spec.present(getattr(step, "data", None), step.type):
+            return step, encode_json(step)
+        subject = step.subject
+        if subject is None:
+            try:
+                subject = run_subject(e.step for e in self.stored_entries(step.tenant, step.run_id))
+            except RunNotFound:
+                subject = None
+        subject = subject or fallback_subject(step)
+        key = self.steps.keyring.keys_for([(step.tenant, subject)])[(step.tenant, subject)]
+        step = step.model_copy(update={"subject": subject})
+        return step, seal(spec, step, subject, key) or encode_json(step)
+
+    def _personal_data(self) -> PersonalData:
+        try:
+            return self.policy_in_force().policy().personal_data
+        except NoPolicy:
+            return PersonalData()
 
     def stored_entries(self, tenant: str, run_id: str) -> list[Entry]:
         """The run's steps as stored, personal fields still sealed: what the views fold, so a

@@ -7,8 +7,8 @@ import secrets
 
 import pytest
 
-from consumers.sealing import BatchSeals, fallback_subject
-from domain.personal import ERASED, ERASED_OBJECT, KEYED_PREFIX, PersonalData
+from consumers.sealing import BatchSeals
+from domain.personal import ERASED, ERASED_OBJECT, KEYED_PREFIX, PersonalData, fallback_subject
 from domain.policy import PolicyError, load_policy, sample_policy
 from domain.run import RunHead, run_uuid
 from domain.steps import StepEvent, step_adapter
@@ -19,6 +19,7 @@ from tests.unit.factories import edited, executed, finished, proposed, reviewed,
 SPEC = PersonalData()
 CODEC = Codec()
 SECRET_TEXT = "Dear Ada, your results are ready"
+ADA = "hubspot/contact/ada"
 
 
 def key() -> SubjectKey:
@@ -26,7 +27,7 @@ def key() -> SubjectKey:
 
 
 def stored(step: StepEvent, subject_key: SubjectKey) -> StepEvent:
-    sealed = seal(SPEC, step, subject_key)
+    sealed = seal(SPEC, step, ADA, subject_key)
     assert sealed is not None
     assert SECRET_TEXT.encode() not in sealed
     return CODEC.decode(sealed)
@@ -51,11 +52,11 @@ def test_keyed_hashes_compare_within_a_subject_and_not_across() -> None:
     run = executed(output=SECRET_TEXT)
     hashes = {
         stored(draft, ada).data.action.output_hash,  # type: ignore[attr-defined]
-        CODEC.decode(seal(SPEC, approval, ada) or b"").data.reviewed_hash,  # type: ignore[attr-defined]
-        CODEC.decode(seal(SPEC, run, ada) or b"").data.executed_hash,  # type: ignore[attr-defined]
+        CODEC.decode(seal(SPEC, approval, ADA, ada) or b"").data.reviewed_hash,  # type: ignore[attr-defined]
+        CODEC.decode(seal(SPEC, run, ADA, ada) or b"").data.executed_hash,  # type: ignore[attr-defined]
     }
     assert len(hashes) == 1  # executed vs approved still compares
-    assert CODEC.decode(seal(SPEC, run, bob) or b"").data.executed_hash not in hashes  # type: ignore[attr-defined]
+    assert CODEC.decode(seal(SPEC, run, ADA, bob) or b"").data.executed_hash not in hashes  # type: ignore[attr-defined]
     assert draft.data.action.output_hash not in hashes  # type: ignore[attr-defined]  # not the guessable one
 
 
@@ -68,7 +69,7 @@ def test_a_destroyed_key_reads_as_erased_in_the_fields_shape() -> None:
 
 
 def test_an_erased_subject_is_stored_already_erased() -> None:
-    sealed = seal(SPEC, proposed(output=SECRET_TEXT), ERASED_KEY)
+    sealed = seal(SPEC, proposed(output=SECRET_TEXT), ADA, ERASED_KEY)
     assert sealed is not None and SECRET_TEXT.encode() not in sealed
     assert CODEC.decode(sealed).data.action.output == ERASED  # type: ignore[attr-defined]
 
@@ -85,9 +86,11 @@ def test_a_ciphertext_moved_to_another_event_does_not_open() -> None:
 
 
 def test_a_step_without_personal_data_stays_on_the_cheap_path() -> None:
-    assert seal(SPEC, finished("sent"), key()) is None
-    assert seal(SPEC, proposed(output="", params={}).model_copy(), key()) is not None  # its hash is keyed
-    assert seal(PersonalData(fields={}, hashes={}), proposed(output=SECRET_TEXT), key()) is None
+    assert seal(SPEC, finished("sent"), ADA, key()) is None
+    assert (
+        seal(SPEC, proposed(output="", params={}).model_copy(), ADA, key()) is not None
+    )  # its hash is keyed
+    assert seal(PersonalData(fields={}, hashes={}), proposed(output=SECRET_TEXT), ADA, key()) is None
 
 
 class Keys:
@@ -125,12 +128,12 @@ def test_a_batch_asks_for_every_key_at_once_and_steps_fall_back_to_the_runs_subj
 
 
 def test_a_restarted_head_remembers_the_runs_subject() -> None:
-    head = RunHead(subject="hubspot/contact/ada")
+    head = RunHead(subject=ADA)
     step = edited(output="words")
     seals = BatchSeals.plan(
         SPEC, [(run_uuid(step.tenant, step.run_id), step)], {run_uuid(step.tenant, step.run_id): head}, Keys()
     )
-    assert seals.sealed_for == ["hubspot/contact/ada"]
+    assert seals.sealed_for == [ADA]
 
 
 def test_the_policy_declares_personal_data_and_refuses_an_unknown_type() -> None:

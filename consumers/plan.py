@@ -138,7 +138,7 @@ class Plan:
                 continue
             subjects = b""
             if seals is not None:
-                stored, subjects = seals.stored(index, step, wire)
+                stored, subjects = seals.stored(index, step, wire, head)
                 seals.settle_head(index, head)
             else:
                 stored = wire

@@ -50,10 +50,16 @@ class BatchSeals:
         keys: KeySource,
     ) -> BatchSeals:
         seals = cls(spec)
-        runs: dict[UUID, str | None] = {}
+        runs: dict[UUID, str] = {}
         wanted: set[Subject] = set()
         for run, step in steps:
-            current = runs[run] if run in runs else (head.subject if (head := heads.get(run)) else None)
+            head = heads.get(run)
+            if head is not None and head.version and not head.sealing:
+                # Recorded before sealing began (its first row says nothing of it): as it was.
+                seals.sealed_for.append(None)
+                seals.settles.append(None)
+                continue
+            current = runs.get(run, head.subject if head else None)
             subject = step.subject or current or record_subject(step)
             settles = subject if current is None and subject is not None and opens_subject(step) else None
             if settles is not None:
@@ -68,16 +74,20 @@ class BatchSeals:
             seals.keys = keys.keys_for(wanted)
         return seals
 
-    def stored(self, index: int, step: StepEvent, wire: bytes) -> tuple[bytes, bytes]:
-        """What to store and chain for the batch's `index`th step, and its header's subject fields."""
+    def stored(self, index: int, step: StepEvent, wire: bytes, head: RunHead) -> tuple[bytes, bytes]:
+        """What to store and chain for the batch's `index`th step (about to be recorded on
+        `head`), and its header's subject fields."""
         sealed_for = self.sealed_for[index]
         settles = self.settles[index]
-        if sealed_for is None:
-            return wire, subject_fields(None, settles) if settles else b""
-        sealed = seal(self.spec, step, sealed_for, self.keys[(step.tenant, sealed_for)])
+        opens = head.version == 0
+        if opens:
+            head.sealing = True
+        sealed = None
+        if sealed_for is not None:
+            sealed = seal(self.spec, step, sealed_for, self.keys[(step.tenant, sealed_for)])
         if sealed is None:
-            return wire, subject_fields(None, settles) if settles else b""
-        return sealed, subject_fields(sealed_for, settles)
+            return wire, subject_fields(None, settles, opens)
+        return sealed, subject_fields(sealed_for, settles, opens)
 
     def key_at(self, index: int, step: StepEvent) -> SubjectKey | None:
         sealed_for = self.sealed_for[index]

@@ -13,7 +13,7 @@ Nothing here encrypts: this module is the vocabulary both sides share.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -164,12 +164,3 @@ def opens_subject(step: StepEvent) -> bool:
 def fallback_subject(step: StepEvent) -> str:
     """A step with personal data whose run names no record: the run itself is the subject."""
     return f"run/{step.run_id}"
-
-
-def run_subject(steps: Iterable[StepEvent]) -> str | None:
-    """The run's subject as ingest settled it: the first run.started or action.proposed that
-    names one (its envelope's, else its record's)."""
-    for step in steps:
-        if opens_subject(step) and (subject := step.subject or record_subject(step)):
-            return subject
-    return None

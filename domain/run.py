@@ -51,8 +51,11 @@ class RunHead:
     event_ids: dict[str, int] = field(default_factory=dict)
     # Kept beside the head on the ingest path only: what routing needs of the run.
     routing: RoutingSoFar | None = None
-    # Whose personal data the run's steps carry when a step names none (domain/personal.py).
+    # Whose personal data the run's steps carry when a step names none (domain/personal.py),
+    # and whether the run was opened with personal data sealed: a run recorded before keeps
+    # its publishers' hashes, so its later steps are not keyed either (they would not compare).
     subject: str | None = None
+    sealing: bool = False
 
     def record(self, step: StepEvent, wire: bytes, recorded_at: datetime) -> Entry | None:
         """The entry that appends `step` (arrived as `wire`), or None if its id is recorded.

@@ -75,10 +75,14 @@ class StepStates:
         )
 
 
-def subject_fields(sealed_for: str | None, run_subject: str | None) -> bytes:
-    """Header fields naming whose key sealed the row's fields ("s") and, on the row that
-    settles it, the run's subject ("rs": what a restarted ingest falls back to)."""
-    parts = b""
+SEALING_RUN = b',"p":1'
+
+
+def subject_fields(sealed_for: str | None, run_subject: str | None, opens: bool = False) -> bytes:
+    """Header fields naming whose key sealed the row's fields ("s"), on the row that settles
+    it the run's subject ("rs": what a restarted ingest falls back to), and on a run's first
+    row that the run's personal data is sealed ("p")."""
+    parts = SEALING_RUN if opens else b""
     if sealed_for is not None:
         parts += b',"s":' + json.dumps(sealed_for).encode()
     if run_subject is not None:
@@ -149,6 +153,7 @@ class StepHeader:
     step_type: str | None = None  # None in rows written before headers named it
     subject: str | None = None  # whose key sealed its personal fields; None: nothing sealed
     run_subject: str | None = None
+    sealing: bool = False  # the run's first row: its personal data is sealed
 
 
 def read_step_state(state: bytes) -> StepHeader:
@@ -165,6 +170,7 @@ def read_step_state(state: bytes) -> StepHeader:
         step_type=header.get("y"),
         subject=header.get("s"),
         run_subject=header.get("rs"),
+        sealing=bool(header.get("p")),
     )
 
 
@@ -186,6 +192,7 @@ def stored_heads(rows: Iterable[tuple[UUID, int, bytes]]) -> dict[UUID, RunHead]
         head.follow(version, header.digest, header.event_id, header.wire)
         if header.run_subject is not None and head.subject is None:
             head.subject = header.run_subject
+        head.sealing = head.sealing or header.sealing
         if head.routing is not None:
             head.routing.stored(header.step_type, header.wire)
     return found

@@ -38,7 +38,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.chain import Integrity, StoredLink
 from domain.errors import Conflict, NotFound
-from domain.personal import SEALED_PREFIX, PersonalData, fallback_subject, run_subject
+from domain.personal import SEALED_PREFIX, PersonalData, fallback_subject
 from domain.policy import Contract, Policy
 from domain.receipt import Receipt
 from domain.run import Entry, Run, RunHead, run_uuid
@@ -452,13 +452,11 @@ class RunStore(Application[UUID]):
         spec = personal or self._personal_data()
         if not spec.present(getattr(step, "data", None), step.type):
             return step, encode_json(step)
-        subject = step.subject
-        if subject is None:
-            try:
-                subject = run_subject(e.step for e in self.stored_entries(step.tenant, step.run_id))
-            except RunNotFound:
-                subject = None
-        subject = subject or fallback_subject(step)
+        run = run_uuid(step.tenant, step.run_id)
+        head = self.steps.heads([run]).get(run)
+        if head is None or not head.sealing:
+            return step, encode_json(step)  # a run recorded before sealing began stays as it was
+        subject = step.subject or head.subject or fallback_subject(step)
         key = self.steps.keyring.keys_for([(step.tenant, subject)])[(step.tenant, subject)]
         step = step.model_copy(update={"subject": subject})
         return step, seal(spec, step, subject, key) or encode_json(step)

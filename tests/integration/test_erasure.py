@@ -160,3 +160,27 @@ def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifie
     everything = dump(settings)
     assert secret.encode() not in everything
     assert b"bob-stays" not in everything  # not erased, but sealed: no plaintext at rest either
+
+
+def test_a_step_the_service_records_is_sealed_under_the_runs_subject(settings: Settings) -> None:
+    """An approval-queue edit (recorded by the service, not ingest) on a sealed run: its text
+    is sealed and its hashes keyed as ingest's are, so the executed version still compares."""
+    secret = f"SERVICE{uuid4().hex[:12]}"
+    steps = a_run("acme", secret)
+    publish(settings, [s for s in steps if s.type in ("run.started", "action.proposed")])
+    with running_store(settings) as store, ingest_for(settings, store) as ingest:
+        poll_until(ingest, lambda: ingest.totals.recorded >= 2)
+        draft = f"Dear Ada, about {secret}-draft"
+        edit = edited(output=f"{secret}-edited", base=draft, tenant="acme", run_id="run-1", at=at(5))
+        stored_hash = store.stored_entries("acme", "run-1")[1].step.data.action.output_hash  # type: ignore[attr-defined]
+        edit = edit.model_copy(update={"data": edit.data.model_copy(update={"base_hash": stored_hash})})  # type: ignore[attr-defined]
+        store.record([store.sealed(edit)])
+        run = executed(output=f"{secret}-edited", tenant="acme", run_id="run-1", at=at(6))
+        publish(settings, [run])
+        poll_until(ingest, lambda: ingest.totals.recorded >= 3)
+        receipt = store.run("acme", "run-1").receipt()
+        assert f"{secret}-edited" in receipt.model_dump_json()
+        output = receipt.steps[0].output
+        assert output.executed_hash == output.edits[-1].output_hash
+        assert output.edits[-1].base_hash == output.draft_hash
+    assert secret.encode() not in dump(settings)

@@ -12,9 +12,10 @@ from domain.personal import ERASED, ERASED_OBJECT, KEYED_PREFIX, PersonalData, f
 from domain.policy import PolicyError, load_policy, sample_policy
 from domain.run import RunHead, run_uuid
 from domain.steps import StepEvent, step_adapter
+from infra.rows import StepStates, read_step_state, stored_heads
 from infra.sealing import ERASED_KEY, UNREADABLE, SubjectKey, open_step, seal
-from schemas import Codec
-from tests.unit.factories import edited, executed, finished, proposed, reviewed, started
+from schemas import Codec, encode_json
+from tests.unit.factories import T0, edited, executed, finished, proposed, reviewed, started
 
 SPEC = PersonalData()
 CODEC = Codec()
@@ -148,3 +149,31 @@ def test_the_policy_declares_personal_data_and_refuses_an_unknown_type() -> None
     custom = load_policy(text.replace('"no.such" = ["x"]', '"action.held" = ["reason"]'))
     assert custom.personal_data.fields == {"action.held": ("reason",)}
     assert json.loads(custom.canonical())["personal_data"]["fields"] == {"action.held": ["reason"]}
+
+
+def test_a_run_recorded_before_sealing_began_stays_as_it_was() -> None:
+    # Its publishers' hashes are plain: keying its later ones would make them differ.
+    step = executed(output=SECRET_TEXT)
+    run = run_uuid(step.tenant, step.run_id)
+    legacy = RunHead(version=4)
+    seals = BatchSeals.plan(SPEC, [(run, step)], {run: legacy}, Keys())
+    assert seals.sealed_for == [None]
+    assert seals.stored(0, step, b"as-received", legacy) == (b"as-received", b"")
+
+
+def test_a_restarted_ingest_reads_the_runs_subject_and_sealing_from_the_headers() -> None:
+    first, later = started(), edited(output=SECRET_TEXT)
+    run = run_uuid(first.tenant, first.run_id)
+    keys = Keys()
+    seals = BatchSeals.plan(SPEC, [(run, first), (run, later)], {}, keys)
+    head = RunHead()
+    rows = []
+    for index, step in enumerate((first, later)):
+        wire, subjects = seals.stored(index, step, encode_json(step), head)
+        seals.settle_head(index, head)
+        entry = head.record(step, wire, T0)
+        assert entry is not None
+        rows.append((run, entry.version, StepStates(T0).row(run, entry, subjects)[3]))
+    restarted = stored_heads(rows)[run]
+    assert restarted.sealing and restarted.subject == first.data.input.key  # type: ignore[attr-defined]
+    assert read_step_state(rows[1][2]).subject == first.data.input.key  # type: ignore[attr-defined]

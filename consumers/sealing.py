@@ -84,7 +84,7 @@ class BatchSeals:
             head.sealing = True
         sealed = None
         if sealed_for is not None:
-            sealed = seal(self.spec, step, sealed_for, self.keys[(step.tenant, sealed_for)])
+            sealed = seal(self.spec, step, sealed_for, self.keys[(step.tenant, sealed_for)], wire)
         if sealed is None:
             return wire, subject_fields(None, settles, opens)
         return sealed, subject_fields(sealed_for, settles, opens)

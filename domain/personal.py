@@ -13,7 +13,9 @@ Nothing here encrypts: this module is the vocabulary both sides share.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import cached_property
+from operator import attrgetter
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -70,17 +72,42 @@ class PersonalData(BaseModel):
     def holds_any(self, step_type: str) -> bool:
         return step_type in self.fields or step_type in self.hashes
 
+    @cached_property
+    def readers(self) -> dict[str, tuple[tuple[Reader, ...], tuple[Reader, ...]]]:
+        """Per step type, (fields, hashes) as (path, getter) over its data model: ingest asks
+        every step, so each path is resolved once, not walked per event."""
+        return {
+            step_type: (
+                tuple((path, _getter(path)) for path in self.fields.get(step_type, ())),
+                tuple((path, _getter(path)) for path in self.hashes.get(step_type, ())),
+            )
+            for step_type in {*self.fields, *self.hashes}
+        }
+
     def present(self, data: Any, step_type: str) -> bool:
         """True when a step of this type carries a declared field or hash with a value."""
-        paths = (*self.fields.get(step_type, ()), *self.hashes.get(step_type, ()))
-        return any(_filled(get_path(data, path)) for path in paths)
+        readers = self.readers.get(step_type)
+        if readers is None:
+            return False
+        return any(get(data) for readers_ in readers for _, get in readers_)
+
+
+Reader = tuple[str, Callable[[Any], Any]]
+
+
+def _getter(path: str) -> Callable[[Any], Any]:
+    attributes = attrgetter(path)
+
+    def get(data: Any) -> Any:
+        try:
+            return attributes(data)
+        except AttributeError:  # an optional record on the way is absent
+            return None
+
+    return get
 
 
 NO_PERSONAL_DATA = PersonalData(fields={}, hashes={})
-
-
-def _filled(value: Any) -> bool:
-    return value not in (None, "", {}, [], ())
 
 
 def get_path(data: Any, path: str) -> Any:
@@ -121,7 +148,9 @@ def in_place_of(original: Any, token: str) -> Any:
     """`token` shaped like the value it replaces, so the stored step still validates."""
     if isinstance(original, Mapping):
         return {SEALED_KEY: token}
-    if isinstance(original, list | tuple):
+    if isinstance(original, tuple):
+        return (token,)
+    if isinstance(original, list):
         return [token]
     return token
 

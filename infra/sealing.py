@@ -12,20 +12,22 @@ as they were.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
+import threading
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic_core import to_json
 
 from domain.personal import (
     ERASED,
     KEYED_PREFIX,
     SEALED_PREFIX,
     PersonalData,
+    Reader,
     erased_like,
     get_path,
     in_place_of,
@@ -55,9 +57,8 @@ class SubjectKey:
 
     def seal(self, value: Any, aad: bytes) -> str:
         assert self._aead is not None, "an erased subject's fields are stored erased, not sealed"
-        nonce = os.urandom(_NONCE)
-        plain = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-        sealed = self._aead.encrypt(nonce, plain, aad)
+        nonce = _nonce()
+        sealed = self._aead.encrypt(nonce, to_json(value), aad)
         return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
 
     def open(self, token: str, aad: bytes) -> Any:
@@ -71,7 +72,7 @@ class SubjectKey:
         a subject, and a short output can no longer be guessed from its hash."""
         if not self._hash_key:
             return ERASED
-        return KEYED_PREFIX + hmac.new(self._hash_key, content_hash.encode(), hashlib.sha256).hexdigest()
+        return KEYED_PREFIX + hmac.digest(self._hash_key, content_hash.encode(), "sha256").hex()
 
 
 ERASED_KEY = SubjectKey(None)
@@ -79,40 +80,94 @@ ERASED_KEY = SubjectKey(None)
 
 def _derive(secret: bytes | None, purpose: bytes) -> bytes:
     assert secret is not None
-    return hmac.new(secret, purpose, hashlib.sha256).digest()
+    return hmac.digest(secret, purpose, "sha256")
+
+
+class _Nonces:
+    """Random 96-bit nonces, drawn from the OS in blocks (one syscall per field costs more than
+    the encryption); a lock, as the service's API threads seal too."""
+
+    def __init__(self, block: int = 4096) -> None:
+        self.block = block
+        self.pool = b""
+        self.at = 0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> bytes:
+        with self.lock:
+            if self.at + _NONCE > len(self.pool):
+                self.pool, self.at = os.urandom(_NONCE * self.block), 0
+            nonce = self.pool[self.at : self.at + _NONCE]
+            self.at += _NONCE
+            return nonce
+
+
+_nonce = _Nonces()
 
 
 def associated_data(step: StepEvent, path: str) -> bytes:
     return "\x1f".join((step.tenant, step.run_id, step.event_id, step.type, path)).encode()
 
 
-def seal(spec: PersonalData, step: StepEvent, subject: str, key: SubjectKey) -> bytes | None:
+def seal(
+    spec: PersonalData, step: StepEvent, subject: str, key: SubjectKey, wire: bytes | None = None
+) -> bytes | None:
     """What is stored for `step`: its JSON form naming `subject`, with each declared personal
     field replaced by its ciphertext (or, for an erased subject, by the erased marker) and
-    each declared hash keyed. None when it carries none of them: stored as it arrived."""
-    if not spec.holds_any(step.type):
+    each declared hash keyed. None when it carries none of them: stored as it arrived.
+
+    On the ingest path: pydantic's serialiser makes the JSON form and writes it back (a
+    Python json round trip, or copying the step's models, costs several times more)."""
+    readers = spec.readers.get(step.type)
+    if readers is None:
         return None
-    doc = step.model_dump(mode="json", exclude_none=True)
-    data = doc["data"]
-    changed = False
-    for path in spec.fields.get(step.type, ()):
-        value = get_path(data, path)
-        if value in (None, "", {}, []):
+    fields, hashes = readers
+    data = step.data  # type: ignore[attr-defined]
+    updates: dict[str, Any] = {}
+    for path, get in fields:
+        value = get(data)
+        if not value:
             continue
         if key.erased:
-            set_path(data, path, erased_like(value))
+            updates[path] = erased_like(value)
         else:
-            set_path(data, path, in_place_of(value, key.seal(value, associated_data(step, path))))
-        changed = True
-    for path in spec.hashes.get(step.type, ()):
-        value = get_path(data, path)
+            updates[path] = in_place_of(value, key.seal(value, associated_data(step, path)))
+    for path, get in hashes:
+        value = get(data)
         if isinstance(value, str) and value and not value.startswith(KEYED_PREFIX):
-            set_path(data, path, key.keyed(value))
-            changed = True
-    if not changed:
+            updates[path] = key.keyed(value)
+    if not updates:
         return None
-    doc["subject"] = subject  # whose key opens it, for every reader of the stored event
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    if wire is not None and (edited := _edited_in_place(wire, data, fields + hashes, updates, subject)):
+        return edited
+    doc = step.model_dump(mode="json", exclude_none=True)
+    for path, value in updates.items():
+        set_path(doc["data"], path, value)
+    # The stored event names whose key opens it, for every reader of the stored event.
+    doc["subject"] = subject
+    return to_json(doc)
+
+
+def _edited_in_place(
+    wire: bytes, data: Any, readers: tuple[Reader, ...], updates: dict[str, Any], subject: str
+) -> bytes | None:
+    """The JSON `wire` with each replaced string value swapped in place, or None (the
+    caller then writes the step out anew). Most steps take this path: it costs a search
+    per field, not a serialisation. Only a value whose encoding occurs exactly once is
+    swapped: as a JSON string, quotes and all, it can only be that field."""
+    if not wire.startswith(b"{") or b'"subject"' in wire:
+        return None
+    for path, get in readers:
+        if path not in updates:
+            continue
+        old, new = get(data), updates[path]
+        if not isinstance(old, str) or not isinstance(new, str):
+            return None
+        found = to_json(old)
+        if wire.count(found) != 1:
+            return None
+        wire = wire.replace(found, to_json(new))
+    return b'{"subject":' + to_json(subject) + b"," + wire[1:]
 
 
 def open_step(step: StepEvent, key: SubjectKey | None) -> StepEvent:

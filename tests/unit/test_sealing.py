@@ -177,3 +177,42 @@ def test_a_restarted_ingest_reads_the_runs_subject_and_sealing_from_the_headers(
     restarted = stored_heads(rows)[run]
     assert restarted.sealing and restarted.subject == first.data.input.key  # type: ignore[attr-defined]
     assert read_step_state(rows[1][2]).subject == first.data.input.key  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        proposed(output=SECRET_TEXT),  # params empty: swapped in place
+        proposed(output=SECRET_TEXT, params={"to": "ada@example.com"}),  # an object: written anew
+        edited(output=SECRET_TEXT),
+        reviewed(output=SECRET_TEXT, comment="ok"),
+        reviewed(output=SECRET_TEXT, comment="sha256:same-as-hash").model_copy(),
+        executed(output=SECRET_TEXT),
+        started(),
+    ],
+    ids=lambda s: s.type,
+)
+def test_sealing_in_place_and_anew_store_the_same_step(step: StepEvent) -> None:
+    ada = key()
+    in_place = seal(SPEC, step, ADA, ada, encode_json(step))
+    anew = seal(SPEC, step, ADA, ada)
+    assert in_place is not None and anew is not None
+    assert SECRET_TEXT.encode() not in in_place
+    assert open_step(CODEC.decode(in_place), ada) == open_step(CODEC.decode(anew), ada)
+    # Only the hashes differ from what was sent: the fields open to the very values.
+    opened = open_step(CODEC.decode(in_place), ada).model_dump()
+    assert _without_hashes(opened) == _without_hashes({**step.model_dump(), "subject": ADA})
+
+
+def _without_hashes(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_hashes(v) for k, v in value.items() if not k.endswith("hash")}
+    return value
+
+
+def test_a_wire_that_names_a_subject_or_repeats_a_value_is_written_anew() -> None:
+    same = edited(output="twice", base="twice")  # output_hash == base_hash: found twice
+    assert seal(SPEC, same, ADA, key(), encode_json(same)) is not None
+    named = edited(output=SECRET_TEXT).model_copy(update={"subject": "zendesk/user/1"})
+    sealed = seal(SPEC, named, "zendesk/user/1", key(), encode_json(named))
+    assert sealed is not None and sealed.count(b'"subject"') == 1

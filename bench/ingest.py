@@ -107,6 +107,10 @@ def run_throughput(
             bare_first = args.compare_policy and round_no % 2 == 1
             if bare_first:
                 bare = _bare_round(args, worker, settings, name, result, spot, timeout)
+            # Likewise for --compare-personal-data: a round storing personal fields as received.
+            plain_first = args.compare_personal_data and round_no % 2 == 1
+            if plain_first:
+                plain = _plain_round(args, worker, settings, name, result, spot, timeout)
             settings, p = _pipeline(args, worker, settings, name, result, spot, timeout, policy=args.policy)
             result.pipeline.append(p["rate"])
             result.batches.append(p["batches"])
@@ -128,12 +132,12 @@ def run_throughput(
                     f"({bare['rate'] / b['rate']:.2f}x), with the sample policy {p['rate'] / b['rate']:.2f}x"
                 )
             if args.compare_personal_data:
-                plain = settings.model_copy(update={"personal_data": False})
-                q = _pipeline(args, worker, plain, f"{name}_npd", result, spot, timeout, args.policy)[1]
-                result.without_personal_data.append(q["rate"])
+                if not plain_first:
+                    plain = _plain_round(args, worker, settings, name, result, spot, timeout)
+                result.without_personal_data.append(plain["rate"])
                 say(
                     f"round {round_no} {result.encoding}: personal data stored as received "
-                    f"{q['rate']:,.0f} events/s ({q['rate'] / b['rate']:.2f}x), "
+                    f"{plain['rate']:,.0f} events/s ({plain['rate'] / b['rate']:.2f}x), "
                     f"sealed {p['rate'] / b['rate']:.2f}x"
                 )
             if args.two_processes:
@@ -158,6 +162,20 @@ def _bare_round(
 ) -> dict[str, Any]:
     """A pipeline round without the policy (--compare-policy)."""
     return _pipeline(args, worker, settings, f"{name}_np", result, spot, timeout, policy=False)[1]
+
+
+def _plain_round(
+    args: argparse.Namespace,
+    worker: Worker,
+    settings: Settings,
+    name: str,
+    result: Throughput,
+    spot: dict[str, int],
+    timeout: float,
+) -> dict[str, Any]:
+    """A pipeline round storing personal fields as received (--compare-personal-data)."""
+    plain = settings.model_copy(update={"personal_data": False})
+    return _pipeline(args, worker, plain, f"{name}_npd", result, spot, timeout, args.policy)[1]
 
 
 def _pipeline(

@@ -14,6 +14,7 @@ import json
 
 from api.auth import cli_admin
 from api.bootstrap import open_store
+from domain.errors import Invalid
 from infra.settings import Settings
 from infra.subject_keys import EVERY_TENANT
 
@@ -22,7 +23,9 @@ def cmd_erase(given: Settings, args: argparse.Namespace) -> int:
     settings = given.resolved()
     reason = args.reason.strip()
     if not reason:
-        raise SystemExit("receipts erase: --reason must say why (it is recorded with the erasure)")
+        raise Invalid("--reason", "say why the subject is erased: the reason is recorded with the erasure")
+    if not args.subject.strip() or args.subject == EVERY_TENANT:
+        raise Invalid("subject", f"'{args.subject}' names no subject")
     store = open_store(settings, create=True)  # the key tables may not exist yet: erasing first is allowed
     try:
         by = cli_admin(given, store)

@@ -121,6 +121,8 @@ def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifie
     assert sorted(t for (t,) in keys) == sorted(TENANTS)
 
     cli_env(monkeypatch, settings)
+    assert main(["erase", SUBJECT, "--reason", "  "]) == 2  # nothing recorded, nothing destroyed
+    assert "--reason: say why" in capsys.readouterr().err
     assert main(["erase", SUBJECT, "--reason", "GDPR art. 17 request #42"]) == 0
     assert "erased in every tenant" in capsys.readouterr().out
 

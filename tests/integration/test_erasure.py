@@ -169,17 +169,30 @@ def test_a_step_the_service_records_is_sealed_under_the_runs_subject(settings: S
     is sealed and its hashes keyed as ingest's are, so the executed version still compares."""
     secret = f"SERVICE{uuid4().hex[:12]}"
     steps = a_run("acme", secret)
-    publish(settings, [s for s in steps if s.type in ("run.started", "action.proposed")])
+    form = source("form-1", system="hubspot", kind="form_submission", tenant="acme", run_id="run-1")
+    publish(settings, [steps[0], steps[1], form, steps[2]])  # what routes a lead follow-up to review
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
-        poll_until(ingest, lambda: ingest.totals.recorded >= 2)
+        poll_until(ingest, lambda: ingest.totals.recorded >= 4)
+        # The queue's view holds the draft sealed; the reviewer reads it opened.
+        rebuild(build_projections(settings, store), str(settings.database_url), lambda _: None)
+        with client_for(
+            settings, add_principal(settings, "kim", tenant="acme", roles=["sales-lead"])
+        ) as client:
+            items = client.get("/queue").json()["items"]
+        (item,) = items
+        assert item["action"]["output"] == f"Dear Ada, about {secret}-draft"
+        assert item["action"]["params"] == {"to": f"{secret}-params@example.com"}
+        assert item["version_hash"].startswith("hmac-sha256:")
         draft = f"Dear Ada, about {secret}-draft"
         edit = edited(output=f"{secret}-edited", base=draft, tenant="acme", run_id="run-1", at=at(5))
-        stored_hash = store.stored_entries("acme", "run-1")[1].step.data.action.output_hash  # type: ignore[attr-defined]
+        stored_hash = next(
+            e.step for e in store.stored_entries("acme", "run-1") if e.step.type == "action.proposed"
+        ).data.action.output_hash  # type: ignore[attr-defined]
         edit = edit.model_copy(update={"data": edit.data.model_copy(update={"base_hash": stored_hash})})  # type: ignore[attr-defined]
         store.record([store.sealed(edit)])
         run = executed(output=f"{secret}-edited", tenant="acme", run_id="run-1", at=at(6))
         publish(settings, [run])
-        poll_until(ingest, lambda: ingest.totals.recorded >= 3)
+        poll_until(ingest, lambda: ingest.totals.recorded >= 5)
         receipt = store.run("acme", "run-1").receipt()
         assert f"{secret}-edited" in receipt.model_dump_json()
         output = receipt.steps[0].output

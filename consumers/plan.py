@@ -176,12 +176,19 @@ class Plan:
         return entry
 
     def _read_stored(self, wire: bytes) -> StepEvent | None:
+        """A step routing needs from the store (a restarted run's input or sources), its
+        personal fields opened with the batch's key for its subject: rules match their words."""
         try:
-            return self.codec.decode(wire)
+            step = self.codec.decode(wire)
         except DecodeError as error:
             # A damaged row is `receipts verify`'s to report; routing goes on without it.
             log.warning("a stored step no longer decodes (%s); routing without it", error)
             return None
+        if step.subject is not None and self.seals is not None:
+            key = self.seals.keys.get((step.tenant, step.subject))
+            if key is not None:
+                return open_step(step, key)
+        return step
 
     def settle(self, stored_wire: Callable[[UUID, str], bytes | None]) -> Iterator[Row]:
         state = StepStates(self.recorded_at)

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import json
 import secrets
+from uuid import UUID
 
 import pytest
 
+from consumers.ingest import Ingest
 from consumers.sealing import BatchSeals
 from domain.personal import ERASED, ERASED_OBJECT, KEYED_PREFIX, PersonalData, fallback_subject
 from domain.policy import PolicyError, load_policy, sample_policy
+from domain.routing import Router
 from domain.run import RunHead, run_uuid
 from domain.steps import StepEvent, step_adapter
 from infra.rows import StepStates, read_step_state, stored_heads
 from infra.sealing import ERASED_KEY, UNREADABLE, SubjectKey, open_step, seal
 from schemas import Codec, encode_json
-from tests.unit.factories import T0, edited, executed, finished, proposed, reviewed, started
+from tests.unit.factories import T0, edited, executed, finished, proposed, reviewed, source, started
+from tests.unit.test_ingest_plan import NOW, QueuedPolls, StoredHeads, _batch
 
 SPEC = PersonalData()
+ROUTER = Router(sample_policy())
 CODEC = Codec()
 SECRET_TEXT = "Dear Ada, your results are ready"
 ADA = "hubspot/contact/ada"
@@ -216,3 +221,53 @@ def test_a_wire_that_names_a_subject_or_repeats_a_value_is_written_anew() -> Non
     named = edited(output=SECRET_TEXT).model_copy(update={"subject": "zendesk/user/1"})
     sealed = seal(SPEC, named, "zendesk/user/1", key(), encode_json(named))
     assert sealed is not None and sealed.count(b'"subject"') == 1
+
+
+class FixedKeys:
+    """One key per subject for the whole test, as the key ring keeps them."""
+
+    def __init__(self) -> None:
+        self.keys: dict[tuple[str, str], SubjectKey] = {}
+
+    def keys_for(self, subjects: object) -> dict[tuple[str, str], SubjectKey]:
+        return {s: self.keys.setdefault(s, key()) for s in set(subjects)}  # type: ignore[call-overload]
+
+
+def test_routing_reads_a_restarted_runs_stored_sources_opened() -> None:
+    keys = FixedKeys()
+    earlier = [started(), source()]
+
+    def ingest(heads: dict[UUID, RunHead]) -> Ingest:
+        return Ingest(QueuedPolls(), StoredHeads(heads), None, clock=lambda: NOW, router=ROUTER, keys=keys)
+
+    first = ingest({}).plan(_batch(*map(encode_json, earlier)))
+    first.chain()
+    rows = first.rows()
+    stored_wire = read_step_state(rows[1][3]).wire
+    assert b"Plan: 40 EUR" not in stored_wire  # the excerpt is sealed in the store
+    heads = stored_heads((run, version, state) for run, version, _, state in rows)
+    later = ingest(heads).plan(_batch(encode_json(proposed())))
+    opened = later._read_stored(stored_wire)
+    assert opened is not None and opened.data.source.excerpt == "Plan: 40 EUR"  # type: ignore[attr-defined]
+
+
+def test_a_sealed_step_redelivered_after_a_restart_is_a_duplicate_and_other_content_a_conflict() -> None:
+    keys = FixedKeys()
+    first_steps = [started(), proposed(output=SECRET_TEXT)]
+
+    def ingest(heads: dict[UUID, RunHead]) -> Ingest:
+        return Ingest(QueuedPolls(), StoredHeads(heads), None, clock=lambda: NOW, keys=keys)
+
+    first = ingest({}).plan(_batch(*map(encode_json, first_steps)))
+    first.chain()
+    rows = first.rows()
+    stored = {read_step_state(r[3]).event_id: read_step_state(r[3]).wire for r in rows}
+    heads = stored_heads((run, version, state) for run, version, _, state in rows)
+    again = first_steps[1]
+    forged = again.model_copy(update={"data": proposed(output="other words").data})  # type: ignore[attr-defined]
+    redelivered = ingest(heads).plan(_batch(encode_json(again), encode_json(forged)))
+    redelivered.chain()
+    assert len(redelivered.suspects) == 2  # the stored bytes are the sealed form: not comparable as bytes
+    flagged = list(redelivered.settle(lambda run, event_id: stored[event_id]))
+    assert redelivered.duplicates == 1
+    assert [d.reason for d in redelivered.dead] == ["conflicting_duplicate"] and len(flagged) == 1

@@ -199,3 +199,23 @@ def test_a_step_the_service_records_is_sealed_under_the_runs_subject(settings: S
         assert output.executed_hash == output.edits[-1].output_hash
         assert output.edits[-1].base_hash == output.draft_hash
     assert secret.encode() not in dump(settings)
+
+
+def test_erasing_in_one_tenant_leaves_the_others_keys(settings: Settings) -> None:
+    with running_store(settings) as store:
+        ring = store.steps.keyring
+        made = ring.keys_for([("a", "crm/contact/1"), ("b", "crm/contact/1"), ("a", "crm/contact/2")])
+        assert all(not k.erased for k in made.values())
+        assert (
+            ring.keys_for([("a", "crm/contact/1")])[("a", "crm/contact/1")].secret
+            == made[("a", "crm/contact/1")].secret
+        )  # the same key on every ask
+        erasure = ring.erase("crm/contact/1", "a", "asked by the customer", "tests")
+        assert erasure.tenants == ("a",)
+        ring.forget()  # another process: nothing cached
+        after = ring.keys_for([("a", "crm/contact/1"), ("b", "crm/contact/1"), ("a", "crm/contact/2")])
+        assert after[("a", "crm/contact/1")].erased  # never made again
+        assert after[("b", "crm/contact/1")].secret == made[("b", "crm/contact/1")].secret
+        assert after[("a", "crm/contact/2")].secret == made[("a", "crm/contact/2")].secret
+        assert ring.keys_of([("c", "crm/contact/9")])[("c", "crm/contact/9")].erased  # readers make none
+    assert query(settings, "SELECT count(*) FROM receipts_subject_keys WHERE tenant = 'c'") == [(0,)]

@@ -89,7 +89,11 @@ class PersonalData(BaseModel):
         readers = self.readers.get(step_type)
         if readers is None:
             return False
-        return any(get(data) for readers_ in readers for _, get in readers_)
+        for kind in readers:
+            for _, get in kind:
+                if get(data):
+                    return True
+        return False
 
 
 Reader = tuple[str, Callable[[Any], Any]]

@@ -27,7 +27,6 @@ from domain.personal import (
     KEYED_PREFIX,
     SEALED_PREFIX,
     PersonalData,
-    Reader,
     erased_like,
     get_path,
     in_place_of,
@@ -123,44 +122,39 @@ def seal(
         return None
     fields, hashes = readers
     data = step.data  # type: ignore[attr-defined]
-    updates: dict[str, Any] = {}
+    updates: list[tuple[str, Any, Any]] = []  # (path, value sent, value stored)
     for path, get in fields:
         value = get(data)
         if not value:
             continue
         if key.erased:
-            updates[path] = erased_like(value)
+            updates.append((path, value, erased_like(value)))
         else:
-            updates[path] = in_place_of(value, key.seal(value, associated_data(step, path)))
+            updates.append((path, value, in_place_of(value, key.seal(value, associated_data(step, path)))))
     for path, get in hashes:
         value = get(data)
         if isinstance(value, str) and value and not value.startswith(KEYED_PREFIX):
-            updates[path] = key.keyed(value)
+            updates.append((path, value, key.keyed(value)))
     if not updates:
         return None
-    if wire is not None and (edited := _edited_in_place(wire, data, fields + hashes, updates, subject)):
+    if wire is not None and (edited := _edited_in_place(wire, updates, subject)):
         return edited
     doc = step.model_dump(mode="json", exclude_none=True)
-    for path, value in updates.items():
-        set_path(doc["data"], path, value)
+    for path, _, stored in updates:
+        set_path(doc["data"], path, stored)
     # The stored event names whose key opens it, for every reader of the stored event.
     doc["subject"] = subject
     return to_json(doc)
 
 
-def _edited_in_place(
-    wire: bytes, data: Any, readers: tuple[Reader, ...], updates: dict[str, Any], subject: str
-) -> bytes | None:
+def _edited_in_place(wire: bytes, updates: list[tuple[str, Any, Any]], subject: str) -> bytes | None:
     """The JSON `wire` with each replaced string value swapped in place, or None (the
     caller then writes the step out anew). Most steps take this path: it costs a search
     per field, not a serialisation. Only a value whose encoding occurs exactly once is
     swapped: as a JSON string, quotes and all, it can only be that field."""
-    if not wire.startswith(b"{") or b'"subject"' in wire:
+    if wire[:1] != b"{" or b'"subject"' in wire:
         return None
-    for path, get in readers:
-        if path not in updates:
-            continue
-        old, new = get(data), updates[path]
+    for _, old, new in updates:
         if not isinstance(old, str) or not isinstance(new, str):
             return None
         found = to_json(old)

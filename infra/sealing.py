@@ -151,8 +151,10 @@ def _edited_in_place(wire: bytes, updates: list[tuple[str, Any, Any]], subject: 
     """The JSON `wire` with each replaced string value swapped in place, or None (the
     caller then writes the step out anew). Most steps take this path: it costs a search
     per field, not a serialisation. Only a value whose encoding occurs exactly once is
-    swapped: as a JSON string, quotes and all, it can only be that field."""
-    if wire[:1] != b"{" or b'"subject"' in wire:
+    swapped: as a JSON string, quotes and all, it can only be that field. A wire with
+    `\\u` or `\\/` escapes may spell one string two ways (a field escaped, another not):
+    it is written anew, so no field can be missed."""
+    if wire[:1] != b"{" or b'"subject"' in wire or b"\\u" in wire or b"\\/" in wire:
         return None
     for _, old, new in updates:
         if not isinstance(old, str) or not isinstance(new, str):

@@ -271,3 +271,12 @@ def test_a_sealed_step_redelivered_after_a_restart_is_a_duplicate_and_other_cont
     flagged = list(redelivered.settle(lambda run, event_id: stored[event_id]))
     assert redelivered.duplicates == 1
     assert [d.reason for d in redelivered.dead] == ["conflicting_duplicate"] and len(flagged) == 1
+
+
+def test_a_wire_spelling_one_string_two_ways_is_written_anew_so_no_field_is_missed() -> None:
+    step = proposed(output="gmail.send")  # the same text as its tool
+    wire = encode_json(step).replace(b'"output":"gmail.send"', b'"output":"gmail\\u002esend"')
+    assert CODEC.decode(wire) == step and wire.count(b'"gmail.send"') == 1  # only the tool's
+    stored = CODEC.decode(seal(SPEC, step, ADA, key(), wire) or b"")
+    assert stored.data.action.output.startswith("sealed:v1:")  # type: ignore[attr-defined]
+    assert stored.data.action.tool == "gmail.send"  # type: ignore[attr-defined]

@@ -164,6 +164,7 @@ def build_ingest(
         check_every=settings.position_check_seconds,
         router=router,
         clock=clock or (lambda: datetime.now(UTC)),
+        keys=store.steps.keyring if settings.personal_data else None,
     )
     if subscribe:
         ingest.subscribe(settings.topic)
@@ -250,6 +251,7 @@ def build_decision_relay(
         topic=topic,
         channel=recorder.channel_name,
         published=published or (lambda: published_positions(bootstrap, topic)),
+        keys=recorder.keyring,
         page_size=settings.projection_page,
     )
 

@@ -31,7 +31,9 @@ from domain.run import Entry
 from domain.steps import ActionEdited, ActionProposed, PolicyDecided, StepEvent, decision_source
 from domain.trial import Trial, trial
 from infra.policies import NoPolicy
+from infra.sealing import open_step
 from infra.store import RunNotFound, RunStore
+from infra.subject_keys import KeyRing
 from projections.log import EventLog
 from projections.review import StepNotFound, splits
 
@@ -156,16 +158,21 @@ def trial_recorded(settings: object, candidate: Policy, since: datetime | None, 
         log = EventLog(resolved.database_schema, store.steps.events_table_name, store.codec)
         with store.steps.datastore.transaction(commit=False) as curs:
             curs.row_factory = tuple_row  # type: ignore[assignment]  # as the projections read the log
-            return trial(Router(candidate), _recorded(log, curs), examples=examples, since=since)
+            steps = _recorded(log, curs, store.steps.keyring)
+            return trial(Router(candidate), steps, examples=examples, since=since)
     finally:
         store.close()
 
 
-def _recorded(log: EventLog, curs: psycopg.Cursor[Any]) -> Iterator[StepEvent]:
+def _recorded(log: EventLog, curs: psycopg.Cursor[Any], keys: KeyRing) -> Iterator[StepEvent]:
+    """The recorded steps with their personal fields opened (rules match words in outputs);
+    an erased subject's read as erased, as a receipt shows them."""
     position = 0
     while True:
         page = log.after(curs, position, _PAGE)
-        yield from (recorded.entry.step for recorded in page.steps)
+        for recorded in page.steps:
+            step = recorded.entry.step
+            yield open_step(step, keys.key_of(step.tenant, step.subject)) if step.subject else step
         if page.end == position:
             return
         position = page.end

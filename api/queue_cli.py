@@ -14,6 +14,7 @@ from domain.approvals import Decision
 from domain.errors import Invalid
 from infra.settings import Settings
 from projections.queue import QueueFilter, QueuePage
+from projections.reveal import reveal
 from projections.review import decide, step_named
 
 
@@ -30,7 +31,9 @@ def cmd_queue(settings: Settings, args: argparse.Namespace) -> int:
             limit=args.limit,
             cursor=args.cursor,
         )
-        page = build_queries(settings, store).queue(principal.tenant_for(args.tenant), f)
+        tenant = principal.tenant_for(args.tenant)
+        page = build_queries(settings, store).queue(tenant, f)
+        page = reveal(store, tenant, page, (item.run_id for item in page.items))
     finally:
         store.close()
     print(page.model_dump_json(indent=2) if args.json else "\n".join(queue_text(page)))

@@ -18,6 +18,7 @@ from api.deps import QueriesDep, StoreDep, publisher_of
 from domain.approvals import Decision
 from projections.bounds import Text
 from projections.queue import QueueFilter, QueuePage
+from projections.reveal import reveal
 from projections.review import Decided, decide
 
 StepId = Annotated[Text, Path(description="the step's id (it may hold '/')")]
@@ -32,8 +33,12 @@ class DecisionAsked(BaseModel):
 
 def queue_routes(app: FastAPI) -> None:
     @app.get("/queue", response_model=QueuePage, summary="Steps waiting for a person's decision")
-    def queue(queries: QueriesDep, principal: PrincipalDep, f: Annotated[QueueFilter, Query()]) -> QueuePage:
-        return queries.queue(principal.tenant_for(f.tenant), f)
+    def queue(
+        queries: QueriesDep, store: StoreDep, principal: PrincipalDep, f: Annotated[QueueFilter, Query()]
+    ) -> QueuePage:
+        tenant = principal.tenant_for(f.tenant)
+        page = queries.queue(tenant, f)
+        return reveal(store, tenant, page, (item.run_id for item in page.items))
 
     @app.post(
         "/runs/{run_id}/steps/{step_id:path}/decision",

@@ -34,6 +34,7 @@ from api.readiness_render import readiness_markdown
 from api.render import receipt_markdown
 from api.rollback_web import rollback_routes
 from domain.errors import Invalid, ReceiptsError
+from domain.personal import SEALED_PREFIX
 from domain.readiness import Readiness
 from domain.receipt import Receipt
 from domain.run import run_uuid
@@ -316,7 +317,9 @@ def receipt_document(
     # chain, recomputed now. A run recorded but not yet in the views is
     # rendered from the store; only a run the store does not have is a 404.
     viewed = viewed or queries.receipt_json(tenant, run_id)
-    if viewed is not None:
+    # A view holding sealed personal fields (it keeps no plaintext to outlive a key) is
+    # not served either: the store's fold opens them, or shows them erased.
+    if viewed is not None and SEALED_PREFIX not in viewed:
         return served(viewed, stored_chain(store, tenant, run_id))
     return _folded(store.receipt(tenant, run_id, after))
 

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.ingest                      # 200k events, 3 rounds, 20 s latency
     .venv/bin/python -m bench.ingest --events 20000 --rounds 1 --latency-seconds 5
     .venv/bin/python -m bench.ingest --rounds 0 --latency-seconds 0 --backlog 1000000
+    .venv/bin/python -m bench.ingest --events 50000 --compare-personal-data --no-two-processes
 
 What it measures, on one fresh stack (embedded PostgreSQL and Tansu unless
 RECEIPTS_DATABASE_URL / RECEIPTS_KAFKA_BOOTSTRAP are set):
@@ -106,6 +107,10 @@ def run_throughput(
             bare_first = args.compare_policy and round_no % 2 == 1
             if bare_first:
                 bare = _bare_round(args, worker, settings, name, result, spot, timeout)
+            # Likewise for --compare-personal-data: a round storing personal fields as received.
+            plain_first = args.compare_personal_data and round_no % 2 == 1
+            if plain_first:
+                plain = _plain_round(args, worker, settings, name, result, spot, timeout)
             settings, p = _pipeline(args, worker, settings, name, result, spot, timeout, policy=args.policy)
             result.pipeline.append(p["rate"])
             result.batches.append(p["batches"])
@@ -125,6 +130,15 @@ def run_throughput(
                 say(
                     f"round {round_no} {result.encoding}: without policy {bare['rate']:,.0f} events/s "
                     f"({bare['rate'] / b['rate']:.2f}x), with the sample policy {p['rate'] / b['rate']:.2f}x"
+                )
+            if args.compare_personal_data:
+                if not plain_first:
+                    plain = _plain_round(args, worker, settings, name, result, spot, timeout)
+                result.without_personal_data.append(plain["rate"])
+                say(
+                    f"round {round_no} {result.encoding}: personal data stored as received "
+                    f"{plain['rate']:,.0f} events/s ({plain['rate'] / b['rate']:.2f}x), "
+                    f"sealed {p['rate'] / b['rate']:.2f}x"
                 )
             if args.two_processes:
                 pair = _two_processes(worker, partner(), settings, url, result, timeout, args.policy)
@@ -148,6 +162,20 @@ def _bare_round(
 ) -> dict[str, Any]:
     """A pipeline round without the policy (--compare-policy)."""
     return _pipeline(args, worker, settings, f"{name}_np", result, spot, timeout, policy=False)[1]
+
+
+def _plain_round(
+    args: argparse.Namespace,
+    worker: Worker,
+    settings: Settings,
+    name: str,
+    result: Throughput,
+    spot: dict[str, int],
+    timeout: float,
+) -> dict[str, Any]:
+    """A pipeline round storing personal fields as received (--compare-personal-data)."""
+    plain = settings.model_copy(update={"personal_data": False})
+    return _pipeline(args, worker, plain, f"{name}_npd", result, spot, timeout, args.policy)[1]
 
 
 def _pipeline(
@@ -312,6 +340,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run one pipeline round per encoding without the policy, paired with the same "
         "baseline, and report both ratios",
+    )
+    p.add_argument(
+        "--compare-personal-data",
+        action="store_true",
+        help="also run one pipeline round per encoding with personal-data encryption off "
+        "(RECEIPTS_PERSONAL_DATA=off), paired with the same baseline, and report both ratios",
     )
     p.add_argument("--keep-schemas", action="store_true", help="keep each round's PostgreSQL schema")
     p.add_argument("--markdown", action="store_true", help="also print the report as Markdown")

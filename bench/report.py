@@ -45,6 +45,8 @@ class Throughput:
     two_processes: list[float] = field(default_factory=list)
     # Pipeline rounds without the policy (--compare-policy), each paired with the same baseline.
     without_policy: list[float] = field(default_factory=list)
+    # Pipeline rounds with personal-data sealing off (--compare-personal-data), paired likewise.
+    without_personal_data: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -55,6 +57,11 @@ class Throughput:
     @property
     def ratio_without_policy(self) -> float:
         return statistics.median(p / b for p, b in zip(self.without_policy, self.baseline, strict=True))
+
+    @property
+    def ratio_without_personal_data(self) -> float:
+        pairs = zip(self.without_personal_data, self.baseline, strict=True)
+        return statistics.median(p / b for p, b in pairs)
 
 
 def mib(n: float) -> str:
@@ -194,6 +201,14 @@ def build_report(
                 f"{routed:.2f}x with the sample policy, {bare:.2f}x without "
                 f"({routed / bare - 1:+.0%}; target within 10%: "
                 f"{'met' if routed >= bare * 0.9 else 'NOT met'})",
+            )
+        if t.without_personal_data:
+            plain, sealed = t.ratio_without_personal_data, t.ratio
+            r.add(
+                f"{t.encoding}: ratio with / without personal-data encryption",
+                f"{sealed:.2f}x sealing personal fields, {plain:.2f}x storing them as received "
+                f"({sealed / plain - 1:+.0%}; target within 10%: "
+                f"{'met' if sealed >= plain * 0.9 else 'NOT met'})",
             )
         if t.lock_share:
             share = statistics.median(t.lock_share)

@@ -42,6 +42,8 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.plan import HeadCache, Plan, decode_value
 from consumers.positions import LogProbe, check_positions, fingerprint
+from consumers.sealing import BatchSeals, KeySource
+from domain.personal import PersonalData
 from domain.routing import Router
 from domain.run import RunHead, run_uuid
 from domain.steps import StepEvent
@@ -127,8 +129,13 @@ class Ingest:
         probe: LogProbe | None = None,
         check_every: float = 30.0,
         router: Router | None = None,
+        keys: KeySource | None = None,
+        personal: PersonalData | None = None,
     ) -> None:
         self.consumer = consumer
+        # Personal-data fields are sealed under their subject's key (None: stored as received).
+        self.keys = keys
+        self.personal = personal or PersonalData()
         # The policy in force: each proposed or edited step gets the service's decision.
         self.router = router
         self.recorder = recorder
@@ -328,6 +335,9 @@ class Ingest:
         heads = self._heads(names)
         new_runs = {run: name for run, name in names.items() if run not in heads}
         plan = Plan(codec, items, dead, positions, heads, self.clock(), router=self.router)
+        if self.keys is not None:
+            spec = self.router.policy.personal_data if self.router is not None else self.personal
+            plan.seals = BatchSeals.plan(spec, ((run, step) for run, step, _ in items), heads, self.keys)
         if new_runs:
             plan.new_runs = list(new_runs.values())
             plan.shared = self._shared_run_ids(new_runs)

@@ -17,11 +17,13 @@ from uuid import UUID
 
 from kafka.consumer.fetcher import ConsumerRecord
 
+from consumers.sealing import BatchSeals
 from domain.routing import Router, RoutingSoFar
 from domain.run import Entry, RunHead
 from domain.steps import StepEvent, flag, reserved_for_service
 from infra.dead_letters import DeadLetter
 from infra.rows import CopyData, Row, StepStates
+from infra.sealing import SubjectKey, open_step, seal
 from infra.store import Position
 from schemas import Codec, DecodeError, encode_json
 
@@ -92,6 +94,9 @@ class Plan:
     copy_data: CopyData = field(default_factory=lambda: CopyData(b"", 0))
     router: Router | None = None
     decided: int = 0
+    # Whose personal data each step carries, and the keys to seal it with (None: not sealed).
+    seals: BatchSeals | None = None
+    suspect_keys: dict[str, SubjectKey | None] = field(default_factory=dict)
 
     def rows(self) -> list[Row]:
         """The rows `chain` made, for the store's COPY."""
@@ -109,7 +114,8 @@ class Plan:
     def _rows(self) -> Iterator[Row]:
         state = StepStates(self.recorded_at)
         heads = self.heads
-        for run, step, record in self.items:
+        seals = self.seals
+        for index, (run, step, record) in enumerate(self.items):
             wire = record.value
             head = heads.get(run)
             note: StepEvent | None = None
@@ -122,15 +128,25 @@ class Plan:
                         f"run id {step.run_id!r} is recorded under another tenant too: one run's events "
                         f"were published under two isolation boundaries (this one: {step.tenant!r})",
                     )
-            entry = head.record(step, wire, self.recorded_at)
-            if entry is None:
+            if not head.accepts(step):
                 if head.arrived_otherwise(step, wire):
                     self.suspects.append((run, step, record))
+                    if seals is not None:
+                        self.suspect_keys[step.event_id] = seals.key_at(index, step)
                 else:
                     self.duplicates += 1
                 continue
+            subjects = b""
+            if seals is not None:
+                stored, subjects = seals.stored(index, step, wire, head)
+                seals.settle_head(index, head)
+            else:
+                stored = wire
+            entry = _recorded(head.record(step, stored, self.recorded_at))
+            if stored is not wire:
+                head.arrived_as(step, wire)  # a redelivery is then known for what it is, cheaply
             self.recorded += 1
-            yield state.row(run, entry)
+            yield state.row(run, entry, subjects)
             if self.router is not None and (decided := self._decision(head, step)) is not None:
                 yield state.row(run, decided)
             if note is None and record.key is not None and record.key != step.run_id.encode():
@@ -160,18 +176,26 @@ class Plan:
         return entry
 
     def _read_stored(self, wire: bytes) -> StepEvent | None:
+        """A step routing needs from the store (a restarted run's input or sources), its
+        personal fields opened with the batch's key for its subject: rules match their words."""
         try:
-            return self.codec.decode(wire)
+            step = self.codec.decode(wire)
         except DecodeError as error:
             # A damaged row is `receipts verify`'s to report; routing goes on without it.
             log.warning("a stored step no longer decodes (%s); routing without it", error)
             return None
+        if step.subject is not None and self.seals is not None:
+            key = self.seals.keys.get((step.tenant, step.subject))
+            if key is not None:
+                return open_step(step, key)
+        return step
 
     def settle(self, stored_wire: Callable[[UUID, str], bytes | None]) -> Iterator[Row]:
         state = StepStates(self.recorded_at)
         for run, step, record in self.suspects:
             original = stored_wire(run, step.event_id)
-            if original is not None and _same_step(self.codec, original, step):
+            key = self.suspect_keys.get(step.event_id)
+            if original is not None and _same_step(self.codec, original, step, self.seals, key):
                 self.duplicates += 1
                 continue
             self.dead.append(
@@ -202,9 +226,21 @@ def _recorded(entry: Entry | None) -> Entry:
     return entry
 
 
-def _same_step(codec: Codec, original: bytes, step: StepEvent) -> bool:
+def _same_step(
+    codec: Codec, original: bytes, step: StepEvent, seals: BatchSeals | None, key: SubjectKey | None
+) -> bool:
     try:
-        return codec.decode(original) == step
+        stored = codec.decode(original)
+        if seals is None or key is None:
+            return stored == step
+        subject = stored.subject
+        if key.erased or subject is None:
+            # Nothing tells what an erased subject's step said; the first version stands
+            # and no copy of this one is kept (a dead letter would hold the plaintext).
+            return True
+        resealed = seal(seals.spec, step, subject, key)
+        again = codec.decode(resealed) if resealed is not None else step
+        return open_step(stored, key) == open_step(again, key)
     except DecodeError:
         return False
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from domain.personal import PersonalData
 from domain.steps import FinalState, Lane
 
 SignalName = Literal["confidence", "reason_code", "flags"]
@@ -158,6 +159,8 @@ class Policy(Doc):
     rules: tuple[Rule, ...] = ()
     default: DefaultRule
     readiness: ReadinessThresholds = Field(default_factory=ReadinessThresholds)
+    # Which fields carry personal data, stored encrypted under their subject's key.
+    personal_data: PersonalData = Field(default_factory=PersonalData)
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> Policy:

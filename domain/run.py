@@ -51,6 +51,11 @@ class RunHead:
     event_ids: dict[str, int] = field(default_factory=dict)
     # Kept beside the head on the ingest path only: what routing needs of the run.
     routing: RoutingSoFar | None = None
+    # Whose personal data the run's steps carry when a step names none (domain/personal.py),
+    # and whether the run was opened with personal data sealed: a run recorded before keeps
+    # its publishers' hashes, so its later steps are not keyed either (they would not compare).
+    subject: str | None = None
+    sealing: bool = False
 
     def record(self, step: StepEvent, wire: bytes, recorded_at: datetime) -> Entry | None:
         """The entry that appends `step` (arrived as `wire`), or None if its id is recorded.
@@ -77,6 +82,10 @@ class RunHead:
         self.version = version
         self.digest = digest
         self.event_ids[event_id] = hash(wire)
+
+    def arrived_as(self, step: StepEvent, wire: bytes) -> None:
+        """Remember the bytes a step arrived as when what was stored differs (its sealed form)."""
+        self.event_ids[step.event_id] = hash(wire)
 
     def arrived_otherwise(self, step: StepEvent, wire: bytes) -> bool:
         """A recorded id whose bytes now differ: the same step re-encoded, or a conflict."""

@@ -392,6 +392,8 @@ class StepEvent(Fact):
     occurred_at: Instant
     actor: Actor
     step_id: Label | None = None
+    # Whose personal data the step carries (domain/personal.py); absent: the run's input or target.
+    subject: Label | None = None
 
 
 class RunStarted(StepEvent):

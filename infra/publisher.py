@@ -99,12 +99,15 @@ class Publisher:
         actor: Actor | dict[str, Any] | None = None,
         run_id: str | None = None,
         at: datetime | None = None,
+        subject: str | None = None,
     ) -> Iterator[RunHandle]:
-        """Start a run; an exception inside the block finishes it as `failed`."""
+        """Start a run; an exception inside the block finishes it as `failed`. `subject`: whose
+        personal data the run carries (default: its input record, else its action's target)."""
         handle = RunHandle(
             self,
             run_id or f"run-{uuid4().hex[:12]}",
             _model(Actor, actor) or Actor(kind="agent", id=workflow),
+            subject,
         )
         handle.emit(
             "run.started", {"workflow": workflow, "input": input, "agent": agent, "model": model}, at=at
@@ -154,10 +157,11 @@ class Publisher:
 
 
 class RunHandle:
-    def __init__(self, publisher: Publisher, run_id: str, actor: Actor) -> None:
+    def __init__(self, publisher: Publisher, run_id: str, actor: Actor, subject: str | None = None) -> None:
         self.publisher = publisher
         self.run_id = run_id
         self.actor = actor
+        self.subject = subject
         self.sequence = 0
         self.finished = False
         self._steps = 0
@@ -182,6 +186,7 @@ class RunHandle:
                 "occurred_at": at or datetime.now(UTC),
                 "actor": by or self.actor,
                 "step_id": step_id,
+                "subject": self.subject,
                 "data": data,
             }
         )

@@ -44,14 +44,21 @@ class StepStates:
     def __init__(self, recorded_at: datetime) -> None:
         self._prefix = STEP_STATE + b'{"t":"' + recorded_at.isoformat().encode() + b'","d":"'
 
-    def row(self, run: UUID, entry: Entry) -> Row:
-        """The row that stores `entry` of `run`: the first opens the aggregate."""
+    def row(self, run: UUID, entry: Entry, subjects: bytes = b"") -> Row:
+        """The row that stores `entry` of `run`: the first opens the aggregate. `subjects`:
+        `subject_fields` of a step whose personal data is sealed or that names the run's subject."""
         opens = entry.version == 1
-        state = self(entry.digest, entry.step.event_id, entry.wire, opens, entry.step.type)
+        state = self(entry.digest, entry.step.event_id, entry.wire, opens, entry.step.type, subjects)
         return run, entry.version, OPENED_TOPIC if opens else RECORDED_TOPIC, state
 
     def __call__(
-        self, digest: bytes, event_id: str, wire: bytes, opens_run: bool, step_type: str | None = None
+        self,
+        digest: bytes,
+        event_id: str,
+        wire: bytes,
+        opens_run: bool,
+        step_type: str | None = None,
+        subjects: bytes = b"",
     ) -> bytes:
         return b"".join(
             (
@@ -61,10 +68,26 @@ class StepStates:
                 json.dumps(event_id).encode(),
                 self._OPENS if opens_run else b"",
                 _type_field(step_type),
+                subjects,
                 b"}\n",
                 wire,
             )
         )
+
+
+SEALING_RUN = b',"p":1'
+
+
+def subject_fields(sealed_for: str | None, run_subject: str | None, opens: bool = False) -> bytes:
+    """Header fields naming whose key sealed the row's fields ("s"), on the row that settles
+    it the run's subject ("rs": what a restarted ingest falls back to), and on a run's first
+    row that the run's personal data is sealed ("p")."""
+    parts = SEALING_RUN if opens else b""
+    if sealed_for is not None:
+        parts += b',"s":' + json.dumps(sealed_for).encode()
+    if run_subject is not None:
+        parts += b',"rs":' + json.dumps(run_subject).encode()
+    return parts
 
 
 @lru_cache(maxsize=64)
@@ -115,8 +138,9 @@ def step_state(
     wire: bytes,
     opens_run: bool,
     step_type: str | None = None,
+    subjects: bytes = b"",
 ) -> bytes:
-    return StepStates(recorded_at)(digest, event_id, wire, opens_run, step_type)
+    return StepStates(recorded_at)(digest, event_id, wire, opens_run, step_type, subjects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +151,9 @@ class StepHeader:
     originator_topic: str | None
     wire: bytes
     step_type: str | None = None  # None in rows written before headers named it
+    subject: str | None = None  # whose key sealed its personal fields; None: nothing sealed
+    run_subject: str | None = None
+    sealing: bool = False  # the run's first row: its personal data is sealed
 
 
 def read_step_state(state: bytes) -> StepHeader:
@@ -141,6 +168,9 @@ def read_step_state(state: bytes) -> StepHeader:
         originator_topic=header.get("o"),
         wire=state[newline + 1 :],
         step_type=header.get("y"),
+        subject=header.get("s"),
+        run_subject=header.get("rs"),
+        sealing=bool(header.get("p")),
     )
 
 
@@ -160,6 +190,9 @@ def stored_heads(rows: Iterable[tuple[UUID, int, bytes]]) -> dict[UUID, RunHead]
         if head is None:
             head = found[run] = RunHead(routing=RoutingSoFar())
         head.follow(version, header.digest, header.event_id, header.wire)
+        if header.run_subject is not None and head.subject is None:
+            head.subject = header.run_subject
+        head.sealing = head.sealing or header.sealing
         if head.routing is not None:
             head.routing.stored(header.step_type, header.wire)
     return found

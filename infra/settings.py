@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Runs whose head (version, digest, event ids: ~2 KB) stays in memory; others
     # are read back from PostgreSQL when their next event arrives.
     head_cache_runs: int = 10_000
+    # Personal-data fields (the policy's [personal_data]) stored encrypted under their
+    # subject's key, so `receipts erase` can destroy them. Off: stored as received
+    # (the ingest bench's baseline; RECEIPTS_PERSONAL_DATA=off).
+    personal_data: bool = True
     # Log entries the projections apply per transaction.
     projection_page: int = 5000
     # A run with no run.finished this long after its last step is reported as

@@ -38,18 +38,30 @@ from psycopg.sql import SQL, Identifier
 
 from domain.chain import Integrity, StoredLink
 from domain.errors import Conflict, NotFound
+from domain.personal import SEALED_PREFIX, PersonalData, fallback_subject
 from domain.policy import Contract, Policy
 from domain.receipt import Receipt
-from domain.run import Run, RunHead, run_uuid
+from domain.run import Entry, Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
 from infra.idempotency import IdempotencyTable
 from infra.policies import LoadedPolicy, NoPolicy, PolicyBook, PolicyTable
 from infra.principals import PrincipalTable
-from infra.rows import STEP_STATE, CopyData, Row, read_step_state, step_state, stored_heads
+from infra.rows import (
+    STEP_STATE,
+    CopyData,
+    Row,
+    read_step_state,
+    step_state,
+    stored_entry,
+    stored_heads,
+    subject_fields,
+)
+from infra.sealing import open_step, seal
 from infra.sessions import SessionTable
-from schemas import Codec
+from infra.subject_keys import KeyRing
+from schemas import Codec, DecodeError, encode_json
 
 
 class StepTranscoder(Transcoder):
@@ -59,30 +71,38 @@ class StepTranscoder(Transcoder):
     versions) falls through to eventsourcing's JSON transcoder.
     """
 
-    def __init__(self, codec: Codec, fallback: JSONTranscoder) -> None:
+    def __init__(self, codec: Codec, fallback: JSONTranscoder, keys: Callable[[], KeyRing]) -> None:
         self.codec = codec
         self.fallback = fallback
+        self.keys = keys  # the recorder's, made after the transcoder
 
     def encode(self, obj: Any) -> bytes:
         step = obj.get("step") if isinstance(obj, dict) else None
         if not isinstance(step, StepEvent):
             return self.fallback.encode(obj)
+        wire = obj["wire"]
+        # A step the service sealed (RunStore.sealed) names whose key opens it, as ingest's rows do.
+        sealed = step.subject is not None and SEALED_PREFIX.encode() in wire
         return step_state(
             obj["timestamp"],
             obj["digest"],
             step.event_id,
-            obj["wire"],
+            wire,
             opens_run="originator_topic" in obj,
             step_type=step.type,
+            subjects=subject_fields(step.subject if sealed else None, None),
         )
 
     def decode(self, data: bytes) -> Any:
         if not data.startswith(STEP_STATE):
             return self.fallback.decode(data)
         header = read_step_state(data)
+        step = self.codec.decode(header.wire)
+        if header.subject is not None:
+            step = open_step(step, self.keys().key_of(step.tenant, header.subject))
         state: dict[str, Any] = {
             "timestamp": header.recorded_at,
-            "step": self.codec.decode(header.wire),
+            "step": step,
             "wire": header.wire,
             "digest": header.digest,
         }
@@ -175,6 +195,8 @@ class StepRecorder(PostgresProcessRecorder):
         self.sql_create_statements.append(PrincipalTable(schema).create_statement())
         self.sql_create_statements.append(IdempotencyTable(schema).create_statement())
         self.sql_create_statements.append(SessionTable(schema).create_statement())
+        self.keyring = KeyRing(self.datastore, schema)
+        self.sql_create_statements.extend(self.keyring.tables.create_statements())
         self.health = Health(schema)
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())
@@ -407,7 +429,7 @@ class RunStore(Application[UUID]):
     def construct_transcoder(self) -> Transcoder:
         fallback = JSONTranscoder()
         self.register_transcodings(fallback)
-        return StepTranscoder(self.codec, fallback)
+        return StepTranscoder(self.codec, fallback, lambda: self.steps.keyring)
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
@@ -425,6 +447,40 @@ class RunStore(Application[UUID]):
         except MapperDeserialisationError as error:
             raise RunUnreadable(tenant, run_id, str(error.__cause__ or error)) from error
         return run
+
+    def sealed(self, step: StepEvent, personal: PersonalData | None = None) -> tuple[StepEvent, bytes]:
+        """A step the service records itself (an edit or a review through the approval queue),
+        sealed as ingest seals a published one: under the run's subject, hashes keyed alike."""
+        spec = personal or self._personal_data()
+        if not spec.present(getattr(step, "data", None), step.type):
+            return step, encode_json(step)
+        run = run_uuid(step.tenant, step.run_id)
+        head = self.steps.heads([run]).get(run)
+        if head is None or not head.sealing:
+            return step, encode_json(step)  # a run recorded before sealing began stays as it was
+        subject = step.subject or head.subject or fallback_subject(step)
+        key = self.steps.keyring.keys_for([(step.tenant, subject)])[(step.tenant, subject)]
+        step = step.model_copy(update={"subject": subject})
+        return step, seal(spec, step, subject, key) or encode_json(step)
+
+    def _personal_data(self) -> PersonalData:
+        try:
+            return self.policy_in_force().policy().personal_data
+        except NoPolicy:
+            return PersonalData()
+
+    def stored_entries(self, tenant: str, run_id: str) -> list[Entry]:
+        """The run's steps as stored, personal fields still sealed: what the views fold, so a
+        view and a fresh fold compare alike whether or not the subject's key still exists."""
+        entries = []
+        for stored in self.steps.select_events(run_uuid(tenant, run_id)):
+            try:
+                entries.append(stored_entry(stored.originator_version, stored.state, self.codec))
+            except (ValueError, KeyError, DecodeError) as error:
+                raise RunUnreadable(tenant, run_id, str(error)) from error
+        if not entries:
+            raise RunNotFound(tenant, run_id)
+        return entries
 
     def receipt(
         self,

@@ -32,8 +32,10 @@ from domain.notices import DecisionNotice, notices
 from domain.run import Entry
 from infra.decisions import POSITION_HEADER, partition_for
 from infra.retry import Backoff, pause, transient
+from infra.subject_keys import KeyRing
 from projections import quarantine
 from projections.log import EventLog, Recorded, group_by_run, histories, listening
+from projections.reveal import opened_histories
 
 log = logging.getLogger(__name__)
 RELAY = "decisions"
@@ -74,9 +76,11 @@ class DecisionRelay:
         topic: str,
         channel: str,
         published: Callable[[], dict[int, int]],
+        keys: KeyRing,
         page_size: int = 500,
     ) -> None:
         self.datastore = datastore
+        self.keys = keys
         self.log = log_
         self.producer = producer
         self.topic = topic
@@ -126,7 +130,7 @@ class DecisionRelay:
             page = self.log.after(curs, self.position, self.page_size)
             if page.end == self.position:
                 return False
-            runs = histories(curs, self.log, page.steps)
+            runs = opened_histories(self.keys, histories(curs, self.log, page.steps))
             # Read while the transaction is open: a consent is a decision where the run's
             # lane contract (a recorded policy) accepts it.
             found = self._in_log_order(page.steps, runs, self.log.policy_book.lookup(curs))

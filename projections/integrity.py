@@ -123,7 +123,7 @@ def _compare(
             "view_differences": ["the event store holds no event of the run"],
         }
     try:
-        entries = store.run(tenant, run_id).entries
+        entries = store.stored_entries(tenant, run_id)
     except RunUnreadable as error:  # the chain names the damaged event
         return {"view": "not compared", "view_differences": [f"the events no longer fold: {error}"]}
     store_ids = [e.step.event_id for e in entries]

@@ -34,7 +34,6 @@ from infra.retry import Backoff
 from infra.rollback.requests import request_rollback
 from infra.store import RunNotFound, RunStore
 from projections.bounds import Answer
-from schemas import encode_json
 
 _DECISION_NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/decision")
 _REVIEWED = {"approve": "approved", "reject": "rejected", "escalate": "escalated"}
@@ -185,7 +184,7 @@ def record_service_step(store: RunStore, step: StepEvent, attempts: int = 5) -> 
     backoff = Backoff(first=0.05)
     for attempt in range(attempts):
         try:
-            store.record([(step, encode_json(step))])
+            store.record([store.sealed(step)])
             return
         except IntegrityError:
             if attempt == attempts - 1:

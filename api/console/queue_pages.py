@@ -36,6 +36,7 @@ from infra.store import RunStore
 from projections.bounds import Cursor, Text
 from projections.queries import Queries
 from projections.queue import QueueItem, QueuePage, ReviewerQueue, queue_items
+from projections.reveal import reveal
 from projections.review import DecisionRefused, StepNotFound, decide
 
 NEIGHBOURS = 200  # how far along the queue j/k and "the next item" look
@@ -105,6 +106,7 @@ def routes(app: FastAPI) -> None:
     def queue(
         request: Request,
         session: SessionDep,
+        store: StoreDep,
         queries: QueriesDep,
         workflow: Annotated[Text | None, Query()] = None,
         lane: Annotated[Text | None, Query(description="review or escalate; empty: any")] = None,
@@ -116,7 +118,10 @@ def routes(app: FastAPI) -> None:
             asked = _reviewer_queue(session.principal, workflow or None, lane or None, cursor or None)  # type: ignore[arg-type]
         except ValidationError as error:
             raise Invalid("lane", error.errors()[0]["msg"]) from None
-        listed: QueuePage = queries.reviewer_queue(session.principal.tenant, asked)
+        tenant = session.principal.tenant
+        listed: QueuePage = queries.reviewer_queue(tenant, asked)
+        # The view holds personal fields sealed: opened here, or shown erased.
+        listed = reveal(store, tenant, listed, (item.run_id for item in listed.items))
         return page(
             request,
             "queue.html",

@@ -115,7 +115,8 @@ def test_health_and_administration_need_the_admin_role(
     policy.write_text(capsys.readouterr().out)
     out = {}
     for command in (["principal", "list"], ["principal", "add", "x", "--tenant", "t"], ["health"],
-                    ["policy", "publish", str(policy)]):  # fmt: skip
+                    ["policy", "publish", str(policy)],
+                    ["erase", "crm/contact/x", "--reason", "asked"]):  # fmt: skip
         monkeypatch.setenv("RECEIPTS_TOKEN", reviewer)
         assert main(command) == 3, command
         assert "does not hold the 'admin' role" in capsys.readouterr().err
@@ -126,6 +127,7 @@ def test_health_and_administration_need_the_admin_role(
     assert "in force since" in out["policy publish"]
     loaded_by = query(settings, "SELECT loaded_by FROM receipts_policies")
     assert loaded_by and "by principal ada" in loaded_by[-1][0]
+    assert query(settings, "SELECT requested_by FROM receipts_erasures")[0][0].startswith("principal ada")
     monkeypatch.delenv("RECEIPTS_TOKEN")
     assert main(["principal", "list"]) == 3
     assert "no token: set RECEIPTS_TOKEN or run `receipts up` first" in capsys.readouterr().err

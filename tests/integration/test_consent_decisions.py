@@ -19,6 +19,7 @@ from infra.publisher import Publisher, RunHandle, StepHandle
 from infra.settings import Settings
 from infra.store import RunStore
 from projections.queue import QueueFilter, QueueItem
+from projections.reveal import reveal
 from tests.integration.helpers import ingest_for, poll_until, read_topic, running_store
 from tests.unit import factories as f
 
@@ -79,7 +80,8 @@ def _recorded_and_relayed(settings: Settings, store: RunStore, events: int) -> N
 
 
 def _queue(settings: Settings, store: RunStore) -> list[QueueItem]:
-    return build_queries(settings, store).queue("default", QueueFilter()).items
+    page = build_queries(settings, store).queue("default", QueueFilter())
+    return reveal(store, "default", page, (item.run_id for item in page.items)).items
 
 
 def _told(settings: Settings, expected: int) -> list[DecisionNotice]:

@@ -87,3 +87,13 @@ def test_an_execution_names_the_approval_it_relied_on_once() -> None:
     approval = next(s for s in steps if s.type == "action.reviewed")
     refs = [s.data.authorization_ref for s in steps if isinstance(s, ActionExecuted)]
     assert refs == [approval.event_id, None, None]
+
+
+@pytest.mark.parametrize("encoding", ["json", "avro"])
+def test_a_run_can_name_whose_personal_data_it_carries(encoding: str) -> None:
+    producer = FakeProducer()
+    publisher = Publisher(producer=producer, topic="agent-steps", encoding=encoding)
+    with publisher.run("lead-followup", run_id="r-1", subject="hubspot/contact/ada") as run:
+        run.finish("sent")
+    codec = Codec()
+    assert [codec.decode(v).subject for _, _, v in producer.sent] == ["hubspot/contact/ada"] * 2

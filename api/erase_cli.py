@@ -1,0 +1,66 @@
+"""`receipts erase SUBJECT --reason TEXT [--tenant T]`: destroy a subject's key.
+
+Administration: the `admin` role (the CLI's token), or database access. Every field
+sealed under the key reads as erased from then on, in receipts and views alike; the
+events themselves, and so their chain, stay as they were. The erasure is recorded
+(`subject.erased`: subject, reason, requested_by) and no key is made for the subject
+again: a step of it still in flight is stored already erased.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from api.auth import cli_admin
+from api.bootstrap import open_store
+from domain.errors import Invalid
+from infra.settings import Settings
+from infra.subject_keys import EVERY_TENANT
+
+
+def cmd_erase(given: Settings, args: argparse.Namespace) -> int:
+    settings = given.resolved()
+    reason = args.reason.strip()
+    if not reason:
+        raise Invalid("--reason", "say why the subject is erased: the reason is recorded with the erasure")
+    if not args.subject.strip() or args.subject == EVERY_TENANT:
+        raise Invalid("subject", f"'{args.subject}' names no subject")
+    store = open_store(settings, create=True)  # the key tables may not exist yet: erasing first is allowed
+    try:
+        by = cli_admin(given, store)
+        erasure = store.steps.keyring.erase(args.subject, args.tenant, reason, by)
+        # The destroyed secret's old row version must leave the table's pages too.
+        store.steps.keyring.vacuum()
+    finally:
+        store.close()
+    tenants = [t for t in erasure.tenants if t != EVERY_TENANT]
+    if args.json:
+        record = {
+            "type": "subject.erased",
+            "subject": erasure.subject,
+            "tenants": list(erasure.tenants),
+            "reason": erasure.reason,
+            "requested_by": erasure.requested_by,
+            "erased_at": erasure.erased_at.isoformat(),
+        }
+        print(json.dumps(record, indent=2))
+        return 0
+    scope = f"tenant {args.tenant}" if args.tenant else f"every tenant ({', '.join(tenants) or 'none yet'})"
+    print(
+        f"subject {erasure.subject} erased in {scope}: its fields read as erased from now on, "
+        f"and no key is made for it again (recorded as requested by {erasure.requested_by})"
+    )
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    erase = sub.add_parser(
+        "erase",
+        help="destroy a subject's key: its personal data reads as erased; needs admin or database access",
+    )
+    erase.add_argument("subject", help="e.g. hubspot/contact/123 (a run's input or target), or as published")
+    erase.add_argument("--reason", required=True, help="why (recorded with the erasure)")
+    erase.add_argument("--tenant", default=None, help="only this tenant (default: every tenant)")
+    erase.add_argument("--json", action="store_true", help="print the subject.erased record as JSON")
+    erase.set_defaults(func=cmd_erase)

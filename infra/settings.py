@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # The rollback targets (TOML: [targets.SYSTEM] adapter = git|webhook|correction);
     # unset: the rollback worker has no adapter and records every reverse event as failed.
     rollback: Path | None = None
+    # The service's Ed25519 key (PEM PKCS#8, infra/signing.py), a file the database does
+    # not hold; unset: `signing.key` in the data dir, which `receipts up` creates.
+    signing_key: Path | None = None
 
     @property
     def unfinished_after(self) -> timedelta:
@@ -115,6 +118,10 @@ class Settings(BaseSettings):
     def token_file(self) -> Path:
         """Where `up` leaves the local admin's token (mode 0600) for the CLI."""
         return self.data_dir / "token"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.signing_key or self.data_dir / "signing.key"
 
     def resolved(self) -> Settings:
         """Fill unset servers from what a running `receipts up` wrote down."""

@@ -7,7 +7,16 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from api import import_cli, incident_cli, policy_cli, principal_cli, queue_cli, rollback_cli, service_cli
+from api import (
+    import_cli,
+    incident_cli,
+    policy_cli,
+    principal_cli,
+    publisher_cli,
+    queue_cli,
+    rollback_cli,
+    service_cli,
+)
 from api.auth import cli_principal
 from api.bootstrap import (
     build_ingest,
@@ -149,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
     import_cli.add_commands(sub)
     policy_cli.add_commands(sub)
     principal_cli.add_commands(sub)
+    publisher_cli.add_commands(sub)
     rollback_cli.add_commands(sub)
     project = sub.add_parser("project", help="run the projection runner (`up` starts one)")
     project.set_defaults(func=lambda settings, args: service_cli.cmd_project(settings, args, _stop_flag()))

@@ -63,6 +63,7 @@ def receipt_text(receipt: Receipt) -> str:
     for finding in receipt.findings:
         where = f" [{finding.step_id}]" if finding.step_id else ""
         add(f"  {finding.severity.upper():8} {finding.code}{where}: {finding.message}")
+    out.extend(_vouched_lines(receipt))
     integrity = receipt.integrity
     head = (integrity.head or "")[:16]
     if integrity.verified:
@@ -73,6 +74,25 @@ def receipt_text(receipt: Receipt) -> str:
             f"({integrity.first_bad_event_id}): {integrity.reason}"
         )
     return "\n".join(out)
+
+
+def _vouched_lines(receipt: Receipt) -> list[str]:
+    """Which publisher vouched for each event (signed it as it was sent); unsigned events too."""
+    if not any(v.publisher for v in receipt.vouched):
+        return ["Vouched by: no event was signed"] if receipt.vouched else []
+    lines = ["Vouched by:"]
+    for n, vouched in enumerate(receipt.vouched, start=1):
+        lines.append(f"  #{n:<3} {vouched.type:20} {vouched.event_id}  {vouched.publisher or 'unsigned'}")
+    return lines
+
+
+def vouched_summary(receipt: Receipt) -> str:
+    """`service (3), crm-bot (7), unsigned (1)`: who vouched for how many of the run's events."""
+    counts: dict[str, int] = {}
+    for vouched in receipt.vouched:
+        name = vouched.publisher or "unsigned"
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{name} ({count})" for name, count in counts.items()) or MISSING
 
 
 def _step_lines(n: int, step: StepReceipt) -> list[str]:
@@ -258,6 +278,7 @@ def receipt_markdown(receipt: Receipt) -> str:
         ("Final state", receipt.final_state or MISSING),
         ("Started / finished", f"{_t(receipt.timestamps.started)} / {_t(receipt.timestamps.finished)}"),
         ("Integrity", _integrity(integrity)),
+        ("Vouched by", vouched_summary(receipt)),
     ]
     out = [f"## Receipt: run `{receipt.run_id}`", "", "| | |", "|---|---|"]
     out += ["| {} | {} |".format(name, value.replace("|", "\\|")) for name, value in rows]

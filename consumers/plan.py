@@ -17,10 +17,14 @@ from uuid import UUID
 
 from kafka.consumer.fetcher import ConsumerRecord
 
+from consumers.signatures import Checked, SignatureCheck, Unvouched, handling, unsigned_refused
+from domain.policy import PublisherRules
 from domain.routing import Router, RoutingSoFar
 from domain.run import Entry, RunHead
 from domain.steps import StepEvent, flag, reserved_for_service
+from domain.vouches import PUBLISHER_HEADER, Vouch
 from infra.dead_letters import DeadLetter
+from infra.publishers import Signer
 from infra.rows import CopyData, Row, StepStates
 from infra.store import Position
 from schemas import Codec, DecodeError, encode_json
@@ -76,7 +80,8 @@ class Plan:
     """
 
     codec: Codec
-    items: list[tuple[UUID, StepEvent, ConsumerRecord]]
+    # Each step, with the publisher that vouches for it or why none does (consumers/signatures.py).
+    items: list[tuple[UUID, StepEvent, ConsumerRecord, Checked]]
     dead: list[DeadLetter]
     positions: dict[str, Position]
     heads: dict[UUID, RunHead]
@@ -92,6 +97,8 @@ class Plan:
     copy_data: CopyData = field(default_factory=lambda: CopyData(b"", 0))
     router: Router | None = None
     decided: int = 0
+    # The service's key: the steps it writes here (decisions, flags) are vouched for by it.
+    service: Signer | None = None
 
     def rows(self) -> list[Row]:
         """The rows `chain` made, for the store's COPY."""
@@ -109,20 +116,23 @@ class Plan:
     def _rows(self) -> Iterator[Row]:
         state = StepStates(self.recorded_at)
         heads = self.heads
-        for run, step, record in self.items:
+        for run, step, record, checked in self.items:
             wire = record.value
             head = heads.get(run)
-            note: StepEvent | None = None
+            notes: list[StepEvent] = []
             if head is None:
                 head = heads[run] = RunHead()
                 if run in self.shared:
-                    note = flag(
-                        step,
-                        "tenant_changed",
-                        f"run id {step.run_id!r} is recorded under another tenant too: one run's events "
-                        f"were published under two isolation boundaries (this one: {step.tenant!r})",
+                    notes.append(
+                        flag(
+                            step,
+                            "tenant_changed",
+                            f"run id {step.run_id!r} is recorded under another tenant too: one run's events "
+                            f"were published under two isolation boundaries (this one: {step.tenant!r})",
+                        )
                     )
-            entry = head.record(step, wire, self.recorded_at)
+            vouch = checked if isinstance(checked, Vouch) else None
+            entry = head.record(step, wire, self.recorded_at, vouch)
             if entry is None:
                 if head.arrived_otherwise(step, wire):
                     self.suspects.append((run, step, record))
@@ -133,16 +143,25 @@ class Plan:
             yield state.row(run, entry)
             if self.router is not None and (decided := self._decision(head, step)) is not None:
                 yield state.row(run, decided)
-            if note is None and record.key is not None and record.key != step.run_id.encode():
-                note = flag(
-                    step,
-                    "key_mismatch",
-                    f"{step.type} arrived with Kafka key {record.key[:64]!r}, not its run id: "
-                    "keyed otherwise, a run's events may land on several partitions and lose their order",
+            if not notes and record.key is not None and record.key != step.run_id.encode():
+                notes.append(
+                    flag(
+                        step,
+                        "key_mismatch",
+                        f"{step.type} arrived with Kafka key {record.key[:64]!r}, not its run id: "
+                        "keyed otherwise, a run's events may land on several partitions and lose their order",
+                    )
                 )
-            if note is not None:
+            if isinstance(checked, Unvouched):
+                notes.append(flag(step, checked.code, checked.message))
+            for note in notes:
                 self.flagged += 1
-                yield state.row(run, _recorded(head.record(note, encode_json(note), self.recorded_at)))
+                yield state.row(run, _recorded(self._service_entry(head, note)))
+
+    def _service_entry(self, head: RunHead, step: StepEvent) -> Entry | None:
+        """`step`, written by the service itself, as `head`'s next entry, vouched for by its key."""
+        wire = encode_json(step)
+        return head.record(step, wire, self.recorded_at, self.service.vouch(wire) if self.service else None)
 
     def _decision(self, head: RunHead, step: StepEvent) -> Entry | None:
         """The service's decision on `step`, just recorded on `head`'s run, as its next entry."""
@@ -154,7 +173,7 @@ class Plan:
         decided = routing.decide(self.router, step, self._read_stored)
         if decided is None:
             return None
-        entry = head.record(decided, encode_json(decided), self.recorded_at)
+        entry = self._service_entry(head, decided)
         if entry is not None:
             self.decided += 1
         return entry
@@ -190,7 +209,7 @@ class Plan:
                 "is in the dead-letter queue",
                 detail=hashlib.sha256(record.value).hexdigest(),
             )
-            entry = self.heads[run].record(note, encode_json(note), self.recorded_at)
+            entry = self._service_entry(self.heads[run], note)
             if entry is None:
                 continue  # this very content was flagged before
             self.flagged += 1
@@ -238,3 +257,29 @@ def decode_value(codec: Codec, record: ConsumerRecord, dead: list[DeadLetter]) -
         dead.append(_letter(record, "reserved_type", reserved))
         return None
     return step
+
+
+def vouched(
+    check: SignatureCheck | None,
+    rules: PublisherRules,
+    step: StepEvent,
+    record: ConsumerRecord,
+    dead: list[DeadLetter],
+) -> tuple[bool, Checked]:
+    """Whether `step` is to be recorded, and who vouches for it (or why nobody does); a step
+    the tenant's policy refuses unvouched is a dead letter here, with the reason."""
+    checked = check.check(step, record) if check else None
+    if checked is None and unsigned_refused(rules, step.tenant) and not _signed(record):
+        checked = Unvouched(
+            "unsigned_event",
+            f"{step.type} {step.event_id} arrived unsigned, and tenant {step.tenant!r} "
+            "records signed events only",
+        )
+    if isinstance(checked, Unvouched) and handling(rules, step.tenant, checked) == "dead_letter":
+        dead.append(_letter(record, checked.code, checked.message))
+        return False, checked
+    return True, checked
+
+
+def _signed(record: ConsumerRecord) -> bool:
+    return any(key == PUBLISHER_HEADER for key, _ in record.headers or ())

@@ -2,7 +2,8 @@
 
 A row of eventsourcing's events table holds, for each recorded step, `S1` + a
 one-line JSON header (recorded-at, chain digest, event id, the step's type, and
-for a run's first step the aggregate's topic) + the step's bytes exactly as they arrived,
+for a run's first step the aggregate's topic, and for a signed step the publisher
+that vouched for it and its signature) + the step's bytes exactly as they arrived,
 so the chain can be recomputed from the table alone and eventsourcing reads
 every row back as a `Run` event. The ingest writer, the head lookup, the
 transcoder, verification and the projections' log all go through here.
@@ -10,6 +11,7 @@ transcoder, verification and the projections' log all go through here.
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from collections.abc import Iterable
@@ -22,6 +24,7 @@ from eventsourcing.utils import get_topic
 
 from domain.routing import RoutingSoFar
 from domain.run import Entry, Run, RunHead
+from domain.vouches import Vouch
 from schemas import Codec
 
 Row = tuple[UUID, int, str, bytes]
@@ -47,11 +50,17 @@ class StepStates:
     def row(self, run: UUID, entry: Entry) -> Row:
         """The row that stores `entry` of `run`: the first opens the aggregate."""
         opens = entry.version == 1
-        state = self(entry.digest, entry.step.event_id, entry.wire, opens, entry.step.type)
+        state = self(entry.digest, entry.step.event_id, entry.wire, opens, entry.step.type, entry.vouch)
         return run, entry.version, OPENED_TOPIC if opens else RECORDED_TOPIC, state
 
     def __call__(
-        self, digest: bytes, event_id: str, wire: bytes, opens_run: bool, step_type: str | None = None
+        self,
+        digest: bytes,
+        event_id: str,
+        wire: bytes,
+        opens_run: bool,
+        step_type: str | None = None,
+        vouch: Vouch | None = None,
     ) -> bytes:
         return b"".join(
             (
@@ -61,6 +70,7 @@ class StepStates:
                 json.dumps(event_id).encode(),
                 self._OPENS if opens_run else b"",
                 _type_field(step_type),
+                _vouch_field(vouch) if vouch else b"",
                 b"}\n",
                 wire,
             )
@@ -108,6 +118,13 @@ def _copy_text(value: str) -> bytes:
     return len(encoded).to_bytes(4, "big") + encoded
 
 
+def _vouch_field(vouch: Vouch) -> bytes:
+    # Beside the hashed bytes, not in them: the chain is over what the publisher sent.
+    return b"".join(
+        (b',"p":', json.dumps(vouch.publisher).encode(), b',"s":"', base64.b64encode(vouch.signature), b'"')
+    )
+
+
 def step_state(
     recorded_at: datetime,
     digest: bytes,
@@ -115,8 +132,9 @@ def step_state(
     wire: bytes,
     opens_run: bool,
     step_type: str | None = None,
+    vouch: Vouch | None = None,
 ) -> bytes:
-    return StepStates(recorded_at)(digest, event_id, wire, opens_run, step_type)
+    return StepStates(recorded_at)(digest, event_id, wire, opens_run, step_type, vouch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +145,7 @@ class StepHeader:
     originator_topic: str | None
     wire: bytes
     step_type: str | None = None  # None in rows written before headers named it
+    vouch: Vouch | None = None  # None: the step arrived unsigned
 
 
 def read_step_state(state: bytes) -> StepHeader:
@@ -141,13 +160,16 @@ def read_step_state(state: bytes) -> StepHeader:
         originator_topic=header.get("o"),
         wire=state[newline + 1 :],
         step_type=header.get("y"),
+        vouch=Vouch(header["p"], base64.b64decode(header["s"])) if "p" in header else None,
     )
 
 
 def stored_entry(version: int, state: bytes, codec: Codec) -> Entry:
     """The recorded step a row holds; raises ValueError/KeyError/DecodeError if it no longer reads."""
     header = read_step_state(state)
-    return Entry(version, codec.decode(header.wire), header.wire, header.digest, header.recorded_at)
+    return Entry(
+        version, codec.decode(header.wire), header.wire, header.digest, header.recorded_at, header.vouch
+    )
 
 
 def stored_heads(rows: Iterable[tuple[UUID, int, bytes]]) -> dict[UUID, RunHead]:

@@ -3,6 +3,7 @@ or it is recorded with a finding or dead-lettered, as the tenant's policy says."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,3 +217,36 @@ def test_decisions_made_through_the_service_are_vouched_for_by_the_service(signe
     assert by_type["policy.decided"] == "service"  # the service's policy engine, at ingest
     assert by_type["action.proposed"] is None  # the platform did not sign
     assert "action.reviewed" in receipt_text(receipt) and "service" in receipt_markdown(receipt)
+
+
+def test_publisher_commands_refuse_what_they_cannot_register(
+    signed: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_store(signed):
+        cli_env(monkeypatch, signed)
+    key = tmp_path / "bot.key"
+    assert main(["publisher", "keygen", str(key)]) == 0
+    assert main(["publisher", "keygen", str(key)]) != 0  # a key is never silently replaced
+    not_a_key = tmp_path / "not-a-key.pub"
+    not_a_key.write_text("hello")
+    cases = [
+        (["--public-key", str(not_a_key)], "is not ed25519:BASE64"),
+        (["--public-key", str(tmp_path / "missing.pub")], "cannot read"),
+    ]
+    for extra, said in cases:
+        capsys.readouterr()
+        assert main(["publisher", "add", "bot", "--tenant", "acme", *extra]) != 0
+        assert said in capsys.readouterr().err
+    add = ["--tenant", "acme", "--public-key", f"{key}.pub"]
+    assert main(["publisher", "add", "service", *add]) != 0  # the service's own name
+    assert main(["publisher", "add", "two words", *add]) != 0
+    assert main(["publisher", "add", "bot", *add]) == 0
+    capsys.readouterr()
+    assert main(["publisher", "add", "bot", *add]) != 0 and "exists" in capsys.readouterr().err
+    assert main(["publisher", "revoke", "ghost"]) != 0 and "no publisher 'ghost'" in capsys.readouterr().err
+    assert main(["publisher", "revoke", "bot"]) == 0
+    assert main(["publisher", "revoke", "bot"]) == 0 and "revoked already" in capsys.readouterr().out
+    assert main(["publisher", "list", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["name"], listed["tenant"], listed["revoked_at"] is not None) == ("bot", "acme", True)
+    assert listed["created_by"].startswith("database access")  # who registered it, for the record

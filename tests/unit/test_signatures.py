@@ -1,0 +1,180 @@
+"""Who may write, without servers: signing, checking each way a signature fails, the policy's
+handling, the key cache, and the vouch kept beside a stored step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from consumers.plan import vouched
+from consumers.signatures import SignatureCheck, Unvouched
+from domain.policy import PublisherRules, SignatureRules, load_policy, sample_text
+from domain.steps import StepEvent
+from domain.vouches import PUBLISHER_HEADER, SIGNATURE_HEADER, Vouch, signed_bytes
+from infra.dead_letters import DeadLetter
+from infra.publishers import KnownKey, PublisherKeys, PublisherRecord, Signer
+from infra.rows import read_step_state, step_state
+from infra.signing import SigningKey
+from schemas.codec import encode_json
+from tests.unit import factories as f
+
+CRM = Signer("crm-bot", SigningKey.generate())
+REVOKED_AT = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@dataclass
+class Record:
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    topic: str = "steps"
+    partition: int = 0
+    offset: int = 7
+    key: bytes | None = b"r"
+
+
+def record(
+    step: StepEvent, signer: Signer | None = CRM, headers: list[tuple[str, bytes]] | None = None
+) -> Any:
+    value = encode_json(step)
+    return Record(value, headers if headers is not None else (signer.headers(value) if signer else []))
+
+
+def registered(name: str, tenant: str, key: SigningKey, revoked: datetime | None = None) -> PublisherRecord:
+    return PublisherRecord(name, tenant, key.public, REVOKED_AT, "tests", revoked)
+
+
+class Keys:
+    """The registered keys as a list the cache loads, counting the loads."""
+
+    def __init__(self, *records: PublisherRecord) -> None:
+        self.records = list(records)
+        self.loads = 0
+
+    def __call__(self) -> list[PublisherRecord]:
+        self.loads += 1
+        return list(self.records)
+
+
+def check(*records: PublisherRecord) -> SignatureCheck:
+    return SignatureCheck(PublisherKeys(Keys(registered("crm-bot", "acme", CRM.key), *records)))
+
+
+STEP = f.started(tenant="acme")
+
+
+def test_a_good_signature_vouches_and_covers_exactly_the_bytes_sent() -> None:
+    sent = record(STEP)
+    signature = dict(sent.headers)[SIGNATURE_HEADER]
+    assert check().check(STEP, sent) == Vouch("crm-bot", signature)
+    assert CRM.key.public.verifies(signature, signed_bytes(sent.value))
+    # The signature is over a prefixed message: the bare value does not verify with it.
+    assert not CRM.key.public.verifies(signature, sent.value)
+    altered = Record(sent.value.replace(b"acme", b"acmf"), sent.headers)
+    assert _code(check().check(STEP, altered)) == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    ("headers", "said"),
+    [
+        ([(PUBLISHER_HEADER, b"crm-bot")], "half a signature"),
+        ([(SIGNATURE_HEADER, b"x" * 64)], "half a signature"),
+        ([(PUBLISHER_HEADER, b""), (SIGNATURE_HEADER, b"x" * 64)], "half a signature"),
+        ([(PUBLISHER_HEADER, b"crm-bot"), (SIGNATURE_HEADER, b"short")], "does not match"),
+        ([(PUBLISHER_HEADER, b"crm-bot"), (SIGNATURE_HEADER, b"x" * 64)], "does not match"),
+        ([(PUBLISHER_HEADER, b"ghost"), (SIGNATURE_HEADER, b"x" * 64)], "'ghost', which is not registered"),
+    ],
+)
+def test_each_broken_signature_is_bad_and_says_why(headers: list[tuple[str, bytes]], said: str) -> None:
+    checked = check().check(STEP, record(STEP, headers=headers))
+    assert isinstance(checked, Unvouched) and checked.code == "bad_signature" and said in checked.message
+
+
+def test_a_revoked_key_and_another_tenants_key_vouch_for_nothing() -> None:
+    old, globex = Signer("old-bot", SigningKey.generate()), Signer("globex-bot", SigningKey.generate())
+    checking = check(
+        registered("old-bot", "acme", old.key, REVOKED_AT), registered("globex-bot", "globex", globex.key)
+    )
+    revoked = checking.check(STEP, record(STEP, old))
+    assert _code(revoked) == "bad_signature" and "revoked" in str(revoked)
+    other = checking.check(STEP, record(STEP, globex))
+    assert _code(other) == "publisher_not_for_tenant" and "'globex'" in str(other)
+
+
+def test_unsigned_is_a_finding_only_where_the_tenant_has_a_live_publisher() -> None:
+    assert _code(check().check(STEP, record(STEP, None))) == "unsigned_event"
+    elsewhere = f.started(tenant="default")
+    assert check().check(elsewhere, record(elsewhere, None)) is None
+    # A tenant whose only publisher was revoked expects no signatures any more.
+    only_revoked = SignatureCheck(PublisherKeys(Keys(registered("crm-bot", "acme", CRM.key, REVOKED_AT))))
+    assert only_revoked.check(STEP, record(STEP, None)) is None
+
+
+def test_the_service_vouches_in_every_tenant() -> None:
+    service = Signer("service", SigningKey.generate())
+    checking = SignatureCheck(PublisherKeys(Keys(), service=service.key.public))
+    for tenant in ("acme", "globex"):
+        step = f.started(tenant=tenant)
+        assert _publisher(checking.check(step, record(step, service))) == "service"
+
+
+def test_the_policy_dead_letters_or_records_per_tenant() -> None:
+    policy = load_policy(
+        sample_text()
+        + '\n[publishers.tenants.acme]\nunsigned = "dead_letter"\nbad_signature = "dead_letter"\n'
+    )
+    rules = policy.publishers
+    assert rules.for_tenant("acme") == SignatureRules(unsigned="dead_letter", bad_signature="dead_letter")
+    other = rules.for_tenant("other")
+    assert (other.unsigned, other.bad_signature) == ("record", "record")
+    dead: list[DeadLetter] = []
+    keep, why = vouched(check(), rules, STEP, record(STEP, None), dead)
+    assert not keep and _code(why) == "unsigned_event"
+    assert (dead[0].reason, dead[0].value, dead[0].offset) == ("unsigned_event", encode_json(STEP), 7)
+    # A tenant with no publisher at all may still refuse unsigned steps outright.
+    strict = PublisherRules(unsigned="dead_letter")
+    default = f.started(tenant="default")
+    keep, why = vouched(check(), strict, default, record(default, None), dead)
+    assert not keep and _code(why) == "unsigned_event" and len(dead) == 2
+    # The default records them, with the finding.
+    keep, why = vouched(check(), PublisherRules(), STEP, record(STEP, None), dead)
+    assert keep and _code(why) == "unsigned_event" and len(dead) == 2
+    with pytest.raises(ValueError, match="unsigned"):
+        load_policy(sample_text() + '\n[publishers.tenants.acme]\nunsigned = "drop"\n')
+
+
+def test_the_key_cache_reloads_on_an_unknown_name_at_most_so_often_and_on_its_interval() -> None:
+    now = [0.0]
+    keys = Keys()
+    cache = PublisherKeys(keys, refresh_every=5.0, miss_every=1.0, clock=lambda: now[0])
+    assert cache.find("crm-bot") is None and keys.loads == 1
+    keys.records.append(registered("crm-bot", "acme", CRM.key))
+    assert (
+        cache.find("crm-bot") is None and keys.loads == 1
+    )  # a flood of unknown names is not a flood of queries
+    now[0] = 1.5
+    found = cache.find("crm-bot")
+    assert isinstance(found, KnownKey) and found.tenant == "acme" and keys.loads == 2
+    keys.records[0] = registered("crm-bot", "acme", CRM.key, REVOKED_AT)
+    assert cache.find("crm-bot").revoked_at is None  # type: ignore[union-attr]
+    now[0] = 7.0  # a revocation is seen within the refresh interval
+    assert cache.find("crm-bot").revoked_at == REVOKED_AT  # type: ignore[union-attr]
+
+
+def test_the_vouch_is_kept_beside_the_stored_bytes_not_in_them() -> None:
+    wire = encode_json(STEP)
+    vouch = CRM.vouch(wire)
+    state = step_state(REVOKED_AT, b"\x01" * 32, STEP.event_id, wire, True, STEP.type, vouch)
+    header = read_step_state(state)
+    assert header.vouch == vouch and header.wire == wire
+    assert read_step_state(step_state(REVOKED_AT, b"\x01" * 32, STEP.event_id, wire, True)).vouch is None
+
+
+def _code(checked: object) -> str | None:
+    return checked.code if isinstance(checked, Unvouched) else None
+
+
+def _publisher(checked: object) -> str | None:
+    return checked.publisher if isinstance(checked, Vouch) else None

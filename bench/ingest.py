@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.ingest                      # 200k events, 3 rounds, 20 s latency
     .venv/bin/python -m bench.ingest --events 20000 --rounds 1 --latency-seconds 5
     .venv/bin/python -m bench.ingest --rounds 0 --latency-seconds 0 --backlog 1000000
+    .venv/bin/python -m bench.ingest --signed --latency-seconds 0   # the ratio with signatures too
 
 What it measures, on one fresh stack (embedded PostgreSQL and Tansu unless
 RECEIPTS_DATABASE_URL / RECEIPTS_KAFKA_BOOTSTRAP are set):
@@ -57,9 +58,11 @@ from bench.support import (
     say,
     start_servers,
 )
-from bench.worker import Worker
+from bench.worker import BENCH_PUBLISHER, Worker
 from infra.kafka import ensure_topics
+from infra.publishers import Signer
 from infra.settings import Settings
+from infra.signing import SigningKey
 from schemas import Codec
 
 # --- throughput ------------------------------------------------------------------------
@@ -71,15 +74,29 @@ def run_throughput(
     assert base.kafka_bootstrap and base.database_url
     url = base.database_url
     results = []
+    # --signed: each encoding once more, every value signed as a registered publisher's would be.
+    signer = Signer(BENCH_PUBLISHER, SigningKey.generate()) if args.signed else None
     for encoding in args.encodings:
-        topic = f"bench-{tag}-{encoding}"
-        ensure_topics(base.kafka_bootstrap, [topic, f"{topic}.dlq"], base.partitions)
-        sent = publish(base.kafka_bootstrap, topic, zip(data.keys, data.values[encoding], strict=True))
-        say(
-            f"published {sent.count:,} {encoding} values to {topic} in {sent.seconds:.1f}s "
-            f"({sent.count / sent.seconds:,.0f}/s)"
-        )
-        results.append(Throughput(encoding, topic, sent.last_offsets, produce_rate=sent.count / sent.seconds))
+        for signing in (None, signer) if signer else (None,):
+            topic = f"bench-{tag}-{encoding}" + ("-signed" if signing else "")
+            ensure_topics(base.kafka_bootstrap, [topic, f"{topic}.dlq"], base.partitions)
+            pairs = zip(data.keys, data.values[encoding], strict=True)
+            sent = publish(
+                base.kafka_bootstrap, topic, pairs, headers_for=signing.headers if signing else None
+            )
+            say(
+                f"published {sent.count:,} {encoding} values to {topic} in {sent.seconds:.1f}s "
+                f"({sent.count / sent.seconds:,.0f}/s)"
+            )
+            results.append(
+                Throughput(
+                    f"{encoding}_signed" if signing else encoding,
+                    topic,
+                    sent.last_offsets,
+                    produce_rate=sent.count / sent.seconds,
+                    publisher_key=signing.key.public.text if signing else None,
+                )
+            )
 
     rng = random.Random(args.seed)
     spot = dict(rng.sample(sorted(data.runs.items()), min(5, len(data.runs))))
@@ -176,6 +193,7 @@ def _pipeline(
             spot=spot,
             last_offsets=result.last_offsets,
             policy=policy,
+            publisher_key=result.publisher_key,
         )
     finally:
         if not args.keep_schemas:
@@ -212,6 +230,7 @@ def _two_processes(
                 last_offsets=result.last_offsets,
                 partitions=part,
                 policy=policy,
+                publisher_key=result.publisher_key,
             )
         answers = [first.receive("pipeline"), second.receive("pipeline")]
     finally:
@@ -312,6 +331,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run one pipeline round per encoding without the policy, paired with the same "
         "baseline, and report both ratios",
+    )
+    p.add_argument(
+        "--signed",
+        action="store_true",
+        help="also ingest each encoding signed by a registered publisher (Ed25519 in Kafka headers, "
+        "checked per event), and report its ratio beside the unsigned one",
     )
     p.add_argument("--keep-schemas", action="store_true", help="keep each round's PostgreSQL schema")
     p.add_argument("--markdown", action="store_true", help="also print the report as Markdown")

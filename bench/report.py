@@ -45,6 +45,8 @@ class Throughput:
     two_processes: list[float] = field(default_factory=list)
     # Pipeline rounds without the policy (--compare-policy), each paired with the same baseline.
     without_policy: list[float] = field(default_factory=list)
+    # Signed by a registered publisher (--signed): the public key the pipeline round registers.
+    publisher_key: str | None = None
 
     @property
     def ratio(self) -> float:

@@ -96,7 +96,13 @@ class Published:
     last_offsets: dict[int, int]  # partition -> offset of its last message, as the broker acked it
 
 
-def publish(bootstrap: str, topic: str, pairs: Iterator[tuple[bytes, bytes]], progress: int = 0) -> Published:
+def publish(
+    bootstrap: str,
+    topic: str,
+    pairs: Iterator[tuple[bytes, bytes]],
+    progress: int = 0,
+    headers_for: Callable[[bytes], list[tuple[str, bytes]]] | None = None,
+) -> Published:
     """Publish keyed values with the production producer (acks=all), linger 10 ms, to a fresh topic.
 
     The broker's acks give each partition's last offset. (Tansu 0.6 answers
@@ -113,7 +119,10 @@ def publish(bootstrap: str, topic: str, pairs: Iterator[tuple[bytes, bytes]], pr
     start = time.perf_counter()
     try:
         for key, value in pairs:
-            client.send(topic, key=key, value=value).add_callback(acked).add_errback(failures.append)
+            headers = headers_for(value) if headers_for else None  # a publisher's signature
+            client.send(topic, key=key, value=value, headers=headers).add_callback(acked).add_errback(
+                failures.append
+            )
             count += 1
             if progress and count % progress == 0:
                 say(f"  published {count:,} to {topic}")

@@ -38,12 +38,15 @@ import json
 import logging
 import random
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bench.latency import Latency, run_latency
 from bench.report import Throughput, build_report, mib
@@ -59,10 +62,11 @@ from bench.support import (
     start_servers,
 )
 from bench.worker import BENCH_PUBLISHER, Worker
+from domain.vouches import SIGNATURE_HEADER
 from infra.kafka import ensure_topics
-from infra.publishers import Signer
+from infra.publishers import KnownKey, Signer
 from infra.settings import Settings
-from infra.signing import SigningKey
+from infra.signing import SigningKey, ensure_signing_key
 from schemas import Codec
 
 # --- throughput ------------------------------------------------------------------------
@@ -95,6 +99,7 @@ def run_throughput(
                     sent.last_offsets,
                     produce_rate=sent.count / sent.seconds,
                     publisher_key=signing.key.public.text if signing else None,
+                    verify_micros=_verify_micros(signing, data.values[encoding]) if signing else None,
                 )
             )
 
@@ -152,6 +157,16 @@ def run_throughput(
                 )
     peak = worker.close()
     return results, peak
+
+
+def _verify_micros(signer: Signer, values: Sequence[bytes], count: int = 2_000) -> float:
+    """CPU time of one signature check as ingest makes it, over the dataset's own values."""
+    known = KnownKey(signer.name, None, Ed25519PublicKey.from_public_bytes(signer.key.public.raw), None)
+    signed = [(value, dict(signer.headers(value))[SIGNATURE_HEADER]) for value in values[:count]]
+    start = time.process_time()
+    if not all(known.verifies(signature, value) for value, signature in signed):
+        raise RuntimeError("a signature the bench made does not verify")
+    return (time.process_time() - start) / len(signed) * 1e6
 
 
 def _bare_round(
@@ -338,6 +353,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also ingest each encoding signed by a registered publisher (Ed25519 in Kafka headers, "
         "checked per event), and report its ratio beside the unsigned one",
     )
+    p.add_argument(
+        "--service-key",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give ingest the service's key, as `up` does: its policy decisions are signed "
+        "(--no-service-key measures without that cost)",
+    )
     p.add_argument("--keep-schemas", action="store_true", help="keep each round's PostgreSQL schema")
     p.add_argument("--markdown", action="store_true", help="also print the report as Markdown")
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the raw results as JSON")
@@ -368,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with ExitStack() as stack:
             base, servers = start_servers(stack, workdir, Settings())
+            if args.service_key:  # as `receipts up` leaves it: the service signs the steps it writes
+                ensure_signing_key(workdir / "signing.key")
+                base = base.model_copy(update={"signing_key": workdir / "signing.key"})
             if args.rounds > 0:
                 say(f"building {args.events:,} steps and encoding each as {', '.join(args.encodings)}")
                 data = build_dataset(args.events, args.seed, args.open_runs, args.encodings)

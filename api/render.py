@@ -48,8 +48,9 @@ def receipt_text(receipt: Receipt) -> str:
             add(f'     "{source.excerpt}"')
     agent = f"{receipt.agent.name} {receipt.agent.version}" if receipt.agent else MISSING
     add(f"3. Model and tool action: agent {agent}, model {_model(receipt)}")
+    vouches = _vouches(receipt)
     for n, step in enumerate(receipt.steps, start=1):
-        out.extend(_step_lines(n, step))
+        out.extend(_step_lines(n, step, vouches))
     add(f"10. Final state: {receipt.final_state or MISSING + ': no run.finished recorded'}")
     ts = receipt.timestamps
     add(
@@ -95,7 +96,20 @@ def vouched_summary(receipt: Receipt) -> str:
     return ", ".join(f"{name} ({count})" for name, count in counts.items()) or MISSING
 
 
-def _step_lines(n: int, step: StepReceipt) -> list[str]:
+def _vouches(receipt: Receipt) -> dict[str, str | None]:
+    """Who vouched for each event, when any event of the run was signed (else nothing to say)."""
+    if not any(v.publisher for v in receipt.vouched):
+        return {}
+    return {v.event_id: v.publisher for v in receipt.vouched}
+
+
+def _vouched_by(vouches: dict[str, str | None], event_id: str) -> str:
+    if not vouches:
+        return ""
+    return f" (vouched by: {vouches.get(event_id) or 'nobody, unsigned'})"
+
+
+def _step_lines(n: int, step: StepReceipt, vouches: dict[str, str | None]) -> list[str]:
     lines = [f"   Step {n}: {step.step_id}"]
     add = lines.append
     if step.action:
@@ -114,6 +128,7 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
             add(
                 f"   5. reviewer: {review.reviewer.id} ({review.reviewer.role or review.reviewer.kind})"
                 f" {review.decision} the {review.reviewed_version} at {_t(review.at)}{comment}"
+                + _vouched_by(vouches, review.event_id)
             )
     else:
         add(f"   5. reviewer: {MISSING}: nobody reviewed this step")
@@ -151,6 +166,7 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
             f"     executed: {ex.state}"
             + (f" ref {ex.external_ref}" if ex.external_ref else "")
             + (f" <{ex.url}>" if ex.url else "")
+            + _vouched_by(vouches, ex.event_id)
         )
     if step.reversal:
         rv = step.reversal
@@ -167,7 +183,10 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
     for failure in step.failures:
         add(f"     failed: {failure}")
     for correction in step.corrections:
-        add(f"     corrected by {correction.by.id}: {correction.correction} ({correction.reason})")
+        add(
+            f"     corrected by {correction.by.id}: {correction.correction} ({correction.reason})"
+            + _vouched_by(vouches, correction.event_id)
+        )
     return lines
 
 

@@ -130,6 +130,8 @@ def test_each_forgery_is_recorded_with_a_finding_naming_it(ingested: tuple[RunSt
     named = {i for x in receipt.findings if x.code in SIGNATURE_CODES for i in x.event_ids}
     assert {e.step.event_id for e in corrections} <= named
     assert store.verify("acme", "r-good").verified  # the chain is over what was sent, signatures aside
+    corrected = [line for line in receipt_text(receipt).splitlines() if "corrected by" in line]
+    assert len(corrected) == 5 and all(line.endswith("(vouched by: nobody, unsigned)") for line in corrected)
 
 
 def test_a_good_signature_is_shown_per_event_and_unsigned_tenants_are_unchanged(
@@ -216,7 +218,9 @@ def test_decisions_made_through_the_service_are_vouched_for_by_the_service(signe
     assert by_type["decision.refused"] == "service"  # stored by the service itself
     assert by_type["policy.decided"] == "service"  # the service's policy engine, at ingest
     assert by_type["action.proposed"] is None  # the platform did not sign
-    assert "action.reviewed" in receipt_text(receipt) and "service" in receipt_markdown(receipt)
+    (reviewer,) = [line for line in receipt_text(receipt).splitlines() if "5. reviewer: kim" in line]
+    assert reviewer.endswith("(vouched by: service)")
+    assert "| Vouched by | unsigned (4), service (3)" in receipt_markdown(receipt)
 
 
 def test_publisher_commands_refuse_what_they_cannot_register(

@@ -10,6 +10,7 @@ transcoder, verification and the projections' log all go through here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Iterable
@@ -163,3 +164,28 @@ def stored_heads(rows: Iterable[tuple[UUID, int, bytes]]) -> dict[UUID, RunHead]
         if head.routing is not None:
             head.routing.stored(header.step_type, header.wire)
     return found
+
+
+_DIGEST_FIELD = b'"d":"'
+# The digest field is the header's second: always within this many bytes of the row.
+DIGEST_WITHIN = 128
+
+
+def header_digest(state: bytes) -> bytes | None:
+    """A step's chain digest read from the first DIGEST_WITHIN bytes of its row, without
+    parsing the header's JSON (the checkpointer and `verify --all` read every row)."""
+    if not state.startswith(STEP_STATE):
+        return None
+    at = state.find(_DIGEST_FIELD, 2, DIGEST_WITHIN)
+    if at < 0 or at + 69 > min(len(state), DIGEST_WITHIN):
+        return None
+    try:
+        return bytes.fromhex(state[at + 5 : at + 69].decode("ascii"))
+    except ValueError:
+        return None
+
+
+def anchored_digest(state: bytes) -> bytes:
+    """What a checkpoint commits to for a stored row: a step's chain digest; for any other
+    row, or a step whose header no longer reads, the SHA-256 of all its bytes."""
+    return header_digest(state) or hashlib.sha256(state).digest()

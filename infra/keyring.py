@@ -82,24 +82,24 @@ def trusted_keys(
             continue
         valid.append(entry)
     by_id = {e.key_id: e for e in valid}
+    links = []
+    for entry in valid:
+        previous = entry.previous
+        if previous is None or previous not in by_id:
+            continue
+        if _signed(by_id[previous].public, entry, canonical(entry.record)):
+            links.append((previous, entry.key_id))
+        else:
+            problems.append(f"key record {entry.key_id}: not endorsed by the key it replaces")
     trusted = {a.key_id: a for a in anchors} or ({valid[0].key_id: valid[0].public} if valid else {})
     changed = True
     while changed:  # walk the links both ways until nothing new is trusted
         changed = False
-        for entry in valid:
-            previous = entry.previous
-            if previous is None or previous not in by_id:
-                continue
-            linked = _signed(by_id[previous].public, entry, canonical(entry.record))
-            if not linked:
-                continue
-            for a, b in ((previous, entry.key_id), (entry.key_id, previous)):
+        for older, newer in links:
+            for a, b in ((older, newer), (newer, older)):
                 if a in trusted and b not in trusted:
                     trusted[b] = by_id[b].public
                     changed = True
-    for entry in valid:
-        if entry.previous and entry.previous in by_id and entry.key_id not in trusted:
-            problems.append(f"key record {entry.key_id}: not endorsed by the key it replaces")
     return trusted, problems
 
 

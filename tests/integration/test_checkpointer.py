@@ -4,6 +4,7 @@ exactly one checkpoint, the chain has no gap, the topic holds each checkpoint on
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_killed_and_restarted_the_relay_checkpoints_every_event_once(
         )
         assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
         assert all(
-            first == previous[2] + 1 for previous, (_, first, _, _) in zip(rows, rows[1:], strict=False)
+            first == previous[2] + 1 for previous, (_, first, _, _) in itertools.pairwise(rows)
         )
         assert rows[0][1] == 1 and rows[-1][2] == total and all(r[3] for r in rows)
         assert (

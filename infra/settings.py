@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # The service's Ed25519 key (PEM PKCS#8, infra/signing.py), a file the database does
     # not hold; unset: `signing.key` in the data dir, which `receipts up` creates.
     signing_key: Path | None = None
+    # `receipts relay` closes a signed checkpoint over the log this often, or sooner once
+    # this many events wait (infra/checkpoints.py).
+    checkpoint_seconds: float = 10.0
+    checkpoint_events: int = 100_000
 
     @property
     def unfinished_after(self) -> timedelta:
@@ -100,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def reverse_topic(self) -> str:
         return f"{self.topic}.reverse"
+
+    @property
+    def checkpoints_topic(self) -> str:
+        return f"{self.topic}.checkpoints"
 
     @property
     def rollback_group(self) -> str:

@@ -43,6 +43,7 @@ from domain.receipt import Receipt
 from domain.run import Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from domain.vouches import Vouch
+from infra.checkpoints import CheckpointTables
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
 from infra.idempotency import IdempotencyTable
@@ -179,6 +180,8 @@ class StepRecorder(PostgresProcessRecorder):
         self.sql_create_statements.append(PublisherTable(schema).create_statement())
         self.sql_create_statements.append(IdempotencyTable(schema).create_statement())
         self.health = Health(schema)
+        self.checkpoint_tables = CheckpointTables(schema)
+        self.sql_create_statements += self.checkpoint_tables.create_statements()
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())
         # Which tenants use a run id: one run id under two tenants is flagged.

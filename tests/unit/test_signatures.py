@@ -16,7 +16,7 @@ from domain.steps import StepEvent
 from domain.vouches import PUBLISHER_HEADER, SIGNATURE_HEADER, Vouch, signed_bytes
 from infra.dead_letters import DeadLetter
 from infra.publishers import KnownKey, PublisherKeys, PublisherRecord, Signer
-from infra.rows import read_step_state, step_state
+from infra.rows import header_digest, read_step_state, step_state
 from infra.signing import SigningKey
 from schemas.codec import encode_json
 from tests.unit import factories as f
@@ -169,6 +169,7 @@ def test_the_vouch_is_kept_beside_the_stored_bytes_not_in_them() -> None:
     state = step_state(REVOKED_AT, b"\x01" * 32, STEP.event_id, wire, True, STEP.type, vouch)
     header = read_step_state(state)
     assert header.vouch == vouch and header.wire == wire
+    assert header_digest(state) == b"\x01" * 32  # what checkpoints anchor is untouched by the vouch
     assert read_step_state(step_state(REVOKED_AT, b"\x01" * 32, STEP.event_id, wire, True)).vouch is None
 
 

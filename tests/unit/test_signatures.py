@@ -8,7 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import OperationalError
+from kafka import TopicPartition
 
+from consumers.ingest import Ingest
 from consumers.plan import vouched
 from consumers.signatures import SignatureCheck, Unvouched
 from domain.policy import PublisherRules, SignatureRules, load_policy, sample_text
@@ -16,10 +19,13 @@ from domain.steps import StepEvent
 from domain.vouches import PUBLISHER_HEADER, SIGNATURE_HEADER, Vouch, signed_bytes
 from infra.dead_letters import DeadLetter
 from infra.publishers import KnownKey, PublisherKeys, PublisherRecord, Signer
+from infra.retry import Backoff
 from infra.rows import header_digest, read_step_state, step_state
 from infra.signing import SigningKey
 from schemas.codec import encode_json
 from tests.unit import factories as f
+from tests.unit.test_ingest_plan import AwayStore, SeekingPolls
+from tests.unit.test_ingest_plan import Record as PlanRecord
 
 CRM = Signer("crm-bot", SigningKey.generate())
 REVOKED_AT = datetime(2026, 11, 1, tzinfo=UTC)
@@ -179,3 +185,34 @@ def _code(checked: object) -> str | None:
 
 def _publisher(checked: object) -> str | None:
     return checked.publisher if isinstance(checked, Vouch) else None
+
+
+def test_keys_that_cannot_be_read_apply_nothing_and_the_batch_is_read_again() -> None:
+    away = [True]
+
+    def load() -> list[PublisherRecord]:
+        if away[0]:
+            away[0] = False
+            raise OperationalError("server closed the connection unexpectedly")
+        return [registered("crm-bot", "acme", CRM.key)]
+
+    sent = record(STEP)
+    batch = {
+        TopicPartition("steps", 0): [
+            SignedRecord("steps", 0, 0, STEP.run_id.encode(), sent.value, headers=sent.headers)
+        ]
+    }
+    store, polls = AwayStore(), SeekingPolls(batch, batch)
+    store.away = 0
+    ingest = Ingest(polls, store, None, signatures=SignatureCheck(PublisherKeys(load)))
+    ingest.backoff = Backoff(first=0.0, cap=0.0)
+    ingest.poll_once()  # the keys are away: nothing is applied, the consumer seeks back
+    assert store.applied == [] and ingest.totals.retries == 1
+    assert polls.asked == ["poll 1", "seek to beginning"]
+    ingest.poll_once()
+    assert store.applied == [[1]] and ingest.totals.recorded == 1 and ingest.totals.flagged == 0
+
+
+@dataclass
+class SignedRecord(PlanRecord):
+    headers: list[tuple[str, bytes]] = field(default_factory=list)

@@ -25,7 +25,7 @@ from infra.kafka import consumer, ensure_topics, producer
 from infra.memory import tune_gc
 from infra.policies import loaded_by, read_policy_file
 from infra.publisher import Publisher, StepProducer
-from infra.publishers import PublisherKeys, Publishers, service_signer
+from infra.publishers import PublisherKeys, Publishers, service_public_key, service_signer
 from infra.settings import NotRunning, Settings
 from infra.store import RunStore, schema_lock
 from projections.decisions import DecisionRelay, NoticeProducer, create_relay_table
@@ -161,7 +161,7 @@ def build_ingest(
         log.warning("no signing key at %s: the service's own steps are not signed", settings.signing_key_file)
     keys = PublisherKeys(
         Publishers(store.steps.datastore, settings.database_schema).records,
-        service=store.service.key.public if store.service else None,
+        service=lambda: service_public_key(settings.signing_key_file),
     )
     ingest = Ingest(
         consumer=consumer_of(settings),

@@ -161,7 +161,7 @@ def run_throughput(
 
 def _verify_micros(signer: Signer, values: Sequence[bytes], count: int = 2_000) -> float:
     """CPU time of one signature check as ingest makes it, over the dataset's own values."""
-    known = KnownKey(signer.name, None, Ed25519PublicKey.from_public_bytes(signer.key.public.raw), None)
+    known = KnownKey(signer.name, None, (Ed25519PublicKey.from_public_bytes(signer.key.public.raw),), None)
     signed = [(value, dict(signer.headers(value))[SIGNATURE_HEADER]) for value in values[:count]]
     start = time.process_time()
     if not all(known.verifies(signature, value) for value, signature in signed):

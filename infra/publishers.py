@@ -27,7 +27,7 @@ from psycopg.sql import SQL, Composed, Identifier
 from domain.errors import Conflict, Invalid, NotFound
 from domain.principals import valid_name
 from domain.vouches import PUBLISHER_HEADER, SERVICE_PUBLISHER, SIGNATURE_HEADER, Vouch, signed_bytes
-from infra.signing import PublicKey, SigningKey
+from infra.signing import BadKey, PublicKey, SigningKey
 
 log = logging.getLogger(__name__)
 TABLE = "receipts_publishers"
@@ -133,19 +133,24 @@ class Publishers:
 
 @dataclass(frozen=True, slots=True)
 class KnownKey:
-    """A publisher's key as ingest checks signatures with it."""
+    """A publisher's keys as ingest checks signatures with them: one for a platform; for the
+    service, each key it has signed with since ingest started (a rotation replaces the key
+    file while steps signed by the old key are still on the topic)."""
 
     name: str
     tenant: str | None  # None: every tenant (the service)
-    key: Ed25519PublicKey
+    keys: tuple[Ed25519PublicKey, ...]
     revoked_at: datetime | None
 
     def verifies(self, signature: bytes, value: bytes) -> bool:
-        try:
-            self.key.verify(signature, signed_bytes(value))
-        except InvalidSignature:
-            return False
-        return True
+        message = signed_bytes(value)
+        for key in self.keys:
+            try:
+                key.verify(signature, message)
+            except InvalidSignature:
+                continue
+            return True
+        return False
 
 
 class PublisherKeys:
@@ -153,37 +158,41 @@ class PublisherKeys:
     and must not ask the database for each. Reloaded every `refresh_every` seconds, and at
     once (at most every `miss_every`) when a signature names a publisher it does not know,
     so a platform registered a moment ago is recognised without waiting; a revocation takes
-    effect within `refresh_every`."""
+    effect within `refresh_every`. The service's key (`service`: read from its file at each
+    reload) is kept with every one seen before it."""
 
     def __init__(
         self,
         load: Callable[[], list[PublisherRecord]],
-        service: PublicKey | None = None,
+        service: Callable[[], PublicKey | None] = lambda: None,
         refresh_every: float = 5.0,
         miss_every: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._load, self.refresh_every, self.miss_every, self._clock = load, refresh_every, miss_every, clock
-        self._service = (
-            KnownKey(SERVICE_PUBLISHER, None, Ed25519PublicKey.from_public_bytes(service.raw), None)
-            if service
-            else None
-        )
+        self._service_key = service
+        self._service: dict[bytes, Ed25519PublicKey] = {}
         self._keys: dict[str, KnownKey] = {}
         self._signing: frozenset[str] = frozenset()
         self._loaded_at: float | None = None
 
     def refresh(self) -> None:
         records = self._load()
+        service = self._service_key()
         self._loaded_at = self._clock()
         keys = {
             r.name: KnownKey(
-                r.name, r.tenant, Ed25519PublicKey.from_public_bytes(r.public_key.raw), r.revoked_at
+                r.name, r.tenant, (Ed25519PublicKey.from_public_bytes(r.public_key.raw),), r.revoked_at
             )
             for r in records
         }
+        if service is not None and service.raw not in self._service:
+            self._service[service.raw] = Ed25519PublicKey.from_public_bytes(service.raw)
         if self._service:
-            keys[SERVICE_PUBLISHER] = self._service
+            # The newest first: it signs nearly everything the service sends from now on.
+            keys[SERVICE_PUBLISHER] = KnownKey(
+                SERVICE_PUBLISHER, None, tuple(reversed(self._service.values())), None
+            )
         self._keys = keys
         self._signing = frozenset(r.tenant for r in records if r.revoked_at is None)
 
@@ -223,6 +232,19 @@ class Signer:
     @classmethod
     def load(cls, name: str, path: Path) -> Signer:
         return cls(name, SigningKey.load(path))
+
+
+def service_public_key(key_file: Path) -> PublicKey | None:
+    """The public half of the service's key file as it is now (None without a readable one:
+    the keys seen before still verify, and ingest goes on)."""
+    try:
+        signer = service_signer(key_file)
+    except (BadKey, OSError) as error:
+        log.error(
+            "the service's key file %s cannot be read (%s); keeping the keys known so far", key_file, error
+        )
+        return None
+    return signer.key.public if signer else None
 
 
 def service_signer(key_file: Path) -> Signer | None:

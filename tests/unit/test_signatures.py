@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +19,10 @@ from domain.policy import PublisherRules, SignatureRules, load_policy, sample_te
 from domain.steps import StepEvent
 from domain.vouches import PUBLISHER_HEADER, SIGNATURE_HEADER, Vouch, signed_bytes
 from infra.dead_letters import DeadLetter
-from infra.publishers import KnownKey, PublisherKeys, PublisherRecord, Signer
+from infra.publishers import KnownKey, PublisherKeys, PublisherRecord, Signer, service_public_key
 from infra.retry import Backoff
 from infra.rows import header_digest, read_step_state, step_state
-from infra.signing import SigningKey
+from infra.signing import SigningKey, ensure_signing_key
 from schemas.codec import encode_json
 from tests.unit import factories as f
 from tests.unit.test_ingest_plan import AwayStore, SeekingPolls
@@ -120,10 +121,19 @@ def test_unsigned_is_a_finding_only_where_the_tenant_has_a_live_publisher() -> N
 
 def test_the_service_vouches_in_every_tenant() -> None:
     service = Signer("service", SigningKey.generate())
-    checking = SignatureCheck(PublisherKeys(Keys(), service=service.key.public))
+    now, key = [0.0], [service.key.public]
+    checking = SignatureCheck(PublisherKeys(Keys(), service=lambda: key[0], clock=lambda: now[0]))
     for tenant in ("acme", "globex"):
         step = f.started(tenant=tenant)
         assert _publisher(checking.check(step, record(step, service))) == "service"
+    # The key file rotated: steps the old key signed, still on the topic, hold; so do the new key's.
+    rotated = Signer("service", SigningKey.generate())
+    key[0], now[0] = rotated.key.public, 10.0
+    assert _publisher(checking.check(STEP, record(STEP, rotated))) == "service"
+    assert _publisher(checking.check(STEP, record(STEP, service))) == "service"
+    assert (
+        _code(checking.check(STEP, record(STEP, Signer("service", SigningKey.generate())))) == "bad_signature"
+    )
 
 
 def test_the_policy_dead_letters_or_records_per_tenant() -> None:
@@ -216,3 +226,12 @@ def test_keys_that_cannot_be_read_apply_nothing_and_the_batch_is_read_again() ->
 @dataclass
 class SignedRecord(PlanRecord):
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def test_an_unreadable_service_key_file_keeps_the_keys_known_so_far(tmp_path: Path) -> None:
+    path = tmp_path / "signing.key"
+    assert service_public_key(path) is None  # no file yet: nothing to add
+    key, _ = ensure_signing_key(path)
+    assert service_public_key(path) == key.public
+    path.write_text("not a key")
+    assert service_public_key(path) is None

@@ -237,19 +237,18 @@ class Signer:
 def service_public_key(key_file: Path) -> PublicKey | None:
     """The public half of the service's key file as it is now (None without a readable one:
     the keys seen before still verify, and ingest goes on)."""
-    try:
-        signer = service_signer(key_file)
-    except (BadKey, OSError) as error:
-        log.error(
-            "the service's key file %s cannot be read (%s); keeping the keys known so far", key_file, error
-        )
-        return None
+    signer = service_signer(key_file)
     return signer.key.public if signer else None
 
 
 def service_signer(key_file: Path) -> Signer | None:
     """The service as a publisher, with its key from where `receipts up` (or RECEIPTS_SIGNING_KEY)
-    put it; None without one: the service's own steps then go unsigned, as before keys existed."""
+    put it; None without a readable one: the service's own steps then go unsigned, as before
+    keys existed, and a reader's command never fails for a key it does not need."""
     if not key_file.exists():
         return None
-    return Signer(SERVICE_PUBLISHER, SigningKey.load(key_file))
+    try:
+        return Signer(SERVICE_PUBLISHER, SigningKey.load(key_file))
+    except (BadKey, OSError) as error:
+        log.error("the service's key file %s cannot be read (%s): its steps are not signed", key_file, error)
+        return None

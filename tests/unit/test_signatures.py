@@ -19,7 +19,14 @@ from domain.policy import PublisherRules, SignatureRules, load_policy, sample_te
 from domain.steps import StepEvent
 from domain.vouches import PUBLISHER_HEADER, SIGNATURE_HEADER, Vouch, signed_bytes
 from infra.dead_letters import DeadLetter
-from infra.publishers import KnownKey, PublisherKeys, PublisherRecord, Signer, service_public_key
+from infra.publishers import (
+    KnownKey,
+    PublisherKeys,
+    PublisherRecord,
+    Signer,
+    service_public_key,
+    service_signer,
+)
 from infra.retry import Backoff
 from infra.rows import header_digest, read_step_state, step_state
 from infra.signing import SigningKey, ensure_signing_key
@@ -234,4 +241,4 @@ def test_an_unreadable_service_key_file_keeps_the_keys_known_so_far(tmp_path: Pa
     key, _ = ensure_signing_key(path)
     assert service_public_key(path) == key.public
     path.write_text("not a key")
-    assert service_public_key(path) is None
+    assert service_public_key(path) is None and service_signer(path) is None

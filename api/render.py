@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from domain.chain import Integrity
+from domain.findings import Finding
 from domain.receipt import PolicyRule, Receipt, StepReceipt
 from domain.steps import Reference
 
@@ -62,8 +63,7 @@ def receipt_text(receipt: Receipt) -> str:
     add("")
     add(f"Findings ({len(receipt.findings)}):" if receipt.findings else "Findings: none")
     for finding in receipt.findings:
-        where = f" [{finding.step_id}]" if finding.step_id else ""
-        add(f"  {finding.severity.upper():8} {finding.code}{where}: {finding.message}")
+        add(f"  {finding.severity.upper():8} {finding.code}{_where(finding)}: {finding.message}")
     out.extend(_vouched_lines(receipt))
     integrity = receipt.integrity
     head = (integrity.head or "")[:16]
@@ -130,11 +130,18 @@ def _step_lines(n: int, step: StepReceipt, vouches: dict[str, str | None]) -> li
                 f" {review.decision} the {review.reviewed_version} at {_t(review.at)}{comment}"
                 + _vouched_by(vouches, review.event_id)
             )
-    else:
+    elif not step.consents:
         add(f"   5. reviewer: {MISSING}: nobody reviewed this step")
+    for consent in step.consents:
+        pattern = f" (matched {consent.pattern})" if consent.pattern else ""
+        who = consent.given_by
+        said = f'said "{consent.text}" at {_t(consent.at)}{pattern}'
+        add(f"   5. consent: {who.id} ({who.role or who.kind}) {said}")
     ts = step.timestamps
     add(
-        f"   6. timestamps: proposed {_t(ts.proposed)}, reviewed {_t(ts.reviewed)}, "
+        f"   6. timestamps: proposed {_t(ts.proposed)}, "
+        + (f"consented {_t(ts.consented)}, " if ts.consented else "")
+        + f"reviewed {_t(ts.reviewed)}, "
         f"executed {_t(ts.executed)}"
     )
     lines.extend(_output_lines(step))
@@ -283,6 +290,14 @@ def _integrity(integrity: Integrity) -> str:
     return said
 
 
+def _where(finding: Finding) -> str:
+    """Its step, or how many times on which steps when the run shows it more than once."""
+    if finding.count > 1:
+        steps = f" on {', '.join(finding.step_ids)}" if finding.step_ids else ""
+        return f" (x{finding.count}{steps})"
+    return f" [{finding.step_id}]" if finding.step_id else ""
+
+
 def receipt_markdown(receipt: Receipt) -> str:
     """For pasting into an incident document: a summary table, the findings, then
     the full receipt verbatim."""
@@ -303,7 +318,7 @@ def receipt_markdown(receipt: Receipt) -> str:
     out += ["| {} | {} |".format(name, value.replace("|", "\\|")) for name, value in rows]
     out += ["", f"### Findings ({len(receipt.findings)})", ""]
     out += [
-        f"- **{f.severity}** `{f.code}`" + (f" ({f.step_id})" if f.step_id else "") + f": {f.message}"
+        f"- **{f.severity}** `{f.code}`{_where(f)}: {f.message} (evidence: {', '.join(f.event_ids) or '—'})"
         for f in receipt.findings
     ] or ["None."]
     out += ["", "### Full receipt", "", "```text", receipt_text(receipt), "```", ""]

@@ -235,6 +235,7 @@ def _write_state(settings: Settings, http_port: int, supervisor: Supervisor) -> 
         f"'{settings.dlq_topic}')\n"
         f"  Postgres  {settings.database_url}\n"
         f"  HTTP API  {http}  (Authorization: Bearer TOKEN; OpenAPI: {http}/openapi.json)\n"
+        f"  Console   {http}/ui  (sign in with the token)\n"
         f"  Data      {settings.data_dir.resolve()}\n"
         + (
             f"  Token     {settings.token_file.resolve()}  (the CLI uses it)\n"

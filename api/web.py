@@ -24,12 +24,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from api import auth
+from api import auth, console
 from api.auth import AdminDep, PrincipalDep, TenantDep
 from api.bootstrap import build_queries, build_status, open_store, require_tables
 from api.deps import QueriesDep, StoreDep
 from api.liveness import Beats
 from api.queue_web import queue_routes
+from api.readiness_render import readiness_markdown
 from api.render import receipt_markdown
 from api.rollback_web import rollback_routes
 from domain.errors import Invalid, ReceiptsError
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
         store = open_store(settings)
         require_tables(settings, store)  # the read side creates none: `up` or `migrate` does
         auth.install(settings, store, app.state)
+        console.install(settings, store, app.state)
         app.state.store = store
         app.state.settings = settings
         app.state.queries = build_queries(settings, store)
@@ -123,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     _install_problems(app)
     _routes(app)
+    console.mount_console(app)
     return app
 
 
@@ -248,15 +251,20 @@ def _routes(app: FastAPI) -> None:
     @app.get(
         "/readiness",
         response_model=Readiness,
-        summary="Per workflow and lane: runs, complete receipts, findings, rates, and a verdict",
+        summary="Per workflow and lane: runs, complete receipts, findings, rates, and a verdict "
+        "(Markdown with Accept: text/markdown)",
     )
     def lane_readiness(
         queries: QueriesDep,
         tenant: TenantDep,
         workflow: Annotated[Text | None, Query()] = None,
         since: Annotated[Instant | None, Query(description="runs started at or after")] = None,
-    ) -> Readiness:
-        return queries.readiness(tenant, workflow, since)
+        accept: Accept = "application/json",
+    ) -> Readiness | Response:
+        report = queries.readiness(tenant, workflow, since)
+        if MARKDOWN in accept:
+            return PlainTextResponse(readiness_markdown(report), media_type=MARKDOWN)
+        return report
 
     @app.get(
         "/health",
@@ -283,23 +291,34 @@ def _receipt(
     viewed: str | None,
     accept: str,
 ) -> Response:
-    after = queries.unfinished_after
-    if as_of is not None:
-        # From the aggregate's own events: the views only know the present.
-        document = _folded(store.receipt(tenant, run_id, after, as_of=as_of))
-    else:
-        # A view's document vouches for nothing: its integrity is the store's
-        # chain, recomputed now. A run recorded but not yet in the views is
-        # rendered from the store; only a run the store does not have is a 404.
-        viewed = viewed or queries.receipt_json(tenant, run_id)
-        if viewed is not None:
-            document = served(viewed, stored_chain(store, tenant, run_id))
-        else:
-            document = _folded(store.receipt(tenant, run_id, after))
+    document = receipt_document(store, queries, tenant, run_id, as_of, viewed)
     if MARKDOWN in accept:
         markdown = receipt_markdown(Receipt.model_validate_json(document))
         return PlainTextResponse(markdown, media_type=MARKDOWN)
     return Response(document, media_type="application/json")
+
+
+def receipt_document(
+    store: RunStore,
+    queries: Queries,
+    tenant: str,
+    run_id: str,
+    as_of: datetime | None = None,
+    viewed: str | None = None,
+) -> str:
+    """The receipt every reader is served (the API, the console), as JSON: `viewed` is the
+    view's document when the caller has it already."""
+    after = queries.unfinished_after
+    if as_of is not None:
+        # From the aggregate's own events: the views only know the present.
+        return _folded(store.receipt(tenant, run_id, after, as_of=as_of))
+    # A view's document vouches for nothing: its integrity is the store's
+    # chain, recomputed now. A run recorded but not yet in the views is
+    # rendered from the store; only a run the store does not have is a 404.
+    viewed = viewed or queries.receipt_json(tenant, run_id)
+    if viewed is not None:
+        return served(viewed, stored_chain(store, tenant, run_id))
+    return _folded(store.receipt(tenant, run_id, after))
 
 
 def _policy_routes(app: FastAPI) -> None:

@@ -44,7 +44,9 @@ from psycopg import sql
 
 from api.bootstrap import build_projections, build_queries, open_store
 from bench.corpus import Loaded, Stamper, build_templates, first_start, load
+from bench.latency import percentile
 from bench.lookups import FLOOR, Api, Timings, questions, start_api, time_direct, time_floor, time_http
+from bench.pages import QUEUE, RECEIPT, time_pages
 from bench.rebuild import library_baseline, rebuild_views
 from bench.report import Report, query_report
 from bench.support import checkpoint, create_schema, drop_schema, prepare_process, say, sql_run, start_servers
@@ -179,7 +181,11 @@ def run_queries(
     )
     say(f"queries: the same through the HTTP API on port {api.port}")
     time_http(api, asked, timings, args.samples, args.warmup, args.seed + 3)
-    return {**timings, FLOOR: floor}
+    pages = time_pages(settings, api, loaded.samples, args.samples, args.warmup, args.seed + 4)
+    for name in (QUEUE, RECEIPT):
+        ms = pages[name].http_ms
+        say(f"{name}: p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms" if ms else name)
+    return {**timings, FLOOR: floor, **pages}
 
 
 def disk_check(workdir: Path, runs: int) -> None:

@@ -51,6 +51,7 @@ from infra.policies import LoadedPolicy, NoPolicy, PolicyBook, PolicyTable
 from infra.principals import PrincipalTable
 from infra.publishers import PublisherTable, Signer
 from infra.rows import STEP_STATE, CopyData, Row, read_step_state, step_state, stored_heads
+from infra.sessions import SessionTable
 from schemas import Codec
 
 
@@ -179,6 +180,7 @@ class StepRecorder(PostgresProcessRecorder):
         self.sql_create_statements.append(PrincipalTable(schema).create_statement())
         self.sql_create_statements.append(PublisherTable(schema).create_statement())
         self.sql_create_statements.append(IdempotencyTable(schema).create_statement())
+        self.sql_create_statements.append(SessionTable(schema).create_statement())
         self.health = Health(schema)
         self.checkpoint_tables = CheckpointTables(schema)
         self.sql_create_statements += self.checkpoint_tables.create_statements()

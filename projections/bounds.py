@@ -75,6 +75,8 @@ class BadQuery(Invalid, ValueError):
 _CURSORS: dict[int, TypeAdapter[Any]] = {
     2: TypeAdapter(tuple[Instant, UUID]),
     3: TypeAdapter(tuple[Instant, UUID, Annotated[int, Field(strict=True, ge=0, le=_INT4)]]),
+    # The console's queue: a deadline (LATEST itself for none), then as above.
+    4: TypeAdapter(tuple[AwareDatetime, Instant, UUID, Annotated[int, Field(strict=True, ge=0, le=_INT4)]]),
 }
 
 

@@ -25,7 +25,7 @@ from infra.policies import PolicyTable
 from projections import quarantine
 from projections.bounds import Answer, BadQuery, Cursor, Instant, Text, decode_cursor, paged
 from projections.catalog import VIEWS
-from projections.queue import QueueFilter, QueuePage, waiting_steps
+from projections.queue import QueueFilter, QueuePage, ReviewerQueue, reviewer_steps, waiting_steps
 from projections.readiness import lane_readiness
 from projections.rollbacks import RollbackFilter, RollbacksPage, rollbacks
 
@@ -148,7 +148,9 @@ class FindingsPage(Answer):
 
 
 _RUN_COLUMNS = tuple(RunSummary.model_fields)
-_FINDING_COLUMNS = "run_id, workflow, started_at, run_key, seq, code, severity, message, step_id, event_ids"
+_FINDING_COLUMNS = (
+    "run_id, workflow, started_at, run_key, seq, code, severity, message, step_id, event_ids, count, step_ids"
+)
 _UNFINISHED_SEQ = 1_000_000  # sorts an overdue run's finding after its recorded ones
 
 
@@ -226,6 +228,10 @@ class Queries:
     def queue(self, tenant: str, f: QueueFilter) -> QueuePage:
         """The steps waiting for a person's decision (projections/queue.py)."""
         return waiting_steps(self.datastore, self._t("queue"), tenant, f)
+
+    def reviewer_queue(self, tenant: str, f: ReviewerQueue) -> QueuePage:
+        """What a reviewer with `f.roles` may decide, soonest to expire first (the console's)."""
+        return reviewer_steps(self.datastore, self._t("queue"), tenant, f)
 
     def readiness(
         self,
@@ -366,7 +372,7 @@ class Queries:
         statement = SQL(
             "SELECT {cols}, NULL::timestamptz AS last_recorded FROM {f} WHERE {rw} "
             "UNION ALL SELECT run_id, workflow, started_at, run_key, {seq}, 'final_state_unclear', "
-            "'warning', '', NULL, '{{}}'::text[], last_recorded FROM {r} WHERE {ow} "
+            "'warning', '', NULL, '{{}}'::text[], 1, '{{}}'::text[], last_recorded FROM {r} WHERE {ow} "
             "ORDER BY started_at DESC, run_key DESC, seq DESC LIMIT %s"
         ).format(
             cols=SQL(_FINDING_COLUMNS),
@@ -396,6 +402,8 @@ class Queries:
                     message=row["message"],
                     step_id=row["step_id"],
                     event_ids=tuple(row["event_ids"]),
+                    count=row["count"],
+                    step_ids=tuple(row["step_ids"]),
                 )
             found.append(
                 RunFinding(

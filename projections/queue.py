@@ -26,6 +26,9 @@ from projections.bounds import Answer, Cursor, Text, decode_cursor, paged
 from projections.views import Row, RunSoFar, WholeRunView
 
 Order = Literal["oldest", "expiring"]
+# Where a step with no deadline sorts in the console's queue: after every deadline
+# (projections.bounds.LATEST, as a constant an index expression may hold).
+NO_DEADLINE = "'9000-01-01 00:00:00+00'::timestamptz"
 
 
 class QueueItem(Answer):
@@ -129,6 +132,8 @@ class Queue(WholeRunView):
         "(tenant, waiting_since, run_key, seq)",
         "(tenant, required_role, waiting_since, run_key, seq)",
         "(tenant, expires_at, run_key, seq) WHERE expires_at IS NOT NULL",
+        # The console's order: soonest to expire first, then the ones with no deadline.
+        f"(tenant, (COALESCE(expires_at, {NO_DEADLINE})), waiting_since, run_key, seq)",
     )
     keyed = ("tenant", "required_role")
 
@@ -170,4 +175,38 @@ def waiting_steps(datastore: PostgresDatastore, table: Composed, tenant: str, f:
         curs.execute(statement, [*params, f.limit + 1])
         rows = curs.fetchall()
     rows, cursor = paged(rows, f.limit, by, "run_key", "seq")
+    return QueuePage(items=[QueueItem.model_validate_json(r["document"]) for r in rows], next_cursor=cursor)
+
+
+class ReviewerQueue(Answer):
+    """The console's queue: what the reviewer's roles may decide (and what needs no role),
+    soonest to expire first, then the steps with no deadline, oldest first."""
+
+    roles: list[str]
+    workflow: Text | None = None
+    lane: Literal["review", "escalate"] | None = None
+    limit: int = Field(50, ge=1, le=500)
+    cursor: Cursor | None = None
+
+
+def reviewer_steps(datastore: PostgresDatastore, table: Composed, tenant: str, f: ReviewerQueue) -> QueuePage:
+    where: list[Composable] = [SQL("tenant = %s"), SQL("(required_role IS NULL OR required_role = ANY(%s))")]
+    params: list[Any] = [tenant, f.roles]
+    for column, value in (("workflow", f.workflow), ("lane", f.lane)):
+        if value is not None:
+            where.append(SQL("{} = %s").format(Identifier(column)))
+            params.append(value)
+    due = SQL(f"COALESCE(expires_at, {NO_DEADLINE})")
+    if f.cursor:
+        at, since, key, seq = decode_cursor(f.cursor, 4)
+        where.append(SQL("({}, waiting_since, run_key, seq) > (%s, %s, %s::uuid, %s::int)").format(due))
+        params += [at, since, key, seq]
+    statement = SQL(
+        "SELECT {due} AS due, waiting_since, run_key, seq, document FROM {t} WHERE {w} "
+        "ORDER BY {due}, waiting_since, run_key, seq LIMIT %s"
+    ).format(due=due, t=table, w=SQL(" AND ").join(where))
+    with datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
+        curs.execute(statement, [*params, f.limit + 1])
+        rows = curs.fetchall()
+    rows, cursor = paged(rows, f.limit, "due", "waiting_since", "run_key", "seq")
     return QueuePage(items=[QueueItem.model_validate_json(r["document"]) for r in rows], next_cursor=cursor)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from api.bootstrap import open_store, require_tables
 from domain.errors import Invalid
 from infra.checkpoint_files import write_dir
-from infra.checkpoints import Checkpointer, CheckpointSchedule
+from infra.checkpoints import Checkpointer, CheckpointSchedule, rotate_key
 from infra.kafka import ensure_topics, producer
-from infra.keyring import install_rotated, rotate
 from infra.progress import Progress
 from infra.settings import Settings
 from infra.signing import PublicKey, SigningKey
@@ -93,8 +93,16 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
             history = tables.keyring.history(curs)
     finally:
         store.close()
-    written = write_dir(args.dir, checkpoints, history)
+    written, differing = write_dir(args.dir, checkpoints, history)
     print(f"{written} new checkpoint file(s) in {args.dir} ({len(checkpoints)} in all), keys.json updated")
+    if differing:
+        print(
+            f"receipts: checkpoint file(s) {', '.join(map(str, differing))} in {args.dir} differ from the "
+            "store's and were kept: the store's checkpoints table was changed, or the files were; "
+            f"`receipts verify --all --checkpoints {args.dir}` says which",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -109,11 +117,9 @@ def cmd_key_rotate(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
     path = settings.signing_key_file
     try:
-        with store.steps.datastore.transaction(commit=True) as curs:
-            entry = rotate(curs, store.steps.checkpoint_tables.keyring, path, args.by, args.reason)
+        entry = rotate_key(store.steps.datastore, store.steps.checkpoint_tables, path, args.by, args.reason)
     finally:
         store.close()
-    install_rotated(path)
     print(
         f"signing key rotated: {entry.previous} -> {entry.key_id}; public key {entry.record['public_key']}\n"
         "checkpoints from now on are signed with it; older ones stay verifiable with the key history "

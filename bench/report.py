@@ -49,12 +49,18 @@ class Throughput:
     # and one Ed25519 verification's CPU time over these values, measured alone (µs).
     publisher_key: str | None = None
     verify_micros: float | None = None
+    # Pipeline rounds with a checkpointer process beside them (--compare-checkpoints).
+    with_checkpoints: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         """The median of the paired per-round ratios: a baseline measured beside its own
         pipeline round (raw consume swings between rounds)."""
         return statistics.median(p / b for p, b in zip(self.pipeline, self.baseline, strict=True))
+
+    @property
+    def ratio_with_checkpoints(self) -> float:
+        return statistics.median(p / b for p, b in zip(self.with_checkpoints, self.baseline, strict=True))
 
     @property
     def ratio_without_policy(self) -> float:
@@ -206,6 +212,14 @@ def build_report(
                 f"{t.ratio:.2f}x signed, {unsigned.ratio:.2f}x unsigned "
                 f"({t.ratio / unsigned.ratio - 1:+.0%}); "
                 f"one Ed25519 verification {t.verify_micros or 0:.0f} µs of CPU per event",
+            )
+        if t.with_checkpoints:
+            signed, plain = t.ratio_with_checkpoints, t.ratio
+            r.add(
+                f"{t.encoding}: ratio with / without checkpoints",
+                f"{signed:.2f}x with a checkpointer closing one every second, {plain:.2f}x without "
+                f"({signed / plain - 1:+.0%}; target within 10%: "
+                f"{'met' if signed >= plain * 0.9 else 'NOT met'})",
             )
         if t.lock_share:
             share = statistics.median(t.lock_share)

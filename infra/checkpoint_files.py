@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from domain.checkpoint import GENESIS, Checkpoint, Finding, canonical
 from domain.errors import ReceiptsError
 from infra.checkpoints import SignedCheckpoint
-from infra.keyring import KeyRecord, history_document, parse_history, trusted_keys
+from infra.keyring import KeyRecord, history_document, parse_history, retired_from, trusted_keys
 from infra.signing import PublicKey
 
 KEYS_FILE = "keys.json"
@@ -46,17 +46,23 @@ class Collected:
     keys: list[KeyRecord] = field(default_factory=list)
 
 
-def write_dir(path: Path, checkpoints: list[SignedCheckpoint], history: list[KeyRecord]) -> int:
-    """Write each checkpoint not yet there, and the key history; returns how many were new."""
+def write_dir(
+    path: Path, checkpoints: list[SignedCheckpoint], history: list[KeyRecord]
+) -> tuple[int, list[int]]:
+    """Write each checkpoint not yet there, and the key history. Returns how many were new,
+    and the numbers of those already there that differ from the store's: the files are the
+    reference, so they are never overwritten (the store's copy is what to doubt)."""
     path.mkdir(parents=True, exist_ok=True)
-    written = 0
+    written, differing = 0, []
     for signed in checkpoints:
         target = path / file_name(signed.checkpoint.seq)
         if not target.exists():
             target.write_text(signed.text())
             written += 1
+        elif target.read_text() != signed.text():
+            differing.append(signed.checkpoint.seq)
     (path / KEYS_FILE).write_text(history_document(history))
-    return written
+    return written, differing
 
 
 def from_dir(path: Path) -> Collected:
@@ -84,10 +90,15 @@ def from_topic(bootstrap: str, topic: str, timeout: float = 15.0) -> Collected:
         found = Collected(f"topic {topic}")
         seen: dict[bytes, bytes] = {}
         deadline = time.monotonic() + timeout
-        while any(reader.position(p) < ends[p] for p in partitions):
+        quiet = False
+        # Past the end offsets, until a poll brings nothing: some brokers (Tansu) report the
+        # base offset of a partition's last batch as its end, not the offset after it.
+        while not quiet or any(reader.position(p) < ends[p] for p in partitions):
             if time.monotonic() > deadline:
                 raise NoCheckpoints(f"could not read {topic} to its end within {timeout:.0f}s")
-            for batch in reader.poll(200).values():
+            polled = reader.poll(200)
+            quiet = not any(polled.values())
+            for batch in polled.values():
                 for record in batch:
                     key, value = bytes(record.key or b""), bytes(record.value or b"")
                     if seen.get(key) == value:
@@ -107,15 +118,20 @@ class ChainVerdict:
     checkpoints: list[Checkpoint]
     findings: list[Finding]
     trusted: dict[str, PublicKey]
+    notes: list[str] = field(default_factory=list)
 
 
 def check_chain(
     collected: Collected, anchors: list[PublicKey], store_latest: int | None = None
 ) -> ChainVerdict:
     """The checkpoints that hold (signed by a trusted key, in an unbroken chain), and what
-    does not: unreadable, forged, signed by another key, missing, a gap in the chain."""
+    does not: unreadable, forged, signed by another key, missing, a gap in the chain.
+
+    Checkpoints the store closed after the source's newest are a note, not a finding: an
+    export is behind the store between two exports. What they cover is not yet anchored."""
     trusted, problems = trusted_keys(collected.keys, anchors)
     findings = [Finding(kind="key_history", detail=p) for p in problems]
+    retired = retired_from([k for k in collected.keys if k.key_id in trusted])
     good: dict[int, Checkpoint] = {}
     named: set[int] = set()
     for where, raw in collected.documents:
@@ -126,6 +142,18 @@ def check_chain(
                 named.add(finding.checkpoint)
             continue
         assert checkpoint is not None
+        successor = retired.get(checkpoint.key_id)
+        if successor is not None and checkpoint.seq >= successor[1]:
+            findings.append(
+                _finding(
+                    "retired_key",
+                    checkpoint.seq,
+                    f"{where}: checkpoint {checkpoint.seq} is signed by key {checkpoint.key_id}, which key "
+                    f"{successor[0]} replaced from checkpoint {successor[1]} on: a retired key signed it",
+                )
+            )
+            named.add(checkpoint.seq)
+            continue
         other = good.get(checkpoint.seq)
         if other is not None and other.hash != checkpoint.hash:
             findings.append(
@@ -133,8 +161,16 @@ def check_chain(
             )
             continue
         good[checkpoint.seq] = checkpoint
-    findings += _chain_findings(good, named, collected.where, store_latest)
-    return ChainVerdict([good[s] for s in sorted(good)], findings, trusted)
+    findings += _chain_findings(good, named, collected.where)
+    notes = []
+    newest = max([*good, *named], default=0)
+    if store_latest is not None and store_latest > newest:
+        span = f"{newest + 1}..{store_latest}" if store_latest > newest + 1 else str(store_latest)
+        notes.append(
+            f"checkpoint(s) {span} are in the store but not in {collected.where}: it is behind (export "
+            "again); the events they cover are counted as not yet anchored"
+        )
+    return ChainVerdict([good[s] for s in sorted(good)], findings, trusted, notes)
 
 
 def _checked(
@@ -168,9 +204,7 @@ def _checked(
     return checkpoint, None
 
 
-def _chain_findings(
-    good: dict[int, Checkpoint], named: set[int], where: str, store_latest: int | None
-) -> list[Finding]:
+def _chain_findings(good: dict[int, Checkpoint], named: set[int], where: str) -> list[Finding]:
     findings = []
     expected = 1
     previous: Checkpoint | None = None
@@ -201,16 +235,12 @@ def _chain_findings(
         elif seq == 1 and (checkpoint.previous != GENESIS or checkpoint.first != 1):
             findings.append(_finding("checkpoint_chain_gap", 1, "checkpoint 1 does not start the chain"))
         previous, expected = checkpoint, seq + 1
-    if store_latest is not None and store_latest >= expected:
-        gone = [s for s in range(expected, store_latest + 1) if s not in named]
-        if gone:
-            findings.append(_missing(gone, where, " (the store has closed them)"))
     return findings
 
 
-def _missing(seqs: list[int], where: str, why: str = "") -> Finding:
+def _missing(seqs: list[int], where: str) -> Finding:
     span = f"checkpoint {seqs[0]}" if len(seqs) == 1 else f"checkpoints {seqs[0]}..{seqs[-1]}"
-    return _finding("missing_checkpoint", seqs[0], f"{span} missing from {where}{why}")
+    return _finding("missing_checkpoint", seqs[0], f"{span} missing from {where}")
 
 
 def _finding(kind: str, seq: int, detail: str) -> Finding:

@@ -31,8 +31,8 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from domain.checkpoint import GENESIS, Checkpoint, head_text
 from domain.merkle import head_leaf, root, set_add, set_hex, set_remove
-from infra.keyring import KeyRecord, Keyring
-from infra.rows import DIGEST_SQL, read_step_state
+from infra.keyring import KeyRecord, Keyring, install_rotated, retired_from, rotate, staged_path
+from infra.rows import DIGEST_SQL
 from infra.signing import BadKey, SigningKey
 from schemas import Codec
 
@@ -96,8 +96,8 @@ def _first(row: Any) -> Any:
     return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
-# (position, run, version, digest, leaf, the state of a run's first row)
-LogRow = tuple[int, UUID, int, bytes, bytes, bytes | None]
+# (position, run, version, digest, leaf)
+LogRow = tuple[int, UUID, int, bytes, bytes]
 
 
 class Sender(Protocol):
@@ -141,6 +141,10 @@ class Checkpointer:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
             self.tables.keyring.ensure(curs, key, self.by)
+            current = self._current(curs, key)
+            if current is None:
+                return None
+            key = current
             previous = self.tables.latest(curs)
             after = previous.last if previous else 0
             rows = self.rows(curs, after)
@@ -171,6 +175,24 @@ class Checkpointer:
         )
         return signed
 
+    def _current(self, curs: psycopg.Cursor[Any], key: SigningKey) -> SigningKey | None:
+        """The key to sign with: a key rotated out is never used again. Its successor, if
+        a rotation's crash left it staged, is installed; else nothing is signed yet."""
+        successor = retired_from(self.tables.keyring.history(curs)).get(key.key_id)
+        if successor is None:
+            return key
+        staged = staged_path(self.key_file)
+        if staged.exists() and SigningKey.load(staged).key_id == successor[0]:
+            install_rotated(self.key_file)
+            return SigningKey.load(self.key_file)
+        log.error(
+            "the signing key %s was rotated out (by %s); %s does not hold its successor: no checkpoint",
+            key.key_id,
+            successor[0],
+            self.key_file,
+        )
+        return None
+
     def rows(self, curs: psycopg.Cursor[Any], after: int, until: int | None = None) -> list[LogRow]:
         """The rows after `after` (up to `until`: a closed checkpoint's range, read again for
         inclusion proofs). PostgreSQL reads each digest and hashes each leaf, in C: this
@@ -180,8 +202,7 @@ class Checkpointer:
             SQL(
                 "SELECT notification_id, originator_id, originator_version, d.digest, "
                 "sha256('\\x00'::bytea || uuid_send(originator_id) || int8send(originator_version) "
-                "|| d.digest), "
-                "CASE WHEN originator_version = 1 THEN state END "
+                "|| d.digest) "
                 "FROM {}, LATERAL (SELECT " + DIGEST_SQL + " AS digest) d "
                 "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id LIMIT %s"
             ).format(self.tables.events),
@@ -200,13 +221,10 @@ class Checkpointer:
         leaves: list[bytes] = []
         total = 0
         heads: dict[UUID, tuple[int, bytes]] = {}
-        opened: list[list[str]] = []
-        for _, run, version, digest, leaf, first in rows:
+        for _, run, version, digest, leaf in rows:
             leaves.append(leaf)
             total += int.from_bytes(leaf, "big")  # reduced once below: set_add's sum
             heads[run] = (version, digest)
-            if first is not None:
-                opened += self._opened(run, first)
         total = set_add(total, b"")
         heads_sum = int(previous.heads_sum, 16) if previous else 0
         count = previous.heads if previous else 0
@@ -232,7 +250,6 @@ class Checkpointer:
             root=root(leaves).hex(),
             events_sum=set_hex(total),
             runs=sorted(head_text(run.hex, v, d) for run, (v, d) in heads.items()),
-            opened=sorted(opened),
             heads=count,
             heads_sum=set_hex(heads_sum),
             previous=previous.hash if previous else GENESIS,
@@ -250,13 +267,6 @@ class Checkpointer:
             run, version, digest = row.values() if isinstance(row, dict) else row
             found[run] = (int(version), bytes(digest))
         return found
-
-    def _opened(self, run: UUID, state: bytes) -> list[list[str]]:
-        try:
-            tenant, run_id = self.codec.run_of(read_step_state(state).wire)
-        except Exception:  # a first row that no longer reads: verify names it; the run stays unnamed
-            return []
-        return [[run.hex, tenant, run_id]]
 
     # --- the outbox to <topic>.checkpoints ------------------------------------------------
 
@@ -337,3 +347,16 @@ class CheckpointSchedule:
             # No usable key: the relay goes on publishing decisions; checkpoints wait for one.
             self._last_close = now
             log.error("no checkpoint closed: %s", error.detail)
+
+
+def rotate_key(
+    datastore: PostgresDatastore, tables: CheckpointTables, path: Path, by: str, reason: str
+) -> KeyRecord:
+    """Rotate under the checkpointer's lock: the new key signs from the next checkpoint on,
+    and no checkpoint is closed with the old one after that."""
+    with datastore.transaction(commit=True) as curs:
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        latest = tables.latest(curs)
+        entry = rotate(curs, tables.keyring, path, by, reason, (latest.seq if latest else 0) + 1)
+    install_rotated(path)
+    return entry

@@ -48,6 +48,7 @@ class AnchoredVerdict(BaseModel):
     chain_findings: list[Finding]
     trusted_keys: list[str]
     anchors_given: bool
+    notes: list[str] = []
 
     @property
     def findings(self) -> list[Finding]:
@@ -70,7 +71,8 @@ def verify_anchored(
         latest = recorder.checkpoint_tables.latest(curs)
     chain = check_chain(collected, anchors, latest.seq if latest else None)
     only = run_uuid(*run) if run else None
-    audit = LogAudit(chain.checkpoints, only=only, name=f"{run[0]}/{run[1]}" if run else None)
+    names = {only: f"{run[0]}/{run[1]}"} if only and run else run_names(store)
+    audit = LogAudit(chain.checkpoints, only=only, names=names)
     for page in stored_pages(store, only):
         audit.feed(page)
         progress(audit.events)
@@ -82,7 +84,17 @@ def verify_anchored(
         chain_findings=chain.findings,
         trusted_keys=sorted(chain.trusted),
         anchors_given=bool(anchors),
+        notes=chain.notes,
     )
+
+
+def run_names(store: RunStore) -> dict[UUID, str]:
+    """tenant/run_id by store id, from the table of the run ids ingest has seen: a deleted
+    run is named while its row there is left (else by its id, which the checkpoints sign)."""
+    recorder = store.steps
+    with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+        curs.execute(SQL("SELECT tenant, run_id FROM {}").format(recorder.run_tenants))
+        return {run_uuid(tenant, run_id): f"{tenant}/{run_id}" for tenant, run_id in curs}
 
 
 def stored_pages(store: RunStore, only: UUID | None = None, page: int = PAGE) -> Iterator[list[StoredRow]]:
@@ -131,6 +143,7 @@ def anchored_text(v: AnchoredVerdict) -> list[str]:
         f"  {r.events} events read, {r.anchored} anchored, {r.not_anchored} not yet anchored "
         f"(after position {r.last_anchored_position or 0}: newer than the last checkpoint, not verified)"
     )
+    lines += [f"  note: {note}" for note in v.notes]
     keys = ", ".join(v.trusted_keys) or "none"
     lines.append(
         f"  trusted keys: {keys}"

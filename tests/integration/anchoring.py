@@ -39,6 +39,12 @@ class Anchored:
 
     def record(self, *run_ids: str) -> None:
         self.store.record((s, encode_json(s)) for r in run_ids for s in run_steps(r))
+        for run_id in run_ids:  # what ingest writes beside a new run (verify names runs by it)
+            execute(
+                self.settings,
+                "INSERT INTO receipts_run_tenants (run_id, tenant) VALUES (%s, 'default')",
+                run_id,
+            )
 
     def close(self) -> None:
         assert build_checkpointer(self.settings, self.store).close() is not None
@@ -46,7 +52,7 @@ class Anchored:
     def export(self) -> None:
         tables = self.store.steps.checkpoint_tables
         with self.store.steps.datastore.transaction(commit=False) as curs:
-            write_dir(self.dir, tables.all(curs), tables.keyring.history(curs))
+            write_dir(self.dir, tables.all(curs), tables.keyring.history(curs))  # (new, differing)
 
     def verify(self, run: str | None = None, anchors: list[SigningKey] | None = None) -> AnchoredVerdict:
         keys = [k.public for k in (anchors if anchors is not None else [self.key])]

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from api.checkpoint_cli import build_checkpointer
 from domain.checkpoint import Checkpoint
-from infra.keyring import install_rotated, rotate, trusted_keys
+from infra.checkpoints import rotate_key
+from infra.keyring import rotate, staged_path, trusted_keys
 from infra.signing import SigningKey
 from tests.integration.anchoring import Anchored, anchored
 
@@ -79,11 +81,16 @@ def test_a_missing_checkpoint_and_two_missing_in_a_row(setup: Anchored) -> None:
     assert "checkpoints 2..3 missing" in found[0].detail
 
 
-def test_the_newest_checkpoint_missing_is_named_from_the_store(setup: Anchored) -> None:
+def test_an_export_behind_the_store_is_a_note_and_leaves_events_unanchored(setup: Anchored) -> None:
+    """Deleting the newest files looks like an export taken before the last checkpoint: the
+    events only that checkpoint covers are not yet anchored, and the verdict says why."""
     setup.checkpoint_file(4).unlink()
-    found = setup.verify().findings
-    assert [(f.kind, f.checkpoint) for f in found] == [("missing_checkpoint", 4)]
-    assert "the store has closed them" in found[0].detail
+    verdict = setup.verify()
+    assert verdict.verified and verdict.report.not_anchored == 7
+    assert verdict.notes == [
+        f"checkpoint(s) 4 are in the store but not in {setup.dir}: it is behind (export again); "
+        "the events they cover are counted as not yet anchored"
+    ]
 
 
 def test_a_gap_in_the_checkpoint_chain(setup: Anchored) -> None:
@@ -106,11 +113,12 @@ def test_events_newer_than_the_last_checkpoint_are_not_yet_anchored(setup: Ancho
 def test_rotation_is_recorded_and_old_checkpoints_stay_verifiable(setup: Anchored) -> None:
     old = setup.key
     key_file = setup.settings.signing_key_file
-    with setup.store.steps.datastore.transaction(commit=True) as curs:
-        entry = rotate(curs, setup.store.steps.checkpoint_tables.keyring, key_file, "ops", "yearly")
-    install_rotated(key_file)
+    entry = rotate_key(
+        setup.store.steps.datastore, setup.store.steps.checkpoint_tables, key_file, "ops", "yearly"
+    )
     new = SigningKey.load(key_file)
     assert entry.key_id == new.key_id != old.key_id and entry.previous == old.key_id
+    assert entry.record["from_checkpoint"] == 5
     setup.record("after-rotation")
     setup.close()
     setup.export()
@@ -125,7 +133,7 @@ def test_rotation_is_recorded_and_old_checkpoints_stay_verifiable(setup: Anchore
 def test_a_key_history_entry_not_endorsed_by_the_key_it_replaces(setup: Anchored) -> None:
     tables = setup.store.steps.checkpoint_tables
     with setup.store.steps.datastore.transaction(commit=True) as curs:
-        rotate(curs, tables.keyring, setup.settings.signing_key_file, "ops", "test")
+        rotate(curs, tables.keyring, setup.settings.signing_key_file, "ops", "test", 5)
         history = tables.keyring.history(curs)
     forged = history[-1].model_copy(
         update={"signatures": {history[-1].key_id: history[-1].signatures[history[-1].key_id]}}
@@ -142,3 +150,44 @@ def test_a_replaced_key_file_is_refused(setup: Anchored) -> None:
     setup.record("more")
     with pytest.raises(BadKey, match="not in the key history"):
         setup.close()
+
+
+def test_a_retired_key_signs_nothing_after_its_rotation(setup: Anchored) -> None:
+    """An old key that leaked cannot extend the chain: checkpoints after the rotation must
+    carry the new key, and the checkpointer itself never signs with the old one again."""
+    old, key_file = setup.key, setup.settings.signing_key_file
+    rotate_key(setup.store.steps.datastore, setup.store.steps.checkpoint_tables, key_file, "ops", "leak")
+    setup.record("after")
+    setup.close()
+    setup.export()
+    assert setup.verify(anchors=[old]).verified
+    resign(setup, 5, old)
+    assert named(setup)[0] == ("retired_key", 5)
+
+
+def test_a_rotation_cut_short_by_a_crash_is_finished_by_the_checkpointer(setup: Anchored) -> None:
+    old, key_file = setup.key, setup.settings.signing_key_file
+    tables = setup.store.steps.checkpoint_tables
+    with setup.store.steps.datastore.transaction(commit=True) as curs:
+        entry = rotate(curs, tables.keyring, key_file, "ops", "crash before install", 5)
+    assert SigningKey.load(key_file).key_id == old.key_id  # the crash: never installed
+    setup.record("after")
+    setup.close()  # installs the staged key, and signs with it
+    assert SigningKey.load(key_file).key_id == entry.key_id and not staged_path(key_file).exists()
+    setup.export()
+    assert setup.verify(anchors=[old]).verified
+    old.write(key_file)  # the old key put back by hand: it signs nothing
+    setup.record("later")
+    assert build_checkpointer(setup.settings, setup.store).close() is None
+
+
+def test_export_never_overwrites_a_file_that_differs_from_the_store(setup: Anchored) -> None:
+    from infra.checkpoint_files import write_dir
+
+    path = setup.checkpoint_file(2)
+    kept = path.read_text().replace('"events": 7', '"events": 8')
+    path.write_text(kept)
+    tables = setup.store.steps.checkpoint_tables
+    with setup.store.steps.datastore.transaction(commit=False) as curs:
+        assert write_dir(setup.dir, tables.all(curs), tables.keyring.history(curs)) == (0, [2])
+    assert path.read_text() == kept

@@ -136,6 +136,7 @@ def _step_lines(n: int, step: StepReceipt, vouches: dict[str, str | None]) -> li
         pattern = f" (matched {consent.pattern})" if consent.pattern else ""
         who = consent.given_by
         said = f'said "{consent.text}" at {_t(consent.at)}{pattern}'
+        said += _vouched_by(vouches, consent.event_id)
         add(f"   5. consent: {who.id} ({who.role or who.kind}) {said}")
     ts = step.timestamps
     add(

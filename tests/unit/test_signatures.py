@@ -3,6 +3,7 @@ handling, the key cache, and the vouch kept beside a stored step."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,10 +13,12 @@ import pytest
 from eventsourcing.persistence import OperationalError
 from kafka import TopicPartition
 
+from api.render import receipt_markdown, receipt_text
 from consumers.ingest import Ingest
 from consumers.plan import vouched
 from consumers.signatures import SignatureCheck, Unvouched
 from domain.policy import PublisherRules, SignatureRules, load_policy, sample_text
+from domain.receipt import render
 from domain.steps import StepEvent
 from domain.vouches import PUBLISHER_HEADER, SIGNATURE_HEADER, Vouch, signed_bytes
 from infra.dead_letters import DeadLetter
@@ -242,3 +245,35 @@ def test_an_unreadable_service_key_file_keeps_the_keys_known_so_far(tmp_path: Pa
     assert service_public_key(path) == key.public
     path.write_text("not a key")
     assert service_public_key(path) is None and service_signer(path) is None
+
+
+def test_the_receipt_names_who_vouched_for_each_event_and_renders_it() -> None:
+    steps = [*f.clean_run(), f.consent(at=f.at(5))]
+    recorded = [
+        dataclasses.replace(e, vouch=CRM.vouch(e.wire))
+        if e.step.type in ("run.started", "consent.given")
+        else e
+        for e in f.entries(steps)
+    ]
+    receipt = render(recorded)
+    assert [v.publisher for v in receipt.vouched] == [
+        "crm-bot",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "crm-bot",
+    ]
+    assert [v.event_id for v in receipt.vouched] == [s.event_id for s in steps]
+    text = receipt_text(receipt)
+    assert "5. consent: " in text and 'said "yes, go ahead"' in text
+    consent_line = next(line for line in text.splitlines() if "5. consent:" in line)
+    assert consent_line.endswith("(vouched by: crm-bot)")
+    executed_line = next(line for line in text.splitlines() if "executed: sent" in line)
+    assert executed_line.endswith("(vouched by: nobody, unsigned)")
+    assert "| Vouched by | crm-bot (2), unsigned (6) |" in receipt_markdown(receipt)
+    # A run nobody signed says so once, and its lines carry no vouch.
+    plain = receipt_text(render(f.entries(f.clean_run())))
+    assert "Vouched by: no event was signed" in plain and "(vouched by" not in plain

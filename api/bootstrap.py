@@ -17,6 +17,7 @@ from api.liveness import Beats, JoinWatchdog
 from consumers.dead_letters import DeadLetterRelay, LetterProducer
 from consumers.ingest import Ingest, StepConsumer
 from consumers.positions import KafkaLogProbe, LogProbe
+from consumers.signatures import SignatureCheck
 from domain.routing import Router
 from infra.decisions import published_positions
 from infra.health import Health
@@ -24,6 +25,7 @@ from infra.kafka import consumer, ensure_topics, producer
 from infra.memory import tune_gc
 from infra.policies import loaded_by, read_policy_file
 from infra.publisher import Publisher, StepProducer
+from infra.publishers import PublisherKeys, Publishers, service_public_key, service_signer
 from infra.settings import NotRunning, Settings
 from infra.store import RunStore, schema_lock
 from projections.decisions import DecisionRelay, NoticeProducer, create_relay_table
@@ -41,12 +43,14 @@ def open_store(settings: Settings, *, create: bool = False) -> RunStore:
     tables; readers (`serve`, the CLI's questions) open what is there."""
     env = {**settings.eventsourcing_env(), "CREATE_TABLE": "y" if create else "n"}
     if not create:
-        return RunStore(env=env)
-    with schema_lock(_url(settings)):
         store = RunStore(env=env)
-        with store.steps.datastore.transaction(commit=True) as curs:
-            Health(settings.database_schema).create_tables(curs)
-        return store
+    else:
+        with schema_lock(_url(settings)):
+            store = RunStore(env=env)
+            with store.steps.datastore.transaction(commit=True) as curs:
+                Health(settings.database_schema).create_tables(curs)
+    store.service = service_signer(settings.signing_key_file)
+    return store
 
 
 def migrate(settings: Settings) -> None:
@@ -153,6 +157,12 @@ def build_ingest(
     router = policy_in_force(settings, store) if route else None
     ensure_topics(settings.kafka_bootstrap, settings.all_topics, settings.partitions)
     letters = letters_producer or producer(settings.kafka_bootstrap)
+    if store.service is None:
+        log.warning("no signing key at %s: the service's own steps are not signed", settings.signing_key_file)
+    keys = PublisherKeys(
+        Publishers(store.steps.datastore, settings.database_schema).records,
+        service=lambda: service_public_key(settings.signing_key_file),
+    )
     ingest = Ingest(
         consumer=consumer_of(settings),
         recorder=store.steps,
@@ -165,6 +175,8 @@ def build_ingest(
         router=router,
         clock=clock or (lambda: datetime.now(UTC)),
         keys=store.steps.keyring if settings.personal_data else None,
+        signatures=SignatureCheck(keys),
+        service=store.service,
     )
     if subscribe:
         ingest.subscribe(settings.topic)
@@ -172,9 +184,14 @@ def build_ingest(
 
 
 def build_publisher(
-    settings: Settings, codec: Codec | None = None, *, producer_: StepProducer | None = None
+    settings: Settings,
+    codec: Codec | None = None,
+    *,
+    producer_: StepProducer | None = None,
+    as_service: bool = False,
 ) -> Publisher:
-    """The publisher agent platforms use; tests hand in their own producer."""
+    """The publisher agent platforms use; tests hand in their own producer. `as_service`: the
+    service's own (decisions made through its API, rollback requests), signed by its key."""
     assert settings.kafka_bootstrap
     return Publisher(
         bootstrap=settings.kafka_bootstrap,
@@ -182,6 +199,7 @@ def build_publisher(
         encoding=settings.encoding,
         codec=codec,
         producer=producer_,
+        signer=service_signer(settings.signing_key_file) if as_service else None,
     )
 
 

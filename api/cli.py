@@ -8,11 +8,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from api import (
+    checkpoint_cli,
     erase_cli,
     import_cli,
     incident_cli,
     policy_cli,
     principal_cli,
+    publisher_cli,
     queue_cli,
     rollback_cli,
     service_cli,
@@ -31,7 +33,7 @@ from api.demo import publish_demo
 from api.render import receipt_text
 from api.supervise import DRAIN_SECONDS, Stop, drain_then_stop
 from api.up import cmd_up
-from domain.errors import ReceiptsError
+from domain.errors import Invalid, ReceiptsError
 from infra.settings import Settings
 from projections.catalog import VIEW_NAMES
 from projections.integrity import verified_text, verify_run
@@ -92,10 +94,21 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
+    if args.all != (args.run_id is None):
+        raise Invalid("verify", "give a RUN or --all (with --checkpoints), not both")
+    if args.all and not args.checkpoints:
+        raise Invalid("--all", "needs --checkpoints DIR|topic: the whole store is checked against them")
     store = open_store(settings)
     try:
         require_tables(settings, store)
-        tenant = cli_principal(settings, store).tenant_for(args.tenant)
+        tenant = cli_principal(settings, store).tenant_for(args.tenant) if not args.all else None
+    finally:
+        store.close()
+    if args.checkpoints:
+        return checkpoint_cli.cmd_verify_anchored(settings, args, tenant)
+    assert tenant is not None
+    store = open_store(settings)
+    try:
         verified = verify_run(store, build_queries(settings, store), tenant, args.run_id)
     finally:
         store.close()
@@ -138,12 +151,18 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     for name, func, text in (
         ("show", cmd_show, "print a run's receipt"),
-        ("verify", cmd_verify, "recompute a run's hash chain"),
+        (
+            "verify",
+            cmd_verify,
+            "recompute a run's hash chain (against signed checkpoints with --checkpoints)",
+        ),
     ):
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("run_id")
+        cmd.add_argument("run_id", nargs="?" if name == "verify" else None)
         incident_cli.add_tenant(cmd)
         cmd.set_defaults(func=func)
+        if name == "verify":
+            checkpoint_cli.add_verify_options(cmd)
         if name == "show":
             cmd.add_argument("--json", action="store_true", help="the receipt as JSON")
             when = cmd.add_mutually_exclusive_group()
@@ -159,7 +178,9 @@ def parser() -> argparse.ArgumentParser:
     policy_cli.add_commands(sub)
     principal_cli.add_commands(sub)
     erase_cli.add_commands(sub)
+    publisher_cli.add_commands(sub)
     rollback_cli.add_commands(sub)
+    checkpoint_cli.add_commands(sub)
     project = sub.add_parser("project", help="run the projection runner (`up` starts one)")
     project.set_defaults(func=lambda settings, args: service_cli.cmd_project(settings, args, _stop_flag()))
     relay = sub.add_parser(

@@ -36,6 +36,6 @@ def publisher_of(request: Request) -> Publisher:
         settings = state.settings
         if not settings.kafka_bootstrap:
             raise NotRunning("no Kafka to publish to: RECEIPTS_KAFKA_BOOTSTRAP is not set")
-        state.publisher = build_publisher(settings.model_copy(update={"encoding": "json"}))
+        state.publisher = build_publisher(settings.model_copy(update={"encoding": "json"}), as_service=True)
     publisher: Publisher = state.publisher
     return publisher

@@ -71,7 +71,7 @@ def cmd_decide(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     output = _output(args.output) if args.verdict == "edit" else None
     store = open_store(settings)
-    publisher = build_publisher(settings.model_copy(update={"encoding": "json"}))
+    publisher = build_publisher(settings.model_copy(update={"encoding": "json"}), as_service=True)
     try:
         principal = cli_principal(settings, store)
         run_id, step = step_named(store, principal.tenant_for(args.tenant), args.step)

@@ -49,8 +49,9 @@ def receipt_text(receipt: Receipt) -> str:
             add(f'     "{source.excerpt}"')
     agent = f"{receipt.agent.name} {receipt.agent.version}" if receipt.agent else MISSING
     add(f"3. Model and tool action: agent {agent}, model {_model(receipt)}")
+    vouches = _vouches(receipt)
     for n, step in enumerate(receipt.steps, start=1):
-        out.extend(_step_lines(n, step))
+        out.extend(_step_lines(n, step, vouches))
     add(f"10. Final state: {receipt.final_state or MISSING + ': no run.finished recorded'}")
     ts = receipt.timestamps
     add(
@@ -63,6 +64,7 @@ def receipt_text(receipt: Receipt) -> str:
     add(f"Findings ({len(receipt.findings)}):" if receipt.findings else "Findings: none")
     for finding in receipt.findings:
         add(f"  {finding.severity.upper():8} {finding.code}{_where(finding)}: {finding.message}")
+    out.extend(_vouched_lines(receipt))
     integrity = receipt.integrity
     head = (integrity.head or "")[:16]
     if integrity.verified:
@@ -75,7 +77,39 @@ def receipt_text(receipt: Receipt) -> str:
     return "\n".join(out)
 
 
-def _step_lines(n: int, step: StepReceipt) -> list[str]:
+def _vouched_lines(receipt: Receipt) -> list[str]:
+    """Which publisher vouched for each event (signed it as it was sent); unsigned events too."""
+    if not any(v.publisher for v in receipt.vouched):
+        return ["Vouched by: no event was signed"] if receipt.vouched else []
+    lines = ["Vouched by:"]
+    for n, vouched in enumerate(receipt.vouched, start=1):
+        lines.append(f"  #{n:<3} {vouched.type:20} {vouched.event_id}  {vouched.publisher or 'unsigned'}")
+    return lines
+
+
+def vouched_summary(receipt: Receipt) -> str:
+    """`service (3), crm-bot (7), unsigned (1)`: who vouched for how many of the run's events."""
+    counts: dict[str, int] = {}
+    for vouched in receipt.vouched:
+        name = vouched.publisher or "unsigned"
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{name} ({count})" for name, count in counts.items()) or MISSING
+
+
+def _vouches(receipt: Receipt) -> dict[str, str | None]:
+    """Who vouched for each event, when any event of the run was signed (else nothing to say)."""
+    if not any(v.publisher for v in receipt.vouched):
+        return {}
+    return {v.event_id: v.publisher for v in receipt.vouched}
+
+
+def _vouched_by(vouches: dict[str, str | None], event_id: str) -> str:
+    if not vouches:
+        return ""
+    return f" (vouched by: {vouches.get(event_id) or 'nobody, unsigned'})"
+
+
+def _step_lines(n: int, step: StepReceipt, vouches: dict[str, str | None]) -> list[str]:
     lines = [f"   Step {n}: {step.step_id}"]
     add = lines.append
     if step.action:
@@ -94,6 +128,7 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
             add(
                 f"   5. reviewer: {review.reviewer.id} ({review.reviewer.role or review.reviewer.kind})"
                 f" {review.decision} the {review.reviewed_version} at {_t(review.at)}{comment}"
+                + _vouched_by(vouches, review.event_id)
             )
     elif not step.consents:
         add(f"   5. reviewer: {MISSING}: nobody reviewed this step")
@@ -101,6 +136,7 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
         pattern = f" (matched {consent.pattern})" if consent.pattern else ""
         who = consent.given_by
         said = f'said "{consent.text}" at {_t(consent.at)}{pattern}'
+        said += _vouched_by(vouches, consent.event_id)
         add(f"   5. consent: {who.id} ({who.role or who.kind}) {said}")
     ts = step.timestamps
     add(
@@ -138,6 +174,7 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
             f"     executed: {ex.state}"
             + (f" ref {ex.external_ref}" if ex.external_ref else "")
             + (f" <{ex.url}>" if ex.url else "")
+            + _vouched_by(vouches, ex.event_id)
         )
     if step.reversal:
         rv = step.reversal
@@ -154,7 +191,10 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
     for failure in step.failures:
         add(f"     failed: {failure}")
     for correction in step.corrections:
-        add(f"     corrected by {correction.by.id}: {correction.correction} ({correction.reason})")
+        add(
+            f"     corrected by {correction.by.id}: {correction.correction} ({correction.reason})"
+            + _vouched_by(vouches, correction.event_id)
+        )
     return lines
 
 
@@ -273,6 +313,7 @@ def receipt_markdown(receipt: Receipt) -> str:
         ("Final state", receipt.final_state or MISSING),
         ("Started / finished", f"{_t(receipt.timestamps.started)} / {_t(receipt.timestamps.finished)}"),
         ("Integrity", _integrity(integrity)),
+        ("Vouched by", vouched_summary(receipt)),
     ]
     out = [f"## Receipt: run `{receipt.run_id}`", "", "| | |", "|---|---|"]
     out += ["| {} | {} |".format(name, value.replace("|", "\\|")) for name, value in rows]

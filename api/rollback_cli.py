@@ -19,6 +19,7 @@ from domain.rollback import RollbackPlan
 from infra.idempotency import Answered, once
 from infra.kafka import consumer, ensure_topics, producer
 from infra.publisher import Publisher
+from infra.publishers import service_signer
 from infra.rollback.adapter import Adapter
 from infra.rollback.build import build_adapters
 from infra.rollback.config import read_rollback_config
@@ -44,7 +45,12 @@ def build_rollback_worker(settings: Settings) -> RollbackWorker:
     kafka.subscribe([settings.reverse_topic])
     return RollbackWorker(
         kafka,
-        Publisher(producer=raw, topic=settings.topic, encoding=settings.encoding),
+        Publisher(
+            producer=raw,
+            topic=settings.topic,
+            encoding=settings.encoding,
+            signer=service_signer(settings.signing_key_file),
+        ),
         raw,
         settings.dlq_topic,
         adapters,
@@ -81,7 +87,7 @@ def cmd_rollback_plan(settings: Settings, args: argparse.Namespace) -> int:
         planned = plan_recorded(store, args.tenant, args.run_id, args.rollback_id)
     finally:
         store.close()
-    publisher = build_publisher(settings)
+    publisher = build_publisher(settings, as_service=True)
     try:
         publish_plan(planned, publisher, settings.reverse_topic)
     finally:
@@ -93,7 +99,7 @@ def cmd_rollback_plan(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.resolved()
     store = open_store(settings)
-    publisher = build_publisher(settings.model_copy(update={"encoding": "json"}))
+    publisher = build_publisher(settings.model_copy(update={"encoding": "json"}), as_service=True)
     try:
         principal = cli_principal(settings, store)
         principal.tenant_for(args.tenant)

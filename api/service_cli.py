@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable
 
 from api.bootstrap import build_decision_relay, build_projections, open_store
+from api.checkpoint_cli import build_schedule
 from api.liveness import Beats
 from api.supervise import PARENT
 from infra.memory import tune_gc
@@ -48,8 +49,10 @@ def cmd_relay(settings: Settings, _args: argparse.Namespace, should_stop: Callab
         relay = build_decision_relay(settings, store)
         # Between its turns the relay also keeps lane deadlines (projections/deadlines.py).
         sweeper = DeadlineSweeper(store, settings.database_schema, settings.deadline_check_seconds)
+        # …and closes signed checkpoints over the log (infra/checkpoints.py).
+        checkpoints = build_schedule(settings, store)
         beats.beat(now=True)
-        relay.run(beats.on_each_turn(sweeper.on_each_turn(should_stop)))
+        relay.run(beats.on_each_turn(checkpoints.on_each_turn(sweeper.on_each_turn(should_stop))))
     finally:
         store.close()
     beats.stopped()

@@ -45,6 +45,7 @@ from infra.policies import read_policy_file
 from infra.principals import Principals, write_token_file
 from infra.rollback.config import read_rollback_config
 from infra.settings import NotRunning, Settings
+from infra.signing import SigningKey, ensure_signing_key
 
 log = logging.getLogger("receipts.up")
 DEFAULT_KAFKA_PORT = 9092
@@ -73,6 +74,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         migrate(settings)  # every table, before any child needs one
         if embedded_database:
             _local_admin(settings, policy)
+        _signing_key(settings)
         beats.append(Beats(settings, "up"))
         http_port = _http_port(settings, args.http_port)
         _write_state(settings, http_port, supervisor)
@@ -146,6 +148,22 @@ def _local_admin(settings: Settings, policy: Policy) -> None:
         LOCAL_ADMIN,
         ", ".join(sorted(roles)),
         settings.token_file,
+    )
+
+
+def _signing_key(settings: Settings) -> None:
+    """The key checkpoints are signed with: RECEIPTS_SIGNING_KEY must exist; the embedded
+    default is created under the data dir on the first start. Its public half is printed
+    so a team can keep it where the database's administrators cannot write."""
+    if settings.signing_key is not None:
+        key = SigningKey.load(settings.signing_key)
+        created = False
+    else:
+        key, created = ensure_signing_key(settings.signing_key_file)
+    print(
+        f"Signing key {key.key_id} ({'created ' if created else ''}{settings.signing_key_file.resolve()}); "
+        f"public key: {key.public.text}",
+        flush=True,
     )
 
 

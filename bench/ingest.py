@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.ingest --events 20000 --rounds 1 --latency-seconds 5
     .venv/bin/python -m bench.ingest --rounds 0 --latency-seconds 0 --backlog 1000000
     .venv/bin/python -m bench.ingest --events 50000 --compare-personal-data --no-two-processes
+    .venv/bin/python -m bench.ingest --signed --latency-seconds 0   # the ratio with signatures too
 
 What it measures, on one fresh stack (embedded PostgreSQL and Tansu unless
 RECEIPTS_DATABASE_URL / RECEIPTS_KAFKA_BOOTSTRAP are set):
@@ -38,6 +39,7 @@ import json
 import logging
 import random
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -45,12 +47,15 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from bench.latency import Latency, run_latency
 from bench.report import Throughput, build_report, mib
 from bench.steps import Dataset, StepFactory, build_dataset
 from bench.support import (
     ENCODINGS,
     checkpoint,
+    checkpointer_beside,
     create_schema,
     drop_schema,
     prepare_process,
@@ -58,12 +63,46 @@ from bench.support import (
     say,
     start_servers,
 )
-from bench.worker import Worker
+from bench.worker import BENCH_PUBLISHER, Worker
+from domain.vouches import SIGNATURE_HEADER
 from infra.kafka import ensure_topics
+from infra.publishers import KnownKey, Signer
 from infra.settings import Settings
+from infra.signing import SigningKey, ensure_signing_key
 from schemas import Codec
 
 # --- throughput ------------------------------------------------------------------------
+
+
+def _published(args: argparse.Namespace, base: Settings, data: Dataset, tag: str) -> list[Throughput]:
+    """Each encoding's dataset on a topic of its own (and signed on another, with --signed)."""
+    assert base.kafka_bootstrap
+    results = []
+    # --signed: each encoding once more, every value signed as a registered publisher's would be.
+    signer = Signer(BENCH_PUBLISHER, SigningKey.generate()) if args.signed else None
+    for encoding in args.encodings:
+        for signing in (None, signer) if signer else (None,):
+            topic = f"bench-{tag}-{encoding}" + ("-signed" if signing else "")
+            ensure_topics(base.kafka_bootstrap, [topic, f"{topic}.dlq"], base.partitions)
+            pairs = zip(data.keys, data.values[encoding], strict=True)
+            sent = publish(
+                base.kafka_bootstrap, topic, pairs, headers_for=signing.headers if signing else None
+            )
+            say(
+                f"published {sent.count:,} {encoding} values to {topic} in {sent.seconds:.1f}s "
+                f"({sent.count / sent.seconds:,.0f}/s)"
+            )
+            results.append(
+                Throughput(
+                    f"{encoding}_signed" if signing else encoding,
+                    topic,
+                    sent.last_offsets,
+                    produce_rate=sent.count / sent.seconds,
+                    publisher_key=signing.key.public.text if signing else None,
+                    verify_micros=_verify_micros(signing, data.values[encoding]) if signing else None,
+                )
+            )
+    return results
 
 
 def run_throughput(
@@ -71,17 +110,7 @@ def run_throughput(
 ) -> tuple[list[Throughput], int]:
     assert base.kafka_bootstrap and base.database_url
     url = base.database_url
-    results = []
-    for encoding in args.encodings:
-        topic = f"bench-{tag}-{encoding}"
-        ensure_topics(base.kafka_bootstrap, [topic, f"{topic}.dlq"], base.partitions)
-        sent = publish(base.kafka_bootstrap, topic, zip(data.keys, data.values[encoding], strict=True))
-        say(
-            f"published {sent.count:,} {encoding} values to {topic} in {sent.seconds:.1f}s "
-            f"({sent.count / sent.seconds:,.0f}/s)"
-        )
-        results.append(Throughput(encoding, topic, sent.last_offsets, produce_rate=sent.count / sent.seconds))
-
+    results = _published(args, base, data, tag)
     rng = random.Random(args.seed)
     spot = dict(rng.sample(sorted(data.runs.items()), min(5, len(data.runs))))
     timeout = max(120.0, args.events / 500)
@@ -140,6 +169,15 @@ def run_throughput(
                     f"{plain['rate']:,.0f} events/s ({plain['rate'] / b['rate']:.2f}x), "
                     f"sealed {p['rate'] / b['rate']:.2f}x"
                 )
+            if args.compare_checkpoints:
+                signed = _pipeline(
+                    args, worker, settings, f"{name}_ck", result, spot, timeout, args.policy, checkpoints=True
+                )[1]
+                result.with_checkpoints.append(signed["rate"])
+                say(
+                    f"round {round_no} {result.encoding}: with checkpoints {signed['rate']:,.0f} events/s "
+                    f"({signed['rate'] / b['rate']:.2f}x)"
+                )
             if args.two_processes:
                 pair = _two_processes(worker, partner(), settings, url, result, timeout, args.policy)
                 result.two_processes.append(pair)
@@ -149,6 +187,16 @@ def run_throughput(
                 )
     peak = worker.close()
     return results, peak
+
+
+def _verify_micros(signer: Signer, values: Sequence[bytes], count: int = 2_000) -> float:
+    """CPU time of one signature check as ingest makes it, over the dataset's own values."""
+    known = KnownKey(signer.name, None, (Ed25519PublicKey.from_public_bytes(signer.key.public.raw),), None)
+    signed = [(value, dict(signer.headers(value))[SIGNATURE_HEADER]) for value in values[:count]]
+    start = time.process_time()
+    if not all(known.verifies(signature, value) for value, signature in signed):
+        raise RuntimeError("a signature the bench made does not verify")
+    return (time.process_time() - start) / len(signed) * 1e6
 
 
 def _bare_round(
@@ -187,14 +235,33 @@ def _pipeline(
     spot: dict[str, int],
     timeout: float,
     policy: bool,
+    checkpoints: bool = False,
 ) -> tuple[Settings, dict[str, Any]]:
-    """One pipeline round into a fresh schema; its settings (for a two-process round) and answer."""
+    """One pipeline round into a fresh schema; its settings (for a two-process round) and answer.
+    With `checkpoints`, a checkpointer process closes one every second beside it."""
     assert settings.database_url
     url = settings.database_url
     schema = f"bench_{name}"
     create_schema(url, schema)
     checkpoint(url)
     settings = settings.model_copy(update={"database_schema": schema, "group": f"bench-{name}"})
+    with ExitStack() as beside:
+        if checkpoints:
+            beside.enter_context(checkpointer_beside(settings, name))
+        return _pipeline_round(args, worker, settings, result, spot, timeout, policy, name)
+
+
+def _pipeline_round(
+    args: argparse.Namespace,
+    worker: Worker,
+    settings: Settings,
+    result: Throughput,
+    spot: dict[str, int],
+    timeout: float,
+    policy: bool,
+    name: str,
+) -> tuple[Settings, dict[str, Any]]:
+    url, schema = str(settings.database_url), settings.database_schema
     try:
         p = worker.call(
             "pipeline",
@@ -204,6 +271,7 @@ def _pipeline(
             spot=spot,
             last_offsets=result.last_offsets,
             policy=policy,
+            publisher_key=result.publisher_key,
         )
     finally:
         if not args.keep_schemas:
@@ -240,6 +308,7 @@ def _two_processes(
                 last_offsets=result.last_offsets,
                 partitions=part,
                 policy=policy,
+                publisher_key=result.publisher_key,
             )
         answers = [first.receive("pipeline"), second.receive("pipeline")]
     finally:
@@ -347,6 +416,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run one pipeline round per encoding with personal-data encryption off "
         "(RECEIPTS_PERSONAL_DATA=off), paired with the same baseline, and report both ratios",
     )
+    p.add_argument(
+        "--signed",
+        action="store_true",
+        help="also ingest each encoding signed by a registered publisher (Ed25519 in Kafka headers, "
+        "checked per event), and report its ratio beside the unsigned one",
+    )
+    p.add_argument(
+        "--service-key",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give ingest the service's key, as `up` does: its policy decisions are signed "
+        "(--no-service-key measures without that cost)",
+    )
+    p.add_argument(
+        "--compare-checkpoints",
+        action="store_true",
+        help="also run one pipeline round per encoding with `receipts checkpoints close --every 1` "
+        "beside it, paired with the same baseline, and report both ratios",
+    )
     p.add_argument("--keep-schemas", action="store_true", help="keep each round's PostgreSQL schema")
     p.add_argument("--markdown", action="store_true", help="also print the report as Markdown")
     p.add_argument("--json", metavar="PATH", type=Path, help="also write the raw results as JSON")
@@ -377,6 +465,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with ExitStack() as stack:
             base, servers = start_servers(stack, workdir, Settings())
+            if args.service_key:  # as `receipts up` leaves it: the service signs the steps it writes
+                ensure_signing_key(workdir / "signing.key")
+                base = base.model_copy(update={"signing_key": workdir / "signing.key"})
             if args.rounds > 0:
                 say(f"building {args.events:,} steps and encoding each as {', '.join(args.encodings)}")
                 data = build_dataset(args.events, args.seed, args.open_runs, args.encodings)

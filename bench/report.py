@@ -47,12 +47,22 @@ class Throughput:
     without_policy: list[float] = field(default_factory=list)
     # Pipeline rounds with personal-data sealing off (--compare-personal-data), paired likewise.
     without_personal_data: list[float] = field(default_factory=list)
+    # Signed by a registered publisher (--signed): the public key the pipeline round registers,
+    # and one Ed25519 verification's CPU time over these values, measured alone (µs).
+    publisher_key: str | None = None
+    verify_micros: float | None = None
+    # Pipeline rounds with a checkpointer process beside them (--compare-checkpoints).
+    with_checkpoints: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         """The median of the paired per-round ratios: a baseline measured beside its own
         pipeline round (raw consume swings between rounds)."""
         return statistics.median(p / b for p, b in zip(self.pipeline, self.baseline, strict=True))
+
+    @property
+    def ratio_with_checkpoints(self) -> float:
+        return statistics.median(p / b for p, b in zip(self.with_checkpoints, self.baseline, strict=True))
 
     @property
     def ratio_without_policy(self) -> float:
@@ -209,6 +219,22 @@ def build_report(
                 f"{sealed:.2f}x sealing personal fields, {plain:.2f}x storing them as received "
                 f"({sealed / plain - 1:+.0%}; target within 10%: "
                 f"{'met' if sealed >= plain * 0.9 else 'NOT met'})",
+            )
+        unsigned = next((u for u in throughput if u.encoding + "_signed" == t.encoding and u.pipeline), None)
+        if unsigned is not None:
+            r.add(
+                f"{t.encoding}: ratio signed / unsigned",
+                f"{t.ratio:.2f}x signed, {unsigned.ratio:.2f}x unsigned "
+                f"({t.ratio / unsigned.ratio - 1:+.0%}); "
+                f"one Ed25519 verification {t.verify_micros or 0:.0f} µs of CPU per event",
+            )
+        if t.with_checkpoints:
+            signed, plain = t.ratio_with_checkpoints, t.ratio
+            r.add(
+                f"{t.encoding}: ratio with / without checkpoints",
+                f"{signed:.2f}x with a checkpointer closing one every second, {plain:.2f}x without "
+                f"({signed / plain - 1:+.0%}; target within 10%: "
+                f"{'met' if signed >= plain * 0.9 else 'NOT met'})",
             )
         if t.lock_share:
             share = statistics.median(t.lock_share)

@@ -76,6 +76,19 @@ def baseline_round(settings: Settings, events: int, timeout: float) -> dict[str,
     return {"count": count, "seconds": seconds, "rate": events / seconds, "rss_peak": meter.peak}
 
 
+BENCH_PUBLISHER = "bench-platform"
+
+
+def _register(store: Any, settings: Settings, publisher_key: str) -> None:
+    """Register the bench's publisher in the round's schema (`receipts publisher add`)."""
+    from infra.publishers import PublisherExists, Publishers
+    from infra.signing import PublicKey
+
+    publishers = Publishers(store.steps.datastore, settings.database_schema)
+    with contextlib.suppress(PublisherExists):  # a two-process round's other worker registered it
+        publishers.add(BENCH_PUBLISHER, TENANT, PublicKey.parse(publisher_key), "bench")
+
+
 def pipeline_round(
     settings: Settings,
     events: int,
@@ -85,10 +98,13 @@ def pipeline_round(
     sample_every: int = 0,
     partitions: list[int] | None = None,
     policy: bool = True,
+    publisher_key: str | None = None,
 ) -> dict[str, Any]:
     """The real ingest path, built by api.bootstrap.build_ingest, on a manual assignment
     (of `partitions`, default all: two workers on one store split them), routing each
-    proposed and edited step by the sample policy unless `policy` is False."""
+    proposed and edited step by the sample policy unless `policy` is False. With
+    `publisher_key` the values are signed: the key is registered first, and every
+    signature must hold (a step it does not vouch for would be flagged)."""
     from api.bootstrap import build_ingest, open_store
     from infra.memory import tune_gc
 
@@ -96,6 +112,8 @@ def pipeline_round(
     meter = RssMeter()
     meter.sample()
     store = open_store(settings, create=True)
+    if publisher_key:
+        _register(store, settings, publisher_key)
     assert settings.kafka_bootstrap
     dlq = kafka_producer(settings.kafka_bootstrap)
     consumer = kafka_consumer(settings)
@@ -126,7 +144,7 @@ def pipeline_round(
                         next_sample += sample_every
                 elif polls % 8 == 0:
                     meter.sample()
-                if totals.dead or totals.duplicates:
+                if totals.dead or totals.duplicates or totals.flagged:
                     raise RuntimeError(f"unexpected: {totals}")
                 if polls % 8 == 0 and time.perf_counter() - start > timeout:
                     raise RuntimeError(

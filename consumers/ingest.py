@@ -40,14 +40,17 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.plan import HeadCache, Plan, decode_value
+from consumers.plan import HeadCache, Plan, decode_value, vouched
 from consumers.positions import LogProbe, check_positions, fingerprint
 from consumers.sealing import BatchSeals, KeySource
+from consumers.signatures import Checked, SignatureCheck
 from domain.personal import PersonalData
+from domain.policy import PublisherRules
 from domain.routing import Router
 from domain.run import RunHead, run_uuid
 from domain.steps import StepEvent
 from infra.dead_letters import DeadLetter
+from infra.publishers import Signer
 from infra.retry import Backoff
 from infra.store import Mark, Position
 from schemas import Codec
@@ -131,11 +134,16 @@ class Ingest:
         router: Router | None = None,
         keys: KeySource | None = None,
         personal: PersonalData | None = None,
+        signatures: SignatureCheck | None = None,
+        service: Signer | None = None,
     ) -> None:
         self.consumer = consumer
         # Personal-data fields are sealed under their subject's key (None: stored as received).
         self.keys = keys
         self.personal = personal or PersonalData()
+        # Who may write: each step's signature checked against the registered publishers.
+        self.signatures = signatures
+        self.service = service  # signs the steps ingest itself writes (decisions, flags)
         # The policy in force: each proposed or edited step gets the service's decision.
         self.router = router
         self.recorder = recorder
@@ -317,16 +325,20 @@ class Ingest:
 
     def plan(self, batch: Polled) -> Plan:
         """Decode each value (a bad one is a dead letter) and find the runs' heads."""
-        items: list[tuple[UUID, StepEvent, ConsumerRecord]] = []
+        items: list[tuple[UUID, StepEvent, ConsumerRecord, Checked]] = []
         names: dict[UUID, tuple[str, str]] = {}
         dead: list[DeadLetter] = []
         positions: dict[str, Position] = {}
-        codec = self.codec
+        codec, check = self.codec, self.signatures
+        rules = self.router.policy.publishers if self.router else PublisherRules()
         for tp, records in batch.items():
             for record in records:
-                if (step := decode_value(codec, record, dead)) is not None:
+                if (step := decode_value(codec, record, dead)) is None:
+                    continue
+                keep, checked = vouched(check, rules, step, record, dead)
+                if keep:
                     run = run_uuid(step.tenant, step.run_id)
-                    items.append((run, step, record))
+                    items.append((run, step, record, checked))
                     names[run] = (step.tenant, step.run_id)
             positions[position_name(tp.topic, tp.partition)] = Position(
                 Mark(records[-1].offset, fingerprint(records[-1])),
@@ -334,10 +346,12 @@ class Ingest:
             )
         heads = self._heads(names)
         new_runs = {run: name for run, name in names.items() if run not in heads}
-        plan = Plan(codec, items, dead, positions, heads, self.clock(), router=self.router)
+        plan = Plan(
+            codec, items, dead, positions, heads, self.clock(), router=self.router, service=self.service
+        )
         if self.keys is not None:
             spec = self.router.policy.personal_data if self.router is not None else self.personal
-            plan.seals = BatchSeals.plan(spec, ((run, step) for run, step, _ in items), heads, self.keys)
+            plan.seals = BatchSeals.plan(spec, ((run, step) for run, step, _, _ in items), heads, self.keys)
         if new_runs:
             plan.new_runs = list(new_runs.values())
             plan.shared = self._shared_run_ids(new_runs)

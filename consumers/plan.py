@@ -18,10 +18,14 @@ from uuid import UUID
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.sealing import BatchSeals
+from consumers.signatures import Checked, SignatureCheck, Unvouched, handling, unsigned_refused
+from domain.policy import PublisherRules
 from domain.routing import Router, RoutingSoFar
 from domain.run import Entry, RunHead
 from domain.steps import StepEvent, flag, reserved_for_service
+from domain.vouches import PUBLISHER_HEADER, Vouch
 from infra.dead_letters import DeadLetter
+from infra.publishers import Signer
 from infra.rows import CopyData, Row, StepStates
 from infra.sealing import SubjectKey, open_step, seal
 from infra.store import Position
@@ -78,7 +82,8 @@ class Plan:
     """
 
     codec: Codec
-    items: list[tuple[UUID, StepEvent, ConsumerRecord]]
+    # Each step, with the publisher that vouches for it or why none does (consumers/signatures.py).
+    items: list[tuple[UUID, StepEvent, ConsumerRecord, Checked]]
     dead: list[DeadLetter]
     positions: dict[str, Position]
     heads: dict[UUID, RunHead]
@@ -97,6 +102,8 @@ class Plan:
     # Whose personal data each step carries, and the keys to seal it with (None: not sealed).
     seals: BatchSeals | None = None
     suspect_keys: dict[str, SubjectKey | None] = field(default_factory=dict)
+    # The service's key: the steps it writes here (decisions, flags) are vouched for by it.
+    service: Signer | None = None
 
     def rows(self) -> list[Row]:
         """The rows `chain` made, for the store's COPY."""
@@ -115,19 +122,22 @@ class Plan:
         state = StepStates(self.recorded_at)
         heads = self.heads
         seals = self.seals
-        for index, (run, step, record) in enumerate(self.items):
+        for index, (run, step, record, checked) in enumerate(self.items):
             wire = record.value
             head = heads.get(run)
-            note: StepEvent | None = None
+            notes: list[StepEvent] = []
             if head is None:
                 head = heads[run] = RunHead()
                 if run in self.shared:
-                    note = flag(
-                        step,
-                        "tenant_changed",
-                        f"run id {step.run_id!r} is recorded under another tenant too: one run's events "
-                        f"were published under two isolation boundaries (this one: {step.tenant!r})",
+                    notes.append(
+                        flag(
+                            step,
+                            "tenant_changed",
+                            f"run id {step.run_id!r} is recorded under another tenant too: one run's events "
+                            f"were published under two isolation boundaries (this one: {step.tenant!r})",
+                        )
                     )
+            vouch = checked if isinstance(checked, Vouch) else None
             if not head.accepts(step):
                 if head.arrived_otherwise(step, wire):
                     self.suspects.append((run, step, record))
@@ -142,23 +152,32 @@ class Plan:
                 seals.settle_head(index, head)
             else:
                 stored = wire
-            entry = _recorded(head.record(step, stored, self.recorded_at))
+            entry = _recorded(head.record(step, stored, self.recorded_at, vouch))
             if stored is not wire:
                 head.arrived_as(step, wire)  # a redelivery is then known for what it is, cheaply
             self.recorded += 1
             yield state.row(run, entry, subjects)
             if self.router is not None and (decided := self._decision(head, step)) is not None:
                 yield state.row(run, decided)
-            if note is None and record.key is not None and record.key != step.run_id.encode():
-                note = flag(
-                    step,
-                    "key_mismatch",
-                    f"{step.type} arrived with Kafka key {record.key[:64]!r}, not its run id: "
-                    "keyed otherwise, a run's events may land on several partitions and lose their order",
+            if not notes and record.key is not None and record.key != step.run_id.encode():
+                notes.append(
+                    flag(
+                        step,
+                        "key_mismatch",
+                        f"{step.type} arrived with Kafka key {record.key[:64]!r}, not its run id: "
+                        "keyed otherwise, a run's events may land on several partitions and lose their order",
+                    )
                 )
-            if note is not None:
+            if isinstance(checked, Unvouched):
+                notes.append(flag(step, checked.code, checked.message))
+            for note in notes:
                 self.flagged += 1
-                yield state.row(run, _recorded(head.record(note, encode_json(note), self.recorded_at)))
+                yield state.row(run, _recorded(self._service_entry(head, note)))
+
+    def _service_entry(self, head: RunHead, step: StepEvent) -> Entry | None:
+        """`step`, written by the service itself, as `head`'s next entry, vouched for by its key."""
+        wire = encode_json(step)
+        return head.record(step, wire, self.recorded_at, self.service.vouch(wire) if self.service else None)
 
     def _decision(self, head: RunHead, step: StepEvent) -> Entry | None:
         """The service's decision on `step`, just recorded on `head`'s run, as its next entry."""
@@ -170,7 +189,7 @@ class Plan:
         decided = routing.decide(self.router, step, self._read_stored)
         if decided is None:
             return None
-        entry = head.record(decided, encode_json(decided), self.recorded_at)
+        entry = self._service_entry(head, decided)
         if entry is not None:
             self.decided += 1
         return entry
@@ -214,7 +233,7 @@ class Plan:
                 "is in the dead-letter queue",
                 detail=hashlib.sha256(record.value).hexdigest(),
             )
-            entry = self.heads[run].record(note, encode_json(note), self.recorded_at)
+            entry = self._service_entry(self.heads[run], note)
             if entry is None:
                 continue  # this very content was flagged before
             self.flagged += 1
@@ -274,3 +293,29 @@ def decode_value(codec: Codec, record: ConsumerRecord, dead: list[DeadLetter]) -
         dead.append(_letter(record, "reserved_type", reserved))
         return None
     return step
+
+
+def vouched(
+    check: SignatureCheck | None,
+    rules: PublisherRules,
+    step: StepEvent,
+    record: ConsumerRecord,
+    dead: list[DeadLetter],
+) -> tuple[bool, Checked]:
+    """Whether `step` is to be recorded, and who vouches for it (or why nobody does); a step
+    the tenant's policy refuses unvouched is a dead letter here, with the reason."""
+    checked = check.check(step, record) if check else None
+    if checked is None and unsigned_refused(rules, step.tenant) and not _signed(record):
+        checked = Unvouched(
+            "unsigned_event",
+            f"{step.type} {step.event_id} arrived unsigned, and tenant {step.tenant!r} "
+            "records signed events only",
+        )
+    if isinstance(checked, Unvouched) and handling(rules, step.tenant, checked) == "dead_letter":
+        dead.append(_letter(record, checked.code, checked.message))
+        return False, checked
+    return True, checked
+
+
+def _signed(record: ConsumerRecord) -> bool:
+    return any(key == PUBLISHER_HEADER for key, _ in record.headers or ())

@@ -152,6 +152,28 @@ class ReadinessThresholds(Doc):
     auto_max_revert_rate: float = Field(default=0.01, ge=0.0, le=1.0)
 
 
+# What ingest does with an event no registered publisher vouches for: record it with a
+# finding on its run, or keep it out of the record as a dead letter (reason and bytes kept).
+Handling = Literal["record", "dead_letter"]
+
+
+class SignatureRules(Doc):
+    """`[publishers]`: unsigned events, and events whose signature does not hold (bad, by an
+    unknown or revoked publisher, or by another tenant's publisher)."""
+
+    unsigned: Handling = "record"
+    bad_signature: Handling = "record"
+
+
+class PublisherRules(SignatureRules):
+    """`[publishers]` for every tenant, `[publishers.tenants.NAME]` for one."""
+
+    tenants: dict[Id, SignatureRules] = Field(default_factory=dict)
+
+    def for_tenant(self, tenant: str) -> SignatureRules:
+        return self.tenants.get(tenant, self)
+
+
 class Policy(Doc):
     # Targets whose content the public sees (a website page, a published doc).
     public_targets: tuple[RecordPattern, ...] = ()
@@ -161,6 +183,7 @@ class Policy(Doc):
     readiness: ReadinessThresholds = Field(default_factory=ReadinessThresholds)
     # Which fields carry personal data, stored encrypted under their subject's key.
     personal_data: PersonalData = Field(default_factory=PersonalData)
+    publishers: PublisherRules = Field(default_factory=PublisherRules)
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> Policy:

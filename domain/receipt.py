@@ -208,6 +208,15 @@ def standing_approval(reviews: Sequence[Review]) -> Review | None:
     return reviews[-1] if reviews and reviews[-1].decision == "approved" else None
 
 
+class Vouched(Fact):
+    """Who vouched for one recorded event: the publisher whose signature over the bytes it
+    arrived as held when it was recorded (`service`: the service's own key), None if unsigned."""
+
+    event_id: str
+    type: str
+    publisher: str | None = None
+
+
 class RunTimestamps(Fact):
     started: datetime | None = None
     first_proposed: datetime | None = None
@@ -234,6 +243,8 @@ class Receipt(Fact):
     # Each rollback asked of the run: who asked and why, each reverse action, what stands.
     recovery: tuple[Recovery, ...] = ()
     event_ids: tuple[str, ...] = Field(default=(), repr=False)
+    # Each event in record order, with the publisher that vouched for it (domain/vouches.py).
+    vouched: tuple[Vouched, ...] = ()
 
     def fields(self) -> dict[str, object | None]:
         """The ten questions a receipt answers; None marks a gap."""
@@ -556,6 +567,12 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
         integrity=Integrity.of([StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries]),
         event_ids=tuple(e.step.event_id for e in entries),
         recovery=recovery,
+        vouched=tuple(
+            Vouched(
+                event_id=e.step.event_id, type=e.step.type, publisher=e.vouch.publisher if e.vouch else None
+            )
+            for e in entries
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from domain.contracts import ContractLookup
 from domain.errors import NotFound
 from domain.receipt import Receipt, render_checked
 from domain.steps import StepEvent
+from domain.vouches import Vouch
 
 if TYPE_CHECKING:
     from domain.routing import RoutingSoFar
@@ -37,6 +38,8 @@ class Entry:
     wire: bytes
     digest: bytes
     recorded_at: datetime
+    # The publisher whose signature over `wire` was checked as it arrived (None: unsigned).
+    vouch: Vouch | None = None
 
 
 @dataclass(slots=True)
@@ -57,13 +60,14 @@ class RunHead:
     subject: str | None = None
     sealing: bool = False
 
-    def record(self, step: StepEvent, wire: bytes, recorded_at: datetime) -> Entry | None:
-        """The entry that appends `step` (arrived as `wire`), or None if its id is recorded.
-
-        Whether a known id came with other content is `arrived_otherwise`."""
+    def record(
+        self, step: StepEvent, wire: bytes, recorded_at: datetime, vouch: Vouch | None = None
+    ) -> Entry | None:
+        """The entry that appends `step` (arrived as `wire`, signed as `vouch` says), or None
+        if its id is recorded. Whether a known id came with other content is `arrived_otherwise`."""
         if not self.accepts(step):
             return None
-        entry = Entry(self.version + 1, step, wire, self.next_digest(wire), recorded_at)
+        entry = Entry(self.version + 1, step, wire, self.next_digest(wire), recorded_at, vouch)
         self.advance(entry)
         return entry
 
@@ -107,25 +111,31 @@ class Run(Aggregate):
         return run_uuid(step.tenant, step.run_id)
 
     @classmethod
-    def open(cls, step: StepEvent, wire: bytes, at: datetime | None = None) -> Run:
+    def open(
+        cls, step: StepEvent, wire: bytes, at: datetime | None = None, vouch: Vouch | None = None
+    ) -> Run:
         """A run opened by its first step, recorded `at` (default: now)."""
         opened = cls.Opened  # type: ignore[attr-defined]  # made by @event("Opened") below
-        return cls._create(opened, step=step, wire=wire, digest=link(GENESIS, wire), timestamp=at)
+        return cls._create(
+            opened, step=step, wire=wire, digest=link(GENESIS, wire), vouch=vouch, timestamp=at
+        )
 
     @event("Opened")
-    def __init__(self, step: StepEvent, wire: bytes, digest: bytes) -> None:
+    def __init__(self, step: StepEvent, wire: bytes, digest: bytes, vouch: Vouch | None = None) -> None:
         self.tenant = step.tenant
         self.run_id = step.run_id
         self.entries: list[Entry] = []
         self.chain = RunHead()
-        self._append(step, wire, digest, self.created_on)
+        self._append(step, wire, digest, self.created_on, vouch)
 
-    def record(self, step: StepEvent, wire: bytes, at: datetime | None = None) -> bool:
+    def record(
+        self, step: StepEvent, wire: bytes, at: datetime | None = None, vouch: Vouch | None = None
+    ) -> bool:
         """Record a step `at` (default: now); False when this event id is already in the run."""
         if not self.chain.accepts(step):
             return False
         digest = self.chain.next_digest(wire)
-        self.trigger_event(self.StepRecorded, step=step, wire=wire, digest=digest, timestamp=at)
+        self.trigger_event(self.StepRecorded, step=step, wire=wire, digest=digest, vouch=vouch, timestamp=at)
         return True
 
     @property
@@ -138,13 +148,16 @@ class Run(Aggregate):
         step: StepEvent
         wire: bytes
         digest: bytes
+        vouch: Vouch | None = None  # rows stored before signatures existed have none
 
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Run)
-            aggregate._append(self.step, self.wire, self.digest, self.timestamp)
+            aggregate._append(self.step, self.wire, self.digest, self.timestamp, self.vouch)
 
-    def _append(self, step: StepEvent, wire: bytes, digest: bytes, recorded_at: datetime) -> None:
-        entry = Entry(len(self.entries) + 1, step, wire, digest, recorded_at)
+    def _append(
+        self, step: StepEvent, wire: bytes, digest: bytes, recorded_at: datetime, vouch: Vouch | None = None
+    ) -> None:
+        entry = Entry(len(self.entries) + 1, step, wire, digest, recorded_at, vouch)
         self.entries.append(entry)
         self.chain.advance(entry)
 

@@ -350,7 +350,15 @@ class RunFinishedData(Fact):
     final_state: FinalState
 
 
-FlagCode = Literal["conflicting_duplicate", "key_mismatch", "tenant_changed"]
+FlagCode = Literal[
+    "conflicting_duplicate",
+    "key_mismatch",
+    "tenant_changed",
+    # who may write (consumers/signatures.py): no signature, one that does not hold, another tenant's
+    "unsigned_event",
+    "bad_signature",
+    "publisher_not_for_tenant",
+]
 
 
 class RecordFlaggedData(Fact):

@@ -10,6 +10,10 @@
         step.executed("sent", external_ref="msg-123")
         run.finish("sent")
 
+Given a `signer` (its registered name and private key: `Signer.load(NAME, FILE)`),
+the publisher signs each event it sends; the signature travels in Kafka headers
+(`receipts-publisher`, `receipts-signature`), never inside the value.
+
 Every event gets its id when it is created, derived from (tenant, run, sequence):
 a retried send, or the same run published again after a crash, carries the same
 ids, and the service records each id once.
@@ -43,6 +47,7 @@ from domain.steps import (
 )
 from infra.decisions import DecisionWaiter
 from infra.kafka import producer as kafka_producer
+from infra.publishers import Signer
 from infra.retry import Backoff
 from schemas import Codec
 
@@ -55,7 +60,9 @@ CUSTOMER = Actor(kind="human", id="customer", role="customer")
 class StepProducer(Protocol):
     """What the publisher asks of a Kafka producer (kafka-python's KafkaProducer)."""
 
-    def send(self, topic: str, key: bytes, value: bytes) -> Any: ...
+    def send(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> Any: ...
     def flush(self, timeout: float | None = None) -> None: ...
     def close(self) -> None: ...
 
@@ -75,6 +82,7 @@ class Publisher:
         retries: int = 5,
         codec: Codec | None = None,
         decisions: DecisionWaiter | None = None,
+        signer: Signer | None = None,
     ) -> None:
         if producer is None and bootstrap is None:
             raise ValueError("give the Kafka bootstrap address (host:port) or a producer")
@@ -86,6 +94,7 @@ class Publisher:
         self.tenant = tenant
         self.retries = retries
         self.codec = codec or Codec()
+        self.signer = signer
         self._pending: list[tuple[str, bytes, bytes, Any]] = []
         self.published = 0
 
@@ -129,8 +138,13 @@ class Publisher:
     def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Send bytes already encoded (e.g. a reverse event to `<topic>.reverse`), confirmed
         and retried by flush() like a step."""
-        self._pending.append((topic, key, value, self.producer.send(topic, key=key, value=value)))
+        self._pending.append((topic, key, value, self._send(topic, key, value)))
         self.published += 1
+
+    def _send(self, topic: str, key: bytes, value: bytes) -> Any:
+        if self.signer is None:
+            return self.producer.send(topic, key=key, value=value)
+        return self.producer.send(topic, key=key, value=value, headers=self.signer.headers(value))
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until the broker has every event; re-send the same bytes on failure.
@@ -149,7 +163,7 @@ class Publisher:
                 raise PublishError(f"{len(failed)} event(s) not accepted after {attempt} retries")
             backoff.sleep_after_failure()
             for topic, key, value in failed:
-                self._pending.append((topic, key, value, self.producer.send(topic, key=key, value=value)))
+                self._pending.append((topic, key, value, self._send(topic, key, value)))
 
     def close(self) -> None:
         self.flush()

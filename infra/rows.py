@@ -2,7 +2,8 @@
 
 A row of eventsourcing's events table holds, for each recorded step, `S1` + a
 one-line JSON header (recorded-at, chain digest, event id, the step's type, and
-for a run's first step the aggregate's topic) + the step's bytes exactly as they arrived,
+for a run's first step the aggregate's topic, and for a signed step the publisher
+that vouched for it and its signature) + the step's bytes exactly as they arrived,
 so the chain can be recomputed from the table alone and eventsourcing reads
 every row back as a `Run` event. The ingest writer, the head lookup, the
 transcoder, verification and the projections' log all go through here.
@@ -10,7 +11,10 @@ transcoder, verification and the projections' log all go through here.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from eventsourcing.utils import get_topic
 
 from domain.routing import RoutingSoFar
 from domain.run import Entry, Run, RunHead
+from domain.vouches import Vouch
 from schemas import Codec
 
 Row = tuple[UUID, int, str, bytes]
@@ -48,7 +53,9 @@ class StepStates:
         """The row that stores `entry` of `run`: the first opens the aggregate. `subjects`:
         `subject_fields` of a step whose personal data is sealed or that names the run's subject."""
         opens = entry.version == 1
-        state = self(entry.digest, entry.step.event_id, entry.wire, opens, entry.step.type, subjects)
+        state = self(
+            entry.digest, entry.step.event_id, entry.wire, opens, entry.step.type, subjects, entry.vouch
+        )
         return run, entry.version, OPENED_TOPIC if opens else RECORDED_TOPIC, state
 
     def __call__(
@@ -59,6 +66,7 @@ class StepStates:
         opens_run: bool,
         step_type: str | None = None,
         subjects: bytes = b"",
+        vouch: Vouch | None = None,
     ) -> bytes:
         return b"".join(
             (
@@ -69,6 +77,7 @@ class StepStates:
                 self._OPENS if opens_run else b"",
                 _type_field(step_type),
                 subjects,
+                _vouch_field(vouch) if vouch else b"",
                 b"}\n",
                 wire,
             )
@@ -131,6 +140,13 @@ def _copy_text(value: str) -> bytes:
     return len(encoded).to_bytes(4, "big") + encoded
 
 
+def _vouch_field(vouch: Vouch) -> bytes:
+    # Beside the hashed bytes, not in them: the chain is over what the publisher sent.
+    return b"".join(
+        (b',"vp":', json.dumps(vouch.publisher).encode(), b',"vs":"', base64.b64encode(vouch.signature), b'"')
+    )
+
+
 def step_state(
     recorded_at: datetime,
     digest: bytes,
@@ -139,8 +155,9 @@ def step_state(
     opens_run: bool,
     step_type: str | None = None,
     subjects: bytes = b"",
+    vouch: Vouch | None = None,
 ) -> bytes:
-    return StepStates(recorded_at)(digest, event_id, wire, opens_run, step_type, subjects)
+    return StepStates(recorded_at)(digest, event_id, wire, opens_run, step_type, subjects, vouch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +171,7 @@ class StepHeader:
     subject: str | None = None  # whose key sealed its personal fields; None: nothing sealed
     run_subject: str | None = None
     sealing: bool = False  # the run's first row: its personal data is sealed
+    vouch: Vouch | None = None  # None: the step arrived unsigned
 
 
 def read_step_state(state: bytes) -> StepHeader:
@@ -171,13 +189,16 @@ def read_step_state(state: bytes) -> StepHeader:
         subject=header.get("s"),
         run_subject=header.get("rs"),
         sealing=bool(header.get("p")),
+        vouch=Vouch(header["vp"], base64.b64decode(header["vs"])) if "vp" in header else None,
     )
 
 
 def stored_entry(version: int, state: bytes, codec: Codec) -> Entry:
     """The recorded step a row holds; raises ValueError/KeyError/DecodeError if it no longer reads."""
     header = read_step_state(state)
-    return Entry(version, codec.decode(header.wire), header.wire, header.digest, header.recorded_at)
+    return Entry(
+        version, codec.decode(header.wire), header.wire, header.digest, header.recorded_at, header.vouch
+    )
 
 
 def stored_heads(rows: Iterable[tuple[UUID, int, bytes]]) -> dict[UUID, RunHead]:
@@ -196,3 +217,42 @@ def stored_heads(rows: Iterable[tuple[UUID, int, bytes]]) -> dict[UUID, RunHead]
         if head.routing is not None:
             head.routing.stored(header.step_type, header.wire)
     return found
+
+
+_DIGEST_FIELD = b'"d":"'
+# The digest field is the header's second: always within this many bytes of the row.
+DIGEST_WITHIN = 128
+_HEX = re.compile(rb"[0-9a-f]{64}")
+
+
+def header_digest(state: bytes) -> bytes | None:
+    """A step's chain digest read from the first DIGEST_WITHIN bytes of its row, without
+    parsing the header's JSON (the checkpointer and `verify --all` read every row). The
+    checkpointer's SQL (infra/checkpoints.py, DIGEST_SQL) applies the same rule."""
+    if not state.startswith(STEP_STATE):
+        return None
+    at = state.find(_DIGEST_FIELD, 2, DIGEST_WITHIN)
+    if at < 0:
+        return None
+    chunk = state[at + 5 : at + 69]
+    if at + 69 > DIGEST_WITHIN or not _HEX.fullmatch(chunk):
+        return None
+    return bytes.fromhex(chunk.decode("ascii"))
+
+
+def anchored_digest(state: bytes) -> bytes:
+    """What a checkpoint commits to for a stored row: a step's chain digest; for any other
+    row, or a step whose header no longer reads, the SHA-256 of all its bytes."""
+    return header_digest(state) or hashlib.sha256(state).digest()
+
+
+# header_digest in SQL, over a column `state`: PostgreSQL finds and decodes the digest (and
+# hashes the leaf) in C, so the checkpointer beside ingest runs little Python per event.
+# position() is 1-based: the field is "within" when it ends by byte DIGEST_WITHIN.
+_AT = f'position(\'"d":"\'::bytea in substring(state from 3 for {DIGEST_WITHIN - 2}))'
+_CHUNK = f"encode(substring(state from {_AT} + 7 for 64), 'escape')"
+DIGEST_SQL = (
+    f"CASE WHEN substring(state for 2) = 'S1'::bytea AND {_AT} > 0 AND {_AT} + 70 <= {DIGEST_WITHIN} "
+    f"AND length({_CHUNK}) = 64 AND {_CHUNK} ~ '^[0-9a-f]+$' "
+    f"THEN decode({_CHUNK}, 'hex') ELSE sha256(state) END"
+)

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     # The rollback targets (TOML: [targets.SYSTEM] adapter = git|webhook|correction);
     # unset: the rollback worker has no adapter and records every reverse event as failed.
     rollback: Path | None = None
+    # The service's Ed25519 key (PEM PKCS#8, infra/signing.py), a file the database does
+    # not hold; unset: `signing.key` in the data dir, which `receipts up` creates.
+    signing_key: Path | None = None
+    # `receipts relay` closes a signed checkpoint over the log this often, or sooner once
+    # this many events wait (infra/checkpoints.py).
+    checkpoint_seconds: float = 10.0
+    checkpoint_events: int = 100_000
 
     @property
     def unfinished_after(self) -> timedelta:
@@ -103,6 +110,10 @@ class Settings(BaseSettings):
         return f"{self.topic}.reverse"
 
     @property
+    def checkpoints_topic(self) -> str:
+        return f"{self.topic}.checkpoints"
+
+    @property
     def rollback_group(self) -> str:
         """The rollback worker's consumer group: its own, beside ingest's."""
         return f"{self.group}.rollback"
@@ -119,6 +130,10 @@ class Settings(BaseSettings):
     def token_file(self) -> Path:
         """Where `up` leaves the local admin's token (mode 0600) for the CLI."""
         return self.data_dir / "token"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.signing_key or self.data_dir / "signing.key"
 
     def resolved(self) -> Settings:
         """Fill unset servers from what a running `receipts up` wrote down."""

@@ -43,11 +43,14 @@ from domain.policy import Contract, Policy
 from domain.receipt import Receipt
 from domain.run import Entry, Run, RunHead, run_uuid
 from domain.steps import StepEvent
+from domain.vouches import Vouch
+from infra.checkpoints import CheckpointTables
 from infra.dead_letters import DeadLetter, DeadLetterTable
 from infra.health import Health
 from infra.idempotency import IdempotencyTable
 from infra.policies import LoadedPolicy, NoPolicy, PolicyBook, PolicyTable
 from infra.principals import PrincipalTable
+from infra.publishers import PublisherTable, Signer
 from infra.rows import (
     STEP_STATE,
     CopyData,
@@ -91,6 +94,7 @@ class StepTranscoder(Transcoder):
             opens_run="originator_topic" in obj,
             step_type=step.type,
             subjects=subject_fields(step.subject if sealed else None, None),
+            vouch=obj.get("vouch"),
         )
 
     def decode(self, data: bytes) -> Any:
@@ -105,6 +109,7 @@ class StepTranscoder(Transcoder):
             "step": step,
             "wire": header.wire,
             "digest": header.digest,
+            "vouch": header.vouch,
         }
         if header.originator_topic:
             state["originator_topic"] = header.originator_topic
@@ -193,11 +198,14 @@ class StepRecorder(PostgresProcessRecorder):
         self.policy_book = PolicyBook(self.policies)
         self.sql_create_statements.append(self.policies.create_statement())
         self.sql_create_statements.append(PrincipalTable(schema).create_statement())
+        self.sql_create_statements.append(PublisherTable(schema).create_statement())
         self.sql_create_statements.append(IdempotencyTable(schema).create_statement())
         self.sql_create_statements.append(SessionTable(schema).create_statement())
         self.keyring = KeyRing(self.datastore, schema)
         self.sql_create_statements.extend(self.keyring.tables.create_statements())
         self.health = Health(schema)
+        self.checkpoint_tables = CheckpointTables(schema)
+        self.sql_create_statements += self.checkpoint_tables.create_statements()
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
         self.sql_create_statements.append(self.letters.create_statement())
         # Which tenants use a run id: one run id under two tenants is flagged.
@@ -424,6 +432,9 @@ class RunStore(Application[UUID]):
         self.codec = codec or Codec()
         # When `record` says a step was recorded (ingest stamps its own batches).
         self.clock = clock
+        # The service's key (composition root: api/bootstrap.py): the steps only the service
+        # writes (`record_service_step`) are vouched for by it.
+        self.service: Signer | None = None
         super().__init__(env=dict(env or {}))
 
     def construct_transcoder(self) -> Transcoder:
@@ -541,22 +552,26 @@ class RunStore(Application[UUID]):
         with self.steps.datastore.transaction(commit=False) as curs:
             return self.steps.policies.latest_version(curs)
 
-    def record(self, steps: Iterable[tuple[StepEvent, bytes]]) -> int:
-        """Record steps through the aggregate (the slow, simple path: tests and tools).
+    def record(
+        self, steps: Iterable[tuple[StepEvent, bytes]], vouch_for: Callable[[bytes], Vouch] | None = None
+    ) -> int:
+        """Record steps through the aggregate (the slow, simple path: tests, tools, and the
+        steps only the service writes, each vouched for by `vouch_for` (the service's key)).
 
         Returns how many were new."""
         runs: dict[UUID, Run] = {}
         added = 0
         for step, wire in steps:
             key = run_uuid(step.tenant, step.run_id)
+            vouch = vouch_for(wire) if vouch_for else None
             run = runs.get(key)
             if run is None:
                 try:
                     run = runs[key] = self.run(step.tenant, step.run_id)
                 except RunNotFound:
-                    runs[key] = Run.open(step, wire, self.clock())
+                    runs[key] = Run.open(step, wire, self.clock(), vouch)
                     added += 1
                     continue
-            added += run.record(step, wire, self.clock())
+            added += run.record(step, wire, self.clock(), vouch)
         self.save(*runs.values())
         return added

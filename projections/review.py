@@ -184,7 +184,7 @@ def record_service_step(store: RunStore, step: StepEvent, attempts: int = 5) -> 
     backoff = Backoff(first=0.05)
     for attempt in range(attempts):
         try:
-            store.record([store.sealed(step)])
+            store.record([store.sealed(step)], store.service.vouch if store.service else None)
             return
         except IntegrityError:
             if attempt == attempts - 1:

@@ -472,12 +472,15 @@ class Timeline(View):
         "actor_id",
         "step_id",
         "event_id",
+        "vouched_by",
     )
     definition = """
         position bigint PRIMARY KEY, tenant text NOT NULL, occurred_at timestamptz NOT NULL,
         recorded_at timestamptz NOT NULL, run_key uuid NOT NULL, run_id text NOT NULL,
         type text NOT NULL, actor_kind text NOT NULL, actor_id text NOT NULL, step_id text,
         event_id text NOT NULL"""
+    # The publisher whose signature held (NULL: unsigned); added after the table first shipped.
+    alterations = ("ADD COLUMN IF NOT EXISTS vouched_by text",)
     indexes = ("(tenant, occurred_at DESC, position DESC)",)
     keyed = ("tenant",)
 
@@ -497,6 +500,7 @@ class Timeline(View):
                     s.actor.id,
                     s.step_id,
                     s.event_id,
+                    r.entry.vouch.publisher if r.entry.vouch else None,
                 )
                 for r in batch.steps
                 for s in (r.entry.step,)

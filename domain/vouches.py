@@ -1,0 +1,34 @@
+"""Who vouched for a recorded event: the publisher whose key signed the bytes it arrived as.
+
+A signature travels beside a step (Kafka headers), never inside the value the chain
+hashes, and is kept beside the stored step the same way (the row's header, not its
+hashed bytes): adding or checking it changes no event's hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The service's own name as a publisher: decisions made through its API, its policy
+# engine's decisions and its flags are signed by the service's key (infra/signing.py).
+SERVICE_PUBLISHER = "service"
+# Kafka header names a signed step carries.
+PUBLISHER_HEADER = "receipts-publisher"
+SIGNATURE_HEADER = "receipts-signature"
+# What a signature covers is this prefix and the value: a step's signature can never be
+# passed off as the signature of anything else the same key signs (a checkpoint). The value
+# names its run and tenant already, so the Kafka key adds nothing to bind.
+_CONTEXT = b"agent-receipts step v1\x00"
+
+
+def signed_bytes(value: bytes) -> bytes:
+    """The bytes a publisher signs for a step sent as `value`."""
+    return _CONTEXT + value
+
+
+@dataclass(frozen=True, slots=True)
+class Vouch:
+    """A publisher's good signature over the bytes an event arrived as."""
+
+    publisher: str
+    signature: bytes

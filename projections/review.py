@@ -14,6 +14,7 @@ sent twice (a double click, a retried request) is recorded once.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, uuid5
@@ -28,6 +29,7 @@ from domain.policy import Contract
 from domain.principals import Principal
 from domain.receipt import StepReceipt, checked
 from domain.rollback import RollbackPlan
+from domain.run import Entry
 from domain.steps import SERVICE, Actor, StepEvent, content_hash, step_adapter
 from infra.publisher import Publisher
 from infra.retry import Backoff
@@ -98,8 +100,23 @@ def step_named(store: RunStore, tenant: str, reference: str) -> tuple[str, StepR
 def _steps(store: RunStore, tenant: str, run_id: str) -> tuple[dict[str, StepReceipt], Contract | None]:
     """The run's steps as every recorded event leaves them (from the store, not a view),
     and the lane contract that governs them."""
-    receipt, contract = checked(store.run(tenant, run_id).entries, store.contract)
+    return _steps_of(store.run(tenant, run_id).entries, store)
+
+
+def _steps_of(entries: Sequence[Entry], store: RunStore) -> tuple[dict[str, StepReceipt], Contract | None]:
+    receipt, contract = checked(entries, store.contract)
     return {s.step_id: s for s in receipt.steps}, contract
+
+
+def _named_version(store: RunStore, entries: Sequence[Entry], step_id: str, version_hash: str) -> str:
+    """The version a decision names, as the run stores it: a reader who hashed the text it
+    was shown names the plain `sha256:` hash, which a run with sealed personal data keeps
+    keyed by the step's subject."""
+    subject = next((e.step.subject for e in entries if e.step.step_id == step_id and e.step.subject), None)
+    if subject is None or not version_hash.startswith("sha256:"):
+        return version_hash
+    key = store.steps.keyring.key_of(entries[0].step.tenant, subject)
+    return version_hash if key.erased else key.keyed(version_hash)
 
 
 def decide(
@@ -114,10 +131,12 @@ def decide(
     """Judge and publish `principal`'s decision on step `step_id` of its tenant's run `run_id`."""
     now = now or datetime.now(UTC)
     tenant = principal.tenant
-    steps, contract = _steps(store, tenant, run_id)
+    entries = store.run(tenant, run_id).entries
+    steps, contract = _steps_of(entries, store)
     step = steps.get(step_id)
     if step is None:
         raise StepNotFound(f"run '{run_id}' has no step '{step_id}'")
+    decision = replace(decision, version_hash=_named_version(store, entries, step_id, decision.version_hash))
     deadline = contract.review_deadline if contract else None
     second_eyes = contract.second_eyes_after_edit if contract else False
     escalation_role = contract.escalation_role if contract else None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from api.bootstrap import open_store, require_tables
+from domain.errors import Invalid
 from infra.checkpoint_files import write_dir
 from infra.checkpoints import Checkpointer, CheckpointSchedule
 from infra.kafka import ensure_topics, producer
@@ -181,3 +183,67 @@ def add_commands(sub: Any) -> None:
         "--by", default="receipts signing-key rotate", help="who asked (kept in the history)"
     )
     rotate_.set_defaults(func=cmd_key_rotate)
+    add_portable_commands(sub)
+
+
+def cmd_export_signed(settings: Settings, args: argparse.Namespace) -> int:
+    from api.auth import cli_principal
+    from projections.portable import export_signed
+
+    if not args.signed:
+        raise Invalid("--signed", "the only export there is is the signed one: add --signed")
+    settings = settings.resolved()
+    store = open_store(settings)
+    try:
+        tenant = cli_principal(settings, store).tenant_for(args.tenant)
+        receipt = store.receipt(tenant, args.run_id, settings.unfinished_after)
+        document = export_signed(store, build_checkpointer(settings, store), receipt)
+    finally:
+        store.close()
+    target = args.output or Path(f"{args.run_id.replace('/', '_')}.receipt.json")
+    target.write_text(json.dumps(document, indent=1))
+    anchored = len(document["proofs"])
+    print(
+        f"wrote {target}: {len(document['events'])} events, {anchored} anchored in "
+        f"{len(document['checkpoints'])} checkpoint(s); verify with "
+        f"`receipts verify-file {target} --public-key KEY`"
+    )
+    return 0
+
+
+def cmd_verify_file(_settings: Settings, args: argparse.Namespace) -> int:
+    from projections.portable import file_text, load, verify_file
+
+    try:
+        document = load(args.file.read_text())
+    except (OSError, ValueError) as error:
+        raise Invalid("FILE", f"{args.file} does not read as a signed receipt: {error}") from None
+    verdict = verify_file(document, [PublicKey.parse(_key_text(k)) for k in args.public_key])
+    print(verdict.model_dump_json(indent=2) if args.json else "\n".join(file_text(verdict)))
+    return 0 if verdict.verified else 1
+
+
+def add_portable_commands(sub: Any) -> None:
+    from api.incident_cli import add_tenant
+
+    export = sub.add_parser(
+        "export", help="write one run as a signed, portable receipt file (events, proofs, checkpoints)"
+    )
+    export.add_argument("run_id", metavar="RUN")
+    export.add_argument("--signed", action="store_true", help="the receipt with what proves it (required)")
+    export.add_argument("-o", "--output", type=Path, help="the file (default RUN.receipt.json)")
+    add_tenant(export)
+    export.set_defaults(func=cmd_export_signed)
+    check = sub.add_parser(
+        "verify-file", help="verify a signed receipt file offline, with the service's public key"
+    )
+    check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument(
+        "--public-key",
+        action="append",
+        required=True,
+        metavar="KEY",
+        help="ed25519:BASE64, or a file holding it",
+    )
+    check.add_argument("--json", action="store_true", help="the verdict as JSON")
+    check.set_defaults(func=cmd_verify_file)

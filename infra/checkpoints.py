@@ -136,7 +136,7 @@ class Checkpointer:
             self.tables.keyring.ensure(curs, key, self.by)
             previous = self.tables.latest(curs)
             after = previous.last if previous else 0
-            rows = self._rows(curs, after)
+            rows = self.rows(curs, after)
             if not rows:
                 return None
             signed = self._sign(curs, key, previous, rows, now or datetime.now(UTC))
@@ -164,18 +164,20 @@ class Checkpointer:
         )
         return signed
 
-    def _rows(
-        self, curs: psycopg.Cursor[Any], after: int
+    def rows(
+        self, curs: psycopg.Cursor[Any], after: int, until: int | None = None
     ) -> list[tuple[int, UUID, int, bytes, bytes | None]]:
-        """(position, run, version, digest, state of a run's first row) after `after`."""
+        """(position, run, version, digest, state of a run's first row) after `after` (up to
+        `until`: a closed checkpoint's range, read again for inclusion proofs)."""
         curs.execute(
             SQL(
                 "SELECT notification_id, originator_id, originator_version, substring(state for %s) AS head, "
                 "CASE WHEN substring(state for 2) <> 'S1'::bytea THEN sha256(state) END AS whole, "
                 "CASE WHEN originator_version = 1 THEN state END AS opening "
-                "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+                "FROM {} WHERE notification_id > %s AND notification_id <= %s "
+                "ORDER BY notification_id LIMIT %s"
             ).format(self.tables.events),
-            (DIGEST_WITHIN, after, self.max_events),
+            (DIGEST_WITHIN, after, *((2**62, self.max_events) if until is None else (until, 2**62))),
         )
         found = []
         for row in curs.fetchall():

@@ -47,9 +47,7 @@ def test_killed_and_restarted_the_relay_checkpoints_every_event_once(
             "SELECT seq, first_position, last_position, published FROM receipts_checkpoints ORDER BY seq",
         )
         assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
-        assert all(
-            first == previous[2] + 1 for previous, (_, first, _, _) in itertools.pairwise(rows)
-        )
+        assert all(first == previous[2] + 1 for previous, (_, first, _, _) in itertools.pairwise(rows))
         assert rows[0][1] == 1 and rows[-1][2] == total and all(r[3] for r in rows)
         assert (
             sum(

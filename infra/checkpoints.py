@@ -24,6 +24,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.postgres import PostgresDatastore
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.checkpoint import GENESIS, Checkpoint, head_text
@@ -169,23 +170,24 @@ class Checkpointer:
     ) -> list[tuple[int, UUID, int, bytes, bytes | None]]:
         """(position, run, version, digest, state of a run's first row) after `after` (up to
         `until`: a closed checkpoint's range, read again for inclusion proofs)."""
-        curs.execute(
+        # Plain tuples in binary: this runs over every event, beside ingest.
+        reader = curs.connection.cursor(binary=True, row_factory=tuple_row)
+        reader.execute(
             SQL(
-                "SELECT notification_id, originator_id, originator_version, substring(state for %s) AS head, "
-                "CASE WHEN substring(state for 2) <> 'S1'::bytea THEN sha256(state) END AS whole, "
-                "CASE WHEN originator_version = 1 THEN state END AS opening "
+                "SELECT notification_id, originator_id, originator_version, substring(state for %s), "
+                "CASE WHEN substring(state for 2) <> 'S1'::bytea THEN sha256(state) END, "
+                "CASE WHEN originator_version = 1 THEN state END "
                 "FROM {} WHERE notification_id > %s AND notification_id <= %s "
                 "ORDER BY notification_id LIMIT %s"
             ).format(self.tables.events),
             (DIGEST_WITHIN, after, *((2**62, self.max_events) if until is None else (until, 2**62))),
         )
         found = []
-        for row in curs.fetchall():
-            position, run, version, head, whole, first = row.values() if isinstance(row, dict) else row
-            digest = bytes(whole) if whole is not None else header_digest(bytes(head))
+        for position, run, version, head, whole, first in reader.fetchall():
+            digest = whole or header_digest(head)
             if digest is None:  # a step row whose header does not read: its bytes, as verify does
                 digest = self._whole_digest(curs, run, version)
-            found.append((position, run, version, digest, bytes(first) if first is not None else None))
+            found.append((position, run, version, digest, first))
         return found
 
     def _whole_digest(self, curs: psycopg.Cursor[Any], run: UUID, version: int) -> bytes:

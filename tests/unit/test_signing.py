@@ -57,3 +57,20 @@ def test_missing_or_foreign_key_file_is_a_clear_error(tmp_path: Path) -> None:
     junk.write_text("not a key")
     with pytest.raises(BadKey, match="not an unencrypted PEM"):
         SigningKey.load(junk)
+
+
+def test_up_creates_the_embedded_key_once_and_prints_its_public_half(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api.up import _signing_key
+    from infra.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data")
+    _signing_key(settings)
+    key = SigningKey.load(tmp_path / "data" / "signing.key")
+    first = capsys.readouterr().out
+    assert f"Signing key {key.key_id} (created " in first and key.public.text in first
+    _signing_key(settings)
+    assert "created" not in capsys.readouterr().out
+    with pytest.raises(BadKey, match="no signing key"):  # a configured key must exist: none is made
+        _signing_key(Settings(data_dir=tmp_path, signing_key=tmp_path / "absent.key"))

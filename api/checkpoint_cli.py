@@ -47,19 +47,33 @@ def build_schedule(settings: Settings, store: RunStore) -> CheckpointSchedule:
     )
 
 
-def cmd_close(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_close(settings: Settings, args: argparse.Namespace) -> int:
+    from api.supervise import Stop
+    from infra.retry import pause
+
     settings = settings.resolved()
+    stop = Stop()
+    stop.install()
     store = open_store(settings)
     try:
-        closed = build_checkpointer(settings, store, by="receipts checkpoints close").close()
+        checkpointer = build_checkpointer(settings, store, by="receipts checkpoints close")
+        while True:
+            closed = checkpointer.close()
+            if closed is None:
+                print("nothing to checkpoint: no event after the last checkpoint", flush=True)
+            else:
+                c = closed.checkpoint
+                print(
+                    f"checkpoint {c.seq}: positions {c.first}..{c.last}, {c.events} events, key {c.key_id}",
+                    flush=True,
+                )
+            if args.every is None:
+                return 0
+            pause(args.every, stop.requested)
+            if stop.requested():
+                return 0
     finally:
         store.close()
-    if closed is None:
-        print("nothing to checkpoint: no event after the last checkpoint")
-    else:
-        c = closed.checkpoint
-        print(f"checkpoint {c.seq}: positions {c.first}..{c.last}, {c.events} events, key {c.key_id}")
-    return 0
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -169,9 +183,16 @@ def add_commands(sub: Any) -> None:
     )
     export.add_argument("dir", type=Path, metavar="DIR")
     export.set_defaults(func=cmd_export)
-    csub.add_parser(
+    close = csub.add_parser(
         "close", help="close a checkpoint over the events after the last one now (`relay` does it on time)"
-    ).set_defaults(func=cmd_close)
+    )
+    close.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="keep closing one this often until stopped (no publishing)",
+    )
+    close.set_defaults(func=cmd_close)
     key = sub.add_parser("signing-key", help="the service's Ed25519 signing key")
     ksub = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     ksub.add_parser("show", help="its key id and public key").set_defaults(func=cmd_key_show)

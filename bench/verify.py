@@ -13,6 +13,11 @@
 4. verify: projections.anchored.verify_anchored over the exported checkpoint files
    (chain, leaves, Merkle roots, heads, signatures), events/s and its share of the
    baseline. The target is >= 50,000 events/s.
+5. write path with and without checkpoints (`--overhead-runs`, 0 skips): more runs
+   COPY-loaded the way ingest writes them (under the events table's lock), in
+   alternating rounds without and with `receipts checkpoints close --every 1` running
+   as a process of its own (ten times the default rate); the ratio of the medians.
+   The target is within 10%. (bench.ingest measures the whole consumer pipeline.)
 
 Progress goes to stderr, the report to stdout.
 """
@@ -21,6 +26,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -29,7 +37,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 from api.bootstrap import open_store
-from bench.corpus import Stamper, build_templates, first_start, load
+from bench.corpus import Loaded, Stamper, build_templates, first_start, interleaved_rows, load
 from bench.support import create_schema, prepare_process, say, start_servers
 from domain.chain import GENESIS, link
 from infra.checkpoint_files import from_dir, write_dir
@@ -52,6 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20_000, help="runs to load (~14 events each)")
     p.add_argument("--templates", type=int, default=500, help="StepFactory runs to stamp the runs from")
     p.add_argument("--checkpoint-events", type=int, default=100_000, help="events per checkpoint")
+    p.add_argument("--overhead-runs", type=int, default=5_000, help="runs per write-path round (0: skip)")
+    p.add_argument("--overhead-rounds", type=int, default=2, help="rounds each without and with")
     p.add_argument("--database-url", help="an existing PostgreSQL (default: an embedded one under /tmp)")
     p.add_argument("--seed", type=int, default=7)
     return p.parse_args(argv)
@@ -119,13 +129,67 @@ def measure(args: argparse.Namespace, workdir: Path, stack: ExitStack) -> list[s
         raise AssertionError(f"the untouched store did not verify: {verdict.findings[:3]}")
     rate = verdict.report.events / seconds
     raw_rate = raw_events / raw_seconds
-    return [
+    lines = [
         f"verify --all --checkpoints ({servers}; {loaded.events:,} events, {args.runs:,} runs, "
         f"{len(signed)} checkpoints of <= {args.checkpoint_events:,})",
         f"  checkpointer (close, backlog)  {loaded.events / closing:>12,.0f} events/s",
         f"  raw baseline (read + chain)    {raw_rate:>12,.0f} events/s",
         f"  verify --all --checkpoints     {rate:>12,.0f} events/s  ({rate / raw_rate:.0%} of the baseline; "
         f"target {TARGET:,}: {'met' if rate >= TARGET else 'NOT met'})",
+    ]
+    if args.overhead_runs > 0:
+        lines += write_overhead(args, settings, store, stamper)
+    return lines
+
+
+def write_overhead(
+    args: argparse.Namespace, settings: Settings, store: RunStore, stamper: Stamper
+) -> list[str]:
+    """The ingest write path's events/s without and with a checkpointer process beside it."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    env = {
+        **os.environ,
+        "RECEIPTS_DATABASE_URL": str(settings.database_url),
+        "RECEIPTS_KAFKA_BOOTSTRAP": "unused:9092",
+        "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
+        "RECEIPTS_SIGNING_KEY": str(settings.signing_key),
+    }
+    next_run = args.runs  # run numbers (and so run ids) not loaded yet
+    for round_no in range(args.overhead_rounds):
+        for beside in (round_no % 2 == 1, round_no % 2 == 0):  # alternate which goes first
+            numbers = range(next_run, next_run + args.overhead_runs)
+            next_run = numbers.stop
+            checkpoints = None
+            if beside:  # started, and caught up with what is there, before the clock starts
+                checkpoints = subprocess.Popen(
+                    [sys.executable, "-m", "api.cli", "checkpoints", "close", "--every", "1"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                assert checkpoints.stdout is not None
+                for line in checkpoints.stdout:
+                    if line.startswith("nothing to checkpoint"):
+                        break
+            loaded = Loaded()
+            started = time.perf_counter()
+            for first in range(numbers.start, numbers.stop, 1000):  # a transaction per 1,000 runs
+                batch = range(first, min(first + 1000, numbers.stop))
+                store.steps.copy_rows(interleaved_rows(stamper, batch, 200, loaded, len(numbers)))
+            seconds = time.perf_counter() - started
+            if checkpoints is not None:
+                checkpoints.terminate()
+                checkpoints.wait(30)
+            rates[beside].append(loaded.events / seconds)
+            say(
+                f"write path {'with' if beside else 'without'} checkpoints: {rates[beside][-1]:,.0f} events/s"
+            )
+    without, with_ = statistics.median(rates[False]), statistics.median(rates[True])
+    change = with_ / without - 1
+    return [
+        f"  write path without checkpoints {without:>12,.0f} events/s (median of {len(rates[False])})",
+        f"  write path, checkpoint every 1s {with_:>11,.0f} events/s ({change:+.0%}; target within 10%: "
+        f"{'met' if change >= -0.10 else 'NOT met'})",
     ]
 
 

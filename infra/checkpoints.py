@@ -28,9 +28,9 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.checkpoint import GENESIS, Checkpoint, head_text
-from domain.merkle import event_leaf, head_leaf, root, set_add, set_hex, set_remove
+from domain.merkle import head_leaf, root, set_add, set_hex, set_remove
 from infra.keyring import KeyRecord, Keyring
-from infra.rows import DIGEST_WITHIN, header_digest, read_step_state
+from infra.rows import DIGEST_SQL, read_step_state
 from infra.signing import SigningKey
 from schemas import Codec
 
@@ -92,6 +92,10 @@ def signed_from(document: dict[str, Any]) -> SignedCheckpoint:
 
 def _first(row: Any) -> Any:
     return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+# (position, run, version, digest, leaf, the state of a run's first row)
+LogRow = tuple[int, UUID, int, bytes, bytes, bytes | None]
 
 
 class Sender(Protocol):
@@ -165,59 +169,43 @@ class Checkpointer:
         )
         return signed
 
-    def rows(
-        self, curs: psycopg.Cursor[Any], after: int, until: int | None = None
-    ) -> list[tuple[int, UUID, int, bytes, bytes | None]]:
-        """(position, run, version, digest, state of a run's first row) after `after` (up to
-        `until`: a closed checkpoint's range, read again for inclusion proofs)."""
-        # Plain tuples in binary: this runs over every event, beside ingest.
+    def rows(self, curs: psycopg.Cursor[Any], after: int, until: int | None = None) -> list[LogRow]:
+        """The rows after `after` (up to `until`: a closed checkpoint's range, read again for
+        inclusion proofs). PostgreSQL reads each digest and hashes each leaf, in C: this
+        runs over every event, beside ingest."""
         reader = curs.connection.cursor(binary=True, row_factory=tuple_row)
         reader.execute(
             SQL(
-                "SELECT notification_id, originator_id, originator_version, substring(state for %s), "
-                "CASE WHEN substring(state for 2) <> 'S1'::bytea THEN sha256(state) END, "
+                "SELECT notification_id, originator_id, originator_version, d.digest, "
+                "sha256('\\x00'::bytea || uuid_send(originator_id) || int8send(originator_version) "
+                "|| d.digest), "
                 "CASE WHEN originator_version = 1 THEN state END "
-                "FROM {} WHERE notification_id > %s AND notification_id <= %s "
-                "ORDER BY notification_id LIMIT %s"
+                "FROM {}, LATERAL (SELECT " + DIGEST_SQL + " AS digest) d "
+                "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id LIMIT %s"
             ).format(self.tables.events),
-            (DIGEST_WITHIN, after, *((2**62, self.max_events) if until is None else (until, 2**62))),
+            (after, *((2**62, self.max_events) if until is None else (until, 2**62))),
         )
-        found = []
-        for position, run, version, head, whole, first in reader.fetchall():
-            digest = whole or header_digest(head)
-            if digest is None:  # a step row whose header does not read: its bytes, as verify does
-                digest = self._whole_digest(curs, run, version)
-            found.append((position, run, version, digest, first))
-        return found
-
-    def _whole_digest(self, curs: psycopg.Cursor[Any], run: UUID, version: int) -> bytes:
-        curs.execute(
-            SQL("SELECT sha256(state) FROM {} WHERE originator_id = %s AND originator_version = %s").format(
-                self.tables.events
-            ),
-            (run, version),
-        )
-        return bytes(_first(curs.fetchone()))
+        return reader.fetchall()
 
     def _sign(
         self,
         curs: psycopg.Cursor[Any],
         key: SigningKey,
         previous: Checkpoint | None,
-        rows: list[tuple[int, UUID, int, bytes, bytes | None]],
+        rows: list[LogRow],
         now: datetime,
     ) -> SignedCheckpoint:
         leaves: list[bytes] = []
         total = 0
         heads: dict[UUID, tuple[int, bytes]] = {}
         opened: list[list[str]] = []
-        for _, run, version, digest, first in rows:
-            leaf = event_leaf(run, version, digest)
+        for _, run, version, digest, leaf, first in rows:
             leaves.append(leaf)
-            total = set_add(total, leaf)
+            total += int.from_bytes(leaf, "big")  # reduced once below: set_add's sum
             heads[run] = (version, digest)
             if first is not None:
                 opened += self._opened(run, first)
+        total = set_add(total, b"")
         heads_sum = int(previous.heads_sum, 16) if previous else 0
         count = previous.heads if previous else 0
         for run, old in self._old_heads(curs, list(heads)).items():
@@ -263,10 +251,10 @@ class Checkpointer:
 
     def _opened(self, run: UUID, state: bytes) -> list[list[str]]:
         try:
-            step = self.codec.decode(read_step_state(state).wire)
+            tenant, run_id = self.codec.run_of(read_step_state(state).wire)
         except Exception:  # a first row that no longer reads: verify names it; the run stays unnamed
             return []
-        return [[run.hex, step.tenant, step.run_id]]
+        return [[run.hex, tenant, run_id]]
 
     # --- the outbox to <topic>.checkpoints ------------------------------------------------
 

@@ -95,7 +95,7 @@ def export_signed(store: RunStore, checkpointer: Checkpointer, receipt: Receipt)
 
 def _range_leaves(checkpointer: Checkpointer, curs: Any, c: Checkpoint) -> tuple[list[int], list[bytes]]:
     rows = checkpointer.rows(curs, c.first - 1, c.last)
-    return [r[0] for r in rows], [event_leaf(r[1], r[2], r[3]) for r in rows]
+    return [r[0] for r in rows], [r[4] for r in rows]
 
 
 def authorizations(receipt: Receipt) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ itself. So:
 What no check inside the database can see: a deleted tail of a run no view
 has applied, a deleted whole run, or a run rewritten with its hashes
 recomputed. Signed checkpoints kept outside the database are the reference
-for those; until they exist, `verify` says so.
+for those: `verify --checkpoints` (projections/anchored.py); without it, `verify` says so.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from projections.queries import Queries
 CANNOT_DETECT = (
     "a deleted tail or a deleted whole run is not detectable without signed checkpoints "
     "(nor a run rewritten with its hashes recomputed); this check sees only what the "
-    "event store and the receipts view still hold"
+    "event store and the receipts view still hold: add --checkpoints DIR|topic for those"
 )
 # Parts of a receipt that depend on the reader's clock or on when it was checked.
 _CLOCK_FINDINGS = {"final_state_unclear"}

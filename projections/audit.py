@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -57,9 +57,20 @@ class _Track:
     version: int = 0
     prev: bytes = GENESIS
     head: bytes = GENESIS  # the stored digest of its highest version
-    missing: dict[int, int] = field(default_factory=dict)  # version -> position where the gap showed
+    # Made only for a run that needs them: `verify --all` holds one track per run.
+    missing: dict[int, int] | None = None  # version -> position where the gap showed
     pending: _Pending | None = None
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[Finding] | None = None
+
+    def note(self, finding: Finding) -> None:
+        if self.findings is None:
+            self.findings = []
+        self.findings.append(finding)
+
+    def gap(self, version: int, position: int) -> None:
+        if self.missing is None:
+            self.missing = {}
+        self.missing[version] = position
 
 
 @dataclass(slots=True)
@@ -134,9 +145,7 @@ class LogAudit:
         if track is None:
             track = self.tracks[run] = _Track()
         if digest is None:
-            track.findings.append(
-                Finding(kind="edited_event", version=version, detail="the stored row no longer reads")
-            )
+            track.note(Finding(kind="edited_event", version=version, detail="the stored row no longer reads"))
             digest = hashlib.sha256(state).digest()
         elif version == track.version + 1:
             wire = state[state.index(b"\n") + 1 :]
@@ -144,10 +153,10 @@ class LogAudit:
                 digest = self._broken(track, version, wire, digest, state)
         elif version > track.version + 1:  # the chain cannot be checked across a gap
             for gone in range(track.version + 1, version):
-                track.missing[gone] = position
-        elif version in track.missing:
+                track.gap(gone, position)
+        elif track.missing and version in track.missing:
             del track.missing[version]
-            track.findings.append(
+            track.note(
                 Finding(
                     kind="reordered_events",
                     version=version,
@@ -156,7 +165,7 @@ class LogAudit:
             )
             return
         else:
-            track.findings.append(
+            track.note(
                 Finding(
                     kind="inserted_event",
                     version=version,
@@ -170,7 +179,7 @@ class LogAudit:
         """Name a link that does not match; returns the digest the chain goes on from."""
         pending = track.pending
         if pending is not None and link(pending.before, wire) == digest:
-            track.findings.append(
+            track.note(
                 Finding(
                     kind="reordered_events",
                     version=pending.version,
@@ -182,7 +191,7 @@ class LogAudit:
             # two neighbours swapped: the later one's digest, stored in its partner, goes on
             return pending.own if version == pending.version + 1 else digest
         if pending is not None:
-            track.findings.append(_edited(pending))
+            track.note(_edited(pending))
         track.pending = _Pending(version, track.prev, digest, _event_id(state))
         return digest
 
@@ -282,10 +291,10 @@ class LogAudit:
         )
 
     def _chain_findings(self, track: _Track) -> list[Finding]:
-        found = list(track.findings)
+        found = list(track.findings or ())
         if track.pending is not None:
             found.append(_edited(track.pending))
-        gaps = sorted(track.missing)
+        gaps = sorted(track.missing or ())
         while gaps:
             start = end = gaps.pop(0)
             while gaps and gaps[0] == end + 1:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 from api.checkpoint_cli import build_checkpointer
 from domain.chain import GENESIS, link
@@ -52,6 +53,9 @@ class Anchored:
         return verify_anchored(self.store, from_dir(self.dir), keys, ("default", run) if run else None)
 
     # --- attacks, in SQL ------------------------------------------------------------------
+
+    def run_key(self, run_id: str) -> UUID:
+        return run_uuid("default", run_id)
 
     def rows(self, run_id: str) -> list[tuple[int, bytes]]:
         found = query(

@@ -104,3 +104,23 @@ def test_events_reordered_in_the_log(setup: Anchored) -> None:
     )
     found = setup.verify().report.findings
     assert [f.kind for f in found] == ["log_reordered"] and found[0].checkpoint == 1
+
+
+def test_an_event_slipped_into_a_signed_range(setup: Anchored) -> None:
+    """Run a's last event is replaced, at its log position, by one of a run nobody signed."""
+    (position,) = query(
+        setup.settings,
+        "SELECT notification_id FROM receipts_events WHERE originator_id = %s AND originator_version = 7",
+        setup.run_key("a"),
+    )[0]
+    setup.delete("a", 7)
+    setup.record("x")
+    execute(
+        setup.settings,
+        "UPDATE receipts_events SET notification_id = %s WHERE originator_id = %s AND originator_version = 1",
+        position,
+        setup.run_key("x"),
+    )
+    found = setup.verify().report.findings
+    assert kinds(found)[0] == ("truncated_tail", "default/a", 7)
+    assert ("log_differs", 1) in [(f.kind, f.checkpoint) for f in found]

@@ -10,9 +10,8 @@ from typing import Any
 from api.bootstrap import open_store, require_tables
 from domain.errors import Invalid
 from infra.checkpoint_files import write_dir
-from infra.checkpoints import Checkpointer, CheckpointSchedule
+from infra.checkpoints import Checkpointer, CheckpointSchedule, rotate_key
 from infra.kafka import ensure_topics, producer
-from infra.keyring import install_rotated, rotate
 from infra.progress import Progress
 from infra.settings import Settings
 from infra.signing import PublicKey, SigningKey
@@ -109,11 +108,9 @@ def cmd_key_rotate(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
     path = settings.signing_key_file
     try:
-        with store.steps.datastore.transaction(commit=True) as curs:
-            entry = rotate(curs, store.steps.checkpoint_tables.keyring, path, args.by, args.reason)
+        entry = rotate_key(store.steps.datastore, store.steps.checkpoint_tables, path, args.by, args.reason)
     finally:
         store.close()
-    install_rotated(path)
     print(
         f"signing key rotated: {entry.previous} -> {entry.key_id}; public key {entry.record['public_key']}\n"
         "checkpoints from now on are signed with it; older ones stay verifiable with the key history "

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from domain.checkpoint import GENESIS, Checkpoint, Finding, canonical
 from domain.errors import ReceiptsError
 from infra.checkpoints import SignedCheckpoint
-from infra.keyring import KeyRecord, history_document, parse_history, trusted_keys
+from infra.keyring import KeyRecord, history_document, parse_history, retired_from, trusted_keys
 from infra.signing import PublicKey
 
 KEYS_FILE = "keys.json"
@@ -116,6 +116,7 @@ def check_chain(
     does not: unreadable, forged, signed by another key, missing, a gap in the chain."""
     trusted, problems = trusted_keys(collected.keys, anchors)
     findings = [Finding(kind="key_history", detail=p) for p in problems]
+    retired = retired_from([k for k in collected.keys if k.key_id in trusted])
     good: dict[int, Checkpoint] = {}
     named: set[int] = set()
     for where, raw in collected.documents:
@@ -126,6 +127,18 @@ def check_chain(
                 named.add(finding.checkpoint)
             continue
         assert checkpoint is not None
+        successor = retired.get(checkpoint.key_id)
+        if successor is not None and checkpoint.seq >= successor[1]:
+            findings.append(
+                _finding(
+                    "retired_key",
+                    checkpoint.seq,
+                    f"{where}: checkpoint {checkpoint.seq} is signed by key {checkpoint.key_id}, which key "
+                    f"{successor[0]} replaced from checkpoint {successor[1]} on: a retired key signed it",
+                )
+            )
+            named.add(checkpoint.seq)
+            continue
         other = good.get(checkpoint.seq)
         if other is not None and other.hash != checkpoint.hash:
             findings.append(

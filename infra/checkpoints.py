@@ -31,7 +31,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from domain.checkpoint import GENESIS, Checkpoint, head_text
 from domain.merkle import head_leaf, root, set_add, set_hex, set_remove
-from infra.keyring import KeyRecord, Keyring
+from infra.keyring import KeyRecord, Keyring, install_rotated, retired_from, rotate, staged_path
 from infra.rows import DIGEST_SQL, read_step_state
 from infra.signing import BadKey, SigningKey
 from schemas import Codec
@@ -141,6 +141,10 @@ class Checkpointer:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
             self.tables.keyring.ensure(curs, key, self.by)
+            current = self._current(curs, key)
+            if current is None:
+                return None
+            key = current
             previous = self.tables.latest(curs)
             after = previous.last if previous else 0
             rows = self.rows(curs, after)
@@ -170,6 +174,24 @@ class Checkpointer:
             key.key_id,
         )
         return signed
+
+    def _current(self, curs: psycopg.Cursor[Any], key: SigningKey) -> SigningKey | None:
+        """The key to sign with: a key rotated out is never used again. Its successor, if
+        a rotation's crash left it staged, is installed; else nothing is signed yet."""
+        successor = retired_from(self.tables.keyring.history(curs)).get(key.key_id)
+        if successor is None:
+            return key
+        staged = staged_path(self.key_file)
+        if staged.exists() and SigningKey.load(staged).key_id == successor[0]:
+            install_rotated(self.key_file)
+            return SigningKey.load(self.key_file)
+        log.error(
+            "the signing key %s was rotated out (by %s); %s does not hold its successor: no checkpoint",
+            key.key_id,
+            successor[0],
+            self.key_file,
+        )
+        return None
 
     def rows(self, curs: psycopg.Cursor[Any], after: int, until: int | None = None) -> list[LogRow]:
         """The rows after `after` (up to `until`: a closed checkpoint's range, read again for
@@ -337,3 +359,16 @@ class CheckpointSchedule:
             # No usable key: the relay goes on publishing decisions; checkpoints wait for one.
             self._last_close = now
             log.error("no checkpoint closed: %s", error.detail)
+
+
+def rotate_key(
+    datastore: PostgresDatastore, tables: CheckpointTables, path: Path, by: str, reason: str
+) -> KeyRecord:
+    """Rotate under the checkpointer's lock: the new key signs from the next checkpoint on,
+    and no checkpoint is closed with the old one after that."""
+    with datastore.transaction(commit=True) as curs:
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        latest = tables.latest(curs)
+        entry = rotate(curs, tables.keyring, path, by, reason, (latest.seq if latest else 0) + 1)
+    install_rotated(path)
+    return entry

@@ -45,12 +45,16 @@ class KeyRecord(BaseModel):
         return str(previous) if previous else None
 
 
-def key_record(key: SigningKey, previous: SigningKey | None, by: str, reason: str) -> KeyRecord:
+def key_record(
+    key: SigningKey, previous: SigningKey | None, by: str, reason: str, from_checkpoint: int = 1
+) -> KeyRecord:
     record = {
         "format": KEY_FORMAT,
         "key_id": key.key_id,
         "public_key": key.public.text,
         "previous": previous.key_id if previous else None,
+        # The first checkpoint it signs: from there on the previous key is retired.
+        "from_checkpoint": from_checkpoint,
         "at": datetime.now(UTC).isoformat(),
         "by": by,
         "reason": reason,
@@ -162,23 +166,33 @@ def _column(row: Any, name: str) -> str:
     return str(row[name] if isinstance(row, dict) else row[0])
 
 
-def rotate(curs: psycopg.Cursor[Any], keyring: Keyring, path: Path, by: str, reason: str) -> KeyRecord:
-    """A new key replaces the one in `path`: recorded (signed by both) before the file is
-    replaced, in the caller's transaction, so a crash leaves the old key in use and valid."""
+def rotate(
+    curs: psycopg.Cursor[Any], keyring: Keyring, path: Path, by: str, reason: str, from_checkpoint: int
+) -> KeyRecord:
+    """A new key replaces the one in `path` from checkpoint `from_checkpoint` on: recorded
+    (signed by both) in the caller's transaction, the new key staged beside the file. A
+    crash before `install_rotated` leaves it staged: the checkpointer installs it."""
     old = SigningKey.load(path)
     keyring.ensure(curs, old, by)
     new = SigningKey.generate()
-    entry = key_record(new, old, by, reason)
+    entry = key_record(new, old, by, reason, from_checkpoint)
     keyring.add(curs, entry)
-    staged = path.with_name(path.name + ".next")
-    new.write(staged)
+    new.write(staged_path(path))
     return entry
+
+
+def staged_path(path: Path) -> Path:
+    return path.with_name(path.name + ".next")
 
 
 def install_rotated(path: Path) -> None:
     """After the rotation committed: the staged key becomes the key file."""
-    staged = path.with_name(path.name + ".next")
-    staged.replace(path)
+    staged_path(path).replace(path)
+
+
+def retired_from(history: list[KeyRecord]) -> dict[str, tuple[str, int]]:
+    """Each replaced key id -> (its successor, the first checkpoint the successor signs)."""
+    return {e.previous: (e.key_id, int(e.record.get("from_checkpoint") or 1)) for e in history if e.previous}
 
 
 def history_document(history: list[KeyRecord]) -> str:

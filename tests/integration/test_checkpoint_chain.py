@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from api.checkpoint_cli import build_checkpointer
 from domain.checkpoint import Checkpoint
-from infra.keyring import install_rotated, rotate, trusted_keys
+from infra.checkpoints import rotate_key
+from infra.keyring import rotate, staged_path, trusted_keys
 from infra.signing import SigningKey
 from tests.integration.anchoring import Anchored, anchored
 
@@ -106,11 +108,12 @@ def test_events_newer_than_the_last_checkpoint_are_not_yet_anchored(setup: Ancho
 def test_rotation_is_recorded_and_old_checkpoints_stay_verifiable(setup: Anchored) -> None:
     old = setup.key
     key_file = setup.settings.signing_key_file
-    with setup.store.steps.datastore.transaction(commit=True) as curs:
-        entry = rotate(curs, setup.store.steps.checkpoint_tables.keyring, key_file, "ops", "yearly")
-    install_rotated(key_file)
+    entry = rotate_key(
+        setup.store.steps.datastore, setup.store.steps.checkpoint_tables, key_file, "ops", "yearly"
+    )
     new = SigningKey.load(key_file)
     assert entry.key_id == new.key_id != old.key_id and entry.previous == old.key_id
+    assert entry.record["from_checkpoint"] == 5
     setup.record("after-rotation")
     setup.close()
     setup.export()
@@ -125,7 +128,7 @@ def test_rotation_is_recorded_and_old_checkpoints_stay_verifiable(setup: Anchore
 def test_a_key_history_entry_not_endorsed_by_the_key_it_replaces(setup: Anchored) -> None:
     tables = setup.store.steps.checkpoint_tables
     with setup.store.steps.datastore.transaction(commit=True) as curs:
-        rotate(curs, tables.keyring, setup.settings.signing_key_file, "ops", "test")
+        rotate(curs, tables.keyring, setup.settings.signing_key_file, "ops", "test", 5)
         history = tables.keyring.history(curs)
     forged = history[-1].model_copy(
         update={"signatures": {history[-1].key_id: history[-1].signatures[history[-1].key_id]}}
@@ -142,3 +145,32 @@ def test_a_replaced_key_file_is_refused(setup: Anchored) -> None:
     setup.record("more")
     with pytest.raises(BadKey, match="not in the key history"):
         setup.close()
+
+
+def test_a_retired_key_signs_nothing_after_its_rotation(setup: Anchored) -> None:
+    """An old key that leaked cannot extend the chain: checkpoints after the rotation must
+    carry the new key, and the checkpointer itself never signs with the old one again."""
+    old, key_file = setup.key, setup.settings.signing_key_file
+    rotate_key(setup.store.steps.datastore, setup.store.steps.checkpoint_tables, key_file, "ops", "leak")
+    setup.record("after")
+    setup.close()
+    setup.export()
+    assert setup.verify(anchors=[old]).verified
+    resign(setup, 5, old)
+    assert named(setup)[0] == ("retired_key", 5)
+
+
+def test_a_rotation_cut_short_by_a_crash_is_finished_by_the_checkpointer(setup: Anchored) -> None:
+    old, key_file = setup.key, setup.settings.signing_key_file
+    tables = setup.store.steps.checkpoint_tables
+    with setup.store.steps.datastore.transaction(commit=True) as curs:
+        entry = rotate(curs, tables.keyring, key_file, "ops", "crash before install", 5)
+    assert SigningKey.load(key_file).key_id == old.key_id  # the crash: never installed
+    setup.record("after")
+    setup.close()  # installs the staged key, and signs with it
+    assert SigningKey.load(key_file).key_id == entry.key_id and not staged_path(key_file).exists()
+    setup.export()
+    assert setup.verify(anchors=[old]).verified
+    old.write(key_file)  # the old key put back by hand: it signs nothing
+    setup.record("later")
+    assert build_checkpointer(setup.settings, setup.store).close() is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,16 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
             history = tables.keyring.history(curs)
     finally:
         store.close()
-    written = write_dir(args.dir, checkpoints, history)
+    written, differing = write_dir(args.dir, checkpoints, history)
     print(f"{written} new checkpoint file(s) in {args.dir} ({len(checkpoints)} in all), keys.json updated")
+    if differing:
+        print(
+            f"receipts: checkpoint file(s) {', '.join(map(str, differing))} in {args.dir} differ from the "
+            "store's and were kept: the store's checkpoints table was changed, or the files were; "
+            f"`receipts verify --all --checkpoints {args.dir}` says which",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -46,17 +46,23 @@ class Collected:
     keys: list[KeyRecord] = field(default_factory=list)
 
 
-def write_dir(path: Path, checkpoints: list[SignedCheckpoint], history: list[KeyRecord]) -> int:
-    """Write each checkpoint not yet there, and the key history; returns how many were new."""
+def write_dir(
+    path: Path, checkpoints: list[SignedCheckpoint], history: list[KeyRecord]
+) -> tuple[int, list[int]]:
+    """Write each checkpoint not yet there, and the key history. Returns how many were new,
+    and the numbers of those already there that differ from the store's: the files are the
+    reference, so they are never overwritten (the store's copy is what to doubt)."""
     path.mkdir(parents=True, exist_ok=True)
-    written = 0
+    written, differing = 0, []
     for signed in checkpoints:
         target = path / file_name(signed.checkpoint.seq)
         if not target.exists():
             target.write_text(signed.text())
             written += 1
+        elif target.read_text() != signed.text():
+            differing.append(signed.checkpoint.seq)
     (path / KEYS_FILE).write_text(history_document(history))
-    return written
+    return written, differing
 
 
 def from_dir(path: Path) -> Collected:

@@ -25,7 +25,7 @@ from domain.checkpoint import Checkpoint, Finding, canonical, parse_head
 from domain.merkle import event_leaf, included, inclusion_path
 from domain.receipt import Receipt
 from domain.run import run_uuid
-from infra.checkpoints import Checkpointer, SignedCheckpoint
+from infra.checkpoints import Checkpointer
 from infra.keyring import KeyRecord, trusted_keys
 from infra.rows import read_step_state
 from infra.signing import PublicKey
@@ -301,7 +301,3 @@ def load(text: str) -> dict[str, Any]:
     if data.get("format") != FORMAT:
         raise ValueError(f"not a signed receipt ({FORMAT})")
     return data
-
-
-def signed_documents(checkpoints: list[SignedCheckpoint]) -> list[dict[str, Any]]:
-    return [c.document() for c in checkpoints]

@@ -46,7 +46,7 @@ class Anchored:
     def export(self) -> None:
         tables = self.store.steps.checkpoint_tables
         with self.store.steps.datastore.transaction(commit=False) as curs:
-            write_dir(self.dir, tables.all(curs), tables.keyring.history(curs))
+            write_dir(self.dir, tables.all(curs), tables.keyring.history(curs))  # (new, differing)
 
     def verify(self, run: str | None = None, anchors: list[SigningKey] | None = None) -> AnchoredVerdict:
         keys = [k.public for k in (anchors if anchors is not None else [self.key])]

@@ -174,3 +174,15 @@ def test_a_rotation_cut_short_by_a_crash_is_finished_by_the_checkpointer(setup: 
     old.write(key_file)  # the old key put back by hand: it signs nothing
     setup.record("later")
     assert build_checkpointer(setup.settings, setup.store).close() is None
+
+
+def test_export_never_overwrites_a_file_that_differs_from_the_store(setup: Anchored) -> None:
+    from infra.checkpoint_files import write_dir
+
+    path = setup.checkpoint_file(2)
+    kept = path.read_text().replace('"events": 7', '"events": 8')
+    path.write_text(kept)
+    tables = setup.store.steps.checkpoint_tables
+    with setup.store.steps.datastore.transaction(commit=False) as curs:
+        assert write_dir(setup.dir, tables.all(curs), tables.keyring.history(curs)) == (0, [2])
+    assert path.read_text() == kept

@@ -118,13 +118,17 @@ class ChainVerdict:
     checkpoints: list[Checkpoint]
     findings: list[Finding]
     trusted: dict[str, PublicKey]
+    notes: list[str] = field(default_factory=list)
 
 
 def check_chain(
     collected: Collected, anchors: list[PublicKey], store_latest: int | None = None
 ) -> ChainVerdict:
     """The checkpoints that hold (signed by a trusted key, in an unbroken chain), and what
-    does not: unreadable, forged, signed by another key, missing, a gap in the chain."""
+    does not: unreadable, forged, signed by another key, missing, a gap in the chain.
+
+    Checkpoints the store closed after the source's newest are a note, not a finding: an
+    export is behind the store between two exports. What they cover is not yet anchored."""
     trusted, problems = trusted_keys(collected.keys, anchors)
     findings = [Finding(kind="key_history", detail=p) for p in problems]
     retired = retired_from([k for k in collected.keys if k.key_id in trusted])
@@ -157,8 +161,16 @@ def check_chain(
             )
             continue
         good[checkpoint.seq] = checkpoint
-    findings += _chain_findings(good, named, collected.where, store_latest)
-    return ChainVerdict([good[s] for s in sorted(good)], findings, trusted)
+    findings += _chain_findings(good, named, collected.where)
+    notes = []
+    newest = max([*good, *named], default=0)
+    if store_latest is not None and store_latest > newest:
+        span = f"{newest + 1}..{store_latest}" if store_latest > newest + 1 else str(store_latest)
+        notes.append(
+            f"checkpoint(s) {span} are in the store but not in {collected.where}: it is behind (export "
+            "again); the events they cover are counted as not yet anchored"
+        )
+    return ChainVerdict([good[s] for s in sorted(good)], findings, trusted, notes)
 
 
 def _checked(
@@ -192,9 +204,7 @@ def _checked(
     return checkpoint, None
 
 
-def _chain_findings(
-    good: dict[int, Checkpoint], named: set[int], where: str, store_latest: int | None
-) -> list[Finding]:
+def _chain_findings(good: dict[int, Checkpoint], named: set[int], where: str) -> list[Finding]:
     findings = []
     expected = 1
     previous: Checkpoint | None = None
@@ -225,16 +235,12 @@ def _chain_findings(
         elif seq == 1 and (checkpoint.previous != GENESIS or checkpoint.first != 1):
             findings.append(_finding("checkpoint_chain_gap", 1, "checkpoint 1 does not start the chain"))
         previous, expected = checkpoint, seq + 1
-    if store_latest is not None and store_latest >= expected:
-        gone = [s for s in range(expected, store_latest + 1) if s not in named]
-        if gone:
-            findings.append(_missing(gone, where, " (the store has closed them)"))
     return findings
 
 
-def _missing(seqs: list[int], where: str, why: str = "") -> Finding:
+def _missing(seqs: list[int], where: str) -> Finding:
     span = f"checkpoint {seqs[0]}" if len(seqs) == 1 else f"checkpoints {seqs[0]}..{seqs[-1]}"
-    return _finding("missing_checkpoint", seqs[0], f"{span} missing from {where}{why}")
+    return _finding("missing_checkpoint", seqs[0], f"{span} missing from {where}")
 
 
 def _finding(kind: str, seq: int, detail: str) -> Finding:

@@ -48,6 +48,7 @@ class AnchoredVerdict(BaseModel):
     chain_findings: list[Finding]
     trusted_keys: list[str]
     anchors_given: bool
+    notes: list[str] = []
 
     @property
     def findings(self) -> list[Finding]:
@@ -82,6 +83,7 @@ def verify_anchored(
         chain_findings=chain.findings,
         trusted_keys=sorted(chain.trusted),
         anchors_given=bool(anchors),
+        notes=chain.notes,
     )
 
 
@@ -131,6 +133,7 @@ def anchored_text(v: AnchoredVerdict) -> list[str]:
         f"  {r.events} events read, {r.anchored} anchored, {r.not_anchored} not yet anchored "
         f"(after position {r.last_anchored_position or 0}: newer than the last checkpoint, not verified)"
     )
+    lines += [f"  note: {note}" for note in v.notes]
     keys = ", ".join(v.trusted_keys) or "none"
     lines.append(
         f"  trusted keys: {keys}"

@@ -50,6 +50,7 @@ from bench.steps import Dataset, StepFactory, build_dataset
 from bench.support import (
     ENCODINGS,
     checkpoint,
+    checkpointer_beside,
     create_schema,
     drop_schema,
     prepare_process,
@@ -126,6 +127,15 @@ def run_throughput(
                     f"round {round_no} {result.encoding}: without policy {bare['rate']:,.0f} events/s "
                     f"({bare['rate'] / b['rate']:.2f}x), with the sample policy {p['rate'] / b['rate']:.2f}x"
                 )
+            if args.compare_checkpoints:
+                signed = _pipeline(
+                    args, worker, settings, f"{name}_ck", result, spot, timeout, args.policy, checkpoints=True
+                )[1]
+                result.with_checkpoints.append(signed["rate"])
+                say(
+                    f"round {round_no} {result.encoding}: with checkpoints {signed['rate']:,.0f} events/s "
+                    f"({signed['rate'] / b['rate']:.2f}x)"
+                )
             if args.two_processes:
                 pair = _two_processes(worker, partner(), settings, url, result, timeout, args.policy)
                 result.two_processes.append(pair)
@@ -159,14 +169,33 @@ def _pipeline(
     spot: dict[str, int],
     timeout: float,
     policy: bool,
+    checkpoints: bool = False,
 ) -> tuple[Settings, dict[str, Any]]:
-    """One pipeline round into a fresh schema; its settings (for a two-process round) and answer."""
+    """One pipeline round into a fresh schema; its settings (for a two-process round) and answer.
+    With `checkpoints`, a checkpointer process closes one every second beside it."""
     assert settings.database_url
     url = settings.database_url
     schema = f"bench_{name}"
     create_schema(url, schema)
     checkpoint(url)
     settings = settings.model_copy(update={"database_schema": schema, "group": f"bench-{name}"})
+    with ExitStack() as beside:
+        if checkpoints:
+            beside.enter_context(checkpointer_beside(settings, name))
+        return _pipeline_round(args, worker, settings, result, spot, timeout, policy, name)
+
+
+def _pipeline_round(
+    args: argparse.Namespace,
+    worker: Worker,
+    settings: Settings,
+    result: Throughput,
+    spot: dict[str, int],
+    timeout: float,
+    policy: bool,
+    name: str,
+) -> tuple[Settings, dict[str, Any]]:
+    url, schema = str(settings.database_url), settings.database_schema
     try:
         p = worker.call(
             "pipeline",
@@ -312,6 +341,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run one pipeline round per encoding without the policy, paired with the same "
         "baseline, and report both ratios",
+    )
+    p.add_argument(
+        "--compare-checkpoints",
+        action="store_true",
+        help="also run one pipeline round per encoding with `receipts checkpoints close --every 1` "
+        "beside it, paired with the same baseline, and report both ratios",
     )
     p.add_argument("--keep-schemas", action="store_true", help="keep each round's PostgreSQL schema")
     p.add_argument("--markdown", action="store_true", help="also print the report as Markdown")

@@ -45,12 +45,18 @@ class Throughput:
     two_processes: list[float] = field(default_factory=list)
     # Pipeline rounds without the policy (--compare-policy), each paired with the same baseline.
     without_policy: list[float] = field(default_factory=list)
+    # Pipeline rounds with a checkpointer process beside them (--compare-checkpoints).
+    with_checkpoints: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         """The median of the paired per-round ratios: a baseline measured beside its own
         pipeline round (raw consume swings between rounds)."""
         return statistics.median(p / b for p, b in zip(self.pipeline, self.baseline, strict=True))
+
+    @property
+    def ratio_with_checkpoints(self) -> float:
+        return statistics.median(p / b for p, b in zip(self.with_checkpoints, self.baseline, strict=True))
 
     @property
     def ratio_without_policy(self) -> float:
@@ -194,6 +200,14 @@ def build_report(
                 f"{routed:.2f}x with the sample policy, {bare:.2f}x without "
                 f"({routed / bare - 1:+.0%}; target within 10%: "
                 f"{'met' if routed >= bare * 0.9 else 'NOT met'})",
+            )
+        if t.with_checkpoints:
+            signed, plain = t.ratio_with_checkpoints, t.ratio
+            r.add(
+                f"{t.encoding}: ratio with / without checkpoints",
+                f"{signed:.2f}x with a checkpointer closing one every second, {plain:.2f}x without "
+                f"({signed / plain - 1:+.0%}; target within 10%: "
+                f"{'met' if signed >= plain * 0.9 else 'NOT met'})",
             )
         if t.lock_share:
             share = statistics.median(t.lock_share)

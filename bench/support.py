@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -156,3 +159,42 @@ def count_rows(url: str, schema: str) -> int:
         sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(EVENTS_TABLE)),
     )
     return int(rows[0][0])
+
+
+@contextmanager
+def checkpointer_beside(settings: Settings, name: str, every: float = 1.0) -> Iterator[None]:
+    """`receipts checkpoints close --every` as a process of its own on `settings`' schema
+    (migrated first), caught up before the block runs, stopped after it. It signs with
+    `settings.signing_key`, or a key made for the block."""
+    from api.bootstrap import migrate
+    from infra.signing import ensure_signing_key
+
+    migrate(settings)
+    made = settings.signing_key is None
+    key = settings.signing_key or Path(tempfile.gettempdir()) / f"receipts-bench-{name}.key"
+    ensure_signing_key(key)
+    env = {
+        **os.environ,
+        "RECEIPTS_DATABASE_URL": str(settings.database_url),
+        "RECEIPTS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+        "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
+        "RECEIPTS_SIGNING_KEY": str(key),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "checkpoints", "close", "--every", str(every)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # its imports and first close are not the block's to pay
+            if line.startswith(("nothing to checkpoint", "checkpoint ")):
+                break
+        threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
+        yield
+    finally:
+        process.terminate()
+        process.wait(30)
+        if made:
+            key.unlink(missing_ok=True)

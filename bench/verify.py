@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -38,7 +36,7 @@ from uuid import UUID, uuid4
 
 from api.bootstrap import open_store
 from bench.corpus import Loaded, Stamper, build_templates, first_start, interleaved_rows, load
-from bench.support import create_schema, prepare_process, say, start_servers
+from bench.support import checkpointer_beside, create_schema, prepare_process, say, start_servers
 from domain.chain import GENESIS, link
 from infra.checkpoint_files import from_dir, write_dir
 from infra.checkpoints import Checkpointer
@@ -147,39 +145,20 @@ def write_overhead(
 ) -> list[str]:
     """The ingest write path's events/s without and with a checkpointer process beside it."""
     rates: dict[bool, list[float]] = {False: [], True: []}
-    env = {
-        **os.environ,
-        "RECEIPTS_DATABASE_URL": str(settings.database_url),
-        "RECEIPTS_KAFKA_BOOTSTRAP": "unused:9092",
-        "RECEIPTS_DATABASE_SCHEMA": settings.database_schema,
-        "RECEIPTS_SIGNING_KEY": str(settings.signing_key),
-    }
     next_run = args.runs  # run numbers (and so run ids) not loaded yet
     for round_no in range(args.overhead_rounds):
         for beside in (round_no % 2 == 1, round_no % 2 == 0):  # alternate which goes first
             numbers = range(next_run, next_run + args.overhead_runs)
             next_run = numbers.stop
-            checkpoints = None
-            if beside:  # started, and caught up with what is there, before the clock starts
-                checkpoints = subprocess.Popen(
-                    [sys.executable, "-m", "api.cli", "checkpoints", "close", "--every", "1"],
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                assert checkpoints.stdout is not None
-                for line in checkpoints.stdout:
-                    if line.startswith("nothing to checkpoint"):
-                        break
-            loaded = Loaded()
-            started = time.perf_counter()
-            for first in range(numbers.start, numbers.stop, 1000):  # a transaction per 1,000 runs
-                batch = range(first, min(first + 1000, numbers.stop))
-                store.steps.copy_rows(interleaved_rows(stamper, batch, 200, loaded, len(numbers)))
-            seconds = time.perf_counter() - started
-            if checkpoints is not None:
-                checkpoints.terminate()
-                checkpoints.wait(30)
+            with ExitStack() as running:
+                if beside:
+                    running.enter_context(checkpointer_beside(settings, f"verify-{round_no}"))
+                loaded = Loaded()
+                started = time.perf_counter()
+                for first in range(numbers.start, numbers.stop, 1000):  # a transaction per 1,000 runs
+                    batch = range(first, min(first + 1000, numbers.stop))
+                    store.steps.copy_rows(interleaved_rows(stamper, batch, 200, loaded, len(numbers)))
+                seconds = time.perf_counter() - started
             rates[beside].append(loaded.events / seconds)
             say(
                 f"write path {'with' if beside else 'without'} checkpoints: {rates[beside][-1]:,.0f} events/s"

@@ -40,8 +40,6 @@ class Checkpoint(BaseModel):
     events_sum: str  # hex sum of the same leaves mod 2^256
     # "run-uuid-hex:version:digest-hex" of each run the range touched, sorted
     runs: list[str]
-    # [run-uuid-hex, tenant, run_id] of each run the range opened: a deleted run is named
-    opened: list[list[str]]
     heads: int  # runs anchored so far
     heads_sum: str  # hex sum of every run's head leaf (domain/merkle.head_leaf)
     previous: str  # hex SHA-256 of the previous checkpoint's body; GENESIS for the first

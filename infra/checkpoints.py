@@ -96,8 +96,8 @@ def _first(row: Any) -> Any:
     return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
-# (position, run, version, digest, leaf, the state of a run's first row)
-LogRow = tuple[int, UUID, int, bytes, bytes, bytes | None]
+# (position, run, version, digest, leaf)
+LogRow = tuple[int, UUID, int, bytes, bytes]
 
 
 class Sender(Protocol):
@@ -202,8 +202,7 @@ class Checkpointer:
             SQL(
                 "SELECT notification_id, originator_id, originator_version, d.digest, "
                 "sha256('\\x00'::bytea || uuid_send(originator_id) || int8send(originator_version) "
-                "|| d.digest), "
-                "CASE WHEN originator_version = 1 THEN state END "
+                "|| d.digest) "
                 "FROM {}, LATERAL (SELECT " + DIGEST_SQL + " AS digest) d "
                 "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id LIMIT %s"
             ).format(self.tables.events),
@@ -222,13 +221,10 @@ class Checkpointer:
         leaves: list[bytes] = []
         total = 0
         heads: dict[UUID, tuple[int, bytes]] = {}
-        opened: list[list[str]] = []
-        for _, run, version, digest, leaf, first in rows:
+        for _, run, version, digest, leaf in rows:
             leaves.append(leaf)
             total += int.from_bytes(leaf, "big")  # reduced once below: set_add's sum
             heads[run] = (version, digest)
-            if first is not None:
-                opened += self._opened(run, first)
         total = set_add(total, b"")
         heads_sum = int(previous.heads_sum, 16) if previous else 0
         count = previous.heads if previous else 0
@@ -254,7 +250,6 @@ class Checkpointer:
             root=root(leaves).hex(),
             events_sum=set_hex(total),
             runs=sorted(head_text(run.hex, v, d) for run, (v, d) in heads.items()),
-            opened=sorted(opened),
             heads=count,
             heads_sum=set_hex(heads_sum),
             previous=previous.hash if previous else GENESIS,
@@ -272,14 +267,6 @@ class Checkpointer:
             run, version, digest = row.values() if isinstance(row, dict) else row
             found[run] = (int(version), bytes(digest))
         return found
-
-    def _opened(self, run: UUID, state: bytes) -> list[list[str]]:
-        try:
-            # the wire starts after the header's line; the header itself is not needed
-            tenant, run_id = self.codec.run_of(state[state.index(b"\n") + 1 :])
-        except Exception:  # a first row that no longer reads: verify names it; the run stays unnamed
-            return []
-        return [[run.hex, tenant, run_id]]
 
     # --- the outbox to <topic>.checkpoints ------------------------------------------------
 

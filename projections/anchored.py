@@ -71,7 +71,8 @@ def verify_anchored(
         latest = recorder.checkpoint_tables.latest(curs)
     chain = check_chain(collected, anchors, latest.seq if latest else None)
     only = run_uuid(*run) if run else None
-    audit = LogAudit(chain.checkpoints, only=only, name=f"{run[0]}/{run[1]}" if run else None)
+    names = {only: f"{run[0]}/{run[1]}"} if only and run else run_names(store)
+    audit = LogAudit(chain.checkpoints, only=only, names=names)
     for page in stored_pages(store, only):
         audit.feed(page)
         progress(audit.events)
@@ -85,6 +86,15 @@ def verify_anchored(
         anchors_given=bool(anchors),
         notes=chain.notes,
     )
+
+
+def run_names(store: RunStore) -> dict[UUID, str]:
+    """tenant/run_id by store id, from the table of the run ids ingest has seen: a deleted
+    run is named while its row there is left (else by its id, which the checkpoints sign)."""
+    recorder = store.steps
+    with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+        curs.execute(SQL("SELECT tenant, run_id FROM {}").format(recorder.run_tenants))
+        return {run_uuid(tenant, run_id): f"{tenant}/{run_id}" for tenant, run_id in curs}
 
 
 def stored_pages(store: RunStore, only: UUID | None = None, page: int = PAGE) -> Iterator[list[StoredRow]]:

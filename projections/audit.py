@@ -100,11 +100,12 @@ class LogAudit:
         self,
         checkpoints: Sequence[Checkpoint],
         only: UUID | None = None,
-        name: str | None = None,
+        names: dict[UUID, str] | None = None,
     ) -> None:
         self.checkpoints = sorted(checkpoints, key=lambda c: c.seq)
         self.only = only  # one run: only its chain and heads are checked
-        self.names: dict[UUID, str] = {only: name} if only and name else {}
+        # tenant/run_id by store id, for findings; a run unnamed here is named by its id
+        self.names = names or {}
         self.tracks: dict[UUID, _Track] = {}
         self.findings: list[Finding] = []
         self._next = 0
@@ -197,8 +198,6 @@ class LogAudit:
 
     def _close(self, checkpoint: Checkpoint) -> None:
         seq = checkpoint.seq
-        for opened in checkpoint.opened:
-            self.names.setdefault(UUID(hex=opened[0]), f"{opened[1]}/{opened[2]}")
         for text in checkpoint.runs:
             run_hex, version, digest = parse_head(text)
             run = UUID(hex=run_hex)

@@ -143,12 +143,6 @@ class Codec:
             # loop goes on, rather than the loop stopping on it for good.
             raise InvalidStep(f"value could not be decoded: {type(error).__name__}: {error}") from None
 
-    def run_of(self, raw: bytes) -> tuple[str, str]:
-        """(tenant, run_id) of a stored step, read without validating the rest (the
-        checkpointer names each run it sees open, beside ingest)."""
-        record = self._read_avro(raw) if raw[:2] == AVRO_MAGIC else json.loads(raw)
-        return str(record.get("tenant") or "default"), str(record["run_id"])
-
     def _decode(self, raw: bytes) -> StepEvent:
         if raw[:2] == AVRO_MAGIC:
             return self._validate(lambda: step_adapter.validate_python(self._read_avro(raw)))

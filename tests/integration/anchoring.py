@@ -39,6 +39,12 @@ class Anchored:
 
     def record(self, *run_ids: str) -> None:
         self.store.record((s, encode_json(s)) for r in run_ids for s in run_steps(r))
+        for run_id in run_ids:  # what ingest writes beside a new run (verify names runs by it)
+            execute(
+                self.settings,
+                "INSERT INTO receipts_run_tenants (run_id, tenant) VALUES (%s, 'default')",
+                run_id,
+            )
 
     def close(self) -> None:
         assert build_checkpointer(self.settings, self.store).close() is not None

@@ -19,6 +19,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from psycopg.sql import SQL, Identifier
 from pydantic import BaseModel
 
 from domain.chain import GENESIS, link
@@ -43,8 +44,10 @@ def export_signed(store: RunStore, checkpointer: Checkpointer, receipt: Receipt)
     tables = recorder.checkpoint_tables
     with recorder.datastore.transaction(commit=False) as curs:
         curs.execute(
-            f'SELECT notification_id, originator_version, state FROM "{recorder.datastore.schema}".'
-            f"{recorder.events_table_name} WHERE originator_id = %s ORDER BY originator_version",
+            SQL(
+                "SELECT notification_id, originator_version, state FROM {}.{} "
+                "WHERE originator_id = %s ORDER BY originator_version"
+            ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)),
             (run,),
         )
         rows = [(int(r["notification_id"]), int(r["originator_version"]), bytes(r["state"])) for r in curs]

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from typing import Any
 
+from psycopg.sql import SQL, Identifier
 from pydantic import BaseModel
 
 from domain.chain import GENESIS, link
 from domain.checkpoint import Checkpoint, Finding, canonical, parse_head
 from domain.merkle import event_leaf, included, inclusion_path
-from domain.receipt import Receipt
-from domain.run import run_uuid
+from domain.receipt import Receipt, render
+from domain.run import Entry, run_uuid
 from infra.checkpoints import Checkpointer
 from infra.keyring import KeyRecord, trusted_keys
 from infra.rows import read_step_state
@@ -42,8 +44,10 @@ def export_signed(store: RunStore, checkpointer: Checkpointer, receipt: Receipt)
     tables = recorder.checkpoint_tables
     with recorder.datastore.transaction(commit=False) as curs:
         curs.execute(
-            f'SELECT notification_id, originator_version, state FROM "{recorder.datastore.schema}".'
-            f"{recorder.events_table_name} WHERE originator_id = %s ORDER BY originator_version",
+            SQL(
+                "SELECT notification_id, originator_version, state FROM {}.{} "
+                "WHERE originator_id = %s ORDER BY originator_version"
+            ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)),
             (run,),
         )
         rows = [(int(r["notification_id"]), int(r["originator_version"]), bytes(r["state"])) for r in curs]
@@ -60,6 +64,8 @@ def export_signed(store: RunStore, checkpointer: Checkpointer, receipt: Receipt)
                     "position": position,
                     "digest": header.digest.hex(),
                     "wire": base64.b64encode(header.wire).decode(),
+                    # when the service recorded it: the receipt shows it; no chain covers it
+                    "recorded_at": header.recorded_at.isoformat(),
                 }
             )
             covering = next(
@@ -249,18 +255,13 @@ def _checked_checkpoints(
 
 
 def _citations(document: dict[str, Any], wires: dict[int, bytes], codec: Codec) -> list[Finding]:
-    """The receipt and the authorisations may cite only events the file carries and verified."""
+    """The receipt must be what the verified events fold to, and the authorisations may cite
+    only those events."""
     try:
         steps = [codec.decode(w) for _, w in sorted(wires.items())]
     except Exception as error:  # bytes that verify but do not decode: a step nobody can read
         return [Finding(kind="edited_event", detail=f"an event does not decode: {error}")]
-    ids = [s.event_id for s in steps]
-    findings = []
-    receipt = document.get("receipt") or {}
-    if list(receipt.get("event_ids", [])) != ids:
-        findings.append(
-            Finding(kind="receipt_differs", detail="the receipt does not cite exactly the file's events")
-        )
+    findings = _receipt_differences(document, steps, wires)
     by_id = {s.event_id: s for s in steps}
     for auth in document.get("authorizations", []):
         cited = [auth.get("executed_event_id")]
@@ -277,6 +278,44 @@ def _citations(document: dict[str, Any], wires: dict[int, bytes], codec: Codec) 
                 )
             )
     return findings
+
+
+# Parts of a receipt that are not a function of the events alone: findings may come from the
+# lane contract of a policy the file does not carry, and from the reader's clock; the
+# integrity verdict says when it was checked.
+_NOT_FOLDED = ("findings", "integrity")
+
+
+def _receipt_differences(
+    document: dict[str, Any], steps: list[Any], wires: dict[int, bytes]
+) -> list[Finding]:
+    events = {int(e["version"]): e for e in document.get("events", [])}
+    try:
+        entries = [
+            Entry(
+                v,
+                step,
+                wires[v],
+                bytes.fromhex(events[v]["digest"]),
+                datetime.fromisoformat(events[v]["recorded_at"]),
+            )
+            for v, step in zip(sorted(wires), steps, strict=True)
+        ]
+        folded = render(entries).model_dump(mode="json")
+    except (KeyError, ValueError) as error:
+        return [Finding(kind="receipt_differs", detail=f"the events do not fold to a receipt: {error}")]
+    given = document.get("receipt") or {}
+    differing = sorted(
+        k for k in set(folded) | set(given) if k not in _NOT_FOLDED and folded.get(k) != given.get(k)
+    )
+    if not differing:
+        return []
+    return [
+        Finding(
+            kind="receipt_differs",
+            detail=f"the receipt's {', '.join(differing)} differ from what its verified events say",
+        )
+    ]
 
 
 def file_text(v: FileVerdict) -> list[str]:

@@ -87,6 +87,7 @@ def test_events_newer_than_the_checkpoints_are_carried_but_not_anchored(setup: A
         ("proof", "not_included"),
         ("checkpoint", "forged_checkpoint"),
         ("authorization", "authorization_unproven"),
+        ("receipt", "receipt_differs"),
         ("key", "foreign_key"),
     ],
 )
@@ -106,13 +107,15 @@ def test_a_tampered_file_fails_both_verifiers(
         document["proofs"][3]["index"] = document["proofs"][3]["index"] + 1
     elif tamper == "checkpoint":
         document["checkpoints"][0]["checkpoint"]["events"] += 1
+    elif tamper == "receipt":
+        document["receipt"]["steps"][0]["reviews"][0]["reviewer"]["id"] = "someone-senior"
     elif tamper == "authorization":
         document["authorizations"][0]["approval"]["event_id"] = "evt-nobody-approved"
     else:
         key = SigningKey.generate()
     found = verify_file(document, [key.public]).findings
     assert found and found[0].kind == kind, found
-    if tamper != "authorization":  # the script checks the proofs, not the receipt's citations
+    if tamper not in ("authorization", "receipt"):  # the script checks the proofs, not the receipt
         result = run_script(standalone(tmp_path), document, key, tmp_path)
         assert result.returncode != 0 and "BROKEN" in result.stderr, result
 

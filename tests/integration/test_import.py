@@ -61,9 +61,9 @@ def test_an_imported_file_is_recorded_once_and_its_bad_line_named(
 @pytest.mark.parametrize(
     ("content", "said"),
     [
-        ('[{"role": "user", "content": "hi"}]', "need a mapping"),
-        ('{"resourceSpans": []}', "need a mapping"),
-        ("hello\n", "not contract events"),
+        ('[{"role": "user", "content": "hi"}]', "needs a mapping"),
+        ('{"resourceSpans": []}', "needs a mapping"),
+        ("hello\n", "not a format this version imports"),
         ("", "empty"),
     ],
 )

@@ -95,11 +95,18 @@ def _step_lines(n: int, step: StepReceipt) -> list[str]:
                 f"   5. reviewer: {review.reviewer.id} ({review.reviewer.role or review.reviewer.kind})"
                 f" {review.decision} the {review.reviewed_version} at {_t(review.at)}{comment}"
             )
-    else:
+    elif not step.consents:
         add(f"   5. reviewer: {MISSING}: nobody reviewed this step")
+    for consent in step.consents:
+        pattern = f" (matched {consent.pattern})" if consent.pattern else ""
+        who = consent.given_by
+        said = f'said "{consent.text}" at {_t(consent.at)}{pattern}'
+        add(f"   5. consent: {who.id} ({who.role or who.kind}) {said}")
     ts = step.timestamps
     add(
-        f"   6. timestamps: proposed {_t(ts.proposed)}, reviewed {_t(ts.reviewed)}, "
+        f"   6. timestamps: proposed {_t(ts.proposed)}, "
+        + (f"consented {_t(ts.consented)}, " if ts.consented else "")
+        + f"reviewed {_t(ts.reviewed)}, "
         f"executed {_t(ts.executed)}"
     )
     lines.extend(_output_lines(step))

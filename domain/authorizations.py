@@ -11,10 +11,13 @@ naming its events:
 - `authorization_unknown` (critical): the run records no decision with that id.
 - `execution_not_bound` (warning): a lane that needs a person, an approval on record, and
   an execution that names none (which approval did it rely on?).
-- `attempted_without_approval` (warning): in a lane that needs a person, the agent tried
-  the action with no approval on record, and it failed (nothing changed; not silence either).
+- `attempted_without_approval` (warning): in a lane that needs a person (or with no rule
+  at all), the agent tried the action with no approval on record, and it failed (nothing
+  changed; not silence either).
 
-A hand-off, and an action a customer or another person carried out, bind nobody's lane.
+A hand-off, and an action a customer or another person carried out, bind nobody's lane. On a
+lane whose contract accepts consent, a customer's consent to the step stands in for the
+approval, and an execution may name the consent event as the decision it relied on.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from domain.findings import Finding
-from domain.lanes import agents_own_execution, is_handoff
+from domain.lanes import agents_own_execution, consented, is_handoff
 from domain.steps import ActionFailed, StepEvent
 
 if TYPE_CHECKING:  # the receipt calls these checks as it is rendered
@@ -32,11 +35,16 @@ if TYPE_CHECKING:  # the receipt calls these checks as it is rendered
 NEEDS_A_PERSON = ("review", "escalate")
 
 
-def check_authorizations(steps: Sequence[StepReceipt], events: Sequence[StepEvent] = ()) -> list[Finding]:
-    return [*_findings(steps), *_attempts(steps, events)]
+def check_authorizations(
+    steps: Sequence[StepReceipt], events: Sequence[StepEvent] = (), accepts_consent: bool = False
+) -> list[Finding]:
+    """`accepts_consent`: the run's lane contract takes a customer's consent for an approval."""
+    return [*_findings(steps, accepts_consent), *_attempts(steps, events, accepts_consent)]
 
 
-def _attempts(steps: Sequence[StepReceipt], events: Sequence[StepEvent]) -> Iterator[Finding]:
+def _attempts(
+    steps: Sequence[StepReceipt], events: Sequence[StepEvent], accepts_consent: bool
+) -> Iterator[Finding]:
     failed: dict[str | None, list[str]] = {}
     for event in events:
         if isinstance(event, ActionFailed) and event.actor.kind != "human":
@@ -46,19 +54,25 @@ def _attempts(steps: Sequence[StepReceipt], events: Sequence[StepEvent]) -> Iter
         attempts = failed.get(step.step_id)
         if not attempts or step.execution is not None or step.approval is not None or is_handoff(step):
             continue
-        if lane not in NEEDS_A_PERSON or (step.proposed_by is not None and step.proposed_by.kind == "human"):
+        if lane not in (*NEEDS_A_PERSON, None) or (
+            step.proposed_by is not None and step.proposed_by.kind == "human"
+        ):
             continue
+        if consented(step, accepts_consent):
+            continue
+        why = f"lane '{lane}'" if lane else "no policy rule"
         yield Finding(
             code="attempted_without_approval",
             severity="warning",
             step_id=step.step_id,
-            message=f"attempted with no recorded approval (lane '{lane}'), and it failed",
+            message=f"attempted with no recorded approval ({why}), and it failed",
             event_ids=tuple(attempts),
         )
 
 
-def _findings(steps: Sequence[StepReceipt]) -> Iterator[Finding]:
+def _findings(steps: Sequence[StepReceipt], accepts_consent: bool) -> Iterator[Finding]:
     approvals = {r.event_id: (step, r) for step in steps for r in step.reviews}
+    consents = {c.event_id: step for step in steps for c in step.consents}
     lane_decisions = {s.policy.event_id: s for s in steps if s.policy is not None}
     used: dict[str, str] = {}  # decision id -> the execution that relied on it first
     for step in steps:
@@ -95,6 +109,15 @@ def _findings(steps: Sequence[StepReceipt]) -> Iterator[Finding]:
                 why = "an approval of another version than the one executed"
             else:
                 continue
+        elif ref in consents:
+            if consents[ref].step_id == step.step_id and consented(step, accepts_consent):
+                continue
+            if consents[ref].step_id != step.step_id:
+                why = f"a customer's consent to step {consents[ref].step_id}"
+            elif not accepts_consent:
+                why = "a customer's consent, which its lane contract does not accept for approval"
+            else:
+                why = "a customer's consent given after the execution"
         elif ref in lane_decisions:
             decided = lane_decisions[ref]
             assert decided.policy is not None

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from domain.lanes import agents_own_execution, is_handoff
+from domain.lanes import agents_own_execution, covering_consents, is_handoff
+from domain.policy import Contract
 from domain.steps import (
     ActionProposed,
+    ConsentGiven,
     Fact,
     RecordCorrected,
     RecordFlagged,
@@ -25,7 +27,7 @@ from domain.steps import (
 )
 
 if TYPE_CHECKING:
-    from domain.receipt import StepReceipt
+    from domain.receipt import Consent, StepReceipt
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -39,8 +41,13 @@ class Finding(Fact):
     code: str
     severity: Severity
     message: str
+    # The one step it is about; None for a run's gap, or one found on several steps.
     step_id: str | None = None
     event_ids: tuple[str, ...] = ()
+    # How many times the run shows it (the same gap on many steps is one finding), and
+    # every step it was found on (domain/trust.py folds the repeats).
+    count: int = 1
+    step_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,12 @@ class Evidence:
     events: Sequence[StepEvent]
     steps: Sequence[StepReceipt]
     sources: Sequence[Source]
+    # The run's lane contract (None: none applies): whether consent stands in for approval.
+    contract: Contract | None = None
+
+    @property
+    def accepts_consent(self) -> bool:
+        return self.contract is not None and self.contract.accepts_consent
 
 
 Detector = Callable[[Evidence], Iterator[Finding]]
@@ -101,9 +114,27 @@ def no_source_evidence(ev: Evidence) -> Iterator[Finding]:
             )
 
 
+def _names(event: SourceUsed) -> Iterator[str]:
+    source = event.data.source
+    yield from (source.id, source.key)
+    for part in event.data.contains:
+        yield from (part.id, part.key)
+
+
+def _source_names(ev: Evidence) -> dict[str, SourceUsed]:
+    """Every name a step may rely on a recorded source by -> the (latest) event that recorded
+    it: its id, or system/kind/id (the same record, named in full), and the same for each
+    record the source declares it contains (a payment method in a user record)."""
+    names: dict[str, SourceUsed] = {}
+    for event in ev.events:
+        if isinstance(event, SourceUsed):
+            for name in _names(event):
+                names[name] = event
+    return names
+
+
 def unknown_source(ev: Evidence) -> Iterator[Finding]:
-    # A source is named by its id, or by system/kind/id (the same record, named in full).
-    known = {s.id for s in ev.sources} | {s.key for s in ev.sources}
+    known = _source_names(ev)
     for step in ev.steps:
         missing = [sid for sid in step.source_ids if sid not in known]
         if missing:
@@ -117,11 +148,13 @@ def unknown_source(ev: Evidence) -> Iterator[Finding]:
 
 
 def stale_source(ev: Evidence) -> Iterator[Finding]:
-    """Judged against the copy the action saw: the latest fetch recorded before its proposal."""
+    """Judged against the copy the action saw: the latest fetch recorded before its proposal
+    (of the source itself, or of the source a part it relied on is in)."""
     fetched: dict[str, SourceUsed] = {}
     for event in ev.events:
         if isinstance(event, SourceUsed):
-            fetched[event.data.source.id] = event
+            for name in _names(event):
+                fetched[name] = event
         elif isinstance(event, ActionProposed):
             for sid in event.data.source_ids:
                 source_event = fetched.get(sid)
@@ -170,21 +203,33 @@ def executed_outside_lane(ev: Evidence) -> Iterator[Finding]:
 
 def executed_without_approval(ev: Evidence) -> Iterator[Finding]:
     """Only where a lane needs a person's approval (review, escalate, or no rule at all),
-    the agent executed, and it was not a hand-off."""
+    the agent executed, and it was not a hand-off. A customer's consent stands in for the
+    approval where the lane's contract accepts it; where it does not, the finding names the
+    consent too, so a reviewer sees what was there and why it did not count."""
     for step in ev.steps:
         if step.execution is None or not agents_own_execution(step) or is_handoff(step):
             continue
         lane = step.policy.lane if step.policy else None
         if lane in ("auto", "block", "draft_only") or step.approval is not None:
             continue
+        consents = covering_consents(step)
+        if consents and ev.accepts_consent:
+            continue
         why = f"lane '{lane}'" if lane else "no policy rule allowed auto-execution"
         yield Finding(
             code="executed_without_approval",
             severity="critical",
             step_id=step.step_id,
-            message=f"executed with no recorded approval ({why})",
-            event_ids=(step.execution.event_id,),
+            message=f"executed with no recorded approval ({why})" + _consent_not_accepted(consents),
+            event_ids=(step.execution.event_id, *(c.event_id for c in consents)),
         )
+
+
+def _consent_not_accepted(consents: Sequence[Consent]) -> str:
+    if not consents:
+        return ""
+    said = "; ".join(f'"{c.text}" at {c.at.isoformat()}' for c in consents)
+    return f"; the customer consented ({said}), but its lane contract does not accept consent for approval"
 
 
 def _decided_then(step: StepReceipt) -> tuple[str, ...]:
@@ -347,7 +392,9 @@ def step_order(ev: Evidence) -> Iterator[Finding]:
                 event_ids=(event.event_id,),
                 message=f"{event.type} for a step that was never proposed",
             )
-        elif step_id not in proposed:
+        elif step_id not in proposed and not isinstance(event, ConsentGiven):
+            # A customer's consent is given in the conversation before the call it covers:
+            # recorded ahead of the proposal is its natural order, not an oddity.
             yield Finding(
                 code="out_of_order",
                 severity="info",
@@ -434,7 +481,10 @@ DETECTORS: tuple[Detector, ...] = (
 
 
 def detect(
-    events: Sequence[StepEvent], steps: Sequence[StepReceipt], sources: Sequence[Source]
+    events: Sequence[StepEvent],
+    steps: Sequence[StepReceipt],
+    sources: Sequence[Source],
+    contract: Contract | None = None,
 ) -> list[Finding]:
-    evidence = Evidence(events, steps, sources)
+    evidence = Evidence(events, steps, sources, contract)
     return [finding for detector in DETECTORS for finding in detector(evidence)]

@@ -1,11 +1,12 @@
-"""Whose doing an execution is, and which steps are hand-offs: what lane findings ask first."""
+"""Whose doing an execution is, which steps are hand-offs, and which a customer consented to:
+what lane findings ask first."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from domain.receipt import StepReceipt
+    from domain.receipt import Consent, StepReceipt
 
 # A step that hands the work to a person (a transfer, an escalation) is not an action on
 # the customer's record: executing it needs no approval. Publishers mark one with the
@@ -29,3 +30,16 @@ def agents_own_execution(step: StepReceipt) -> bool:
     return step.execution.executed_by.kind != "human" and (
         step.proposed_by is None or step.proposed_by.kind != "human"
     )
+
+
+def covering_consents(step: StepReceipt) -> tuple[Consent, ...]:
+    """The customer's consents that can cover the step: those given before it was executed
+    (a "yes" after the fact authorizes nothing), or all of them when it was not."""
+    executed = step.timestamps.executed
+    return tuple(c for c in step.consents if executed is None or c.at <= executed)
+
+
+def consented(step: StepReceipt, accepts_consent: bool) -> bool:
+    """Whether a customer's consent stands in for a reviewer's approval: the step's lane
+    contract accepts consent (`accepts_consent`) and one covers the step."""
+    return accepts_consent and bool(covering_consents(step))

@@ -84,6 +84,9 @@ class Contract(Doc):
     escalation_role: Id | None = None
     # Who may ask to roll this workflow's runs back (`POST /runs/{run}/rollback`).
     rollback_role: Id = "rollback"
+    # A customer's recorded consent (`consent.given`) to a step stands in for a reviewer's
+    # approval: the lane is one where the customer, not the company, decides.
+    accepts_consent: bool = False
 
     def needs_recovery(self, verb: str) -> bool:
         return "*" in self.recovery or verb in self.recovery

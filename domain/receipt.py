@@ -32,6 +32,7 @@ from domain.steps import (
     ActionReviewed,
     Actor,
     Agent,
+    ConsentGiven,
     DecisionRefused,
     DecisionSource,
     Fact,
@@ -54,6 +55,7 @@ from domain.steps import (
     StepEvent,
     decision_source,
 )
+from domain.trust import trusted
 
 if TYPE_CHECKING:
     from domain.run import Entry
@@ -110,8 +112,20 @@ class Output(Fact):
 
 class StepTimestamps(Fact):
     proposed: datetime | None = None
+    # When the customer consented (the earliest consent), which may precede the proposal.
+    consented: datetime | None = None
     reviewed: datetime | None = None
     executed: datetime | None = None
+
+
+class Consent(Fact):
+    """A customer's consent to the step: their words, and when they said them."""
+
+    given_by: Actor
+    text: str
+    pattern: str | None = None
+    at: datetime
+    event_id: str
 
 
 class Execution(Fact):
@@ -169,6 +183,8 @@ class StepReceipt(Fact):
     # The platform's own decision, kept beside the service's (a disagreement is a finding).
     platform_policy: PolicyRule | None = None
     reviews: tuple[Review, ...] = ()
+    # In the order the customer gave them (their real time), whatever order they arrived in.
+    consents: tuple[Consent, ...] = ()
     output: Output = Output()
     timestamps: StepTimestamps = StepTimestamps()
     execution: Execution | None = None
@@ -265,6 +281,7 @@ class _StepFold:
         self.platform_policy: PolicyRule | None = None
         self.edits: list[Edit] = []
         self.reviews: list[Review] = []
+        self.consents: list[Consent] = []
         self.execution: ActionExecuted | None = None
         self.held: list[str] = []
         self.failures: list[str] = []
@@ -301,6 +318,7 @@ class _StepFold:
             policy=self.service_policy or self.platform_policy,
             platform_policy=self.platform_policy,
             reviews=tuple(self.reviews),
+            consents=tuple(sorted(self.consents, key=lambda c: c.at)),
             output=Output(
                 draft=draft_text,
                 draft_hash=draft.output_hash if draft else None,
@@ -321,6 +339,7 @@ class _StepFold:
             ),
             timestamps=StepTimestamps(
                 proposed=proposal.occurred_at if proposal else None,
+                consented=min((c.at for c in self.consents), default=None),
                 reviewed=self.reviews[-1].at if self.reviews else None,
                 executed=self.execution.occurred_at if self.execution else None,
             ),
@@ -397,6 +416,16 @@ def _fold_step(fold: _StepFold, step: StepEvent) -> None:
                     reviewed_hash=d.reviewed_hash,
                     reviewed_version=label,
                     comment=d.comment,
+                    at=step.occurred_at,
+                    event_id=step.event_id,
+                )
+            )
+        case ConsentGiven(data=d):
+            fold.consents.append(
+                Consent(
+                    given_by=step.actor,
+                    text=d.text,
+                    pattern=d.pattern,
                     at=step.occurred_at,
                     event_id=step.event_id,
                 )
@@ -505,10 +534,13 @@ def render(entries: Sequence[Entry], contract: Contract | None = None) -> Receip
         ),
         final_state=last_final.data.final_state if last_final else None,
         findings=tuple(
-            detect(events, step_receipts, sources)
-            + check_authorizations(step_receipts, events)
-            + (check_contract(events, contract) if contract else [])
-            + unhandled_failures(recovery)
+            trusted(
+                detect(events, step_receipts, sources, contract)
+                + check_authorizations(step_receipts, events, bool(contract and contract.accepts_consent))
+                + (check_contract(events, contract) if contract else [])
+                + unhandled_failures(recovery),
+                events,
+            )
         ),
         integrity=Integrity.of([StoredLink(e.version, e.wire, e.digest, e.step.event_id) for e in entries]),
         event_ids=tuple(e.step.event_id for e in entries),

@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    model_validator,
 )
 
 # --- limits: what the store and its readers can hold -------------------------
@@ -157,6 +158,18 @@ class InputReference(Reference):
     hash: Label | None = None
 
 
+class ContainedRecord(Fact):
+    """A record that is part of a source: a payment method in a user record, an item in an order."""
+
+    system: Name
+    kind: Name
+    id: Name
+
+    @property
+    def key(self) -> str:
+        return f"{self.system}/{self.kind}/{self.id}"
+
+
 class Source(Reference):
     version: Label | None = None
     retrieved_at: Instant | None = None
@@ -200,15 +213,26 @@ class RollbackLink(Fact):
 # --- data of each step type -------------------------------------------------
 
 
+class Origin(Fact):
+    """Where an imported run's record came from (v4): absent for a run published live."""
+
+    format: Name
+    # False: the format carries no approvals, so their absence proves nothing.
+    approvals_recorded: bool
+
+
 class RunStartedData(Fact):
     workflow: Name
     input: InputReference | None = None
     agent: Agent | None = None
     model: Model | None = None
+    origin: Origin | None = None
 
 
 class SourceUsedData(Fact):
     source: Source
+    # Records that are part of the source (v4): a step naming one relied on the source.
+    contains: tuple[ContainedRecord, ...] = ()
 
 
 class ActionProposedData(Fact):
@@ -312,6 +336,14 @@ class RecordCorrectedData(ReverseOutcome):
     corrects: Name
     correction: Sentence
     reason: Sentence
+
+
+class ConsentGivenData(Fact):
+    """The customer's own words agreeing to a step (v4), kept with their real time."""
+
+    text: Sentence
+    # The confirmation pattern the words matched (an importer's mapping), if any.
+    pattern: Text | None = None
 
 
 class RunFinishedData(Fact):
@@ -432,6 +464,23 @@ class RecordCorrected(StepEvent):
     data: RecordCorrectedData
 
 
+class ConsentGiven(StepEvent):
+    """A customer's consent to the step named by `step_id`, at the time they gave it,
+    which may be before the step was proposed."""
+
+    type: Literal["consent.given"]
+    data: ConsentGivenData
+
+    @model_validator(mode="after")
+    def _covers_a_step_and_is_a_persons(self) -> ConsentGiven:
+        if self.step_id is None:
+            raise ValueError("consent.given needs step_id: the step the consent covers")
+        if self.actor.kind != "human":
+            kind = self.actor.kind
+            raise ValueError(f"consent.given is a person's: actor.kind must be 'human', not '{kind}'")
+        return self
+
+
 class RunFinished(StepEvent):
     type: Literal["run.finished"]
     data: RunFinishedData
@@ -473,6 +522,7 @@ Step = Annotated[
     | RollbackFailed
     | RollbackStands
     | RecordCorrected
+    | ConsentGiven
     | RunFinished
     | RecordFlagged
     | DecisionRefused

@@ -47,7 +47,7 @@ _HEADER = len(AVRO_MAGIC) + 8
 SCHEMA_DIR = Path(__file__).parent
 # The schema this service writes and reads into; every other *.avsc here is an
 # older writer schema that values may still arrive in (resolved by fingerprint).
-CURRENT_SCHEMA_FILE = SCHEMA_DIR / "step-v3.avsc"
+CURRENT_SCHEMA_FILE = SCHEMA_DIR / "step-v4.avsc"
 _NAMESPACE = "dev.agentreceipts.v1"
 
 # Wire type -> the Avro record that carries its data.

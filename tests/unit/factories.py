@@ -84,9 +84,12 @@ def started(
     input: Any = _DEFAULT,
     agent: Any = _DEFAULT,
     model: Any = _DEFAULT,
+    origin: dict[str, Any] | None = None,
     **kw: Any,
 ) -> StepEvent:
+    """`origin`: the v4 field an importer sets ({format, approvals_recorded})."""
     data = {
+        "origin": origin,
         "workflow": workflow,
         "input": INPUT if input is _DEFAULT else input,
         "agent": {"name": "lead-bot", "version": "1.4.0"} if agent is _DEFAULT else agent,
@@ -102,9 +105,12 @@ def source(
     version: str | None = "v12",
     system: str = "cms",
     kind: str = "page",
+    contains: Sequence[dict[str, str]] = (),
     **kw: Any,
 ) -> StepEvent:
+    """`contains`: the v4 records that are part of the source."""
     data = {
+        "contains": list(contains),
         "source": {
             "system": system,
             "kind": kind,
@@ -114,7 +120,7 @@ def source(
             "retrieved_at": retrieved_at,
             "excerpt": "Plan: 40 EUR",
             "hash": content_hash("Plan: 40 EUR"),
-        }
+        },
     }
     return _step("source.used", data, **kw)
 
@@ -312,6 +318,21 @@ def corrected(
 ) -> StepEvent:
     data = {"corrects": corrects, "correction": correction, "reason": reason, **(extra or {})}
     return _step("record.corrected", data, by=by, **kw)
+
+
+CUSTOMER = Actor(kind="human", id="cust-7", role="customer")
+
+
+def consent(
+    step_id: str = STEP,
+    text: str = "yes, go ahead",
+    *,
+    pattern: str | None = r"(?i)\b(yes|go ahead)\b",
+    by: Actor = CUSTOMER,
+    **kw: Any,
+) -> StepEvent:
+    """The customer's consent to `step_id`, in their words (wire v4)."""
+    return _step("consent.given", {"text": text, "pattern": pattern}, step_id=step_id, by=by, **kw)
 
 
 def expired(step_id: str = STEP, *, deadline: datetime, since: datetime = T0, **kw: Any) -> StepEvent:

@@ -35,14 +35,16 @@ ACTOR = {"kind": "human", "id": "maria", "role": "sales-lead"}
 
 V3_REQUEST: dict[str, Any] = {"rollback_id": "rb-1", "steps": ["s-1", "s-2"], "requested_by": ACTOR}
 V3_OUTCOME: dict[str, Any] = {"rollback_id": "rb-1", "reverse_id": "rev-1"}
+V4_ORIGIN: dict[str, Any] = {"format": "openai-chat", "approvals_recorded": False}
+V4_CONTAINS = [{"system": "cms", "kind": "section", "id": "plans"}]
 
 
 def _full_steps() -> dict[str, StepEvent]:
     """One step per type with every optional field (envelope included) filled."""
     env: dict[str, Any] = {"tenant": "acme", "at": WHEN, "by": ACTOR}
     steps = [
-        f.started(step_id="s-1", **env),
-        f.source(retrieved_at=WHEN - timedelta(days=2), step_id="s-1", **env),
+        f.started(step_id="s-1", origin=V4_ORIGIN, **env),
+        f.source(retrieved_at=WHEN - timedelta(days=2), step_id="s-1", contains=V4_CONTAINS, **env),
         f.proposed(
             "s-1",
             confidence=0.87,
@@ -71,6 +73,7 @@ def _full_steps() -> dict[str, StepEvent]:
         f.rollback_failed("s-1", extra={**V3_OUTCOME, "retryable": False}, **env),
         f.rollback_stands("s-1", extra={"rollback_id": "rb-1", "method": "none"}, **env),
         f.corrected("s-1", step_id="s-1", extra=V3_OUTCOME, **env),
+        f.consent("s-1", tenant="acme", at=WHEN),
         f.finished("reverted", step_id="s-1", **env),
     ]
     return {s.type: s for s in steps}  # type: ignore[attr-defined]
@@ -85,6 +88,8 @@ def _minimal(type_: str, data: dict[str, Any]) -> StepEvent:
             "occurred_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
             "actor": {"kind": "agent", "id": "bot"},
             "data": data,
+            # A consent is a person's, and covers a step: its minimum says so.
+            **({"actor": {"kind": "human", "id": "c"}, "step_id": "s"} if type_ == "consent.given" else {}),
         }
     )
     return step
@@ -112,6 +117,7 @@ MINIMAL_DATA: dict[str, dict[str, Any]] = {
     "rollback.stands": {"runbook": "call the customer"},
     "record.corrected": {"corrects": "s-1", "correction": "queue B", "reason": "typo"},
     "run.finished": {"final_state": "abandoned"},
+    "consent.given": {"text": "ok"},
 }
 FULL = _full_steps()
 MINIMAL = {t: _minimal(t, d) for t, d in MINIMAL_DATA.items()}
@@ -169,7 +175,9 @@ def test_full_cases_fill_every_optional_field(step: StepEvent) -> None:
 
 @pytest.mark.parametrize("step", MINIMAL.values(), ids=list(MINIMAL))
 def test_minimal_cases_leave_optional_envelope_fields_at_their_defaults(step: StepEvent) -> None:
-    assert (step.tenant, step.step_id, step.actor.role) == ("default", None, None)
+    # A consent's step_id is required: the step it covers.
+    step_id = "s" if step.type == "consent.given" else None
+    assert (step.tenant, step.step_id, step.actor.role) == ("default", step_id, None)
 
 
 # --- round trips ------------------------------------------------------------------------------------------
@@ -548,7 +556,7 @@ def test_mutated_avro_values_only_ever_raise_decode_errors() -> None:
             CODEC.decode(bytes(value))
 
 
-# --- older writers after the v3 schema --------------------------------------------------------------
+# --- older writers after the v3 and v4 schemas -------------------------------------------------------
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -558,6 +566,9 @@ def _schema(name: str) -> dict[str, Any]:
 
 V1_SCHEMA = fastavro.parse_schema(_schema("step-v1.avsc"))
 V2_SCHEMA = fastavro.parse_schema(_schema("step-v2.avsc"))
+V3_SCHEMA = fastavro.parse_schema(_schema("step-v3.avsc"))
+# The types whose data v4 changed (run.started: origin; source.used: contains) or brought.
+V4_CHANGED = {"run.started", "source.used", "consent.given"}
 # The types whose data v3 changed (new optional fields) or brought (rollback.stands).
 V3_CHANGED = {
     "action.executed",
@@ -570,8 +581,10 @@ V3_CHANGED = {
 
 
 def _older(step: StepEvent) -> StepEvent:
-    """`step` as an older writer could say it: the v3 fields dropped."""
+    """`step` as an older writer could say it: the v3 and v4 fields dropped."""
     v3_fields = {
+        "origin",
+        "contains",
         "rollback_id",
         "reverse_id",
         "verified",
@@ -584,9 +597,9 @@ def _older(step: StepEvent) -> StepEvent:
     return step_adapter.validate_python({**step.model_dump(), "data": data})
 
 
-def test_current_schema_is_v3_and_v1_and_v2_are_still_known_writers() -> None:
-    assert CURRENT_SCHEMA_FILE.name == "step-v3.avsc"
-    for schema in (V1_SCHEMA, V2_SCHEMA):
+def test_current_schema_is_v4_and_v1_to_v3_are_still_known_writers() -> None:
+    assert CURRENT_SCHEMA_FILE.name == "step-v4.avsc"
+    for schema in (V1_SCHEMA, V2_SCHEMA, V3_SCHEMA):
         fp = fastavro.schema.fingerprint(fastavro.schema.to_parsing_canonical_form(schema), "CRC-64-AVRO")
         raw = CODEC.encode_avro(MINIMAL["run.finished"], schema=schema)
         assert raw[2:10].hex() == fp and raw[2:10] != CODEC.fingerprint
@@ -594,15 +607,63 @@ def test_current_schema_is_v3_and_v1_and_v2_are_still_known_writers() -> None:
 
 
 @pytest.mark.parametrize(
-    "step", [s for t, s in FULL.items() if t not in V3_CHANGED | {"policy.decided"}], ids=str
+    "step", [s for t, s in FULL.items() if t not in V4_CHANGED | V3_CHANGED | {"policy.decided"}], ids=str
 )
 def test_a_v1_value_of_every_unchanged_type_decodes_as_it_was_written(step: StepEvent) -> None:
     assert CODEC.decode(CODEC.encode_avro(step, schema=V1_SCHEMA)) == step
 
 
-@pytest.mark.parametrize("step", [s for t, s in FULL.items() if t not in V3_CHANGED], ids=str)
+@pytest.mark.parametrize("step", [s for t, s in FULL.items() if t not in V4_CHANGED | V3_CHANGED], ids=str)
 def test_a_v2_value_of_every_unchanged_type_decodes_as_it_was_written(step: StepEvent) -> None:
     assert CODEC.decode(CODEC.encode_avro(step, schema=V2_SCHEMA)) == step
+
+
+@pytest.mark.parametrize("step", [s for t, s in FULL.items() if t not in V4_CHANGED], ids=str)
+def test_a_v3_value_of_every_unchanged_type_decodes_as_it_was_written(step: StepEvent) -> None:
+    assert CODEC.decode(CODEC.encode_avro(step, schema=V3_SCHEMA)) == step
+
+
+@pytest.mark.parametrize("schema", [V1_SCHEMA, V2_SCHEMA, V3_SCHEMA], ids=["v1", "v2", "v3"])
+@pytest.mark.parametrize("type_", ["run.started", "source.used"])
+def test_an_older_value_of_a_v4_type_decodes_without_origin_or_parts(schema: Any, type_: str) -> None:
+    older = _older(FULL[type_])
+    decoded = CODEC.decode(CODEC.encode_avro(older, schema=schema))
+    assert decoded == older
+    assert getattr(decoded.data, "origin", None) is None  # type: ignore[attr-defined]
+    assert getattr(decoded.data, "contains", ()) == ()  # type: ignore[attr-defined]
+
+
+def test_v4_carries_the_consent_the_origin_and_the_parts_of_a_source_in_both_encodings() -> None:
+    for type_ in V4_CHANGED:
+        for encoding in ("avro", "json"):
+            assert CODEC.decode(CODEC.encode(FULL[type_], encoding)) == FULL[type_], (type_, encoding)
+    consent = CODEC.decode(CODEC.encode_avro(FULL["consent.given"]))
+    assert (consent.step_id, consent.actor.role, consent.data.text) == ("s-1", "customer", "yes, go ahead")  # type: ignore[attr-defined]
+    assert consent.occurred_at == WHEN
+    origin = CODEC.decode(CODEC.encode_avro(FULL["run.started"])).data.origin  # type: ignore[attr-defined]
+    assert (origin.format, origin.approvals_recorded) == ("openai-chat", False)
+    parts = CODEC.decode(CODEC.encode_avro(FULL["source.used"])).data.contains  # type: ignore[attr-defined]
+    assert [p.key for p in parts] == ["cms/section/plans"]
+
+
+def test_an_older_writer_cannot_say_consent_given() -> None:
+    with pytest.raises(Exception, match="ConsentGivenData"):
+        CODEC.encode_avro(FULL["consent.given"], schema=V3_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("envelope", "expected"),
+    [
+        ({"step_id": None}, "consent.given needs step_id"),
+        ({"actor": {"kind": "agent", "id": "bot"}}, "actor.kind must be 'human'"),
+    ],
+)
+def test_a_consent_without_its_step_or_from_no_person_is_refused_with_the_reason(
+    envelope: dict[str, Any], expected: str
+) -> None:
+    value = {**json.loads(encode_json(FULL["consent.given"])), **envelope}
+    error = _raise(json.dumps(value).encode())
+    assert isinstance(error, InvalidStep) and expected in str(error)
 
 
 @pytest.mark.parametrize("schema", [V1_SCHEMA, V2_SCHEMA], ids=["v1", "v2"])
@@ -673,7 +734,8 @@ def test_v2_carries_the_service_decision_fields() -> None:
 
 
 @pytest.mark.parametrize(
-    "old_name, new_name", [("step-v1.avsc", "step-v2.avsc"), ("step-v2.avsc", "step-v3.avsc")]
+    "old_name, new_name",
+    [("step-v1.avsc", "step-v2.avsc"), ("step-v2.avsc", "step-v3.avsc"), ("step-v3.avsc", "step-v4.avsc")],
 )
 def test_each_version_only_adds_optional_fields_with_defaults_or_new_records(
     old_name: str, new_name: str

@@ -376,7 +376,9 @@ def test_step_event_without_step_id_after_a_proposal_without_one_is_unknown_not_
     policy = f.policy(step_id=None)
     run = [f.started(), f.proposed(step_id=None), policy]
     assert found("out_of_order", run) == []
-    assert [x.event_ids for x in found("unknown_step", run)][-1] == (policy.event_id,)
+    # Both the proposal and the policy name no step: one finding, with both events and a count.
+    (unknown,) = found("unknown_step", run)
+    assert (unknown.count, unknown.event_ids[-1]) == (2, policy.event_id)
 
 
 def test_out_of_order_fires_for_an_event_before_its_proposal() -> None:

@@ -37,6 +37,10 @@ STEPS = [
     f.reverted(extra={"verified": True, "rollback_id": "rb-1", "reverse_id": "rev-1"}),
     f.rollback_failed(extra={"retryable": False, "rollback_id": "rb-1", "reverse_id": "rev-1"}),
     f.rollback_stands(extra={"rollback_id": "rb-1", "method": "none"}),
+    # v4: a consent, a run's origin (a boolean in a nested record), a source's parts.
+    f.consent(),
+    f.started(origin={"format": "openai-chat", "approvals_recorded": False}),
+    f.source(contains=[{"system": "cms", "kind": "section", "id": "plans"}]),
 ]
 STRINGS = ["", "\x00", "ok\x00", "x" * 513, "é" * 512, "\u2028\ufeff", "😀" * 300, "y" * 100_000, "run-1"]
 JSON_TIMES: list[Any] = [

@@ -184,6 +184,7 @@ def test_step_and_run_timestamps() -> None:
     receipt = _receipt(_edited_run())
     assert receipt.steps[0].timestamps.model_dump() == {
         "proposed": f.at(2),
+        "consented": None,
         "reviewed": f.at(6),
         "executed": f.at(7),
     }

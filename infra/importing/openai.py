@@ -18,6 +18,8 @@ from infra.importing.clock import fill, time_of
 from infra.importing.mapping import Mapping, field_at
 from infra.importing.runs import SYNTHETIC_CLOCK, RunBuilder
 
+FORMAT = "openai-chat"  # run.started origin.format
+
 
 class RunProblem(ValueError):
     """A run that cannot be imported at all (no messages, no workflow)."""
@@ -75,7 +77,7 @@ def transcript_events(
     )
     if synthetic:
         builder.notes.append(f"runs without timestamps (on the synthetic clock, flagged {SYNTHETIC_CLOCK})")
-    builder.start(start, str(flow), _run_meta(meta, mapping))
+    builder.start(start, str(flow), _run_meta(meta, mapping), FORMAT)
     for number, (message, at) in enumerate(zip(messages, times, strict=True)):
         _message(builder, f"m{number}", message, at)
     outcome = meta.get("outcome") or meta.get("final_state")

@@ -11,7 +11,7 @@ What the mapping says each tool is decides what a call becomes:
 - escalation: a hand-off (`signal.flags` has `handoff`), executed as `routed`;
 - internal: nothing (it touches nothing).
 A call the customer made on their side is theirs (actor human, role customer), not the agent's.
-Formats that record no approvals mark every proposal `approvals_not_recorded`.
+The formats record no approvals: `run.started` says so (`origin.approvals_recorded: false`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from infra.importing.mapping import IdFrom, Mapping, ToolMap, as_text, field_at
 
 AGENT_KIND = "agent"
 # Signal flags an imported proposal may carry: what the source could not say.
-APPROVALS_NOT_RECORDED = "approvals_not_recorded"
 SYNTHETIC_CLOCK = "synthetic_clock"
 HANDOFF = "handoff"
 EXCERPT = 2_000  # characters of a read's result kept as the source's excerpt
@@ -65,14 +64,18 @@ class RunBuilder:
     notes: list[str] = field(default_factory=list)
     _open: dict[str | None, deque[Call]] = field(default_factory=dict)
     _read: dict[str, Any] = field(default_factory=dict)  # target key -> the result it read
-    _read_at: dict[str, datetime] = field(default_factory=dict)  # record key -> when it was read
+    _read_at: dict[str, dict[str, Any]] = field(default_factory=dict)  # record key -> the source read
     _said: tuple[str, datetime] | None = None
     _steps: int = 0
 
     # --- what readers feed -------------------------------------------------
 
-    def start(self, at: datetime, workflow: str, meta: dict[str, Any]) -> None:
-        data: dict[str, Any] = {"workflow": workflow}
+    def start(self, at: datetime, workflow: str, meta: dict[str, Any], format_: str) -> None:
+        """`format_` names the source format; none of those imported records approvals."""
+        data: dict[str, Any] = {
+            "workflow": workflow,
+            "origin": {"format": format_, "approvals_recorded": False},
+        }
         for key in ("input", "agent", "model"):
             if meta.get(key) is not None:
                 data[key] = meta[key]
@@ -154,36 +157,25 @@ class RunBuilder:
         assert call.tool.target is not None
         key = self._key(call.tool.target.system, call.tool.target.kind, self._target_id(call, parsed))
         self._read[key] = parsed
-        self._read_at[key] = at
         digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
         source = {**_ref(key), "retrieved_at": at, "excerpt": text[:EXCERPT], "hash": digest}
-        self._emit(f"{call.position}/source", "source.used", at, call.by, None, {"source": source})
-        for part in call.tool.contains:
-            for value in field_at(parsed, part.path):
-                inner = self._key(part.system, part.kind, as_text(value))
-                if inner not in self._read:
-                    self._read[inner] = None
-                    contained = {
-                        **_ref(inner),
-                        "retrieved_at": at,
-                        "hash": digest,
-                        "excerpt": f"part of {key}",
-                    }
-                    self._emit(
-                        f"{call.position}/source/{inner}",
-                        "source.used",
-                        at,
-                        call.by,
-                        None,
-                        {"source": contained},
-                    )
+        self._read_at[key] = source
+        contains = [
+            _ref(self._key(part.system, part.kind, as_text(value)))
+            for part in call.tool.contains
+            for value in field_at(parsed, part.path)
+        ]
+        data = {"source": source, "contains": contains}
+        self._emit(f"{call.position}/source", "source.used", at, call.by, None, data)
+        for inner in contains:
+            self._read.setdefault(self._key(inner["system"], inner["kind"], inner["id"]), None)
 
     def _propose(self, call: Call, parsed: Any) -> str:
         tool = call.tool
         self._steps += 1
         step_id = f"{self.run_id}/{call.position}"
         target = self._target(call, parsed)
-        flags = [APPROVALS_NOT_RECORDED]
+        flags: list[str] = []
         if tool.class_ == "escalation":
             flags.append(HANDOFF)
         if call.malformed:
@@ -259,15 +251,15 @@ class RunBuilder:
         return keys
 
     def _contained(self, call: Call, key: str, container: str) -> None:
-        """An id the mapping says is part of a record of `container`'s kind: a source of the run
-        when the run read such a record (the agent saw it there), else left unknown."""
-        read = [(k, at) for k, at in self._read_at.items() if k.startswith(container)]
+        """An id the mapping says is part of a record of `container`'s kind: when the run read such
+        a record, that source is stated again as containing it (as it was read: its time and
+        digest), so the step relies on a record the agent saw; else the id stays unknown."""
+        read = [(k, source) for k, source in self._read_at.items() if k.startswith(container)]
         if not read:
             return
-        holder, at = read[-1]
         self._read[key] = None
-        source = {**_ref(key), "retrieved_at": at, "excerpt": f"part of {holder}"}
-        self._emit(f"{call.position}/source/{key}", "source.used", call.at, call.by, None, {"source": source})
+        data = {"source": read[-1][1], "contains": [_ref(key)]}
+        self._emit(f"{call.position}/source/{key}", "source.used", call.at, call.by, None, data)
 
     def _rollback(self, call: Call, parsed: Any, target: dict[str, str]) -> dict[str, Any]:
         how = call.tool.rollback

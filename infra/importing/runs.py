@@ -251,10 +251,16 @@ class RunBuilder:
         return keys
 
     def _contained(self, call: Call, key: str, container: str) -> None:
-        """An id the mapping says is part of a record of `container`'s kind: when the run read such
-        a record, that source is stated again as containing it (as it was read: its time and
-        digest), so the step relies on a record the agent saw; else the id stays unknown."""
-        read = [(k, source) for k, source in self._read_at.items() if k.startswith(container)]
+        """An id the mapping says is part of a record of `container`'s kind: when the run read
+        such a record and the id is in what it read, that source is stated again as containing
+        it (as it was read: its time and digest), so the step relies on a record the agent saw;
+        else the id stays unknown."""
+        id_ = key.split("/", 2)[2]
+        read = [
+            (k, source)
+            for k, source in self._read_at.items()
+            if k.startswith(container) and _mentions(self._read.get(k), id_)
+        ]
         if not read:
             return
         self._read[key] = None
@@ -308,6 +314,20 @@ class RunBuilder:
 def _ref(key: str) -> dict[str, str]:
     system, kind, id_ = key.split("/", 2)
     return {"system": system, "kind": kind, "id": id_}
+
+
+def _mentions(value: Any, id_: str) -> bool:
+    """Whether `id_` is one of the values of a read's result (iteratively: results nest)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif node == id_ or (isinstance(node, int | float) and str(node) == id_):
+            return True
+    return False
 
 
 def _params(arguments: Any) -> tuple[dict[str, Any], bool]:

@@ -69,6 +69,9 @@ def event_id(tenant: str, run_id: str, position: str) -> str:
     return str(uuid5(_IMPORT_NAMESPACE, f"{tenant}/{run_id}/{position}"))
 
 
+_AFTER_SCALAR = frozenset(" \t\r\n,]}")
+
+
 class JsonValues:
     """Top-level JSON values of a file, one at a time, in constant memory: the elements of a
     top-level array, or values one after another (JSONL). Never `json.load` of the whole file.
@@ -122,8 +125,10 @@ class JsonValues:
                 if self._fill():
                     continue
                 raise
-            # A number (or literal) ending at the buffer's end may go on in the next chunk.
-            if end == len(self.buffer) and not self.eof and self._fill():
+            # A number cut by the chunk's end parses as a shorter one ("3." as 3): a scalar not
+            # followed by a separator may go on in the next chunk.
+            cut = end == len(self.buffer) or self.buffer[end] not in _AFTER_SCALAR
+            if cut and not isinstance(value, dict | list | str) and self._fill():
                 continue
             self.pos = end
             return value

@@ -1,0 +1,191 @@
+"""The pure part of importing: JSON read a value at a time, the source's clock, the mapping and
+its errors, and what a transcript's calls become (no broker: a list stands in for the publisher)."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from domain.steps import StepEvent
+from infra.importing import Imported, MappingError, UnsupportedFormat, import_file, load_mapping
+from infra.importing.base import JsonValues
+from infra.importing.clock import SYNTHETIC_EPOCH, fill, parse_time
+
+DATA = Path(__file__).parent.parent / "data" / "import"
+MAPPING = load_mapping(DATA / "support.yaml")
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.steps: list[StepEvent] = []
+
+    def publish(self, step: StepEvent) -> None:
+        self.steps.append(step)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        return None
+
+
+def _import(path: Path, **kw: Any) -> tuple[list[StepEvent], Imported]:
+    sent, imported = Collected(), Imported()
+    import_file(path, sent, imported, mapping=MAPPING, **kw)
+    return sent.steps, imported
+
+
+def _values(text: str, chunk: int = 7) -> list[Any]:
+    values = JsonValues(io.StringIO(text))
+    values.CHUNK = chunk  # values straddle every chunk boundary
+    return list(values.values())
+
+
+def test_json_values_streams_an_array_across_chunk_boundaries() -> None:
+    runs = [{"id": f"r{n}", "n": 12345678901234567890 + n, "t": "é" * n} for n in range(20)]
+    assert _values(json.dumps(runs)) == runs
+    assert _values(" [ ] ") == []
+
+
+def test_json_values_reads_values_one_after_another() -> None:
+    assert _values('{"a": 1}\n{"a": 2}\n\n3.25\n') == [{"a": 1}, {"a": 2}, 3.25]
+
+
+def test_json_values_refuses_a_broken_array() -> None:
+    with pytest.raises(ValueError, match="expected ','"):
+        _values('[{"a": 1} {"a": 2}]')
+
+
+def test_naive_times_are_in_the_mappings_zone_and_numbers_are_unix_time() -> None:
+    york = ZoneInfo("America/New_York")
+    assert parse_time("2026-11-03 09:00:00", york) == datetime(2026, 11, 3, 14, tzinfo=UTC)
+    assert parse_time("2026-11-03T09:00:00Z", york) == datetime(2026, 11, 3, 9, tzinfo=UTC)
+    assert parse_time(1_700_000_000_000, york) == parse_time(1_700_000_000, york)
+    assert parse_time("yesterday", york) is None
+
+
+def test_gaps_take_their_neighbours_time_and_no_time_at_all_is_the_synthetic_clock() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    filled, synthetic = fill([None, t, None], None)
+    assert not synthetic and filled[0] < filled[1] == t < filled[2]
+    filled, synthetic = fill([None, None], None)
+    assert synthetic and filled[0] > SYNTHETIC_EPOCH and filled[0] < filled[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("tools:\n  a:\n    class: delete\n", "line 3: tools.a.class"),
+        ("tools:\n  a: {class: read}\n", "line 2: tools.a"),
+        ("timezone: Mars/Olympus\ntools: {}\n", "line 1: timezone"),
+        ("confirmations: ['(yes']\ntools: {}\n", "line 1: confirmations"),
+        (
+            "tools:\n  a: {class: write, target: {system: s, kind: k}, colour: red}\n",
+            "line 2: tools.a.colour",
+        ),
+        ("tools: [\n", "line 2"),
+        ("- a\n", "a mapping is a YAML document"),
+    ],
+)
+def test_a_mapping_error_names_its_line_and_field(tmp_path: Path, text: str, said: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError, match=said):
+        load_mapping(path)
+
+
+def test_a_tool_matches_by_name_then_by_pattern() -> None:
+    assert MAPPING.tool("transfer_to_human_agents") is MAPPING.tools["transfer_to_human*"]
+    assert MAPPING.tool("send_fax") is None
+
+
+def _transcript(tmp_path: Path, *messages: dict[str, Any], **meta: Any) -> Path:
+    path = tmp_path / "run.jsonl"
+    path.write_text(json.dumps({"id": "r", **meta, "messages": list(messages)}) + "\n", encoding="utf-8")
+    return path
+
+
+def _call(call_id: str, name: str, arguments: Any, role: str = "assistant") -> dict[str, Any]:
+    return {"role": role, "tool_calls": [{"id": call_id, "function": {"name": name, "arguments": arguments}}]}
+
+
+def _result(call_id: str, content: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+def _kinds(steps: list[StepEvent]) -> list[tuple[str, str | None]]:
+    return [(s.type, s.step_id) for s in steps]
+
+
+def test_a_result_answers_the_oldest_unanswered_call_with_its_id(tmp_path: Path) -> None:
+    path = _transcript(
+        tmp_path,
+        _call("0", "cancel_pending_order", {"order_id": "A"}),
+        _call("0", "cancel_pending_order", {"order_id": "B"}),
+        _result("0", '{"status": "cancelled"}'),
+        _result("0", "Error: order B is delivered"),
+        _result("0", "late"),
+    )
+    steps, imported = _import(path, workflow="w")
+    assert _kinds(steps)[1:] == [
+        ("action.proposed", "r/m0.0"),
+        ("action.executed", "r/m0.0"),
+        ("action.proposed", "r/m1.0"),
+        ("action.failed", "r/m1.0"),
+    ]
+    assert steps[1].data.action.target.id == "A"  # type: ignore[attr-defined]
+    assert imported.skipped == [("run.jsonl", "r/m4", "a tool result for '0' answers no call")]
+
+
+def test_consent_is_the_customers_matching_words_just_before_a_write_and_covers_one(tmp_path: Path) -> None:
+    path = _transcript(
+        tmp_path,
+        {"role": "user", "content": "hmm, maybe", "timestamp": "2026-11-02T10:00:00Z"},
+        _call("1", "cancel_pending_order", {"order_id": "A"}),
+        {"role": "user", "content": "Yes, go ahead.", "timestamp": "2026-11-02T10:01:00Z"},
+        _call("2", "cancel_pending_order", {"order_id": "B"}),
+        _call("3", "cancel_pending_order", {"order_id": "C"}),
+        customer="u-9",
+    )
+    steps, _ = _import(path, workflow="w")
+    consents = [s for s in steps if s.type == "consent.given"]
+    assert [(c.step_id, c.data.text, c.actor.id, c.actor.role) for c in consents] == [  # type: ignore[attr-defined]
+        ("r/m3.0", "Yes, go ahead.", "u-9", "customer")
+    ]
+    assert consents[0].occurred_at == datetime(2026, 11, 2, 10, 1, tzinfo=UTC)
+    assert (
+        _kinds(steps).index(("consent.given", "r/m3.0"))
+        == _kinds(steps).index(("action.proposed", "r/m3.0")) + 1
+    )
+
+
+def test_a_call_a_user_message_carries_is_the_customers(tmp_path: Path) -> None:
+    path = _transcript(tmp_path, _call("u", "toggle_airplane_mode", "{}", role="user"), _result("u", "OFF"))
+    steps, _ = _import(path, workflow="w")
+    assert {(s.type, s.actor.kind, s.actor.role) for s in steps[1:]} == {
+        ("action.proposed", "human", "customer"),
+        ("action.executed", "human", "customer"),
+    }
+
+
+def test_importing_twice_gives_the_same_events(tmp_path: Path) -> None:
+    first, _ = _import(DATA / "phone.jsonl")
+    again, _ = _import(DATA / "phone.jsonl")
+    assert first == again and len({s.event_id for s in first}) == len(first)
+    (started,) = [s for s in first if s.type == "run.started" and s.run_id == "phone-7"]
+    assert started.data.origin.model_dump() == {"format": "openai-chat", "approvals_recorded": False}  # type: ignore[attr-defined]
+
+
+def test_a_run_without_a_workflow_or_messages_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps([{"id": "a", "messages": []}]), encoding="utf-8")
+    _, imported = _import(path)
+    assert imported.skipped == [("runs.json", "run 1", "not a run: no messages")]
+
+
+def test_a_transcript_without_a_mapping_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedFormat, match="needs a mapping"):
+        import_file(DATA / "retail.json", Collected(), Imported())

@@ -121,6 +121,14 @@ class RunBuilder:
             failed = any(rule.failed(text, parsed) for rule in rules)
         self._conclude(call, text, parsed, at, failed)
 
+    def retrieved(self, position: str, system: str, kind: str, id_: str, at: datetime) -> None:
+        """A record the agent retrieved outside any tool (a retrieval step): a source."""
+        key = self._key(system, kind, id_)
+        source = {**_ref(key), "retrieved_at": at}
+        self._read.setdefault(key, None)
+        self._read_at[key] = source
+        self._emit(f"{position}/source", "source.used", at, self.agent, None, {"source": source})
+
     def finish(self, at: datetime, outcome: str | None) -> list[StepEvent]:
         """The run's remaining events: calls never answered are proposed, not executed."""
         for waiting in self._open.values():

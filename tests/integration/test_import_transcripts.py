@@ -21,9 +21,15 @@ from tests.integration.helpers import cli_env, client_for, ingest_for, poll_unti
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).parent.parent / "data" / "import"
-FILES = [str(DATA / "retail.json"), str(DATA / "phone.jsonl")]
-PUBLISHED = 18 + 18  # the events the two files hold (the fax tool is not in the mapping)
-RUNS = ("retail-1", "crm-3", "phone-7", "booking-5")
+FILES = [
+    str(DATA / name)
+    for name in ("retail.json", "phone.jsonl", "tickets-otel-v137.jsonl", "crm-otel-v136.json")
+]
+# The events the files hold: not the call of a tool the mapping does not name, nor a trace in
+# conventions of a version the importer does not read.
+PUBLISHED = 18 + 18 + 10 + 5
+OTEL_CRM = "0af7651916cd43dd8448eb211c80319c"  # a trace that names no conversation: its trace id
+RUNS = ("retail-1", "crm-3", "phone-7", "booking-5", "ticket-run-88", OTEL_CRM)
 
 
 def _receipt(store: RunStore, run_id: str) -> Receipt:
@@ -74,7 +80,7 @@ def imported(
 
 def test_each_run_is_recorded_once_however_often_imported(imported: Any) -> None:
     _, store, ingest, codes = imported
-    assert codes == (1, 1)  # the call to a tool the mapping does not name is skipped, and said
+    assert codes == (1, 1)  # what was skipped is said (exit 1)
     assert ingest.totals.recorded == PUBLISHED
     assert ingest.totals.duplicates == PUBLISHED
     for run_id in RUNS:
@@ -156,4 +162,36 @@ def test_readiness_counts_the_imported_runs(imported: Any) -> None:
     settings, _, _, _ = imported
     with client_for(settings) as http:
         lanes = http.get("/readiness", params={"workflow": "customer-support"}).json()["lanes"]
-    assert {lane["lane"]: lane["runs"] for lane in lanes} == {"review": 4}
+    assert {lane["lane"]: lane["runs"] for lane in lanes} == {"review": 6}
+
+
+def test_a_trace_in_the_current_conventions(imported: Any) -> None:
+    _, store, _, _ = imported
+    receipt = _receipt(store, "ticket-run-88")
+    assert receipt.model is not None and (receipt.model.provider, receipt.model.name) == ("openai", "gpt-4o")
+    raised, denied, transfer = receipt.steps
+    assert [(c.text, c.at.isoformat(), c.given_by.id) for c in raised.consents] == [
+        ("Yes, raise it to urgent please.", "2026-11-05T10:00:05+00:00", "cust-5")
+    ]
+    assert raised.execution is not None and raised.source_ids == ("zendesk/ticket/T-88",)
+    assert denied.consents == () and denied.failures == ("permission denied: assignee",)
+    assert transfer.execution is not None and transfer.execution.state == "routed"
+    assert "kb/document/kb-123" in {s.key for s in receipt.sources}
+    assert _findings(receipt) == {
+        "no_input_reference": ("warning", frozenset()),  # the trace names no ticket
+        "no_source_evidence": ("info", {transfer.step_id}),
+        "approvals_not_recorded": ("info", {denied.step_id}),  # consent covered the first change only
+    }
+
+
+def test_a_trace_in_the_older_conventions(imported: Any) -> None:
+    _, store, _, _ = imported
+    receipt = _receipt(store, OTEL_CRM)
+    assert receipt.model is not None and (receipt.model.provider, receipt.model.name) == (
+        "anthropic",
+        "claude-3-5-sonnet",
+    )
+    (note,) = receipt.steps
+    assert note.action is not None and note.action.target.key == "hubspot/note/n-90"
+    assert [(c.text, c.at.isoformat()) for c in note.consents] == [("yes", "2026-11-05T12:00:06+00:00")]
+    assert _findings(receipt) == {"no_input_reference": ("warning", frozenset())}

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         stored = _wait_stored(settings, before + expected, args.timeout, ingest, proc, workdir / "import.log")
         end_to_end_s = time.perf_counter() - started
         proc.wait(60)
+        published_s = _published_after(workdir / "import.log")
         import_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         raw = baseline_round(settings, events, args.timeout)
 
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         "msg/s |",
         f"| baseline: raw kafka-python consume of the imported topic | {raw['rate']:,.0f} msg/s |",
         f"| file -> events, no broker | {events / transform_s:,.0f} events/s |",
+        f"| file -> published (`receipts import` alone, its own progress line) | {events / published_s:,.0f} "
+        "events/s |",
         f"| **file -> stored** (`receipts import` + `receipts ingest`) | **{rate:,.0f} events/s** "
         f"({rate / raw['rate']:.2f}x raw consume; target {TARGET:,}) |",
         "",
@@ -196,6 +199,16 @@ def _env(settings: Settings) -> dict[str, str]:
         "RECEIPTS_TOPIC": settings.topic,
         "RECEIPTS_PARTITIONS": str(settings.partitions),
     }
+
+
+def _published_after(log: Path) -> float:
+    """The import's own seconds, from the rate on its closing progress line."""
+    lines = [
+        line for line in log.read_text(errors="replace").replace("\r", "\n").splitlines() if "done" in line
+    ]
+    rate = float(lines[-1].split("events/s")[0].split()[-1].replace(",", "")) if lines else 0.0
+    count = float(lines[-1].split(" events")[0].split()[-1].replace(",", "")) if lines else 0.0
+    return count / rate if rate else float("inf")
 
 
 def _last_line(log: Path) -> str:

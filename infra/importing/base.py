@@ -79,7 +79,7 @@ class JsonValues:
     `elements()` of an array may be re-entered: a run that is itself an array of messages is
     read message by message (`nested()`)."""
 
-    CHUNK = 1 << 20
+    CHUNK = 1 << 18  # characters a read: the buffer holds about this plus one run
 
     def __init__(self, stream: IO[str], advance: Advance = no_progress) -> None:
         self.stream = stream

@@ -189,3 +189,80 @@ def test_a_run_without_a_workflow_or_messages_is_skipped_with_the_reason(tmp_pat
 def test_a_transcript_without_a_mapping_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedFormat, match="needs a mapping"):
         import_file(DATA / "retail.json", Collected(), Imported())
+
+
+def test_a_transcript_file_imports_in_constant_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four times the file, about the same peak: runs are read and published one at a time
+    (reads of 64 KB here, so both files are many reads long)."""
+    import tracemalloc
+
+    monkeypatch.setattr(JsonValues, "CHUNK", 1 << 16)
+    from bench.transcripts import TranscriptWriter
+
+    peaks = []
+    for megabytes in (0.5, 2.0):
+        path = tmp_path / f"{megabytes}.json"
+        TranscriptWriter(7).write(path, megabytes)
+        counted = Counted()
+        tracemalloc.start()
+        import_file(path, counted, Imported(), mapping=MAPPING)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert counted.count > 1_000 * megabytes
+    assert peaks[1] < peaks[0] * 1.5, peaks
+
+
+class Counted:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def publish(self, step: StepEvent) -> None:
+        self.count += 1
+
+    def flush(self, timeout: float = 30.0) -> None:
+        return None
+
+
+def test_a_bare_array_of_messages_is_one_run_named_after_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "chat-42.json"
+    messages = [_call("a", "get_order_details", {"order_id": "#W1"}), _result("a", '{"order_id": "#W1"}')]
+    path.write_text(json.dumps(messages), encoding="utf-8")
+    steps, _ = _import(path, workflow="w", tenant="acme")
+    assert {(s.run_id, s.tenant) for s in steps} == {("chat-42-1", "acme")}
+    assert [s.type for s in steps] == ["run.started", "source.used"]
+
+
+def test_a_trace_in_conventions_of_another_version_is_refused_and_said(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    request = {
+        "resourceSpans": [
+            {
+                "schemaUrl": "https://opentelemetry.io/schemas/1.20.0",
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "t",
+                                "spanId": "s",
+                                "name": "invoke_agent a",
+                                "startTimeUnixNano": "1",
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    path.write_text(json.dumps(request) + "\n" + json.dumps({"hello": 1}) + "\n", encoding="utf-8")
+    steps, imported = _import(path, workflow="w")
+    assert steps == []
+    assert [(where, reason.split(";")[0]) for _, where, reason in imported.skipped] == [
+        (
+            "request 1",
+            "schema 'https://opentelemetry.io/schemas/1.20.0' is not a version of the OpenTelemetry "
+            "semantic conventions this importer reads (1.26.0 to 1.38.0)",
+        ),
+        ("request 2", "not an OTLP ExportTraceServiceRequest (no resourceSpans)"),
+    ]

@@ -30,6 +30,8 @@ from infra.importing.runs import RunBuilder
 
 __all__ = [
     "CONTRACT",
+    "OTLP",
+    "TRANSCRIPT",
     "Imported",
     "Mapping",
     "MappingError",
@@ -53,10 +55,11 @@ def detect(path: Path) -> str:
     if b'"resourceSpans"' in head:
         return OTLP
     first = head.splitlines()[0]
-    if head.startswith(b"[") or b'"messages"' in first or b'"role"' in first:
-        return TRANSCRIPT
+    # A contract step may name a role (its actor's) too: its own three keys decide first.
     if head.startswith(b"{") and all(f'"{k}"'.encode() in first for k in ("event_id", "run_id", "type")):
         return CONTRACT
+    if head.startswith(b"[") or b'"messages"' in first or b'"role"' in first:
+        return TRANSCRIPT
     raise UnsupportedFormat(
         str(path),
         "not a format this version imports: contract events as JSONL (one step a line), "

@@ -13,7 +13,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from domain.steps import StepEvent
-from infra.importing import Imported, MappingError, UnsupportedFormat, import_file, load_mapping
+from infra.importing import (
+    CONTRACT,
+    OTLP,
+    TRANSCRIPT,
+    Imported,
+    MappingError,
+    UnsupportedFormat,
+    detect,
+    import_file,
+    load_mapping,
+)
 from infra.importing.base import JsonValues
 from infra.importing.clock import SYNTHETIC_EPOCH, fill, parse_time
 
@@ -266,3 +276,32 @@ def test_a_trace_in_conventions_of_another_version_is_refused_and_said(tmp_path:
         ),
         ("request 2", "not an OTLP ExportTraceServiceRequest (no resourceSpans)"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("first", "kind"),
+    [
+        (
+            '{"event_id": "e", "run_id": "r", "type": "consent.given", "actor": {"role": "customer"}}',
+            CONTRACT,
+        ),
+        ('{"id": "r", "messages": [{"role": "user"}]}', TRANSCRIPT),
+        ('[{"role": "user", "content": "hi"}]', TRANSCRIPT),
+        ('{"resourceSpans": []}', OTLP),
+    ],
+)
+def test_the_format_is_detected_from_the_first_line(tmp_path: Path, first: str, kind: str) -> None:
+    path = tmp_path / "f"
+    path.write_text(first + "\n", encoding="utf-8")
+    assert detect(path) == kind
+
+
+def test_the_cli_refuses_a_bad_mapping_before_asking_any_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api.cli import main
+
+    bad = tmp_path / "mapping.yaml"
+    bad.write_text("tools:\n  get_order:\n    class: delete\n", encoding="utf-8")
+    assert main(["import", str(DATA / "retail.json"), "--mapping", str(bad)]) == 2
+    assert f"{bad}:line 3: tools.get_order.class" in capsys.readouterr().err

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from api.auth import cli_admin, cli_principal
 from api.bootstrap import build_queries, build_status, open_store
+from api.readiness_render import readiness_markdown, readiness_text
 from domain.principals import Principal
-from domain.readiness import Readiness
 from infra.settings import Settings
 from projections.bounds import in_window
 from projections.queries import BadQuery, Queries, RelatedRuns, RunFilter, RunQuery
@@ -158,7 +158,9 @@ def cmd_findings(settings: Settings, args: argparse.Namespace) -> int:
 
     def text() -> list[str]:
         lines = [
-            f"{rf.run_id:32} {rf.finding.severity.upper():8} {rf.finding.code}: {rf.finding.message}"
+            f"{rf.run_id:32} {rf.finding.severity.upper():8} {rf.finding.code}"
+            + (f" (x{rf.finding.count})" if rf.finding.count > 1 else "")
+            + f": {rf.finding.message}"
             for rf in page.findings
         ] or ["(no findings match)"]
         if page.next_cursor:
@@ -192,25 +194,15 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_readiness(settings: Settings, args: argparse.Namespace) -> int:
+    if args.markdown and args.json:
+        raise SystemExit("receipts readiness: choose one of --json and --markdown")
     with asking(settings) as (queries, principal):
         report = queries.readiness(principal.tenant_for(args.tenant), args.workflow, args.since)
-    _print(report, args.json, lambda: readiness_text(report))
+    if args.markdown:
+        print(readiness_markdown(report))
+    else:
+        _print(report, args.json, lambda: readiness_text(report))
     return 0
-
-
-def readiness_text(report: Readiness) -> list[str]:
-    if not report.lanes:
-        return ["No run with a proposed action yet."]
-    lines = []
-    for lane in report.lanes:
-        lines += [
-            f"{lane.workflow} / {lane.lane}: {lane.verdict} ({lane.why})",
-            f"  {lane.runs} runs, {lane.steps} steps; complete receipts {lane.complete_receipts:.0%}; "
-            f"edits {lane.edit_rate:.0%}, failures {lane.failure_rate:.0%}, "
-            f"hand-offs {lane.handoff_rate:.0%}, reverts {lane.revert_rate:.0%}",
-            *(f"  {f.code}: {f.count} (e.g. {', '.join(f.examples)})" for f in lane.findings),
-        ]
-    return lines
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -265,6 +257,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     ready.add_argument("--workflow", help="e.g. lead-followup")
     ready.add_argument("--since", type=when, help="runs started at or after (ISO 8601; UTC if no offset)")
+    ready.add_argument(
+        "--markdown", action="store_true", help="the report as Markdown, for a review document"
+    )
     health = sub.add_parser(
         "health",
         help="processes, view lag, quarantined events, incidents; exit 1 when degraded",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from domain.chain import Integrity
+from domain.findings import Finding
 from domain.receipt import PolicyRule, Receipt, StepReceipt
 from domain.steps import Reference
 
@@ -61,8 +62,7 @@ def receipt_text(receipt: Receipt) -> str:
     add("")
     add(f"Findings ({len(receipt.findings)}):" if receipt.findings else "Findings: none")
     for finding in receipt.findings:
-        where = f" [{finding.step_id}]" if finding.step_id else ""
-        add(f"  {finding.severity.upper():8} {finding.code}{where}: {finding.message}")
+        add(f"  {finding.severity.upper():8} {finding.code}{_where(finding)}: {finding.message}")
     integrity = receipt.integrity
     head = (integrity.head or "")[:16]
     if integrity.verified:
@@ -251,6 +251,14 @@ def _integrity(integrity: Integrity) -> str:
     return said
 
 
+def _where(finding: Finding) -> str:
+    """Its step, or how many times on which steps when the run shows it more than once."""
+    if finding.count > 1:
+        steps = f" on {', '.join(finding.step_ids)}" if finding.step_ids else ""
+        return f" (x{finding.count}{steps})"
+    return f" [{finding.step_id}]" if finding.step_id else ""
+
+
 def receipt_markdown(receipt: Receipt) -> str:
     """For pasting into an incident document: a summary table, the findings, then
     the full receipt verbatim."""
@@ -270,7 +278,7 @@ def receipt_markdown(receipt: Receipt) -> str:
     out += ["| {} | {} |".format(name, value.replace("|", "\\|")) for name, value in rows]
     out += ["", f"### Findings ({len(receipt.findings)})", ""]
     out += [
-        f"- **{f.severity}** `{f.code}`" + (f" ({f.step_id})" if f.step_id else "") + f": {f.message}"
+        f"- **{f.severity}** `{f.code}`{_where(f)}: {f.message} (evidence: {', '.join(f.event_ids) or '—'})"
         for f in receipt.findings
     ] or ["None."]
     out += ["", "### Full receipt", "", "```text", receipt_text(receipt), "```", ""]

@@ -30,6 +30,7 @@ from api.bootstrap import build_queries, build_status, open_store, require_table
 from api.deps import QueriesDep, StoreDep
 from api.liveness import Beats
 from api.queue_web import queue_routes
+from api.readiness_render import readiness_markdown
 from api.render import receipt_markdown
 from api.rollback_web import rollback_routes
 from domain.errors import Invalid, ReceiptsError
@@ -248,15 +249,20 @@ def _routes(app: FastAPI) -> None:
     @app.get(
         "/readiness",
         response_model=Readiness,
-        summary="Per workflow and lane: runs, complete receipts, findings, rates, and a verdict",
+        summary="Per workflow and lane: runs, complete receipts, findings, rates, and a verdict "
+        "(Markdown with Accept: text/markdown)",
     )
     def lane_readiness(
         queries: QueriesDep,
         tenant: TenantDep,
         workflow: Annotated[Text | None, Query()] = None,
         since: Annotated[Instant | None, Query(description="runs started at or after")] = None,
-    ) -> Readiness:
-        return queries.readiness(tenant, workflow, since)
+        accept: Accept = "application/json",
+    ) -> Readiness | Response:
+        report = queries.readiness(tenant, workflow, since)
+        if MARKDOWN in accept:
+            return PlainTextResponse(readiness_markdown(report), media_type=MARKDOWN)
+        return report
 
     @app.get(
         "/health",

@@ -1,12 +1,17 @@
 """Lane readiness: is a workflow's lane ready for more autonomy, judged from its receipts.
 
 "Those failures are valuable. They show where the workflow is not ready for more
-autonomy." Per workflow and lane (the lane the policy routed each step to): how many
-runs, how many of their receipts are complete (no gap), each finding code with its count
-and example runs, and the rates a reviewer weighs — reviewer edits, failures, hand-offs,
-reverts — then a verdict: stay in draft, ready for review-gated execution, or a
-candidate for auto-execution, with the thresholds it used (the policy's
-`[readiness]` section, or its defaults).
+autonomy." Per workflow (its runs, complete receipts and findings) and per lane within it
+(the lane the policy routed each step to): how many runs, how many of their receipts are
+complete (no gap), each finding code with its count and example runs, and the rates a
+reviewer weighs — customer consent, reviewer edits, failures, hand-offs, reverts — then a
+verdict: stay in draft, ready for review-gated execution, or a candidate for
+auto-execution, with the thresholds it used (the policy's `[readiness]` section, or its
+defaults).
+
+A finding counts as often as the run shows it (`Finding.count`). In a lane, a finding on
+steps counts once for each of its steps in that lane; a finding on the whole run (no step)
+counts once in each lane the run has a step in.
 
 Pure: a fold over receipts (projections/readiness.py reads them from the view).
 """
@@ -19,17 +24,19 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from domain.lanes import is_handoff
+from domain.findings import Finding
+from domain.lanes import covering_consents, is_handoff
 from domain.policy import ReadinessThresholds as Thresholds
-from domain.receipt import Receipt
+from domain.receipt import Receipt, StepReceipt
 
 Verdict = Literal["stay in draft", "ready for review-gated execution", "candidate for auto-execute"]
 EXAMPLES = 3
+NO_RULE = "(no rule)"
 
 
 class FindingCount(BaseModel):
     code: str
-    count: int
+    count: int = Field(description="how many times the runs show it")
     examples: list[str] = Field(description="run ids that show it")
 
 
@@ -40,6 +47,7 @@ class LaneReadiness(BaseModel):
     steps: int
     complete_receipts: float = Field(description="share of its runs whose receipt has no gap")
     findings: list[FindingCount]
+    consent_rate: float = Field(description="share of its steps a customer's consent covers")
     edit_rate: float = Field(description="share of its steps a reviewer edited")
     failure_rate: float
     handoff_rate: float
@@ -48,46 +56,106 @@ class LaneReadiness(BaseModel):
     why: str
 
 
+class WorkflowReadiness(BaseModel):
+    workflow: str
+    runs: int
+    complete_receipts: float = Field(description="share of its runs whose receipt has no gap")
+    findings: list[FindingCount]
+    lanes: list[LaneReadiness]
+
+
 class Readiness(BaseModel):
     thresholds: Thresholds
-    lanes: list[LaneReadiness]
+    workflows: list[WorkflowReadiness]
+
+    @property
+    def lanes(self) -> list[LaneReadiness]:
+        return [lane for workflow in self.workflows for lane in workflow.lanes]
+
+
+class _Codes:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = defaultdict(list)
+
+    def add(self, code: str, count: int, run_id: str) -> None:
+        self.counts[code] += count
+        shown = self.examples[code]
+        if len(shown) < EXAMPLES and run_id not in shown:
+            shown.append(run_id)
+
+    def listed(self) -> list[FindingCount]:
+        return [
+            FindingCount(code=c, count=n, examples=self.examples[c]) for c, n in self.counts.most_common()
+        ]
 
 
 class _Tally:
     def __init__(self) -> None:
         self.runs: set[str] = set()
         self.complete: set[str] = set()
-        self.steps = self.edited = self.failed = self.handoffs = self.reverted = 0
-        self.codes: Counter[str] = Counter()
-        self.examples: dict[str, list[str]] = defaultdict(list)
+        self.steps = self.consented = self.edited = self.failed = self.handoffs = self.reverted = 0
+        self.codes = _Codes()
+
+    def add_run(self, receipt: Receipt, complete: bool) -> None:
+        self.runs.add(receipt.run_id)
+        if complete:
+            self.complete.add(receipt.run_id)
+
+    def add_step(self, step: StepReceipt) -> None:
+        self.steps += 1
+        self.consented += bool(covering_consents(step))
+        self.edited += bool(step.output.edits)
+        self.failed += bool(step.failures)
+        self.handoffs += is_handoff(step)
+        self.reverted += step.reversal is not None and step.reversal.reverted_method is not None
 
 
 def readiness(receipts: Iterable[Receipt], thresholds: Thresholds | None = None) -> Readiness:
     limits = thresholds or Thresholds()
-    tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    workflows: dict[str, _Tally] = defaultdict(_Tally)
+    lanes: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     for receipt in receipts:
         workflow = receipt.workflow or "(unknown)"
         complete = not receipt.gaps()
+        lane_of = {s.step_id: s.policy.lane if s.policy else NO_RULE for s in receipt.steps if s.action}
+        if not lane_of:
+            continue  # no proposed action: nothing a lane did
+        workflows[workflow].add_run(receipt, complete)
         for step in receipt.steps:
-            if step.action is None:
-                continue
-            tally = tallies[(workflow, step.policy.lane if step.policy else "(no rule)")]
-            tally.runs.add(receipt.run_id)
-            if complete:
-                tally.complete.add(receipt.run_id)
-            tally.steps += 1
-            tally.edited += bool(step.output.edits)
-            tally.failed += bool(step.failures)
-            tally.handoffs += is_handoff(step)
-            tally.reverted += step.reversal is not None and step.reversal.reverted_method is not None
-            for finding in receipt.findings:
-                if finding.step_id in (None, step.step_id):
-                    tally.codes[finding.code] += 1
-                    shown = tally.examples[finding.code]
-                    if len(shown) < EXAMPLES and receipt.run_id not in shown:
-                        shown.append(receipt.run_id)
-    lanes = [_lane(workflow, lane, tally, limits) for (workflow, lane), tally in sorted(tallies.items())]
-    return Readiness(thresholds=limits, lanes=lanes)
+            if step.action is not None:
+                tally = lanes[(workflow, lane_of[step.step_id])]
+                tally.add_run(receipt, complete)
+                tally.add_step(step)
+        for finding in receipt.findings:
+            workflows[workflow].codes.add(finding.code, finding.count, receipt.run_id)
+            for lane, count in _per_lane(finding, lane_of).items():
+                lanes[(workflow, lane)].codes.add(finding.code, count, receipt.run_id)
+    return Readiness(
+        thresholds=limits,
+        workflows=[
+            WorkflowReadiness(
+                workflow=workflow,
+                runs=len(tally.runs),
+                complete_receipts=round(len(tally.complete) / max(len(tally.runs), 1), 4),
+                findings=tally.codes.listed(),
+                lanes=[
+                    _lane(workflow, lane, t, limits)
+                    for (w, lane), t in sorted(lanes.items())
+                    if w == workflow
+                ],
+            )
+            for workflow, tally in sorted(workflows.items())
+        ],
+    )
+
+
+def _per_lane(finding: Finding, lane_of: dict[str, str]) -> Counter[str]:
+    """How many times a finding counts in each lane of its run."""
+    steps = finding.step_ids or ((finding.step_id,) if finding.step_id else ())
+    if not steps:
+        return Counter(set(lane_of.values()))
+    return Counter(lane_of[s] for s in steps if s in lane_of)
 
 
 def _lane(workflow: str, lane: str, t: _Tally, limits: Thresholds) -> LaneReadiness:
@@ -101,7 +169,8 @@ def _lane(workflow: str, lane: str, t: _Tally, limits: Thresholds) -> LaneReadin
         runs=runs,
         steps=t.steps,
         complete_receipts=round(complete, 4),
-        findings=[FindingCount(code=c, count=n, examples=t.examples[c]) for c, n in t.codes.most_common()],
+        findings=t.codes.listed(),
+        consent_rate=round(t.consented / steps, 4),
         edit_rate=round(rates["edit"], 4),
         failure_rate=round(rates["failure"], 4),
         handoff_rate=round(t.handoffs / steps, 4),

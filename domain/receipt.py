@@ -246,7 +246,8 @@ class Receipt(Fact):
                 else None
             ),
             "policy_rule": [s.policy for s in self.steps if s.policy] or None,
-            "reviewer": [r for s in self.steps for r in s.reviews] or None,
+            # Who approved: a reviewer, or the customer in their own words (a consent).
+            "reviewer": [d for s in self.steps for d in (*s.reviews, *s.consents)] or None,
             "timestamps": self.timestamps if self.timestamps.first_proposed else None,
             "output": [s.output for s in self.steps if s.output.draft is not None] or None,
             "signal": [s.signal for s in self.steps if s.signal and _has_signal(s.signal)] or None,

@@ -148,7 +148,9 @@ class FindingsPage(Answer):
 
 
 _RUN_COLUMNS = tuple(RunSummary.model_fields)
-_FINDING_COLUMNS = "run_id, workflow, started_at, run_key, seq, code, severity, message, step_id, event_ids"
+_FINDING_COLUMNS = (
+    "run_id, workflow, started_at, run_key, seq, code, severity, message, step_id, event_ids, count, step_ids"
+)
 _UNFINISHED_SEQ = 1_000_000  # sorts an overdue run's finding after its recorded ones
 
 
@@ -366,7 +368,7 @@ class Queries:
         statement = SQL(
             "SELECT {cols}, NULL::timestamptz AS last_recorded FROM {f} WHERE {rw} "
             "UNION ALL SELECT run_id, workflow, started_at, run_key, {seq}, 'final_state_unclear', "
-            "'warning', '', NULL, '{{}}'::text[], last_recorded FROM {r} WHERE {ow} "
+            "'warning', '', NULL, '{{}}'::text[], 1, '{{}}'::text[], last_recorded FROM {r} WHERE {ow} "
             "ORDER BY started_at DESC, run_key DESC, seq DESC LIMIT %s"
         ).format(
             cols=SQL(_FINDING_COLUMNS),
@@ -396,6 +398,8 @@ class Queries:
                     message=row["message"],
                     step_id=row["step_id"],
                     event_ids=tuple(row["event_ids"]),
+                    count=row["count"],
+                    step_ids=tuple(row["step_ids"]),
                 )
             found.append(
                 RunFinding(

@@ -414,12 +414,21 @@ class Findings(WholeRunView):
         "step_id",
         "event_ids",
         "started_at",
+        "count",
+        "step_ids",
     )
     definition = """
         run_key uuid NOT NULL, tenant text NOT NULL, run_id text NOT NULL, workflow text,
         seq int NOT NULL, code text NOT NULL, severity text NOT NULL, message text NOT NULL,
         step_id text, event_ids text[] NOT NULL, started_at timestamptz NOT NULL,
+        count int NOT NULL DEFAULT 1, step_ids text[] NOT NULL DEFAULT '{{}}',
         PRIMARY KEY (run_key, seq)"""
+    # A view made before findings were counted gains the columns; `receipts rebuild findings`
+    # fills them for the runs it holds.
+    alterations = (
+        "ADD COLUMN IF NOT EXISTS count int NOT NULL DEFAULT 1",
+        "ADD COLUMN IF NOT EXISTS step_ids text[] NOT NULL DEFAULT '{{}}'",
+    )
     indexes = (
         "(tenant, started_at DESC, run_key DESC, seq)",
         "(tenant, code, started_at DESC, run_key DESC, seq)",
@@ -442,6 +451,8 @@ class Findings(WholeRunView):
                 f.step_id,
                 list(f.event_ids),
                 started,
+                f.count,
+                list(f.step_ids),
             )
 
 

@@ -29,7 +29,9 @@ def test_readiness_per_workflow_and_lane_in_the_callers_tenant(
         store.record([(s, encode_json(s)) for s in _runs(4)])
         build_projections(settings, store).catch_up()
         with client_for(settings) as http:
-            (lane,) = http.get("/readiness").json()["lanes"]
+            (workflow,) = http.get("/readiness").json()["workflows"]
+            assert (workflow["workflow"], workflow["runs"]) == ("lead-followup", 4)
+            (lane,) = workflow["lanes"]
             assert (lane["workflow"], lane["lane"], lane["runs"], lane["complete_receipts"]) == (
                 "lead-followup",
                 "review",
@@ -37,12 +39,12 @@ def test_readiness_per_workflow_and_lane_in_the_callers_tenant(
                 1.0,
             )
             assert lane["verdict"] == "stay in draft"  # 4 runs: too little evidence
-            assert http.get("/readiness", params={"workflow": "support-triage"}).json()["lanes"] == []
+            assert http.get("/readiness", params={"workflow": "support-triage"}).json()["workflows"] == []
         with client_for(settings, add_principal(settings, "eve", tenant="acme")) as theirs:
-            assert theirs.get("/readiness").json()["lanes"] == []
+            assert theirs.get("/readiness").json()["workflows"] == []
         cli_env(monkeypatch, settings)
         assert main(["readiness", "--json"]) == 0
-        assert json.loads(capsys.readouterr().out)["lanes"][0]["runs"] == 4
+        assert json.loads(capsys.readouterr().out)["workflows"][0]["lanes"][0]["runs"] == 4
         assert main(["readiness"]) == 0
         assert "lead-followup / review: stay in draft" in capsys.readouterr().out
 
@@ -56,5 +58,5 @@ def test_the_thresholds_are_the_policy_s_readiness_section(settings: Settings) -
         with client_for(settings) as http:
             body = http.get("/readiness").json()
     assert body["thresholds"]["min_runs"] == 3
-    (lane,) = body["lanes"]
+    ((lane,),) = (w["lanes"] for w in body["workflows"])
     assert lane["verdict"] == "candidate for auto-execute", lane["why"]

@@ -59,3 +59,9 @@ def test_the_text_receipt_quotes_the_consent_and_its_time() -> None:
     text = receipt_text(_receipt(*_run_with_consent(consent_first=False)))
     assert 'cust-7 (customer) said "Yes, please cancel order W-1" at 2025-03-03T09:01:00+00:00' in text
     assert "consented 2025-03-03T09:01:00+00:00" in text
+
+
+def test_a_consent_answers_the_receipts_who_approved_question() -> None:
+    without = [s for s in _run_with_consent(consent_first=True) if s.type != "consent.given"]
+    assert "reviewer" in _receipt(*without).gaps()
+    assert "reviewer" not in _receipt(*_run_with_consent(consent_first=True)).gaps()

@@ -161,8 +161,30 @@ def test_a_run_without_timestamps_is_on_the_marked_synthetic_clock(imported: Any
 def test_readiness_counts_the_imported_runs(imported: Any) -> None:
     settings, _, _, _ = imported
     with client_for(settings) as http:
-        lanes = http.get("/readiness", params={"workflow": "customer-support"}).json()["lanes"]
-    assert {lane["lane"]: lane["runs"] for lane in lanes} == {"review": 6}
+        (workflow,) = http.get("/readiness", params={"workflow": "customer-support"}).json()["workflows"]
+    (lane,) = workflow["lanes"]
+    assert (workflow["runs"], workflow["complete_receipts"]) == (6, 0.1667)  # phone-7 has info findings only
+    assert {f["code"]: f["count"] for f in workflow["findings"]} == {
+        "no_source_evidence": 5,
+        "approvals_not_recorded": 5,
+        "no_input_reference": 3,  # crm-3 and the two traces name no ticket
+        "unknown_source": 1,
+        "no_rollback_link": 1,
+        "malformed_arguments": 1,
+    }
+    # 14 steps: 5 consented, 3 failed, 2 hand-offs; nobody edited, nothing was reverted.
+    rates = ("steps", "consent_rate", "edit_rate", "failure_rate", "handoff_rate", "revert_rate")
+    assert {k: lane[k] for k in ("lane", "runs", *rates)} == {
+        "lane": "review",
+        "runs": 6,
+        "steps": 14,
+        "consent_rate": 0.3571,
+        "edit_rate": 0.0,
+        "failure_rate": 0.2143,
+        "handoff_rate": 0.1429,
+        "revert_rate": 0.0,
+    }
+    assert lane["verdict"] == "stay in draft"
 
 
 def test_a_trace_in_the_current_conventions(imported: Any) -> None:

@@ -51,10 +51,12 @@ class Imported:
 
     def summary(self) -> list[str]:
         runs, skipped = len(self.runs), len(self.skipped)
-        lines = [f"published {self.events:,} events of {runs:,} runs; skipped {skipped:,} lines"]
+        lines = [f"published {self.events:,} events of {runs:,} runs; skipped {skipped:,}"]
         lines += [f"  {name}:{where}: {reason}" for name, where, reason in self.skipped[:20]]
         if len(self.skipped) > 20:
-            lines.append(f"  … and {len(self.skipped) - 20:,} more")
+            lines.append(f"  … and {len(self.skipped) - 20:,} more; every reason, how often:")
+            reasons = Counter(reason for _, _, reason in self.skipped)
+            lines += [f"    {count:,}: {reason}" for reason, count in reasons.most_common()]
         lines += [f"  note: {note}: {count:,}" for note, count in sorted(self.notes.items())]
         return lines
 

@@ -305,3 +305,18 @@ def test_the_cli_refuses_a_bad_mapping_before_asking_any_server(
     bad.write_text("tools:\n  get_order:\n    class: delete\n", encoding="utf-8")
     assert main(["import", str(DATA / "retail.json"), "--mapping", str(bad)]) == 2
     assert f"{bad}:line 3: tools.get_order.class" in capsys.readouterr().err
+
+
+def test_the_summary_counts_each_reason_when_many_were_skipped() -> None:
+    imported = Imported(events=3, runs={("default", "r")})
+    for number in range(25):
+        imported.skip("f.json", f"r/m{number}", "tool 'send_fax' is not in the mapping")
+    imported.skip("f.json", "run 9", "not a run: no messages")
+    lines = imported.summary()
+    assert lines[0] == "published 3 events of 1 runs; skipped 26"
+    assert lines[1] == "  f.json:r/m0: tool 'send_fax' is not in the mapping"
+    assert lines[21:] == [
+        "  … and 6 more; every reason, how often:",
+        "    25: tool 'send_fax' is not in the mapping",
+        "    1: not a run: no messages",
+    ]

@@ -106,7 +106,10 @@ def _message(builder: RunBuilder, position: str, message: Any, at: Any) -> None:
     if role == "tool":
         failed = message.get("is_error") if isinstance(message.get("is_error"), bool) else None
         call_id = _id(message.get("tool_call_id", message.get("id")))
-        builder.result(position, call_id, message.get("content"), at, failed)
+        content = message.get("content")
+        builder.result(
+            position, call_id, _text(content) if isinstance(content, list) else content, at, failed
+        )
 
 
 def _id(value: Any) -> str | None:

@@ -5,7 +5,7 @@ agent's, consent before a write is kept at its real time, ids inside a read reco
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,13 @@ def test_a_booking_consented_a_failed_cancel_and_a_card_the_user_record_does_not
     book, cancel, unanswered = receipt.steps
     assert book.action is not None and book.action.target.id == "R-555"  # the id the booking created
     assert book.execution is not None and book.execution.external_ref == "R-555"
-    assert [c.text for c in book.consents] == ["yes please book it"]
+    # Naive times are the mapping's zone (New York, UTC-5 in November) ...
+    assert [(c.text, c.at) for c in book.consents] == [
+        ("yes please book it", datetime(2026, 11, 4, 19, 1, tzinfo=UTC))
+    ]
+    # ... and the user record's result, which has none, is a microsecond after its call.
+    (user,) = [s for s in receipt.sources if s.key == "airline/user/mia-1"]
+    assert user.retrieved_at == datetime(2026, 11, 4, 19, 0, 3, 1, tzinfo=UTC)
     assert len(cancel.failures) == 1 and "basic economy cannot be cancelled" in cancel.failures[0]
     assert unanswered.execution is None and unanswered.failures == ()
     assert receipt.final_state is None  # the source says nothing of how it ended

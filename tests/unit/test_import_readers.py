@@ -320,3 +320,17 @@ def test_the_summary_counts_each_reason_when_many_were_skipped() -> None:
         "    25: tool 'send_fax' is not in the mapping",
         "    1: not a run: no messages",
     ]
+
+
+def test_a_result_given_as_text_parts_is_read_as_its_text(tmp_path: Path) -> None:
+    parts = [{"type": "text", "text": "Error: order A is delivered"}]
+    path = _transcript(
+        tmp_path,
+        _call("1", "cancel_pending_order", {"order_id": "A"}),
+        {"role": "tool", "tool_call_id": "1", "content": parts},
+    )
+    steps, _ = _import(path, workflow="w")
+    assert [(s.type, getattr(s.data, "error", None)) for s in steps[1:]] == [
+        ("action.proposed", None),
+        ("action.failed", "Error: order A is delivered"),
+    ]

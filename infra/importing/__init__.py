@@ -52,14 +52,15 @@ def detect(path: Path) -> str:
         head = file.read(_HEAD).lstrip()
     if not head:
         raise UnsupportedFormat(str(path), "the file is empty")
-    if b'"resourceSpans"' in head:
-        return OTLP
     first = head.splitlines()[0]
-    # A contract step may name a role (its actor's) too: its own three keys decide first.
+    # A contract step may name a role (its actor's), or quote anything in its text: its own
+    # three keys on the first line decide first.
     if head.startswith(b"{") and all(f'"{k}"'.encode() in first for k in ("event_id", "run_id", "type")):
         return CONTRACT
-    if head.startswith(b"[") or b'"messages"' in first or b'"role"' in first:
-        return TRANSCRIPT
+    if head.startswith(b"{") and b'"resourceSpans"' in head:
+        return OTLP
+    if head.startswith(b"[") or (head.startswith(b"{") and (b'"messages"' in head or b'"role"' in head)):
+        return TRANSCRIPT  # a pretty-printed run names its messages after its first line
     raise UnsupportedFormat(
         str(path),
         "not a format this version imports: contract events as JSONL (one step a line), "

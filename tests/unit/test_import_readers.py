@@ -288,6 +288,11 @@ def test_a_trace_in_conventions_of_another_version_is_refused_and_said(tmp_path:
         ('{"id": "r", "messages": [{"role": "user"}]}', TRANSCRIPT),
         ('[{"role": "user", "content": "hi"}]', TRANSCRIPT),
         ('{"resourceSpans": []}', OTLP),
+        ('{\n  "id": "r",\n  "messages": []\n}', TRANSCRIPT),
+        (
+            '{"event_id": "e", "run_id": "r", "type": "run.finished", "data": {"x": "resourceSpans"}}',
+            CONTRACT,
+        ),
     ],
 )
 def test_the_format_is_detected_from_the_first_line(tmp_path: Path, first: str, kind: str) -> None:

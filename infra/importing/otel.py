@@ -171,6 +171,9 @@ def _run(spans: list[Span], mapping: Mapping, tenant: str, workflow: str) -> Run
     if model:
         provider = attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system") or mapping.model_provider
         meta["model"] = {"provider": str(provider), "name": str(model), "version": ""}
+    given = mapping.input
+    if given is not None and given.id is not None and given.id.argument in attrs:
+        meta["input"] = {"system": given.system, "kind": given.kind, "id": str(attrs[given.id.argument])}
     builder.start(agent_span.start, workflow, meta, FORMAT)
     for at, _, act in sorted(_timeline(spans), key=lambda item: (item[0], item[1])):
         act(builder, at)

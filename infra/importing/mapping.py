@@ -25,7 +25,7 @@ import fnmatch
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -172,7 +172,7 @@ class MappingError(Invalid):
     title = "Invalid mapping"
 
 
-Loc = Annotated[tuple[int | str, ...], "a pydantic error location"]
+Loc = tuple[int | str, ...]  # a pydantic error location
 
 
 def load_mapping(path: Path) -> Mapping:

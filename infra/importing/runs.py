@@ -92,6 +92,7 @@ class RunBuilder:
             self.skipped.append((position, f"tool {name!r} is not in the mapping"))
             return
         if tool.class_ == "internal":
+            self.notes.append("calls of internal tools (they touch nothing: not recorded)")
             return
         params, malformed = _params(arguments)
         if malformed:
@@ -135,6 +136,8 @@ class RunBuilder:
             for call in waiting:
                 if call.tool.class_ != "read":
                     self._propose(call, None)
+                else:
+                    self.notes.append("reads never answered (no source recorded)")
         self._open.clear()
         if outcome is not None:
             state = self.mapping.outcomes.get(outcome, outcome)

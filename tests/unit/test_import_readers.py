@@ -339,3 +339,14 @@ def test_a_result_given_as_text_parts_is_read_as_its_text(tmp_path: Path) -> Non
         ("action.proposed", None),
         ("action.failed", "Error: order A is delivered"),
     ]
+
+
+def test_the_summary_says_what_was_skipped_and_what_was_noted() -> None:
+    _, imported = _import(DATA / "retail.json")
+    assert imported.summary() == [
+        "published 18 events of 2 runs; skipped 1",
+        "  retail.json:crm-3/m7.0: tool 'send_fax' is not in the mapping",
+        "  note: calls of internal tools (they touch nothing: not recorded): 1",
+        "  note: runs without timestamps (on the synthetic clock, flagged synthetic_clock): 1",
+        "  note: tool calls with malformed arguments imported as text: 1",
+    ]

@@ -16,6 +16,7 @@ from domain.steps import StepEvent
 from infra.importing.base import (
     FLUSH_EVERY,
     Advance,
+    BrokenJson,
     Imported,
     JsonValues,
     StepSender,
@@ -87,11 +88,14 @@ def import_file(
     runs = transcript_runs if kind == TRANSCRIPT else trace_runs
     with path.open(encoding="utf-8") as stream:
         values = JsonValues(stream, advance)
-        for where, built in runs(values, path, mapping, tenant, workflow):
-            if isinstance(built, str):
-                imported.skip(path.name, where, built)
-                continue
-            _publish(built, path, publisher, imported, advance)
+        try:
+            for where, built in runs(values, path, mapping, tenant, workflow):
+                if isinstance(built, str):
+                    imported.skip(path.name, where, built)
+                    continue
+                _publish(built, path, publisher, imported, advance)
+        except BrokenJson as error:  # the runs before it are published and stand
+            imported.skip(path.name, f"character {error.offset}", str(error))
     publisher.flush()
 
 

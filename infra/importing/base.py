@@ -74,6 +74,17 @@ def event_id(tenant: str, run_id: str, position: str) -> str:
 _AFTER_SCALAR = frozenset(" \t\r\n,]}")
 
 
+class BrokenJson(ValueError):
+    """The file stops being JSON at `offset` (characters from its start): what came before
+    was read and stands; nothing after it can be trusted to be where it seems."""
+
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(
+            f"not valid JSON at character {offset:,}: {message}; the rest of the file is not read"
+        )
+        self.offset = offset
+
+
 class JsonValues:
     """Top-level JSON values of a file, one at a time, in constant memory: the elements of a
     top-level array, or values one after another (JSONL). Never `json.load` of the whole file.
@@ -90,18 +101,25 @@ class JsonValues:
         self.pos = 0
         self.eof = False
         self.decoder = json.JSONDecoder()
+        self.dropped = 0  # characters read and let go before the buffer's start
 
     def _fill(self) -> bool:
         if self.eof:
             return False
-        more = self.stream.read(self.CHUNK)
+        # At least as much as is held: a run larger than a read is parsed again after each
+        # read, so reads double with it (linear, not quadratic, in the run's size).
+        more = self.stream.read(max(self.CHUNK, len(self.buffer) - self.pos))
         if not more:
             self.eof = True
             return False
         self.advance(len(more.encode()) if not more.isascii() else len(more), 0)
+        self.dropped += self.pos
         self.buffer = self.buffer[self.pos :] + more
         self.pos = 0
         return True
+
+    def broken(self, at: int, message: str) -> BrokenJson:
+        return BrokenJson(self.dropped + at, message)
 
     def peek(self) -> str:
         """The next character that is not white space ('' at the end)."""
@@ -115,7 +133,7 @@ class JsonValues:
 
     def take(self, char: str) -> None:
         if self.peek() != char:
-            raise ValueError(f"expected {char!r} at character {self.pos}")
+            raise self.broken(self.pos, f"expected {char!r}")
         self.pos += 1
 
     def value(self) -> Any:
@@ -123,10 +141,10 @@ class JsonValues:
         while True:
             try:
                 value, end = self.decoder.raw_decode(self.buffer, self.pos)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as error:
                 if self._fill():
                     continue
-                raise
+                raise self.broken(error.pos, error.msg) from None
             # A number cut by the chunk's end parses as a shorter one ("3." as 3): a scalar not
             # followed by a separator may go on in the next chunk.
             cut = end == len(self.buffer) or self.buffer[end] not in _AFTER_SCALAR
@@ -148,7 +166,9 @@ class JsonValues:
             if following == "]":
                 return
             if following != ",":
-                raise ValueError(f"expected ',' or ']' between array elements, not {following!r}")
+                raise self.broken(
+                    self.pos - 1, f"expected ',' or ']' between array elements, not {following!r}"
+                )
 
     def values(self) -> Iterator[Any]:
         """Each top-level value: the elements of a top-level array, else one value after another."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.steps import Actor
-from infra.importing.base import JsonValues, Runs
+from infra.importing.base import BrokenJson, JsonValues, Runs
 from infra.importing.mapping import Mapping
 from infra.importing.runs import RunBuilder
 
@@ -71,9 +71,12 @@ class Span:
 def trace_runs(values: JsonValues, path: Path, mapping: Mapping, tenant: str, workflow: str | None) -> Runs:
     traces: dict[str, list[Span]] = {}
     refused: list[tuple[str, str]] = []
-    for number, request in enumerate(values.values(), start=1):
-        for span in _spans(request, f"request {number}", refused):
-            traces.setdefault(span.trace, []).append(span)
+    try:
+        for number, request in enumerate(values.values(), start=1):
+            for span in _spans(request, f"request {number}", refused):
+                traces.setdefault(span.trace, []).append(span)
+    except BrokenJson as error:  # the traces read before it are still imported
+        refused.append((f"character {error.offset}", str(error)))
     yield from refused
     for trace, spans in traces.items():
         flow = workflow or mapping.workflow

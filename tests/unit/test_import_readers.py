@@ -24,7 +24,7 @@ from infra.importing import (
     import_file,
     load_mapping,
 )
-from infra.importing.base import JsonValues
+from infra.importing.base import BrokenJson, JsonValues
 from infra.importing.clock import SYNTHETIC_EPOCH, fill, parse_time
 
 DATA = Path(__file__).parent.parent / "data" / "import"
@@ -64,9 +64,41 @@ def test_json_values_reads_values_one_after_another() -> None:
     assert _values('{"a": 1}\n{"a": 2}\n\n3.25\n') == [{"a": 1}, {"a": 2}, 3.25]
 
 
-def test_json_values_refuses_a_broken_array() -> None:
-    with pytest.raises(ValueError, match="expected ','"):
+def test_json_values_refuses_a_broken_array_naming_where() -> None:
+    with pytest.raises(BrokenJson, match="at character 10: expected ',' or ']'"):
         _values('[{"a": 1} {"a": 2}]')
+    with pytest.raises(BrokenJson, match="at character 24: Expecting value"):
+        _values('{"a": 1}\n{"b": 22, "c": }')
+
+
+def test_a_run_larger_than_a_read_is_read_in_doubling_reads() -> None:
+    big = {"id": "r", "messages": [{"role": "user", "content": "x" * 5000}]}
+    stream = io.StringIO(json.dumps(big))
+    values = JsonValues(stream)
+    values.CHUNK = 16
+    reads = 0
+    original = stream.read
+
+    def counted(size: int = -1) -> str:
+        nonlocal reads
+        reads += 1
+        return original(size)
+
+    stream.read = counted  # type: ignore[method-assign]
+    assert list(values.values()) == [big]
+    assert reads < 15  # 16, 16, 32, 64 … characters: not 5,000 / 16
+
+
+def test_a_file_that_breaks_off_keeps_the_runs_before_and_says_where(tmp_path: Path) -> None:
+    good = {"id": "r1", "messages": [_call("a", "cancel_pending_order", {"order_id": "A"})]}
+    path = tmp_path / "runs.json"
+    text = "[" + json.dumps(good) + ', {"id": "r2", "messages": ['
+    path.write_text(text, encoding="utf-8")
+    steps, imported = _import(path, workflow="w")
+    assert {s.run_id for s in steps} == {"r1"}
+    ((name, where, reason),) = imported.skipped
+    assert (name, where) == ("runs.json", f"character {len(text)}")  # it breaks off at the end
+    assert reason.endswith("the rest of the file is not read")
 
 
 def test_naive_times_are_in_the_mappings_zone_and_numbers_are_unix_time() -> None:

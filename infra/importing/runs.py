@@ -4,8 +4,8 @@ words, tool calls, their results — and get the run's events back, ids derived 
 run id and each event's place in it.
 
 What the mapping says each tool is decides what a call becomes:
-- read: a `source.used` for the record it read (only once it succeeded), and one for each id
-  the mapping says is part of that record (`contains`);
+- read: a `source.used` for the record it read (only once it succeeded), listing under
+  `contains` the ids the mapping says are part of that record;
 - write: `action.proposed` (then `consent.given` when the customer's message just before it
   matches a confirmation pattern), then `action.executed` or `action.failed` from its result;
 - escalation: a hand-off (`signal.flags` has `handoff`), executed as `routed`;
@@ -31,7 +31,6 @@ from domain.steps import Actor, StepEvent, content_hash, step_adapter
 from infra.importing.base import event_id
 from infra.importing.mapping import IdFrom, Mapping, ToolMap, as_text, field_at
 
-AGENT_KIND = "agent"
 # Signal flags an imported proposal may carry: what the source could not say.
 SYNTHETIC_CLOCK = "synthetic_clock"
 HANDOFF = "handoff"
@@ -64,9 +63,8 @@ class RunBuilder:
     notes: list[str] = field(default_factory=list)
     _open: dict[str | None, deque[Call]] = field(default_factory=dict)
     _read: dict[str, Any] = field(default_factory=dict)  # target key -> the result it read
-    _read_at: dict[str, dict[str, Any]] = field(default_factory=dict)  # record key -> the source read
+    _as_read: dict[str, dict[str, Any]] = field(default_factory=dict)  # record key -> the source as read
     _said: tuple[str, datetime] | None = None
-    _steps: int = 0
 
     # --- what readers feed -------------------------------------------------
 
@@ -127,7 +125,7 @@ class RunBuilder:
         key = self._key(system, kind, id_)
         source = {**_ref(key), "retrieved_at": at}
         self._read.setdefault(key, None)
-        self._read_at[key] = source
+        self._as_read[key] = source
         self._emit(f"{position}/source", "source.used", at, self.agent, None, {"source": source})
 
     def finish(self, at: datetime, outcome: str | None) -> list[StepEvent]:
@@ -170,7 +168,7 @@ class RunBuilder:
         self._read[key] = parsed
         digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
         source = {**_ref(key), "retrieved_at": at, "excerpt": text[:EXCERPT], "hash": digest}
-        self._read_at[key] = source
+        self._as_read[key] = source
         contains = [
             _ref(self._key(part.system, part.kind, as_text(value)))
             for part in call.tool.contains
@@ -183,7 +181,6 @@ class RunBuilder:
 
     def _propose(self, call: Call, parsed: Any) -> str:
         tool = call.tool
-        self._steps += 1
         step_id = f"{self.run_id}/{call.position}"
         target = self._target(call, parsed)
         flags: list[str] = []
@@ -269,7 +266,7 @@ class RunBuilder:
         id_ = key.split("/", 2)[2]
         read = [
             (k, source)
-            for k, source in self._read_at.items()
+            for k, source in self._as_read.items()
             if k.startswith(container) and _mentions(self._read.get(k), id_)
         ]
         if not read:

@@ -439,6 +439,25 @@ def flagged_delivery(ev: Evidence) -> Iterator[Finding]:
             )
 
 
+# The signal flag an importer sets on a proposal whose tool arguments were not a JSON object:
+# the call is kept, its arguments as the text the source held (`params.unparsed_arguments`).
+MALFORMED_ARGUMENTS = "malformed_arguments"
+
+
+def malformed_arguments(ev: Evidence) -> Iterator[Finding]:
+    """The source's tool call carried arguments nobody can read back as what was sent."""
+    for event in ev.events:
+        if isinstance(event, ActionProposed) and MALFORMED_ARGUMENTS in event.data.signal.flags:
+            yield Finding(
+                code="malformed_arguments",
+                severity="warning",
+                step_id=event.step_id,
+                message=f"'{event.data.action.tool}' was called with arguments that are not a JSON object;"
+                " they are kept as the source's text",
+                event_ids=(event.event_id,),
+            )
+
+
 DETECTORS: tuple[Detector, ...] = (
     no_input_reference,
     no_source_evidence,
@@ -457,6 +476,7 @@ DETECTORS: tuple[Detector, ...] = (
     step_order,
     after_final,
     flagged_delivery,
+    malformed_arguments,
 )
 
 

@@ -56,6 +56,7 @@ def test_detectors_are_the_ones_tested_here() -> None:
         "step_order",
         "after_final",
         "flagged_delivery",
+        "malformed_arguments",
     ]
 
 
@@ -468,3 +469,14 @@ def test_every_finding_names_the_events_that_show_it() -> None:
 def test_a_source_named_by_system_kind_and_id_is_the_recorded_one() -> None:
     run = clean_with(extra=[f.proposed("run-1/step-2", sources=("cms/page/pricing",), at=f.at(4))])
     assert "unknown_source" not in [x.code for x in findings(run)]
+
+
+def test_malformed_arguments_fires_for_a_proposal_an_importer_flagged() -> None:
+    bad = f.proposed(flags=["malformed_arguments"], params={"unparsed_arguments": '{"to": '})
+    [finding] = found("malformed_arguments", clean_with((PROPOSED, bad)))
+    assert (finding.severity, finding.step_id, finding.event_ids) == ("warning", f.STEP, (bad.event_id,))
+    assert "gmail.send" in finding.message
+
+
+def test_malformed_arguments_quiet_on_a_clean_run() -> None:
+    assert found("malformed_arguments", f.clean_run()) == []

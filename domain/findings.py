@@ -96,6 +96,10 @@ def no_source_evidence(ev: Evidence) -> Iterator[Finding]:
     for step in ev.steps:
         if step.action is None or step.source_ids:
             continue
+        # A hand-off decides nothing from a source, and a person's own action (a customer
+        # toggling a setting on their phone) is not the agent's to justify.
+        if is_handoff(step) or (step.proposed_by is not None and step.proposed_by.kind == "human"):
+            continue
         if ev.sources:
             yield Finding(
                 code="no_source_evidence",

@@ -158,3 +158,22 @@ def test_a_policy_file_says_which_lane_contracts_accept_consent() -> None:
         load_policy(
             '[contracts.x]\naccepts_consent = "yes please"\n[default]\nlane = "review"\nreason = "r"\n'
         )
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        f.proposed(sources=(), verb="transfer_to_human_agents"),
+        f.proposed(sources=(), flags=("handoff",)),
+        f.proposed(sources=(), by={"kind": "human", "id": "cust-5", "role": "customer"}),
+    ],
+    ids=["hand-off verb", "hand-off flag", "the customer's own action"],
+)
+def test_a_hand_off_and_a_person_s_own_action_owe_no_source_evidence(step: StepEvent) -> None:
+    findings = _findings(f.started(), f.source(), step)
+    assert "no_source_evidence" not in {x.code for x in findings}
+
+
+def test_the_agent_s_own_step_without_sources_still_owes_them() -> None:
+    findings = _findings(f.started(), f.source(), f.proposed(sources=()))
+    assert [x.code for x in findings if x.code == "no_source_evidence"] == ["no_source_evidence"]

@@ -13,15 +13,14 @@ from typing import TYPE_CHECKING, Literal
 
 from domain.lanes import agents_own_execution, covering_consents, is_handoff
 from domain.policy import Contract
+from domain.step_values import Fact, Source
 from domain.steps import (
     ActionProposed,
     ConsentGiven,
-    Fact,
     RecordCorrected,
     RecordFlagged,
     RunFinished,
     RunStarted,
-    Source,
     SourceUsed,
     StepEvent,
 )

@@ -30,15 +30,13 @@ from domain.contracts import ContractLookup
 from domain.policy import Contract
 from domain.receipt import Consent, StepReceipt, fold_step
 from domain.run import Entry
+from domain.step_values import Actor, Fact, Lane
 from domain.steps import (
     ActionEdited,
     ActionExpired,
     ActionProposed,
     ActionReviewed,
-    Actor,
     ConsentGiven,
-    Fact,
-    Lane,
     PolicyDecided,
     RunStarted,
     StepEvent,

@@ -20,8 +20,21 @@ from domain.contracts import ContractLookup, check_contract, run_contract
 from domain.findings import Finding, detect, final_state_unclear
 from domain.policy import Contract
 from domain.recovery import Recovery, recoveries, unhandled_failures
-from domain.steps import (
+from domain.step_data import DecisionSource
+from domain.step_values import (
     Action,
+    Actor,
+    Agent,
+    Fact,
+    FinalState,
+    InputReference,
+    Lane,
+    Model,
+    RollbackLink,
+    Signal,
+    Source,
+)
+from domain.steps import (
     ActionEdited,
     ActionExecuted,
     ActionExpired,
@@ -30,27 +43,16 @@ from domain.steps import (
     ActionProposed,
     ActionReverted,
     ActionReviewed,
-    Actor,
-    Agent,
     ConsentGiven,
     DecisionRefused,
-    DecisionSource,
-    Fact,
-    FinalState,
-    InputReference,
-    Lane,
-    Model,
     PolicyDecided,
     RecordCorrected,
     RecordFlagged,
     RollbackFailed,
-    RollbackLink,
     RollbackRequested,
     RollbackStands,
     RunFinished,
     RunStarted,
-    Signal,
-    Source,
     SourceUsed,
     StepEvent,
     decision_source,

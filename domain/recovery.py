@@ -17,10 +17,9 @@ from typing import Literal
 
 from domain.findings import Finding
 from domain.rollback import plan, rollback_id_of
+from domain.step_values import Actor, Fact
 from domain.steps import (
     ActionReverted,
-    Actor,
-    Fact,
     RecordCorrected,
     RollbackFailed,
     RollbackRequested,

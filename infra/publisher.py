@@ -30,9 +30,9 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from domain.errors import Unavailable
 from domain.notices import DecisionNotice
-from domain.steps import (
+from domain.step_data import ActionProposedData
+from domain.step_values import (
     Action,
-    ActionProposedData,
     Actor,
     Agent,
     InputReference,
@@ -41,10 +41,8 @@ from domain.steps import (
     RollbackLink,
     Signal,
     Source,
-    StepEvent,
-    content_hash,
-    step_adapter,
 )
+from domain.steps import StepEvent, content_hash, step_adapter
 from infra.decisions import DecisionWaiter
 from infra.kafka import producer as kafka_producer
 from infra.publishers import Signer

@@ -21,7 +21,8 @@ from psycopg.sql import SQL, Composed, Identifier
 from domain.policy import Contract
 from domain.receipt import Receipt, checked
 from domain.run import Entry
-from domain.steps import ActionExecuted, ActionProposed, ActionReverted, Reference, SourceUsed
+from domain.step_values import Reference
+from domain.steps import ActionExecuted, ActionProposed, ActionReverted, SourceUsed
 from projections.log import EventLog, Recorded, histories
 
 Row = tuple[Any, ...]

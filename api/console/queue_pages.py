@@ -30,7 +30,8 @@ from domain.errors import Invalid
 from domain.findings import STALE_SOURCE_AGE
 from domain.principals import Principal
 from domain.receipt import StepReceipt, checked
-from domain.steps import Source, content_hash
+from domain.step_values import Source
+from domain.steps import content_hash
 from infra.sessions import Session
 from infra.store import RunStore
 from projections.bounds import Cursor, Text

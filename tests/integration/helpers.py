@@ -20,7 +20,9 @@ from api.bootstrap import build_ingest, migrate, open_store
 from api.web import create_app
 from consumers.ingest import Ingest
 from domain.principals import ADMIN
-from domain.steps import Actor, PolicyDecided, RunFinished, RunFinishedData, StepEvent, decision_source
+from domain.step_data import RunFinishedData
+from domain.step_values import Actor
+from domain.steps import PolicyDecided, RunFinished, StepEvent, decision_source
 from infra.kafka import ensure_topics, producer
 from infra.principals import Principals
 from infra.rows import read_step_state

@@ -9,7 +9,8 @@ import pytest
 
 from domain.findings import DETECTORS, STALE_SOURCE_AGE, Finding, final_state_unclear
 from domain.receipt import render
-from domain.steps import Actor, StepEvent, content_hash, flag
+from domain.step_values import Actor
+from domain.steps import StepEvent, content_hash, flag
 from tests.unit import factories as f
 
 EDIT = f.DRAFT + "Best, Maria\n"

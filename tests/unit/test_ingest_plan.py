@@ -16,7 +16,8 @@ from consumers.ingest import HeadCache, Ingest, Plan, position_name
 from consumers.positions import Seen, Verdict, check_positions
 from domain.chain import GENESIS, link
 from domain.run import RunHead, run_uuid
-from domain.steps import Actor, StepEvent, flag
+from domain.step_values import Actor
+from domain.steps import StepEvent, flag
 from infra.retry import Backoff
 from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, Row, read_step_state
 from infra.store import Mark, Position

@@ -8,7 +8,8 @@ import pytest
 
 from domain.findings import Finding
 from domain.receipt import Receipt, render
-from domain.steps import SERVICE, Actor, StepEvent, flag, reserved_for_service
+from domain.step_values import Actor
+from domain.steps import SERVICE, StepEvent, flag, reserved_for_service
 from tests.unit import factories as f
 
 CUSTOMER = Actor(kind="human", id="customer-77")

@@ -9,7 +9,8 @@ import pytest
 
 from domain.receipt import Receipt, render
 from domain.run import Entry, Run, run_uuid
-from domain.steps import InputReference, StepEvent, content_hash
+from domain.step_values import InputReference
+from domain.steps import StepEvent, content_hash
 from schemas.codec import encode_json
 from tests.unit import factories as f
 

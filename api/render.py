@@ -6,7 +6,7 @@ from datetime import datetime
 
 from domain.chain import Integrity
 from domain.findings import Finding
-from domain.receipt import PolicyRule, Receipt, StepReceipt
+from domain.receipt_model import PolicyRule, Receipt, StepReceipt
 from domain.step_values import Reference
 
 MISSING = "MISSING"

@@ -36,7 +36,7 @@ from api.rollback_web import rollback_routes
 from domain.errors import Invalid, ReceiptsError
 from domain.personal import SEALED_PREFIX
 from domain.readiness import Readiness
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 from domain.run import run_uuid
 from infra.policies import NoPolicy
 from infra.settings import Settings

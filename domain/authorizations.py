@@ -30,7 +30,7 @@ from domain.lanes import agents_own_execution, consented, is_handoff
 from domain.steps import ActionFailed, StepEvent
 
 if TYPE_CHECKING:  # the receipt calls these checks as it is rendered
-    from domain.receipt import StepReceipt
+    from domain.receipt_model import StepReceipt
 
 NEEDS_A_PERSON = ("review", "escalate")
 

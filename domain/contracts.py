@@ -28,7 +28,7 @@ from domain.steps import (
 )
 
 if TYPE_CHECKING:
-    from domain.receipt import Receipt
+    from domain.receipt_model import Receipt
 
 ContractCheck = Callable[[Sequence[StepEvent], Contract], Iterator[Finding]]
 # (policy version, workflow) -> that version's contract for the workflow, None if it has none

@@ -26,7 +26,7 @@ from domain.steps import (
 )
 
 if TYPE_CHECKING:
-    from domain.receipt import Consent, StepReceipt
+    from domain.receipt_model import Consent, StepReceipt
 
 Severity = Literal["info", "warning", "critical"]
 

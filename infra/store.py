@@ -40,7 +40,7 @@ from domain.chain import Integrity, StoredLink
 from domain.errors import Conflict, NotFound
 from domain.personal import SEALED_PREFIX, PersonalData, fallback_subject
 from domain.policy import Contract, Policy
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 from domain.run import Entry, Run, RunHead, run_uuid
 from domain.steps import StepEvent
 from domain.vouches import Vouch

@@ -19,7 +19,7 @@ from domain.errors import Unavailable
 from domain.findings import Finding, final_state_unclear
 from domain.policy import ReadinessThresholds as Thresholds
 from domain.readiness import Readiness
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 from domain.run import run_uuid
 from infra.policies import PolicyTable
 from projections import quarantine

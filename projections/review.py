@@ -27,7 +27,8 @@ from domain.contracts import run_contract
 from domain.errors import Forbidden, NotFound
 from domain.policy import Contract
 from domain.principals import Principal
-from domain.receipt import StepReceipt, checked
+from domain.receipt import checked
+from domain.receipt_model import StepReceipt
 from domain.rollback import RollbackPlan
 from domain.run import Entry
 from domain.step_values import Actor

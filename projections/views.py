@@ -19,7 +19,8 @@ import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.policy import Contract
-from domain.receipt import Receipt, checked
+from domain.receipt import checked
+from domain.receipt_model import Receipt
 from domain.run import Entry
 from domain.step_values import Reference
 from domain.steps import ActionExecuted, ActionProposed, ActionReverted, SourceUsed

@@ -13,7 +13,8 @@ import pytest
 
 from api.bootstrap import build_decision_relay, build_projections, build_publisher, build_queries
 from domain.notices import DecisionNotice
-from domain.receipt import Receipt, render_checked
+from domain.receipt import render_checked
+from domain.receipt_model import Receipt
 from infra.decisions import NoDecisionYet
 from infra.publisher import Publisher, RunHandle, StepHandle
 from infra.settings import Settings

@@ -16,7 +16,7 @@ from api.cli import main
 from api.render import receipt_markdown, receipt_text
 from consumers import dead_letters as dl
 from domain.policy import sample_text
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 from domain.steps import RecordFlagged, StepEvent, content_hash
 from infra.publisher import Publisher
 from infra.publishers import Signer

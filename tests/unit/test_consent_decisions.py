@@ -11,7 +11,8 @@ from domain.approvals import Decider, Decision, consent_decision, refusal, waiti
 from domain.contracts import ContractLookup
 from domain.notices import DecisionNotice, notices
 from domain.policy import Contract, sample_policy
-from domain.receipt import Receipt, render
+from domain.receipt import render
+from domain.receipt_model import Receipt
 from domain.steps import SERVICE, StepEvent, content_hash
 from infra.publisher import CUSTOMER, Publisher
 from projections.queue import queue_items

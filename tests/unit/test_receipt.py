@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from domain.receipt import Receipt, render
+from domain.receipt import render
+from domain.receipt_model import Receipt
 from domain.run import Entry, Run, run_uuid
 from domain.step_values import InputReference
 from domain.steps import StepEvent, content_hash

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.lanes import agents_own_execution, consented, is_handoff
 from domain.steps import ActionFailed, StepEvent
 

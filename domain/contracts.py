@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.policy import Contract
 from domain.steps import (
     ActionProposed,

@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.lanes import covering_consents, is_handoff
 from domain.policy import ReadinessThresholds as Thresholds
 from domain.receipt_model import Receipt, StepReceipt

@@ -11,7 +11,8 @@ from typing import Literal
 from pydantic import Field
 
 from domain.chain import Integrity
-from domain.findings import Finding, final_state_unclear
+from domain.evidence import Finding
+from domain.record_findings import final_state_unclear
 from domain.recovery import Recovery
 from domain.step_data import DecisionSource
 from domain.step_values import (

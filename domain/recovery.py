@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.rollback import plan, rollback_id_of
 from domain.step_values import Actor, Fact
 from domain.steps import (

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.step_values import Origin
 from domain.steps import RunStarted, StepEvent
 

@@ -16,10 +16,11 @@ from psycopg.sql import SQL, Composable, Composed, Identifier
 from pydantic import Field
 
 from domain.errors import Unavailable
-from domain.findings import Finding, final_state_unclear
+from domain.evidence import Finding
 from domain.policy import ReadinessThresholds as Thresholds
 from domain.readiness import Readiness
 from domain.receipt_model import Receipt
+from domain.record_findings import final_state_unclear
 from domain.run import run_uuid
 from infra.policies import PolicyTable
 from projections import quarantine
@@ -155,7 +156,7 @@ _UNFINISHED_SEQ = 1_000_000  # sorts an overdue run's finding after its recorded
 
 
 def _overdue(runs: str = "") -> SQL:
-    """The runs view's form of domain.findings.final_state_unclear: no final state, and
+    """The runs view's form of domain.record_findings.final_state_unclear: no final state, and
     nothing recorded for the grace period (its instant is the one parameter)."""
     return SQL(f"{runs}final_state IS NULL AND {runs}last_recorded < %s")
 

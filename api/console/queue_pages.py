@@ -27,10 +27,10 @@ from api.deps import QueriesDep, StoreDep, publisher_of
 from api.queue_web import DecisionAsked
 from domain.approvals import Decision
 from domain.errors import Invalid
-from domain.findings import STALE_SOURCE_AGE
 from domain.principals import Principal
 from domain.receipt import checked
 from domain.receipt_model import StepReceipt
+from domain.source_findings import STALE_SOURCE_AGE
 from domain.step_values import Source
 from domain.steps import content_hash
 from infra.sessions import Session

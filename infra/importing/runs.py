@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from domain.findings import MALFORMED_ARGUMENTS
+from domain.record_findings import MALFORMED_ARGUMENTS
 from domain.step_values import Actor
 from domain.steps import StepEvent, content_hash, step_adapter
 from infra.importing.base import event_id

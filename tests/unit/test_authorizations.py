@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.authorizations import check_authorizations
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.receipt import render
 from domain.step_values import Actor
 from domain.steps import StepEvent

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.receipt import render
 from domain.receipt_model import Receipt
 from domain.step_values import Actor

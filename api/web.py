@@ -41,17 +41,10 @@ from domain.run import run_uuid
 from infra.policies import NoPolicy
 from infra.settings import Settings
 from infra.store import RunStore
+from projections.answers import FindingsPage, NotYetApplied, RelatedRuns, RunFilter, RunQuery, RunsPage
 from projections.bounds import Cursor, Instant, Text
 from projections.integrity import Verified, served, stored_chain, verify_run
-from projections.queries import (
-    FindingsPage,
-    NotYetApplied,
-    Queries,
-    RelatedRuns,
-    RunFilter,
-    RunQuery,
-    RunsPage,
-)
+from projections.queries import Queries
 from projections.status import HealthReport, StatusProbe
 from projections.waiters import Waiters, views_channel
 

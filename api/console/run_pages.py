@@ -24,8 +24,8 @@ from api.web import receipt_document
 from domain.errors import Invalid
 from domain.receipt_model import Receipt
 from domain.run import Entry
+from projections.answers import RelatedRuns, RunFilter, RunQuery, RunsPage
 from projections.bounds import Instant, Text
-from projections.queries import RelatedRuns, RunFilter, RunQuery, RunsPage
 
 RunPath = Annotated[str, "the run's id; it may hold '/'"]
 _INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)

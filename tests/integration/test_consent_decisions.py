@@ -16,7 +16,8 @@ from domain.notices import DecisionNotice
 from domain.receipt import render_checked
 from domain.receipt_model import Receipt
 from infra.decisions import NoDecisionYet
-from infra.publisher import Publisher, RunHandle, StepHandle
+from infra.handles import RunHandle, StepHandle
+from infra.publisher import Publisher
 from infra.settings import Settings
 from infra.store import RunStore
 from projections.queue import QueueFilter, QueueItem

@@ -10,10 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 from domain.policy import Contract
 from domain.step_values import Fact, Source
-from domain.steps import (
-    ActionProposed,
-    StepEvent,
-)
+from domain.steps import ActionProposed, StepEvent
 
 if TYPE_CHECKING:
     from domain.receipt_model import StepReceipt

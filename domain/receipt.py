@@ -35,9 +35,7 @@ from domain.receipt_model import (
     standing_approval,
 )
 from domain.recovery import recoveries, unhandled_failures
-from domain.step_values import (
-    Source,
-)
+from domain.step_values import Source
 from domain.steps import (
     ActionEdited,
     ActionExecuted,

@@ -8,13 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from domain.evidence import Evidence, Finding, Severity, proposal_ids
-from domain.steps import (
-    ActionProposed,
-    ConsentGiven,
-    RecordCorrected,
-    RecordFlagged,
-    RunFinished,
-)
+from domain.steps import ActionProposed, ConsentGiven, RecordCorrected, RecordFlagged, RunFinished
 
 # Step-scoped types: each must name a step that was proposed.
 _RUN_SCOPED = {"run.started", "source.used", "run.finished", "record.flagged"}

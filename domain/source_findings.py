@@ -9,11 +9,7 @@ from datetime import timedelta
 
 from domain.evidence import Evidence, Finding, proposal_ids
 from domain.lanes import is_handoff
-from domain.steps import (
-    ActionProposed,
-    RunStarted,
-    SourceUsed,
-)
+from domain.steps import ActionProposed, RunStarted, SourceUsed
 
 # A source older than this when the action relied on it is reported as stale.
 STALE_SOURCE_AGE = timedelta(days=7)

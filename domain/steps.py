@@ -15,11 +15,7 @@ import hashlib
 from typing import Annotated, Literal
 from uuid import NAMESPACE_URL, uuid5
 
-from pydantic import (
-    Field,
-    TypeAdapter,
-    model_validator,
-)
+from pydantic import Field, TypeAdapter, model_validator
 
 from domain.step_data import (
     ActionEditedData,

@@ -14,11 +14,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import (
-    IntegrityError,
-    StoredEvent,
-    Tracking,
-)
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from psycopg.sql import SQL, Identifier
 
@@ -31,12 +27,7 @@ from infra.idempotency import IdempotencyTable
 from infra.policies import PolicyBook, PolicyTable
 from infra.principals import PrincipalTable
 from infra.publishers import PublisherTable
-from infra.rows import (
-    CopyData,
-    Row,
-    read_step_state,
-    stored_heads,
-)
+from infra.rows import CopyData, Row, read_step_state, stored_heads
 from infra.sessions import SessionTable
 from infra.subject_keys import KeyRing
 

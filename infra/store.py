@@ -23,12 +23,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import (
-    JSONTranscoder,
-    MapperDeserialisationError,
-    ProcessRecorder,
-    Transcoder,
-)
+from eventsourcing.persistence import JSONTranscoder, MapperDeserialisationError, ProcessRecorder, Transcoder
 from eventsourcing.utils import get_topic
 
 from domain.chain import Integrity
@@ -47,13 +42,7 @@ from infra.publishers import Signer
 from infra.recorder import Mark as Mark  # noqa: PLC0414
 from infra.recorder import Position as Position  # noqa: PLC0414
 from infra.recorder import StepRecorder as StepRecorder  # noqa: PLC0414
-from infra.rows import (
-    STEP_STATE,
-    read_step_state,
-    step_state,
-    stored_entry,
-    subject_fields,
-)
+from infra.rows import STEP_STATE, read_step_state, step_state, stored_entry, subject_fields
 from infra.sealing import open_step, seal
 from infra.subject_keys import KeyRing
 from schemas import Codec, DecodeError, encode_json

@@ -9,34 +9,15 @@ SHA-256 is stored, so a lost token is replaced by a new principal, not recovered
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from api.auth import cli_admin
-from api.bootstrap import open_store, require_tables
+from api.admin_table import WHEN, administering, print_records, state
 from infra.principals import TABLE, PrincipalRecord, Principals
 from infra.settings import Settings
 
-WHEN = "%Y-%m-%d %H:%M:%S"
-
-
-@contextmanager
-def _administering(given: Settings, *, create: bool = False) -> Iterator[tuple[Principals, str]]:
-    """The principals table and who administers it (refused unless admin or database access)."""
-    settings = given.resolved()
-    store = open_store(settings, create=create)  # `add` writes: it creates the tables it needs
-    try:
-        require_tables(settings, store, [TABLE])
-        by = cli_admin(given, store)
-        yield Principals(store.steps.datastore, settings.database_schema), by
-    finally:
-        store.close()
-
 
 def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings, create=True) as (principals, by):
+    with administering(settings, TABLE, Principals, create=True) as (principals, by):
         token = principals.add(args.id, args.tenant, args.role, by)
     roles = ", ".join(sorted(set(args.role))) or "none"
     print(
@@ -49,24 +30,26 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings) as (principals, _):
+    with administering(settings, TABLE, Principals) as (principals, _):
         records = principals.records()
-    if args.json:
-        print(json.dumps([_json(r) for r in records], indent=2))
-        return 0
-    print(f"{'principal':24} {'tenant':16} {'roles':32} {'added (UTC)':19}  state")
-    for r in records:
-        p = r.principal
-        state = f"revoked {r.revoked_at:{WHEN}}" if r.revoked_at else "active"
-        roles = ",".join(sorted(p.roles)) or "—"
-        print(f"{p.id:24} {p.tenant:16} {roles:32} {r.created_at:{WHEN}}  {state}")
-    if not records:
-        print("(no principals: `receipts principal add ID --tenant T --role R` adds one)")
-    return 0
+    return print_records(
+        records,
+        as_json=args.json,
+        to_json=_json,
+        header=f"{'principal':24} {'tenant':16} {'roles':32} {'added (UTC)':19}  state",
+        row=_row,
+        none="(no principals: `receipts principal add ID --tenant T --role R` adds one)",
+    )
+
+
+def _row(record: PrincipalRecord) -> str:
+    p = record.principal
+    roles = ",".join(sorted(p.roles)) or "—"
+    return f"{p.id:24} {p.tenant:16} {roles:32} {record.created_at:{WHEN}}  {state(record.revoked_at)}"
 
 
 def cmd_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings) as (principals, _):
+    with administering(settings, TABLE, Principals) as (principals, _):
         revoked = principals.revoke(args.id)
     done = "revoked: its token is refused from now on" if revoked else "was revoked already"
     print(f"principal {args.id} {done}")

@@ -8,33 +8,14 @@ private half and registers the public one with `add`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from api.auth import cli_admin
-from api.bootstrap import open_store, require_tables
+from api.admin_table import WHEN, administering, print_records, state
 from domain.errors import Invalid
 from infra.publishers import TABLE, PublisherRecord, Publishers
 from infra.settings import Settings
 from infra.signing import PublicKey, SigningKey
-
-WHEN = "%Y-%m-%d %H:%M:%S"
-
-
-@contextmanager
-def _administering(given: Settings, *, create: bool = False) -> Iterator[tuple[Publishers, str]]:
-    """The publishers table and who administers it (refused unless admin or database access)."""
-    settings = given.resolved()
-    store = open_store(settings, create=create)
-    try:
-        require_tables(settings, store, [TABLE])
-        by = cli_admin(given, store)
-        yield Publishers(store.steps.datastore, settings.database_schema), by
-    finally:
-        store.close()
 
 
 def read_public_key(path: Path) -> PublicKey:
@@ -48,7 +29,7 @@ def read_public_key(path: Path) -> PublicKey:
 
 def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     key = read_public_key(Path(args.public_key))
-    with _administering(settings, create=True) as (publishers, by):
+    with administering(settings, TABLE, Publishers, create=True) as (publishers, by):
         publishers.add(args.name, args.tenant, key, by)
     print(
         f"publisher {args.name} added for tenant {args.tenant} (key {key.key_id}): "
@@ -58,22 +39,27 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings) as (publishers, _):
+    with administering(settings, TABLE, Publishers) as (publishers, _):
         records = publishers.records()
-    if args.json:
-        print(json.dumps([_json(r) for r in records], indent=2))
-        return 0
-    print(f"{'publisher':24} {'tenant':16} {'key id':16} {'added (UTC)':19}  state")
-    for r in records:
-        state = f"revoked {r.revoked_at:{WHEN}}" if r.revoked_at else "active"
-        print(f"{r.name:24} {r.tenant:16} {r.public_key.key_id:16} {r.created_at:{WHEN}}  {state}")
-    if not records:
-        print("(no publishers: `receipts publisher add NAME --tenant T --public-key FILE` adds one)")
-    return 0
+    return print_records(
+        records,
+        as_json=args.json,
+        to_json=_json,
+        header=f"{'publisher':24} {'tenant':16} {'key id':16} {'added (UTC)':19}  state",
+        row=_row,
+        none="(no publishers: `receipts publisher add NAME --tenant T --public-key FILE` adds one)",
+    )
+
+
+def _row(record: PublisherRecord) -> str:
+    key = record.public_key.key_id
+    return (
+        f"{record.name:24} {record.tenant:16} {key:16} {record.created_at:{WHEN}}  {state(record.revoked_at)}"
+    )
 
 
 def cmd_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings) as (publishers, _):
+    with administering(settings, TABLE, Publishers) as (publishers, _):
         revoked = publishers.revoke(args.name)
     done = "revoked: its signatures no longer vouch for anything" if revoked else "was revoked already"
     print(f"publisher {args.name} {done}")

@@ -1,13 +1,16 @@
 """What the CLIs over the administration tables (`receipts principal`, `receipts publisher`)
-share: opening a table as its administrator, and listing its records as a table or JSON."""
+share: opening a table as its administrator, listing its records as a table or JSON, and
+revoking one (the record stays)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from eventsourcing.postgres import PostgresDatastore
 
@@ -19,6 +22,11 @@ WHEN = "%Y-%m-%d %H:%M:%S"
 
 Table = TypeVar("Table")
 Record = TypeVar("Record")
+
+
+class RecordTable(Protocol[Record]):
+    def records(self) -> list[Record]: ...
+    def revoke(self, key: str, /) -> bool: ...
 
 
 @contextmanager
@@ -66,3 +74,32 @@ def print_records(
     if not records:
         print(none)
     return 0
+
+
+@dataclass(frozen=True, slots=True)
+class AdminTable(Generic[Record]):
+    """One administration table as its CLI lists and revokes it."""
+
+    noun: str  # what a record is called: principal, publisher
+    table: str
+    open_table: Callable[[PostgresDatastore, str], RecordTable[Record]]
+    key: str  # the argument naming a record: id, name
+    header: str
+    row: Callable[[Record], str]
+    to_json: Callable[[Record], dict[str, object]]
+    none: str  # how to add the first, when there is none
+    revoked: str  # what revoking it means
+
+    def cmd_list(self, settings: Settings, args: argparse.Namespace) -> int:
+        with administering(settings, self.table, self.open_table) as (records, _):
+            listed = records.records()
+        return print_records(
+            listed, as_json=args.json, to_json=self.to_json, header=self.header, row=self.row, none=self.none
+        )
+
+    def cmd_revoke(self, settings: Settings, args: argparse.Namespace) -> int:
+        key = getattr(args, self.key)
+        with administering(settings, self.table, self.open_table) as (records, _):
+            revoked = records.revoke(key)
+        print(f"{self.noun} {key} {'revoked: ' + self.revoked if revoked else 'was revoked already'}")
+        return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from api.admin_table import WHEN, administering, print_records, state
+from api.admin_table import WHEN, AdminTable, administering, state
 from infra.principals import TABLE, PrincipalRecord, Principals
 from infra.settings import Settings
 
@@ -29,31 +29,10 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    with administering(settings, TABLE, Principals) as (principals, _):
-        records = principals.records()
-    return print_records(
-        records,
-        as_json=args.json,
-        to_json=_json,
-        header=f"{'principal':24} {'tenant':16} {'roles':32} {'added (UTC)':19}  state",
-        row=_row,
-        none="(no principals: `receipts principal add ID --tenant T --role R` adds one)",
-    )
-
-
 def _row(record: PrincipalRecord) -> str:
     p = record.principal
     roles = ",".join(sorted(p.roles)) or "—"
     return f"{p.id:24} {p.tenant:16} {roles:32} {record.created_at:{WHEN}}  {state(record.revoked_at)}"
-
-
-def cmd_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    with administering(settings, TABLE, Principals) as (principals, _):
-        revoked = principals.revoke(args.id)
-    done = "revoked: its token is refused from now on" if revoked else "was revoked already"
-    print(f"principal {args.id} {done}")
-    return 0
 
 
 def _json(record: PrincipalRecord) -> dict[str, object]:
@@ -65,6 +44,19 @@ def _json(record: PrincipalRecord) -> dict[str, object]:
         "created_by": record.created_by,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
     }
+
+
+PRINCIPALS = AdminTable(
+    noun="principal",
+    table=TABLE,
+    open_table=Principals,
+    key="id",
+    header=f"{'principal':24} {'tenant':16} {'roles':32} {'added (UTC)':19}  state",
+    row=_row,
+    to_json=_json,
+    none="(no principals: `receipts principal add ID --tenant T --role R` adds one)",
+    revoked="its token is refused from now on",
+)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,7 +76,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add.set_defaults(func=cmd_add)
     listing = commands.add_parser("list", help="every principal, active or revoked (no tokens)")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=cmd_list)
+    listing.set_defaults(func=PRINCIPALS.cmd_list)
     revoke = commands.add_parser("revoke", help="refuse its token from now on (the record stays)")
     revoke.add_argument("id")
-    revoke.set_defaults(func=cmd_revoke)
+    revoke.set_defaults(func=PRINCIPALS.cmd_revoke)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from api.admin_table import WHEN, administering, print_records, state
+from api.admin_table import WHEN, AdminTable, administering, state
 from domain.errors import Invalid
 from infra.publishers import TABLE, PublisherRecord, Publishers
 from infra.settings import Settings
@@ -38,32 +38,11 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    with administering(settings, TABLE, Publishers) as (publishers, _):
-        records = publishers.records()
-    return print_records(
-        records,
-        as_json=args.json,
-        to_json=_json,
-        header=f"{'publisher':24} {'tenant':16} {'key id':16} {'added (UTC)':19}  state",
-        row=_row,
-        none="(no publishers: `receipts publisher add NAME --tenant T --public-key FILE` adds one)",
-    )
-
-
 def _row(record: PublisherRecord) -> str:
     key = record.public_key.key_id
     return (
         f"{record.name:24} {record.tenant:16} {key:16} {record.created_at:{WHEN}}  {state(record.revoked_at)}"
     )
-
-
-def cmd_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    with administering(settings, TABLE, Publishers) as (publishers, _):
-        revoked = publishers.revoke(args.name)
-    done = "revoked: its signatures no longer vouch for anything" if revoked else "was revoked already"
-    print(f"publisher {args.name} {done}")
-    return 0
 
 
 def cmd_keygen(_settings: Settings, args: argparse.Namespace) -> int:
@@ -92,6 +71,19 @@ def _json(record: PublisherRecord) -> dict[str, object]:
     }
 
 
+PUBLISHERS = AdminTable(
+    noun="publisher",
+    table=TABLE,
+    open_table=Publishers,
+    key="name",
+    header=f"{'publisher':24} {'tenant':16} {'key id':16} {'added (UTC)':19}  state",
+    row=_row,
+    to_json=_json,
+    none="(no publishers: `receipts publisher add NAME --tenant T --public-key FILE` adds one)",
+    revoked="its signatures no longer vouch for anything",
+)
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     publisher = sub.add_parser(
         "publisher",
@@ -108,10 +100,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add.set_defaults(func=cmd_add)
     listing = commands.add_parser("list", help="every publisher, active or revoked")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=cmd_list)
+    listing.set_defaults(func=PUBLISHERS.cmd_list)
     revoke = commands.add_parser("revoke", help="refuse its signatures from now on (the record stays)")
     revoke.add_argument("name")
-    revoke.set_defaults(func=cmd_revoke)
+    revoke.set_defaults(func=PUBLISHERS.cmd_revoke)
     keygen = commands.add_parser("keygen", help="write a key pair: FILE (private, 0600) and FILE.pub")
     keygen.add_argument("file", metavar="FILE")
     keygen.add_argument("--force", action="store_true", help="replace FILE if it exists")

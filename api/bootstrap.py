@@ -26,8 +26,9 @@ from infra.memory import tune_gc
 from infra.policies import loaded_by, read_policy_file
 from infra.publisher import Publisher, StepProducer
 from infra.publishers import PublisherKeys, Publishers, service_public_key, service_signer
+from infra.recorder import schema_lock
 from infra.settings import NotRunning, Settings
-from infra.store import RunStore, schema_lock
+from infra.store import RunStore
 from projections.decisions import DecisionRelay, NoticeProducer, create_relay_table
 from projections.log import EventLog
 from projections.queries import Queries

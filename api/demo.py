@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from domain.steps import Actor, content_hash
+from domain.step_values import Actor
+from domain.steps import content_hash
 from infra.publisher import Publisher
 
 MARIA = Actor(kind="human", id="maria@acme.example", role="sales-lead")

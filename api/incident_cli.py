@@ -19,8 +19,9 @@ from api.bootstrap import build_queries, build_status, open_store
 from api.readiness_render import readiness_markdown, readiness_text
 from domain.principals import Principal
 from infra.settings import Settings
+from projections.answers import RelatedRuns, RunFilter, RunQuery
 from projections.bounds import in_window
-from projections.queries import BadQuery, Queries, RelatedRuns, RunFilter, RunQuery
+from projections.queries import BadQuery, Queries
 from projections.status import report_text
 
 

@@ -9,34 +9,15 @@ SHA-256 is stored, so a lost token is replaced by a new principal, not recovered
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from api.auth import cli_admin
-from api.bootstrap import open_store, require_tables
+from api.admin_table import WHEN, AdminTable, administering, state
 from infra.principals import TABLE, PrincipalRecord, Principals
 from infra.settings import Settings
 
-WHEN = "%Y-%m-%d %H:%M:%S"
-
-
-@contextmanager
-def _administering(given: Settings, *, create: bool = False) -> Iterator[tuple[Principals, str]]:
-    """The principals table and who administers it (refused unless admin or database access)."""
-    settings = given.resolved()
-    store = open_store(settings, create=create)  # `add` writes: it creates the tables it needs
-    try:
-        require_tables(settings, store, [TABLE])
-        by = cli_admin(given, store)
-        yield Principals(store.steps.datastore, settings.database_schema), by
-    finally:
-        store.close()
-
 
 def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings, create=True) as (principals, by):
+    with administering(settings, TABLE, Principals, create=True) as (principals, by):
         token = principals.add(args.id, args.tenant, args.role, by)
     roles = ", ".join(sorted(set(args.role))) or "none"
     print(
@@ -48,29 +29,10 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings) as (principals, _):
-        records = principals.records()
-    if args.json:
-        print(json.dumps([_json(r) for r in records], indent=2))
-        return 0
-    print(f"{'principal':24} {'tenant':16} {'roles':32} {'added (UTC)':19}  state")
-    for r in records:
-        p = r.principal
-        state = f"revoked {r.revoked_at:{WHEN}}" if r.revoked_at else "active"
-        roles = ",".join(sorted(p.roles)) or "—"
-        print(f"{p.id:24} {p.tenant:16} {roles:32} {r.created_at:{WHEN}}  {state}")
-    if not records:
-        print("(no principals: `receipts principal add ID --tenant T --role R` adds one)")
-    return 0
-
-
-def cmd_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings) as (principals, _):
-        revoked = principals.revoke(args.id)
-    done = "revoked: its token is refused from now on" if revoked else "was revoked already"
-    print(f"principal {args.id} {done}")
-    return 0
+def _row(record: PrincipalRecord) -> str:
+    p = record.principal
+    roles = ",".join(sorted(p.roles)) or "—"
+    return f"{p.id:24} {p.tenant:16} {roles:32} {record.created_at:{WHEN}}  {state(record.revoked_at)}"
 
 
 def _json(record: PrincipalRecord) -> dict[str, object]:
@@ -82,6 +44,19 @@ def _json(record: PrincipalRecord) -> dict[str, object]:
         "created_by": record.created_by,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
     }
+
+
+PRINCIPALS = AdminTable(
+    noun="principal",
+    table=TABLE,
+    open_table=Principals,
+    key="id",
+    header=f"{'principal':24} {'tenant':16} {'roles':32} {'added (UTC)':19}  state",
+    row=_row,
+    to_json=_json,
+    none="(no principals: `receipts principal add ID --tenant T --role R` adds one)",
+    revoked="its token is refused from now on",
+)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,7 +76,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add.set_defaults(func=cmd_add)
     listing = commands.add_parser("list", help="every principal, active or revoked (no tokens)")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=cmd_list)
+    listing.set_defaults(func=PRINCIPALS.cmd_list)
     revoke = commands.add_parser("revoke", help="refuse its token from now on (the record stays)")
     revoke.add_argument("id")
-    revoke.set_defaults(func=cmd_revoke)
+    revoke.set_defaults(func=PRINCIPALS.cmd_revoke)

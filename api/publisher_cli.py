@@ -8,33 +8,14 @@ private half and registers the public one with `add`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from api.auth import cli_admin
-from api.bootstrap import open_store, require_tables
+from api.admin_table import WHEN, AdminTable, administering, state
 from domain.errors import Invalid
 from infra.publishers import TABLE, PublisherRecord, Publishers
 from infra.settings import Settings
 from infra.signing import PublicKey, SigningKey
-
-WHEN = "%Y-%m-%d %H:%M:%S"
-
-
-@contextmanager
-def _administering(given: Settings, *, create: bool = False) -> Iterator[tuple[Publishers, str]]:
-    """The publishers table and who administers it (refused unless admin or database access)."""
-    settings = given.resolved()
-    store = open_store(settings, create=create)
-    try:
-        require_tables(settings, store, [TABLE])
-        by = cli_admin(given, store)
-        yield Publishers(store.steps.datastore, settings.database_schema), by
-    finally:
-        store.close()
 
 
 def read_public_key(path: Path) -> PublicKey:
@@ -48,7 +29,7 @@ def read_public_key(path: Path) -> PublicKey:
 
 def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     key = read_public_key(Path(args.public_key))
-    with _administering(settings, create=True) as (publishers, by):
+    with administering(settings, TABLE, Publishers, create=True) as (publishers, by):
         publishers.add(args.name, args.tenant, key, by)
     print(
         f"publisher {args.name} added for tenant {args.tenant} (key {key.key_id}): "
@@ -57,27 +38,11 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings) as (publishers, _):
-        records = publishers.records()
-    if args.json:
-        print(json.dumps([_json(r) for r in records], indent=2))
-        return 0
-    print(f"{'publisher':24} {'tenant':16} {'key id':16} {'added (UTC)':19}  state")
-    for r in records:
-        state = f"revoked {r.revoked_at:{WHEN}}" if r.revoked_at else "active"
-        print(f"{r.name:24} {r.tenant:16} {r.public_key.key_id:16} {r.created_at:{WHEN}}  {state}")
-    if not records:
-        print("(no publishers: `receipts publisher add NAME --tenant T --public-key FILE` adds one)")
-    return 0
-
-
-def cmd_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    with _administering(settings) as (publishers, _):
-        revoked = publishers.revoke(args.name)
-    done = "revoked: its signatures no longer vouch for anything" if revoked else "was revoked already"
-    print(f"publisher {args.name} {done}")
-    return 0
+def _row(record: PublisherRecord) -> str:
+    key = record.public_key.key_id
+    return (
+        f"{record.name:24} {record.tenant:16} {key:16} {record.created_at:{WHEN}}  {state(record.revoked_at)}"
+    )
 
 
 def cmd_keygen(_settings: Settings, args: argparse.Namespace) -> int:
@@ -106,6 +71,19 @@ def _json(record: PublisherRecord) -> dict[str, object]:
     }
 
 
+PUBLISHERS = AdminTable(
+    noun="publisher",
+    table=TABLE,
+    open_table=Publishers,
+    key="name",
+    header=f"{'publisher':24} {'tenant':16} {'key id':16} {'added (UTC)':19}  state",
+    row=_row,
+    to_json=_json,
+    none="(no publishers: `receipts publisher add NAME --tenant T --public-key FILE` adds one)",
+    revoked="its signatures no longer vouch for anything",
+)
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     publisher = sub.add_parser(
         "publisher",
@@ -122,10 +100,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add.set_defaults(func=cmd_add)
     listing = commands.add_parser("list", help="every publisher, active or revoked")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=cmd_list)
+    listing.set_defaults(func=PUBLISHERS.cmd_list)
     revoke = commands.add_parser("revoke", help="refuse its signatures from now on (the record stays)")
     revoke.add_argument("name")
-    revoke.set_defaults(func=cmd_revoke)
+    revoke.set_defaults(func=PUBLISHERS.cmd_revoke)
     keygen = commands.add_parser("keygen", help="write a key pair: FILE (private, 0600) and FILE.pub")
     keygen.add_argument("file", metavar="FILE")
     keygen.add_argument("--force", action="store_true", help="replace FILE if it exists")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from domain.chain import Integrity
-from domain.findings import Finding
-from domain.receipt import PolicyRule, Receipt, StepReceipt
-from domain.steps import Reference
+from domain.evidence import Finding
+from domain.receipt_model import PolicyRule, Receipt, StepReceipt
+from domain.step_values import Reference
 
 MISSING = "MISSING"
 

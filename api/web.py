@@ -36,22 +36,15 @@ from api.rollback_web import rollback_routes
 from domain.errors import Invalid, ReceiptsError
 from domain.personal import SEALED_PREFIX
 from domain.readiness import Readiness
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 from domain.run import run_uuid
 from infra.policies import NoPolicy
 from infra.settings import Settings
 from infra.store import RunStore
+from projections.answers import FindingsPage, NotYetApplied, RelatedRuns, RunFilter, RunQuery, RunsPage
 from projections.bounds import Cursor, Instant, Text
 from projections.integrity import Verified, served, stored_chain, verify_run
-from projections.queries import (
-    FindingsPage,
-    NotYetApplied,
-    Queries,
-    RelatedRuns,
-    RunFilter,
-    RunQuery,
-    RunsPage,
-)
+from projections.queries import Queries
 from projections.status import HealthReport, StatusProbe
 from projections.waiters import Waiters, views_channel
 

@@ -26,7 +26,7 @@ from infra.dead_letters import (
     SOURCE_TOPIC,
     DeadLetter,
 )
-from infra.store import StepRecorder
+from infra.recorder import StepRecorder
 
 __all__ = [
     "ERROR",

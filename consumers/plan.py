@@ -26,9 +26,9 @@ from domain.steps import StepEvent, flag, reserved_for_service
 from domain.vouches import PUBLISHER_HEADER, Vouch
 from infra.dead_letters import DeadLetter
 from infra.publishers import Signer
+from infra.recorder import Position
 from infra.rows import CopyData, Row, StepStates
 from infra.sealing import SubjectKey, open_step, seal
-from infra.store import Position
 from schemas import Codec, DecodeError, encode_json
 
 log = logging.getLogger(__name__)

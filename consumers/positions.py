@@ -32,7 +32,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import OffsetOutOfRangeError
 
-from infra.store import Mark, Position
+from infra.recorder import Mark, Position
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from typing import Protocol
 from kafka.consumer.fetcher import ConsumerRecord
 
 from domain.policy import Handling, PublisherRules
-from domain.steps import FlagCode, StepEvent
+from domain.step_data import FlagCode
+from domain.steps import StepEvent
 from domain.vouches import PUBLISHER_HEADER, SIGNATURE_HEADER, Vouch
 from infra.publishers import KnownKey
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from domain.lanes import consented, covering_consents
-from domain.receipt import Consent, StepReceipt
+from domain.receipt_model import Consent, StepReceipt
 
 # Lanes whose steps wait for a person before they may be executed.
 NEEDS_A_PERSON = frozenset({"review", "escalate"})

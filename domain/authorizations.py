@@ -25,12 +25,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.lanes import agents_own_execution, consented, is_handoff
 from domain.steps import ActionFailed, StepEvent
 
 if TYPE_CHECKING:  # the receipt calls these checks as it is rendered
-    from domain.receipt import StepReceipt
+    from domain.receipt_model import StepReceipt
 
 NEEDS_A_PERSON = ("review", "escalate")
 

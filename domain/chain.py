@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.steps import Fact
+from domain.step_values import Fact
 
 GENESIS = bytes(32)
 

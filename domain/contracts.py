@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.policy import Contract
 from domain.steps import (
     ActionProposed,
@@ -28,7 +28,7 @@ from domain.steps import (
 )
 
 if TYPE_CHECKING:
-    from domain.receipt import Receipt
+    from domain.receipt_model import Receipt
 
 ContractCheck = Callable[[Sequence[StepEvent], Contract], Iterator[Finding]]
 # (policy version, workflow) -> that version's contract for the workflow, None if it has none

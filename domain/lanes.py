@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from domain.receipt import Consent, StepReceipt
+    from domain.receipt_model import Consent, StepReceipt
 
 # A step that hands the work to a person (a transfer, an escalation) is not an action on
 # the customer's record: executing it needs no approval. Publishers mark one with the

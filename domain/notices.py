@@ -28,17 +28,16 @@ from typing import Any, Literal
 from domain.approvals import consent_decision, current_version
 from domain.contracts import ContractLookup
 from domain.policy import Contract
-from domain.receipt import Consent, StepReceipt, fold_step
+from domain.receipt import fold_step
+from domain.receipt_model import Consent, StepReceipt
 from domain.run import Entry
+from domain.step_values import Actor, Fact, Lane
 from domain.steps import (
     ActionEdited,
     ActionExpired,
     ActionProposed,
     ActionReviewed,
-    Actor,
     ConsentGiven,
-    Fact,
-    Lane,
     PolicyDecided,
     RunStarted,
     StepEvent,

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from domain.personal import PersonalData
-from domain.steps import FinalState, Lane
+from domain.step_values import FinalState, Lane
 
 SignalName = Literal["confidence", "reason_code", "flags"]
 TextScope = Literal["input", "sources", "output", "params"]

@@ -24,10 +24,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.lanes import covering_consents, is_handoff
 from domain.policy import ReadinessThresholds as Thresholds
-from domain.receipt import Receipt, StepReceipt
+from domain.receipt_model import Receipt, StepReceipt
 
 Verdict = Literal["stay in draft", "ready for review-gated execution", "candidate for auto-execute"]
 EXAMPLES = 3

@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.rollback import plan, rollback_id_of
+from domain.step_values import Actor, Fact
 from domain.steps import (
     ActionReverted,
-    Actor,
-    Fact,
     RecordCorrected,
     RollbackFailed,
     RollbackRequested,

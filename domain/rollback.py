@@ -16,24 +16,17 @@ from datetime import datetime
 from typing import Literal, TypeVar
 from uuid import NAMESPACE_URL, uuid5
 
+from domain.step_values import Actor, Fact, Label, Name, Reference, RollbackMethod, Sentence, Text
 from domain.steps import (
     SERVICE,
     ActionExecuted,
     ActionProposed,
     ActionReverted,
-    Actor,
-    Fact,
-    Label,
-    Name,
     RecordCorrected,
-    Reference,
     RollbackFailed,
-    RollbackMethod,
     RollbackRequested,
     RollbackStands,
-    Sentence,
     StepEvent,
-    Text,
 )
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://agent-receipts.dev/rollback")

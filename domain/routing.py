@@ -20,16 +20,14 @@ from typing import Any, NamedTuple
 from domain.conditions import Condition, StepView, compile_when, field_reader, is_missing
 from domain.matcher import matcher
 from domain.policy import DefaultRule, Policy, Rule
+from domain.step_data import PolicyDecidedData
+from domain.step_values import InputReference, Lane, Source
 from domain.steps import (
     SERVICE,
     ActionEdited,
     ActionProposed,
-    InputReference,
-    Lane,
     PolicyDecided,
-    PolicyDecidedData,
     RunStarted,
-    Source,
     SourceUsed,
     StepEvent,
 )

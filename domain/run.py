@@ -13,7 +13,8 @@ from eventsourcing.domain import Aggregate, event
 from domain.chain import GENESIS, StoredLink, link
 from domain.contracts import ContractLookup
 from domain.errors import NotFound
-from domain.receipt import Receipt, render_checked
+from domain.receipt import render_checked
+from domain.receipt_model import Receipt
 from domain.steps import StepEvent
 from domain.vouches import Vouch
 

@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from domain.routing import Decision, Router, RunContext
+from domain.step_values import InputReference, Lane, Source
 from domain.steps import (
     ActionEdited,
     ActionProposed,
-    InputReference,
-    Lane,
     PolicyDecided,
     RunStarted,
-    Source,
     SourceUsed,
     StepEvent,
     decision_source,

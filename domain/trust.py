@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from domain.findings import Finding
-from domain.steps import Origin, RunStarted, StepEvent
+from domain.evidence import Finding
+from domain.step_values import Origin
+from domain.steps import RunStarted, StepEvent
 
 # The findings that say an approval is missing: what a format without approvals cannot show.
 APPROVAL_GAPS = frozenset({"executed_without_approval", "attempted_without_approval"})

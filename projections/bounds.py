@@ -28,8 +28,8 @@ from pydantic import (
 
 from domain.errors import Invalid
 
-# The window of times a question may name: the instants a step may hold (domain.steps).
-from domain.steps import EARLIEST, LATEST
+# The window of times a question may name: the instants a step may hold (domain.step_values).
+from domain.step_values import EARLIEST, LATEST
 
 # Longest id or text a question may carry (run ids, event ids, record ids, filters).
 MAX_TEXT = 512

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from projections.queue import Queue
+from projections.reference_views import Sources, Touches
 from projections.rollbacks import Rollbacks
-from projections.views import Findings, Receipts, Runs, Sources, Timeline, Touches, View
+from projections.run_views import Findings, Receipts, Runs, Timeline
+from projections.views import View
 
 VIEWS: tuple[type[View], ...] = (Runs, Receipts, Touches, Sources, Findings, Timeline, Queue, Rollbacks)
 VIEW_NAMES = tuple(view.name for view in VIEWS)

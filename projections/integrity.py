@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from domain.chain import Integrity
-from domain.receipt import Receipt, render_checked
+from domain.receipt import render_checked
+from domain.receipt_model import Receipt
 from infra.store import RunNotFound, RunStore, RunUnreadable
 from projections.queries import Queries
 

@@ -25,7 +25,8 @@ from pydantic import BaseModel
 from domain.chain import GENESIS, link
 from domain.checkpoint import Checkpoint, Finding, canonical, parse_head
 from domain.merkle import event_leaf, included, inclusion_path
-from domain.receipt import Receipt, render
+from domain.receipt import render
+from domain.receipt_model import Receipt
 from domain.run import Entry, run_uuid
 from infra.checkpoints import Checkpointer
 from infra.keyring import KeyRecord, trusted_keys

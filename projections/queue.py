@@ -24,8 +24,8 @@ from pydantic import Field
 
 from domain.approvals import current_version, deciding_role, escalated, expires_at, waiting
 from domain.policy import Contract
-from domain.receipt import Consent, Receipt, StepReceipt
-from domain.steps import Action, Actor, RollbackLink, Signal, Source
+from domain.receipt_model import Consent, Receipt, StepReceipt
+from domain.step_values import Action, Actor, RollbackLink, Signal, Source
 from projections.bounds import Answer, Cursor, Text, decode_cursor, paged
 from projections.views import Row, RunSoFar, WholeRunView
 

@@ -13,7 +13,7 @@ from psycopg.sql import SQL, Composable, Composed
 
 from domain.policy import ReadinessThresholds as Thresholds
 from domain.readiness import Readiness, readiness
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 
 BATCH = 500
 

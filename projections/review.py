@@ -27,10 +27,12 @@ from domain.contracts import run_contract
 from domain.errors import Forbidden, NotFound
 from domain.policy import Contract
 from domain.principals import Principal
-from domain.receipt import StepReceipt, checked
+from domain.receipt import checked
+from domain.receipt_model import StepReceipt
 from domain.rollback import RollbackPlan
 from domain.run import Entry
-from domain.steps import SERVICE, Actor, StepEvent, content_hash, step_adapter
+from domain.step_values import Actor
+from domain.steps import SERVICE, StepEvent, content_hash, step_adapter
 from infra.publisher import Publisher
 from infra.retry import Backoff
 from infra.rollback.requests import request_rollback

@@ -8,7 +8,7 @@ it (schemas/avro_reader.py), with fastavro the judge of any it cannot read.
 Every way a value can be wrong is a typed `DecodeError` whose message says
 what to fix, and nothing else escapes `Codec.decode`: one hostile value must
 never stop the ingest loop. What a step may hold (lengths, NUL,
-timestamps, nesting) is defined once, in `domain.steps`.
+timestamps, nesting) is defined once, in `domain.step_values`.
 """
 
 from __future__ import annotations
@@ -27,16 +27,8 @@ import pydantic_core
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import ValidationError
 
-from domain.steps import (
-    EARLIEST,
-    LATEST,
-    NO_NUL,
-    NUL_MESSAGE,
-    SERVICE_TYPES,
-    STEP_TYPES,
-    StepEvent,
-    step_adapter,
-)
+from domain.step_values import EARLIEST, LATEST, NO_NUL, NUL_MESSAGE
+from domain.steps import SERVICE_TYPES, STEP_TYPES, StepEvent, step_adapter
 from schemas.avro_reader import Unreadable, compile_reader
 
 log = logging.getLogger(__name__)
@@ -138,7 +130,7 @@ class Codec:
         except MemoryError:
             raise  # the process is short of memory, not the value wrong: let it retry
         except Exception as error:
-            # The limits in domain.steps are meant to make this unreachable; if a
+            # The limits in domain.step_values are meant to make this unreachable; if a
             # parser still finds a way to fail, the value is dead-lettered, and the
             # loop goes on, rather than the loop stopping on it for good.
             raise InvalidStep(f"value could not be decoded: {type(error).__name__}: {error}") from None

@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
-from domain.receipt import StepReceipt
+from domain.receipt_model import StepReceipt
 
 LineKind = Literal["header", "hunk", "added", "removed", "same"]
 

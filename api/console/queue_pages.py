@@ -27,10 +27,12 @@ from api.deps import QueriesDep, StoreDep, publisher_of
 from api.queue_web import DecisionAsked
 from domain.approvals import Decision
 from domain.errors import Invalid
-from domain.findings import STALE_SOURCE_AGE
 from domain.principals import Principal
-from domain.receipt import StepReceipt, checked
-from domain.steps import Source, content_hash
+from domain.receipt import checked
+from domain.receipt_model import StepReceipt
+from domain.source_findings import STALE_SOURCE_AGE
+from domain.step_values import Source
+from domain.steps import content_hash
 from infra.sessions import Session
 from infra.store import RunStore
 from projections.bounds import Cursor, Text
@@ -42,6 +44,10 @@ from projections.review import DecisionRefused, StepNotFound, decide
 NEIGHBOURS = 200  # how far along the queue j/k and "the next item" look
 # How long the step page waits (reloading) for an edit just sent to be recorded.
 EDIT_PATIENCE = 30.0
+
+# The fields the step page's forms (preview and decide) send.
+FormText = Annotated[Text, Form()]
+EditedText = Annotated[str, Form(max_length=1_000_000)]  # an edited output, as typed
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +160,10 @@ def routes(app: FastAPI) -> None:
         request: Request,
         session: CheckedSession,
         store: StoreDep,
-        run_id: Annotated[Text, Form()],
-        step_id: Annotated[Text, Form()],
-        version_hash: Annotated[Text, Form()],
-        output: Annotated[str, Form(max_length=1_000_000)],
+        run_id: FormText,
+        step_id: FormText,
+        version_hash: FormText,
+        output: EditedText,
         fragment: Annotated[bool, Form()] = False,
     ) -> Response:
         """The diff of the current version to an edit, before it is submitted: a page of its
@@ -183,10 +189,10 @@ def routes(app: FastAPI) -> None:
         session: CheckedSession,
         store: StoreDep,
         queries: QueriesDep,
-        run_id: Annotated[Text, Form()],
-        step_id: Annotated[Text, Form()],
+        run_id: FormText,
+        step_id: FormText,
         decision: Annotated[str, Form()],
-        version_hash: Annotated[Text, Form()],
+        version_hash: FormText,
         comment: Annotated[str | None, Form(max_length=10_000)] = None,
         output: Annotated[str | None, Form(max_length=1_000_000)] = None,
     ) -> Response:

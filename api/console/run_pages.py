@@ -22,10 +22,10 @@ from api.deps import QueriesDep, StoreDep
 from api.render import receipt_markdown
 from api.web import receipt_document
 from domain.errors import Invalid
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 from domain.run import Entry
+from projections.answers import RelatedRuns, RunFilter, RunQuery, RunsPage
 from projections.bounds import Instant, Text
-from projections.queries import RelatedRuns, RunFilter, RunQuery, RunsPage
 
 RunPath = Annotated[str, "the run's id; it may hold '/'"]
 _INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)

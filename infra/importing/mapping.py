@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domain.errors import Invalid
-from domain.steps import ExecutedState, RollbackMethod
+from domain.step_values import ExecutedState, RollbackMethod
 
 ToolClass = Literal["read", "write", "escalation", "internal"]
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from domain.steps import Actor
+from domain.step_values import Actor
 from infra.importing.base import JsonValues, Runs
 from infra.importing.clock import fill, time_of
 from infra.importing.mapping import Mapping, field_at

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from domain.steps import Actor
+from domain.step_values import Actor
 from infra.importing.base import BrokenJson, JsonValues, Runs
 from infra.importing.mapping import Mapping
 from infra.importing.runs import RunBuilder

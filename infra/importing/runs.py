@@ -26,8 +26,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from domain.findings import MALFORMED_ARGUMENTS
-from domain.steps import Actor, StepEvent, content_hash, step_adapter
+from domain.record_findings import MALFORMED_ARGUMENTS
+from domain.step_values import Actor
+from domain.steps import StepEvent, content_hash, step_adapter
 from infra.importing.base import event_id
 from infra.importing.mapping import IdFrom, Mapping, ToolMap, as_text, field_at
 

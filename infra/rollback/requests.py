@@ -24,7 +24,8 @@ from uuid import uuid4
 from domain import rollback
 from domain.errors import NotFound
 from domain.rollback import RollbackPlan, plan, rollback_id_of
-from domain.steps import Actor, RollbackRequested
+from domain.step_values import Actor
+from domain.steps import RollbackRequested
 from infra.publisher import Publisher
 from infra.store import RunStore
 from schemas.reverse import encode_reverse

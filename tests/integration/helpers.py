@@ -20,13 +20,15 @@ from api.bootstrap import build_ingest, migrate, open_store
 from api.web import create_app
 from consumers.ingest import Ingest
 from domain.principals import ADMIN
-from domain.steps import Actor, PolicyDecided, RunFinished, RunFinishedData, StepEvent, decision_source
+from domain.step_data import RunFinishedData
+from domain.step_values import Actor
+from domain.steps import PolicyDecided, RunFinished, StepEvent, decision_source
 from infra.kafka import ensure_topics, producer
 from infra.principals import Principals
 from infra.rows import read_step_state
 from infra.settings import Settings
 from infra.store import RunStore
-from schemas import Codec
+from schemas import Codec, encode_json
 
 
 @contextmanager
@@ -65,6 +67,13 @@ def publish_raw(settings: Settings, messages: Iterable[tuple[bytes | None, bytes
         client.send(settings.topic, key=key, value=value)
     client.flush()
     client.close()
+
+
+def publish_steps(
+    settings: Settings, steps: Iterable[StepEvent], encode: Callable[[StepEvent], bytes] = encode_json
+) -> None:
+    """Publish steps as a platform does, each keyed by its run (JSON unless `encode` says)."""
+    publish_raw(settings, [(s.run_id.encode(), encode(s)) for s in steps])
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 15.0) -> list[ConsumerRecord]:

@@ -13,38 +13,28 @@ import pytest
 
 from api.bootstrap import build_decision_relay, build_projections, build_publisher, build_queries
 from domain.notices import DecisionNotice
-from domain.receipt import Receipt, render_checked
+from domain.receipt import render_checked
+from domain.receipt_model import Receipt
 from infra.decisions import NoDecisionYet
-from infra.publisher import Publisher, RunHandle, StepHandle
+from infra.handles import RunHandle, StepHandle
+from infra.publisher import Publisher
 from infra.settings import Settings
 from infra.store import RunStore
 from projections.queue import QueueFilter, QueueItem
 from projections.reveal import reveal
 from tests.integration.helpers import ingest_for, poll_until, read_topic, running_store
+from tests.integration.routing import CONSENT_POLICY, routed_by
 from tests.unit import factories as f
 
 pytestmark = pytest.mark.integration
 
-POLICY = """
-[contracts.order-support]
-accepts_consent = true
-
-[contracts.crm-notes]
-
-[default]
-lane = "review"
-role = "support-lead"
-reason = "a person reviews every write"
-"""
 ORDER = {"system": "shop", "kind": "order", "id": "1042"}
 SAID = "Yes, please ship it to my new address"
 
 
 @pytest.fixture
 def routed(settings: Settings, tmp_path: Path) -> Settings:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY, encoding="utf-8")
-    return settings.model_copy(update={"policy": policy})
+    return routed_by(settings, tmp_path, CONSENT_POLICY)
 
 
 @pytest.fixture

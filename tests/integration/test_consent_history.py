@@ -19,22 +19,19 @@ from api.cli import main
 from domain.steps import StepEvent
 from infra.settings import Settings
 from schemas import Codec
-from tests.integration.helpers import cli_env, client_for, ingest_for, poll_until, publish_raw, running_store
+from tests.integration.helpers import (
+    cli_env,
+    client_for,
+    ingest_for,
+    poll_until,
+    publish_steps,
+    running_store,
+)
+from tests.integration.routing import CONSENT_POLICY, routed_by
 from tests.unit import factories as f
 
 pytestmark = pytest.mark.integration
 
-POLICY = """
-[contracts.order-support]
-accepts_consent = true
-
-[contracts.crm-notes]
-
-[default]
-lane = "review"
-role = "support-lead"
-reason = "a person reviews every write"
-"""
 USER = {"system": "airline", "kind": "user", "id": "mia-42"}
 CARD = {"system": "airline", "kind": "payment_method", "id": "credit_card_7"}
 IMPORTED = {"format": "openai-chat", "approvals_recorded": False}
@@ -68,17 +65,15 @@ def _imported(run_id: str) -> list[StepEvent]:
 
 @pytest.fixture
 def client(settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY, encoding="utf-8")
+    routed = routed_by(settings, tmp_path, CONSENT_POLICY)
     steps = [
         *_consented("accepted", "order-support"),
         *_consented("refused", "crm-notes"),
         *_imported("imported"),
     ]
-    codec = Codec()
-    publish_raw(settings, [(s.run_id.encode(), codec.encode(s)) for s in steps])
+    publish_steps(settings, steps, Codec().encode)
     with running_store(settings) as store:
-        with ingest_for(settings.model_copy(update={"policy": policy}), store) as ingest:
+        with ingest_for(routed, store) as ingest:
             poll_until(ingest, lambda: ingest.totals.recorded >= len(steps))
         build_projections(settings, store).catch_up()
         with client_for(settings) as http:

@@ -20,14 +20,13 @@ from domain.steps import StepEvent
 from infra.settings import Settings
 from infra.store import RunStore
 from projections.integrity import stored_chain, verify_run
-from schemas import encode_json
 from tests.integration.helpers import (
     add_principal,
     cli_env,
     client_for,
     ingest_for,
     poll_until,
-    publish_raw,
+    publish_steps,
     query,
     running_store,
 )
@@ -59,10 +58,6 @@ def a_run(tenant: str, secret: str, about: dict[str, str] = INPUT, run_id: str =
 
 def _excerpt(secret: str) -> object:
     return source().data.source.model_copy(update={"excerpt": f"{secret}-excerpt"})
-
-
-def publish(settings: Settings, steps: list[StepEvent]) -> None:
-    publish_raw(settings, [(s.run_id.encode(), encode_json(s)) for s in steps])
 
 
 def dump(settings: Settings) -> bytes:
@@ -111,7 +106,7 @@ def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifie
     runs = {tenant: a_run(tenant, secret) for tenant in TENANTS}
     other = a_run("acme", "bob-stays", {"system": "hubspot", "kind": "contact", "id": "bob"}, "run-bob")
     for steps in [*runs.values(), other]:
-        publish(settings, steps)
+        publish_steps(settings, steps)
     expected = sum(len(s) for s in runs.values()) + len(other)
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= expected)
@@ -131,7 +126,7 @@ def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifie
     late = late.model_copy(update={"run_id": runs["acme"][0].run_id, "occurred_at": at(13)})
     newcomer = started(tenant="umbrella", input=INPUT, run_id="run-new")
     newcomer_edit = edited(output=f"{secret}-newcomer", tenant="umbrella", run_id="run-new")
-    publish(settings, [late, newcomer, newcomer_edit])
+    publish_steps(settings, [late, newcomer, newcomer_edit])
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= 3)
         for tenant, steps in runs.items():
@@ -170,7 +165,7 @@ def test_a_step_the_service_records_is_sealed_under_the_runs_subject(settings: S
     secret = f"SERVICE{uuid4().hex[:12]}"
     steps = a_run("acme", secret)
     form = source("form-1", system="hubspot", kind="form_submission", tenant="acme", run_id="run-1")
-    publish(settings, [steps[0], steps[1], form, steps[2]])  # what routes a lead follow-up to review
+    publish_steps(settings, [steps[0], steps[1], form, steps[2]])  # what routes a lead follow-up to review
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
         poll_until(ingest, lambda: ingest.totals.recorded >= 4)
         # The queue's view holds the draft sealed; the reviewer reads it opened.
@@ -191,7 +186,7 @@ def test_a_step_the_service_records_is_sealed_under_the_runs_subject(settings: S
         edit = edit.model_copy(update={"data": edit.data.model_copy(update={"base_hash": stored_hash})})  # type: ignore[attr-defined]
         store.record([store.sealed(edit)])
         run = executed(output=f"{secret}-edited", tenant="acme", run_id="run-1", at=at(6))
-        publish(settings, [run])
+        publish_steps(settings, [run])
         poll_until(ingest, lambda: ingest.totals.recorded >= 5)
         receipt = store.run("acme", "run-1").receipt()
         assert f"{secret}-edited" in receipt.model_dump_json()

@@ -15,7 +15,8 @@ from itertools import cycle
 import pytest
 
 from consumers import dead_letters as dl
-from domain.steps import EARLIEST, LATEST, StepEvent
+from domain.step_values import EARLIEST, LATEST
+from domain.steps import StepEvent
 from infra.rows import read_step_state
 from infra.settings import Settings
 from schemas import Codec

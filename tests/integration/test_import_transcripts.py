@@ -13,7 +13,7 @@ import pytest
 
 from api.bootstrap import build_projections
 from api.cli import main
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 from infra.settings import Settings
 from infra.store import RunStore
 from tests.integration.helpers import cli_env, client_for, ingest_for, poll_until, running_store

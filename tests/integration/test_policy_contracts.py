@@ -18,8 +18,8 @@ from api.bootstrap import build_projections
 from domain.steps import StepEvent
 from infra.settings import Settings
 from infra.store import RunStore
-from schemas.codec import encode_json
-from tests.integration.helpers import client_for, ingest_for, poll_until, publish_raw, running_store
+from tests.integration.helpers import client_for, ingest_for, poll_until, publish_steps, running_store
+from tests.integration.routing import routed_by
 from tests.unit import factories as f
 
 pytestmark = pytest.mark.integration
@@ -99,8 +99,7 @@ def _undecided(run_id: str) -> list[StepEvent]:
 
 @pytest.fixture
 def client(settings: Settings, tmp_path: Path) -> Iterator[tuple[TestClient, RunStore]]:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY, encoding="utf-8")
+    routed = routed_by(settings, tmp_path, POLICY)
     runs = [
         *(_run(f"breach-{code}", code) for code in BREACHES),
         _run("compliant"),
@@ -109,9 +108,9 @@ def client(settings: Settings, tmp_path: Path) -> Iterator[tuple[TestClient, Run
         _undecided("undecided"),
     ]
     steps = [s for run in runs for s in run]
-    publish_raw(settings, [(s.run_id.encode(), encode_json(s)) for s in steps])
+    publish_steps(settings, steps)
     with running_store(settings) as store:
-        with ingest_for(settings.model_copy(update={"policy": policy}), store) as ingest:
+        with ingest_for(routed, store) as ingest:
             poll_until(ingest, lambda: ingest.totals.recorded >= len(steps))
         build_projections(settings, store).catch_up()
         with client_for(settings) as http:

@@ -17,8 +17,8 @@ from domain.policy import sample_policy, sample_text
 from domain.steps import PolicyDecided, StepEvent
 from infra.settings import Settings
 from infra.store import RunStore
-from schemas.codec import Codec, encode_json
-from tests.integration.helpers import cli_env, ingest_for, poll_until, publish_raw, running_store
+from schemas.codec import Codec
+from tests.integration.helpers import cli_env, ingest_for, poll_until, publish_steps, running_store
 from tests.unit import factories as f
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ def store(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     cli_env(
         monkeypatch, settings, TOPIC=settings.topic, GROUP=settings.group, DATA_DIR=str(tmp_path / "data")
     )
-    publish_raw(settings, [(s.run_id.encode(), encode_json(s)) for s in CORPUS])
+    publish_steps(settings, CORPUS)
     with running_store(settings) as store:
         with ingest_for(settings, store) as ingest:  # the sample policy: none is configured
             poll_until(ingest, lambda: ingest.totals.recorded >= len(CORPUS))

@@ -11,7 +11,7 @@ import pytest
 
 from api.bootstrap import build_publisher
 from domain.personal import KEYED_PREFIX
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 from infra.settings import Settings
 from tests.integration.helpers import execute, ingest_for, poll_until, published_rows, running_store
 from tests.integration.processes import IngestProcess

@@ -16,7 +16,7 @@ from api.cli import main
 from api.render import receipt_markdown, receipt_text
 from consumers import dead_letters as dl
 from domain.policy import sample_text
-from domain.receipt import Receipt
+from domain.receipt_model import Receipt
 from domain.steps import RecordFlagged, StepEvent, content_hash
 from infra.publisher import Publisher
 from infra.publishers import Signer
@@ -253,4 +253,8 @@ def test_publisher_commands_refuse_what_they_cannot_register(
     assert main(["publisher", "list", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert (listed["name"], listed["tenant"], listed["revoked_at"] is not None) == ("bot", "acme", True)
+    assert main(["publisher", "list"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.startswith("publisher") and header.endswith("state")
+    assert row.split()[:2] == ["bot", "acme"] and "  revoked " in row
     assert listed["created_by"].startswith("database access")  # who registered it, for the record

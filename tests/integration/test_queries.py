@@ -13,7 +13,8 @@ import pytest
 from api.bootstrap import build_projections
 from api.demo import SCENARIOS
 from infra.settings import Settings
-from projections.queries import BadQuery, Queries, RunFilter
+from projections.answers import RunFilter
+from projections.queries import BadQuery, Queries
 from tests.integration.helpers import running_store
 from tests.integration.incidents import GENERATED, T0, Generated, record_incidents
 

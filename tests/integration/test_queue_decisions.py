@@ -34,7 +34,7 @@ from tests.integration.helpers import (
     client_for,
     ingest_for,
     poll_until,
-    publish_raw,
+    publish_steps,
     running_store,
 )
 from tests.unit import factories as f
@@ -84,7 +84,7 @@ def routed_two_days_ago(settings: Settings, ingest: Ingest) -> None:
     steps = [
         s.model_copy(update={"occurred_at": old}) for s in waiting("r-old") if s.type != "policy.decided"
     ]
-    publish_raw(settings, [(s.run_id.encode(), encode_json(s)) for s in steps])
+    publish_steps(settings, steps)
     poll_until(ingest, lambda: ingest.totals.decided >= 1)
 
 

@@ -13,7 +13,8 @@ from api.bootstrap import build_publisher
 from api.rollback_cli import build_rollback_worker
 from consumers.dead_letters import REASON
 from consumers.rollback import RollbackWorker
-from domain.steps import Actor, StepEvent
+from domain.step_values import Actor
+from domain.steps import StepEvent
 from infra.kafka import producer
 from infra.publisher import Publisher
 from infra.rollback.requests import plan_recorded, request_rollback

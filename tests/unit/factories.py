@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.run import Entry, RunHead
-from domain.steps import SERVICE, Actor, StepEvent, content_hash, step_adapter
+from domain.step_values import Actor
+from domain.steps import SERVICE, StepEvent, content_hash, step_adapter
 from schemas.codec import encode_json
 
 RUN = "run-1"

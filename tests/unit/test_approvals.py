@@ -17,7 +17,8 @@ from domain.approvals import (
     refusal,
     waiting,
 )
-from domain.receipt import StepReceipt, render
+from domain.receipt import render
+from domain.receipt_model import StepReceipt
 from domain.steps import StepEvent, content_hash
 from tests.unit import factories as f
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from domain.authorizations import check_authorizations
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.receipt import render
-from domain.steps import Actor, StepEvent
+from domain.step_values import Actor
+from domain.steps import StepEvent
 from tests.unit import factories as f
 
 EDIT = f.DRAFT + "Best, Maria\n"

@@ -4,7 +4,8 @@ time, linked to the step it covers, in whichever order it arrived."""
 from __future__ import annotations
 
 from api.render import receipt_text
-from domain.receipt import Receipt, render
+from domain.receipt import render
+from domain.receipt_model import Receipt
 from domain.steps import StepEvent
 from tests.unit import factories as f
 

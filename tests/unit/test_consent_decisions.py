@@ -11,9 +11,11 @@ from domain.approvals import Decider, Decision, consent_decision, refusal, waiti
 from domain.contracts import ContractLookup
 from domain.notices import DecisionNotice, notices
 from domain.policy import Contract, sample_policy
-from domain.receipt import Receipt, render
+from domain.receipt import render
+from domain.receipt_model import Receipt
 from domain.steps import SERVICE, StepEvent, content_hash
-from infra.publisher import CUSTOMER, Publisher
+from infra.handles import CUSTOMER
+from infra.publisher import Publisher
 from projections.queue import queue_items
 from schemas import Codec
 from tests.fakes import FakeProducer

@@ -14,7 +14,7 @@ from domain.contracts import (
     run_contract,
     service_policy_versions,
 )
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.policy import Contract
 from domain.receipt import render, render_checked
 from domain.steps import SERVICE, StepEvent

@@ -7,9 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from domain.findings import DETECTORS, STALE_SOURCE_AGE, Finding, final_state_unclear
+from domain.evidence import Finding
+from domain.findings import DETECTORS
 from domain.receipt import render
-from domain.steps import Actor, StepEvent, content_hash, flag
+from domain.record_findings import final_state_unclear
+from domain.source_findings import STALE_SOURCE_AGE
+from domain.step_values import Actor
+from domain.steps import StepEvent, content_hash, flag
 from tests.unit import factories as f
 
 EDIT = f.DRAFT + "Best, Maria\n"

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from domain.steps import EARLIEST, LATEST, StepEvent
+from domain.step_values import EARLIEST, LATEST
+from domain.steps import StepEvent
 from schemas.codec import AVRO_DATA_RECORD, Codec, DecodeError, InvalidStep
 from tests.unit import factories as f
 from tests.unit.hostile import CODEC, as_json, at, avro, micros, nested, record, with_params_text, write_avro

@@ -16,10 +16,11 @@ from consumers.ingest import HeadCache, Ingest, Plan, position_name
 from consumers.positions import Seen, Verdict, check_positions
 from domain.chain import GENESIS, link
 from domain.run import RunHead, run_uuid
-from domain.steps import Actor, StepEvent, flag
+from domain.step_values import Actor
+from domain.steps import StepEvent, flag
+from infra.recorder import Mark, Position
 from infra.retry import Backoff
 from infra.rows import OPENED_TOPIC, RECORDED_TOPIC, Row, read_step_state
-from infra.store import Mark, Position
 from schemas import Codec, encode_json
 from tests.unit import factories as f
 

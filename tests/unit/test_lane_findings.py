@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
-from domain.findings import Finding
-from domain.receipt import Receipt, render
-from domain.steps import SERVICE, Actor, StepEvent, flag, reserved_for_service
+from domain.evidence import Finding
+from domain.receipt import render
+from domain.receipt_model import Receipt
+from domain.step_values import Actor
+from domain.steps import SERVICE, StepEvent, flag, reserved_for_service
 from tests.unit import factories as f
 
 CUSTOMER = Actor(kind="human", id="customer-77")

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from domain.steps import EARLIEST, LATEST, MAX_NAME_LENGTH, MAX_PARAMS_DEPTH, StepEvent
+from domain.step_values import EARLIEST, LATEST, MAX_NAME_LENGTH, MAX_PARAMS_DEPTH
+from domain.steps import StepEvent
 from schemas.codec import MAX_MESSAGE, DecodeError, InvalidStep, UnknownStepType
 from tests.unit import factories as f
 from tests.unit.hostile import CODEC, as_json, at, avro, micros, nested, with_params_text

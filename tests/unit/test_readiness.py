@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from api.readiness_render import readiness_markdown
 from domain.readiness import Thresholds, readiness
-from domain.receipt import Receipt, render
+from domain.receipt import render
+from domain.receipt_model import Receipt
 from domain.steps import StepEvent
 from tests.unit import factories as f
 

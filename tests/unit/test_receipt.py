@@ -7,9 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from domain.receipt import Receipt, render
+from domain.receipt import render
+from domain.receipt_model import Receipt
 from domain.run import Entry, Run, run_uuid
-from domain.steps import InputReference, StepEvent, content_hash
+from domain.step_values import InputReference
+from domain.steps import StepEvent, content_hash
 from schemas.codec import encode_json
 from tests.unit import factories as f
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from api.render import receipt_text
 from domain import rollback
-from domain.receipt import Receipt, render
+from domain.receipt import render
+from domain.receipt_model import Receipt
 from domain.rollback import plan
 from domain.steps import RollbackRequested, StepEvent
 from tests.unit import factories as f

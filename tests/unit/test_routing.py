@@ -8,7 +8,8 @@ import pytest
 
 from domain.policy import Policy, load_policy
 from domain.routing import Router, RunContext, decision_step
-from domain.steps import SERVICE, ActionEdited, ActionProposed, InputReference, Source, StepEvent
+from domain.step_values import InputReference, Source
+from domain.steps import SERVICE, ActionEdited, ActionProposed, StepEvent
 from tests.unit import factories as f
 
 CONTEXT = RunContext.of([f.started(), f.source("pricing")])

@@ -13,7 +13,8 @@ import pytest
 from api.demo import publish_demo
 from domain.contracts import check_contract
 from domain.policy import sample_policy
-from domain.receipt import Receipt, render
+from domain.receipt import render
+from domain.receipt_model import Receipt
 from domain.routing import Router, decide
 from domain.steps import SERVICE, ActionEdited, ActionProposed, PolicyDecided, StepEvent
 from infra.publisher import Publisher

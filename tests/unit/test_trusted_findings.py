@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.findings import Finding
+from domain.evidence import Finding
 from domain.policy import Contract, PolicyError, load_policy
 from domain.receipt import render
 from domain.steps import StepEvent

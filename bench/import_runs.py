@@ -20,14 +20,16 @@ Progress goes to stderr, the report to stdout.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from uuid import uuid4
+
+import psutil
 
 from bench.latency import start_cli_process, start_ingest_process, stop_process
 from bench.support import (
@@ -108,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         command = ["import", str(path), "--mapping", str(MAPPING)]
         proc = start_cli_process(settings, command, workdir / "import", workdir / "import.log")
+        peak = RssPeak(proc.pid)
         stored = _wait_stored(settings, before + expected, args.timeout, ingest, proc, workdir / "import.log")
         end_to_end_s = time.perf_counter() - started
         proc.wait(60)
+        import_rss = peak.stop()
         published_s = _published_after(workdir / "import.log")
-        import_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         raw = baseline_round(settings, events, args.timeout)
 
     rate = events / end_to_end_s
@@ -214,6 +217,31 @@ def _published_after(log: Path) -> float:
 def _last_line(log: Path) -> str:
     lines = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines() if log.exists() else []
     return lines[-1] if lines else "(nothing yet)"
+
+
+class RssPeak:
+    """The import process's own peak resident memory, sampled every 20 ms until it exits
+    (RUSAGE_CHILDREN would report the largest child, the ingest process among them)."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:
+                return  # it exited
+            self._done.wait(0.02)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
 
 
 def _wait_stored(

@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -34,6 +35,7 @@ from domain.personal import (
     set_path,
 )
 from domain.steps import StepEvent, step_adapter
+from schemas import encode_json
 
 # What a field reads as when its ciphertext does not authenticate (altered in the store).
 UNREADABLE = "[unreadable: its ciphertext does not authenticate]"
@@ -137,8 +139,12 @@ def seal(
             updates.append((path, value, key.keyed(value)))
     if not updates:
         return None
-    if wire is not None and (edited := _edited_in_place(wire, updates, subject)):
-        return edited
+    if wire is not None:
+        # A step that arrived as Avro is stored as JSON: pydantic writes that form, and the
+        # fields are swapped in it as in a JSON wire.
+        written = wire if wire[:1] == b"{" else encode_json(step)
+        if edited := _edited_in_place(written, updates, subject):
+            return edited
     doc = step.model_dump(mode="json", exclude_none=True)
     for path, _, stored in updates:
         set_path(doc["data"], path, stored)
@@ -157,7 +163,12 @@ def _edited_in_place(wire: bytes, updates: list[tuple[str, Any, Any]], subject: 
     if wire[:1] != b"{" or b'"subject"' in wire or b"\\u" in wire or b"\\/" in wire:
         return None
     for _, old, new in updates:
-        if not isinstance(old, str) or not isinstance(new, str):
+        # A string, or an object (params): its JSON holds quotes, which a string escapes, so
+        # a match cannot fall inside another field's text. A bare list could: written anew.
+        swappable = (isinstance(old, str) and isinstance(new, str)) or (
+            isinstance(old, Mapping) and bool(old) and isinstance(new, Mapping)
+        )
+        if not swappable:
             return None
         found = to_json(old)
         if wire.count(found) != 1:

@@ -272,9 +272,20 @@ def _output_lines(step: StepReceipt) -> list[str]:
     elif output.approved_to_executed_diff:
         lines += ["      approved -> executed:", _indent(output.approved_to_executed_diff, "        ")]
     elif output.executed is not None:
-        same = "the approved version" if output.approved_hash == output.executed_hash else "unreviewed"
-        lines.append(f"      executed: {same}")
+        lines.append(f"      executed: {_executed_as(step)}")
     return lines
+
+
+def _executed_as(step: StepReceipt) -> str:
+    output, execution = step.output, step.execution
+    if output.approved_hash == output.executed_hash:
+        return "the approved version"
+    ref = execution.authorization_ref if execution else None
+    consent = next((c for c in step.consents if ref is not None and c.event_id == ref), None)
+    if consent is not None:
+        # No person reviewed it, but it was not done on nobody's word either.
+        return f"on the customer's consent ({consent.given_by.id}, {_t(consent.at)}), no reviewer"
+    return "unreviewed"
 
 
 def _integrity(integrity: Integrity) -> str:

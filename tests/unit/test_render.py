@@ -74,3 +74,11 @@ def test_a_platform_decision_alone_is_named_as_the_platform_s() -> None:
         "by the platform's decision"
     )
     assert block[1] == "      reason: public-facing email"
+
+
+def test_an_execution_on_the_customer_s_consent_says_so_not_unreviewed() -> None:
+    yes = f.consent(text="Yes, send it", event_id="yes-1", at=f.at(1))
+    consented = render(f.entries(f.started(), f.proposed(), yes, f.executed(authorization="yes-1")))
+    assert "executed: on the customer's consent (" in receipt_text(consented)
+    bare = render(f.entries(f.started(), f.proposed(), f.executed()))
+    assert "executed: unreviewed" in receipt_text(bare)

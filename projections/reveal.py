@@ -27,7 +27,7 @@ from domain.personal import (
     sealed_token,
 )
 from domain.run import Entry
-from domain.steps import content_hash
+from domain.steps import ActionEdited, ActionProposed, content_hash
 from infra.sealing import open_step
 from infra.store import RunNotFound, RunStore, RunUnreadable
 from infra.subject_keys import KeyRing
@@ -109,15 +109,14 @@ def _plain_versions(entries: list[Entry]) -> dict[str, str]:
     """Each keyed version hash of the run -> the plain hash of the text it names."""
     found: dict[str, str] = {}
     for entry in entries:
-        data = entry.step.model_dump(mode="json")["data"]
-        if entry.step.type == "action.proposed":
-            keyed, text = data["action"].get("output_hash"), data["action"].get("output")
-        elif entry.step.type == "action.edited":
-            keyed, text = data.get("output_hash"), data.get("output")
+        step = entry.step
+        if isinstance(step, ActionProposed):
+            keyed, text = step.data.action.output_hash, step.data.action.output
+        elif isinstance(step, ActionEdited):
+            keyed, text = step.data.output_hash, step.data.output
         else:
             continue
-        opened = isinstance(text, str) and text != ERASED
-        if opened and isinstance(keyed, str) and keyed.startswith(KEYED_PREFIX):
+        if text != ERASED and keyed.startswith(KEYED_PREFIX):
             found[keyed] = content_hash(text)
     return found
 

@@ -160,7 +160,7 @@ def build_ingest(
     letters = letters_producer or producer(settings.kafka_bootstrap)
     if store.service is None:
         log.warning("no signing key at %s: the service's own steps are not signed", settings.signing_key_file)
-    keys = PublisherKeys(
+    publishers = PublisherKeys(
         Publishers(store.steps.datastore, settings.database_schema).records,
         service=lambda: service_public_key(settings.signing_key_file),
     )
@@ -176,7 +176,7 @@ def build_ingest(
         router=router,
         clock=clock or (lambda: datetime.now(UTC)),
         keys=store.steps.keyring if settings.personal_data else None,
-        signatures=SignatureCheck(keys),
+        signatures=SignatureCheck(publishers),
         service=store.service,
     )
     if subscribe:

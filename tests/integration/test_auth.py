@@ -116,7 +116,7 @@ def test_health_and_administration_need_the_admin_role(
     out = {}
     for command in (["principal", "list"], ["principal", "add", "x", "--tenant", "t"], ["health"],
                     ["policy", "publish", str(policy)],
-                    ["erase", "crm/contact/x", "--reason", "asked"]):  # fmt: skip
+                    ["erase", "crm/contact/x", "--reason", "asked"], ["publisher", "list"]):  # fmt: skip
         monkeypatch.setenv("RECEIPTS_TOKEN", reviewer)
         assert main(command) == 3, command
         assert "does not hold the 'admin' role" in capsys.readouterr().err

@@ -49,6 +49,7 @@ from domain.policy import PublisherRules
 from domain.routing import Router
 from domain.run import RunHead, run_uuid
 from domain.steps import StepEvent
+from domain.vouches import WRITTEN_BY_SERVICE
 from infra.dead_letters import DeadLetter
 from infra.publishers import Signer
 from infra.retry import Backoff
@@ -143,7 +144,8 @@ class Ingest:
         self.personal = personal or PersonalData()
         # Who may write: each step's signature checked against the registered publishers.
         self.signatures = signatures
-        self.service = service  # signs the steps ingest itself writes (decisions, flags)
+        # The steps ingest writes itself (decisions, flags) are the service's, when it holds its key.
+        self.service = WRITTEN_BY_SERVICE if service is not None else None
         # The policy in force: each proposed or edited step gets the service's decision.
         self.router = router
         self.recorder = recorder

@@ -25,7 +25,6 @@ from domain.run import Entry, RunHead
 from domain.steps import StepEvent, flag, reserved_for_service
 from domain.vouches import PUBLISHER_HEADER, Vouch
 from infra.dead_letters import DeadLetter
-from infra.publishers import Signer
 from infra.recorder import Position
 from infra.rows import CopyData, Row, StepStates
 from infra.sealing import SubjectKey, open_step, seal
@@ -102,8 +101,9 @@ class Plan:
     # Whose personal data each step carries, and the keys to seal it with (None: not sealed).
     seals: BatchSeals | None = None
     suspect_keys: dict[str, SubjectKey | None] = field(default_factory=dict)
-    # The service's key: the steps it writes here (decisions, flags) are vouched for by it.
-    service: Signer | None = None
+    # Who vouches for the steps ingest writes itself (decisions, flags): the service, when it
+    # holds its key (domain/vouches.py); None: they are stored unvouched.
+    service: Vouch | None = None
 
     def rows(self) -> list[Row]:
         """The rows `chain` made, for the store's COPY."""
@@ -175,9 +175,8 @@ class Plan:
                 yield state.row(run, _recorded(self._service_entry(head, note)))
 
     def _service_entry(self, head: RunHead, step: StepEvent) -> Entry | None:
-        """`step`, written by the service itself, as `head`'s next entry, vouched for by its key."""
-        wire = encode_json(step)
-        return head.record(step, wire, self.recorded_at, self.service.vouch(wire) if self.service else None)
+        """`step`, written by the service itself, as `head`'s next entry."""
+        return head.record(step, encode_json(step), self.recorded_at, self.service)
 
     def _decision(self, head: RunHead, step: StepEvent) -> Entry | None:
         """The service's decision on `step`, just recorded on `head`'s run, as its next entry."""

@@ -226,8 +226,8 @@ class Signer:
         return Vouch(self.name, self.key.sign(signed_bytes(value)))
 
     def headers(self, value: bytes) -> list[tuple[str, bytes]]:
-        vouch = self.vouch(value)
-        return [(PUBLISHER_HEADER, vouch.publisher.encode()), (SIGNATURE_HEADER, vouch.signature)]
+        signature = self.key.sign(signed_bytes(value))
+        return [(PUBLISHER_HEADER, self.name.encode()), (SIGNATURE_HEADER, signature)]
 
     @classmethod
     def load(cls, name: str, path: Path) -> Signer:

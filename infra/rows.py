@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.utils import get_topic
@@ -142,9 +143,10 @@ def _copy_text(value: str) -> bytes:
 
 def _vouch_field(vouch: Vouch) -> bytes:
     # Beside the hashed bytes, not in them: the chain is over what the publisher sent.
-    return b"".join(
-        (b',"vp":', json.dumps(vouch.publisher).encode(), b',"vs":"', base64.b64encode(vouch.signature), b'"')
-    )
+    publisher = b',"vp":' + json.dumps(vouch.publisher).encode()
+    if vouch.signature is None:  # written by the service itself
+        return publisher
+    return b"".join((publisher, b',"vs":"', base64.b64encode(vouch.signature), b'"'))
 
 
 def step_state(
@@ -189,8 +191,15 @@ def read_step_state(state: bytes) -> StepHeader:
         subject=header.get("s"),
         run_subject=header.get("rs"),
         sealing=bool(header.get("p")),
-        vouch=Vouch(header["vp"], base64.b64decode(header["vs"])) if "vp" in header else None,
+        vouch=_vouch(header),
     )
+
+
+def _vouch(header: dict[str, Any]) -> Vouch | None:
+    if "vp" not in header:
+        return None
+    signature = header.get("vs")
+    return Vouch(header["vp"], base64.b64decode(signature) if signature is not None else None)
 
 
 def stored_entry(version: int, state: bytes, codec: Codec) -> Entry:

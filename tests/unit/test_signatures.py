@@ -20,7 +20,14 @@ from consumers.signatures import SignatureCheck, Unvouched
 from domain.policy import PublisherRules, SignatureRules, load_policy, sample_text
 from domain.receipt import render
 from domain.steps import StepEvent
-from domain.vouches import PUBLISHER_HEADER, SIGNATURE_HEADER, Vouch, signed_bytes
+from domain.vouches import (
+    PUBLISHER_HEADER,
+    SERVICE_PUBLISHER,
+    SIGNATURE_HEADER,
+    WRITTEN_BY_SERVICE,
+    Vouch,
+    signed_bytes,
+)
 from infra.dead_letters import DeadLetter
 from infra.publishers import (
     KnownKey,
@@ -280,3 +287,12 @@ def test_the_receipt_names_who_vouched_for_each_event_and_renders_it() -> None:
     # A run nobody signed says so once, and its lines carry no vouch.
     plain = receipt_text(render(f.entries(f.clean_run())))
     assert "Vouched by: no event was signed" in plain and "(vouched by" not in plain
+
+
+def test_the_steps_ingest_writes_itself_are_the_services_without_a_signature_of_their_own() -> None:
+    wire = encode_json(STEP)
+    state = step_state(
+        REVOKED_AT, b"\x01" * 32, STEP.event_id, wire, False, STEP.type, b"", WRITTEN_BY_SERVICE
+    )
+    assert b'"vs"' not in state.split(b"\n", 1)[0]  # the checkpoint's signature holds it, not its own
+    assert read_step_state(state).vouch == Vouch(SERVICE_PUBLISHER, None)

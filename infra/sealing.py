@@ -15,6 +15,7 @@ import base64
 import hmac
 import json
 import os
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -40,6 +41,7 @@ from schemas import encode_json
 # What a field reads as when its ciphertext does not authenticate (altered in the store).
 UNREADABLE = "[unreadable: its ciphertext does not authenticate]"
 _NONCE = 12
+_SEALED_PREFIX = SEALED_PREFIX.encode()
 
 
 class SubjectKey:
@@ -57,10 +59,13 @@ class SubjectKey:
         return self.secret is None
 
     def seal(self, value: Any, aad: bytes) -> str:
+        return self.seal_json(to_json(value), aad).decode()
+
+    def seal_json(self, plain: bytes, aad: bytes) -> bytes:
+        """The token for a value already written as JSON (`plain`), as ASCII bytes."""
         assert self._aead is not None, "an erased subject's fields are stored erased, not sealed"
         nonce = _nonce()
-        sealed = self._aead.encrypt(nonce, to_json(value), aad)
-        return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+        return _SEALED_PREFIX + base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, plain, aad))
 
     def open(self, token: str, aad: bytes) -> Any:
         """The value a token seals; raises InvalidTag (or ValueError) when it does not authenticate."""
@@ -107,7 +112,16 @@ _nonce = _Nonces()
 
 
 def associated_data(step: StepEvent, path: str) -> bytes:
-    return "\x1f".join((step.tenant, step.run_id, step.event_id, step.type, path)).encode()
+    return _aad_prefix(step) + path.encode()
+
+
+def _aad_prefix(step: StepEvent) -> bytes:
+    return "\x1f".join((step.tenant, step.run_id, step.event_id, step.type, "")).encode()
+
+
+# One field's change: (path, value sent, value stored, the sent value's JSON, the stored
+# value's JSON): what the swap in place looks for (None: not swappable) and what it writes.
+_Update = tuple[str, Any, Any, bytes | None, bytes]
 
 
 def seal(
@@ -117,64 +131,82 @@ def seal(
     field replaced by its ciphertext (or, for an erased subject, by the erased marker) and
     each declared hash keyed. None when it carries none of them: stored as it arrived.
 
-    On the ingest path: pydantic's serialiser makes the JSON form and writes it back (a
+    On the ingest path each value is written as JSON once: that is what is encrypted, what
+    is looked for in the received JSON, and the ciphertext's JSON is what replaces it (a
     Python json round trip, or copying the step's models, costs several times more)."""
     readers = spec.readers.get(step.type)
     if readers is None:
         return None
     fields, hashes = readers
     data = step.data  # type: ignore[attr-defined]
-    updates: list[tuple[str, Any, Any]] = []  # (path, value sent, value stored)
+    updates: list[_Update] = []
+    aad = None
     for path, get in fields:
         value = get(data)
         if not value:
             continue
+        plain = to_json(value)
         if key.erased:
-            updates.append((path, value, erased_like(value)))
+            stored = erased_like(value)
+            stored_json = to_json(stored)
         else:
-            updates.append((path, value, in_place_of(value, key.seal(value, associated_data(step, path)))))
+            aad = aad or _aad_prefix(step)
+            token = key.seal_json(plain, aad + path.encode())
+            stored = in_place_of(value, token.decode())
+            stored_json = b'"' + token + b'"' if isinstance(value, str) else to_json(stored)
+        # A string, or an object (params): its JSON holds quotes, which a string escapes, so a
+        # match cannot fall inside another field's text. A bare list could: written anew.
+        swappable = isinstance(value, str) or (isinstance(value, Mapping) and bool(value))
+        updates.append((path, value, stored, plain if swappable else None, stored_json))
     for path, get in hashes:
         value = get(data)
         if isinstance(value, str) and value and not value.startswith(KEYED_PREFIX):
-            updates.append((path, value, key.keyed(value)))
+            keyed = key.keyed(value)
+            updates.append((path, value, keyed, to_json(value), b'"' + keyed.encode() + b'"'))
     if not updates:
         return None
     if wire is not None:
         # A step that arrived as Avro is stored as JSON: pydantic writes that form, and the
         # fields are swapped in it as in a JSON wire.
         written = wire if wire[:1] == b"{" else encode_json(step)
-        if edited := _edited_in_place(written, updates, subject):
+        if edited := _edited_in_place(written, updates, subject, step.subject):
             return edited
     doc = step.model_dump(mode="json", exclude_none=True)
-    for path, _, stored in updates:
+    for path, _, stored, _, _ in updates:
         set_path(doc["data"], path, stored)
     # The stored event names whose key opens it, for every reader of the stored event.
     doc["subject"] = subject
     return to_json(doc)
 
 
-def _edited_in_place(wire: bytes, updates: list[tuple[str, Any, Any]], subject: str) -> bytes | None:
-    """The JSON `wire` with each replaced string value swapped in place, or None (the
-    caller then writes the step out anew). Most steps take this path: it costs a search
-    per field, not a serialisation. Only a value whose encoding occurs exactly once is
-    swapped: as a JSON string, quotes and all, it can only be that field. A wire with
-    `\\u` or `\\/` escapes may spell one string two ways (a field escaped, another not):
-    it is written anew, so no field can be missed."""
-    if wire[:1] != b"{" or b'"subject"' in wire or b"\\u" in wire or b"\\/" in wire:
+def _edited_in_place(wire: bytes, updates: list[_Update], subject: str, named: str | None) -> bytes | None:
+    """The JSON `wire` with each replaced value swapped in place, or None (the caller then
+    writes the step out anew). Most steps take this path: it costs a search per field, not
+    a serialisation. Only a value whose encoding occurs exactly once is swapped: as a JSON
+    string, quotes and all, it can only be that field. A wire with `\\u` or `\\/` escapes
+    may spell one string two ways (a field escaped, another not): it is written anew, so
+    no field can be missed. The envelope's `subject` is added in front unless the publisher
+    named it (`named`); a wire that may say `"subject": null` is written anew, so the
+    stored step never holds the key twice."""
+    if b"\\u" in wire or b"\\/" in wire or (named is not None and named != subject):
         return None
-    for _, old, new in updates:
-        # A string, or an object (params): its JSON holds quotes, which a string escapes, so
-        # a match cannot fall inside another field's text. A bare list could: written anew.
-        swappable = (isinstance(old, str) and isinstance(new, str)) or (
-            isinstance(old, Mapping) and bool(old) and isinstance(new, Mapping)
-        )
-        if not swappable:
+    for _, _, _, found, replacement in updates:
+        if found is None:
             return None
-        found = to_json(old)
-        if wire.count(found) != 1:
+        at = wire.find(found)
+        # A second occurrence cannot overlap the first: after a JSON string or object's
+        # closing character comes ':', ',', '}', ']' or space, never its opening one.
+        if at < 0 or wire.find(found, at + len(found)) >= 0:
             return None
-        wire = wire.replace(found, to_json(new))
+        wire = wire[:at] + replacement + wire[at + len(found) :]
+    if named is not None:
+        return wire
+    if b'"subject"' in wire and _NULL_SUBJECT.search(wire):
+        return None
     return b'{"subject":' + to_json(subject) + b"," + wire[1:]
+
+
+_NULL_SUBJECT = re.compile(rb'"subject"\s*:\s*null')
 
 
 def open_step(step: StepEvent, key: SubjectKey | None) -> StepEvent:

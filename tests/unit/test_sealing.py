@@ -228,12 +228,32 @@ def _without_hashes(value: object) -> object:
     return value
 
 
-def test_a_wire_that_names_a_subject_or_repeats_a_value_is_written_anew() -> None:
+def test_a_wire_that_repeats_a_value_is_written_anew_and_one_naming_its_subject_keeps_it_once() -> None:
     same = edited(output="twice", base="twice")  # output_hash == base_hash: found twice
     assert seal(SPEC, same, ADA, key(), encode_json(same)) is not None
     named = edited(output=SECRET_TEXT).model_copy(update={"subject": "zendesk/user/1"})
-    sealed = seal(SPEC, named, "zendesk/user/1", key(), encode_json(named))
+    wire = encode_json(named)
+    sealed = seal(SPEC, named, "zendesk/user/1", key(), wire)
     assert sealed is not None and sealed.count(b'"subject"') == 1
+    assert sealed.startswith(wire[:40])  # swapped in place: the publisher's envelope as it came
+
+
+def test_an_emails_subject_param_is_sealed_in_place_and_the_envelope_names_the_subject_once() -> None:
+    step = proposed(output=SECRET_TEXT, params={"to": "ada@example.com", "subject": "Your results"})
+    ada = key()
+    sealed = seal(SPEC, step, ADA, ada, encode_json(step))
+    assert sealed is not None and sealed.startswith(b'{"subject":') and b"Your results" not in sealed
+    stored = CODEC.decode(sealed)
+    assert stored.subject == ADA and json.loads(sealed)["subject"] == ADA
+    assert open_step(stored, ada).data.action.params == step.data.action.params  # type: ignore[attr-defined]
+
+
+def test_a_wire_saying_subject_null_is_written_anew_so_the_key_is_never_held_twice() -> None:
+    step = edited(output=SECRET_TEXT)
+    wire = b'{"subject" : null,' + encode_json(step)[1:]
+    sealed = seal(SPEC, step, ADA, key(), wire)
+    assert sealed is not None and sealed.count(b'"subject"') == 1
+    assert CODEC.decode(sealed).subject == ADA
 
 
 class FixedKeys:

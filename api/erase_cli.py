@@ -43,6 +43,7 @@ def cmd_erase(given: Settings, args: argparse.Namespace) -> int:
             "reason": erasure.reason,
             "requested_by": erasure.requested_by,
             "erased_at": erasure.erased_at.isoformat(),
+            "dead_letters_dropped": erasure.dead_letters,
         }
         print(json.dumps(record, indent=2))
         return 0
@@ -51,6 +52,11 @@ def cmd_erase(given: Settings, args: argparse.Namespace) -> int:
         f"subject {erasure.subject} erased in {scope}: its fields read as erased from now on, "
         f"and no key is made for it again (recorded as requested by {erasure.requested_by})"
     )
+    if erasure.dead_letters:
+        print(
+            f"{erasure.dead_letters} dead letter(s) not yet in the dead-letter topic named the subject: "
+            "their bytes are dropped"
+        )
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
 from infra.dead_letters import (
+    ERASED_FOR,
     ERROR,
     LETTER_ID,
     REASON,
@@ -101,6 +102,8 @@ class DeadLetterRelay:
                 letter.error,
             )
             headers = [*letter.headers(), (LETTER_ID, str(item.id).encode())]
+            if item.erased_for is not None:  # its bytes were dropped by an erasure before it went out
+                headers.append((ERASED_FOR, item.erased_for.encode()))
             try:
                 sent.append(
                     (

@@ -117,13 +117,13 @@ class StepRecorder(PostgresProcessRecorder):
         self.sql_create_statements.append(PublisherTable(schema).create_statement())
         self.sql_create_statements.append(IdempotencyTable(schema).create_statement())
         self.sql_create_statements.append(SessionTable(schema).create_statement())
-        self.keyring = KeyRing(self.datastore, schema)
+        self.keyring = KeyRing(self.datastore, schema, letters=self.letters)
         self.sql_create_statements.extend(self.keyring.tables.create_statements())
         self.health = Health(schema)
         self.checkpoint_tables = CheckpointTables(schema)
         self.sql_create_statements += self.checkpoint_tables.create_statements()
         self.positions_table = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_positions"))
-        self.sql_create_statements.append(self.letters.create_statement())
+        self.sql_create_statements.extend(self.letters.create_statements())
         # Which tenants use a run id: one run id under two tenants is flagged.
         self.run_tenants = SQL("{}.{}").format(Identifier(schema), Identifier("receipts_run_tenants"))
         self.sql_create_statements.append(

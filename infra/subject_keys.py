@@ -22,6 +22,7 @@ from eventsourcing.persistence import PersistenceError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Composed, Identifier
 
+from infra.dead_letters import DeadLetterTable
 from infra.sealing import ERASED_KEY, SubjectKey
 
 KEYS_TABLE = "receipts_subject_keys"
@@ -43,6 +44,7 @@ class Erasure:
     reason: str
     requested_by: str
     erased_at: datetime
+    dead_letters: int = 0  # letters still held whose bytes named the subject, dropped
 
 
 class SubjectKeyTables:
@@ -68,9 +70,17 @@ class SubjectKeyTables:
 class KeyRing:
     """Subjects' keys over the store's pool, cached for `ttl` seconds (an erased one for good)."""
 
-    def __init__(self, datastore: PostgresDatastore, schema: str, ttl: float = KEY_TTL) -> None:
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        schema: str,
+        ttl: float = KEY_TTL,
+        letters: DeadLetterTable | None = None,
+    ) -> None:
         self.datastore = datastore
         self.tables = SubjectKeyTables(schema)
+        # Dead letters still held: their bytes are searched for an erased subject.
+        self.letters = letters
         self.ttl = ttl
         self._cache: dict[Subject, tuple[SubjectKey, float]] = {}
 
@@ -178,6 +188,7 @@ class KeyRing:
             else:
                 tenants = [tenant]
             _tombstones(curs, keys, subject, tenants, at)
+            dropped = self.letters.erase(curs, subject) if self.letters is not None else 0
             curs.execute(
                 SQL(
                     "INSERT INTO {} (subject, tenants, reason, requested_by, erased_at) "
@@ -187,7 +198,7 @@ class KeyRing:
             )
         for cached in [s for s in self._cache if s[1] == subject]:
             del self._cache[cached]
-        return Erasure(subject, tuple(tenants), reason, requested_by, at)
+        return Erasure(subject, tuple(tenants), reason, requested_by, at, dropped)
 
     def erasures(self) -> list[Erasure]:
         with self.datastore.transaction(commit=False) as curs:
@@ -198,12 +209,15 @@ class KeyRing:
             ]
 
     def vacuum(self) -> None:
-        """Rewrite the keys table so a destroyed secret's old row version leaves its pages too."""
+        """Rewrite the keys table (and the dead letters') so a destroyed secret's old row
+        version, and a dropped letter's bytes, leave their pages too."""
+        tables = [self.tables.keys] + ([self.letters.table] if self.letters is not None else [])
         with self.datastore.get_connection() as conn:
             conn.commit()
             conn.autocommit = True
             try:
-                conn.execute(SQL("VACUUM (FULL) {}").format(self.tables.keys))
+                for table in tables:
+                    conn.execute(SQL("VACUUM (FULL) {}").format(table))
             finally:
                 conn.autocommit = False
 

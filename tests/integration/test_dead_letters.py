@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from api.bootstrap import build_publisher
@@ -13,6 +15,7 @@ from tests.integration.helpers import (
     poll_until,
     publish_raw,
     published_rows,
+    query,
     read_topic,
     running_store,
 )
@@ -58,6 +61,11 @@ def test_bad_values_land_in_the_dlq_with_reason_and_original_bytes(settings: Set
         assert headers[dl.ERROR]  # a sentence a person can act on
         assert headers[dl.SOURCE_TOPIC] == settings.topic
         assert int(headers[dl.SOURCE_OFFSET]) >= 0 and int(headers[dl.SOURCE_PARTITION]) in range(4)
+    # Once the topic holds them, PostgreSQL keeps each letter's digest and length, not its bytes.
+    held = query(settings, "SELECT key, length(value), value_length, value_sha256 FROM receipts_dead_letters")
+    assert {bytes(key): (length, size, bytes(digest)) for key, length, size, digest in held} == {
+        key: (0, len(value), hashlib.sha256(value).digest()) for key, (value, _) in bad.items()
+    }
 
 
 def test_a_tombstone_is_a_dead_letter_not_a_crash(settings: Settings) -> None:

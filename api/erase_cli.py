@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from api.auth import cli_admin
 from api.bootstrap import open_store
 from domain.errors import Invalid
 from infra.settings import Settings
 from infra.subject_keys import EVERY_TENANT
+from projections.reveal import sealed_under_for_record
 
 
 def cmd_erase(given: Settings, args: argparse.Namespace) -> int:
@@ -52,12 +54,40 @@ def cmd_erase(given: Settings, args: argparse.Namespace) -> int:
         f"subject {erasure.subject} erased in {scope}: its fields read as erased from now on, "
         f"and no key is made for it again (recorded as requested by {erasure.requested_by})"
     )
+    if erasure.erased_before and not erasure.had_keys:
+        print(f"note: {erasure.subject} was erased before: this erasure is recorded too", file=sys.stderr)
+    elif not erasure.had_keys:
+        _nothing_was_sealed_under(settings, erasure.subject)
     if erasure.dead_letters:
         print(
             f"{erasure.dead_letters} dead letter(s) not yet in the dead-letter topic named the subject: "
             "their bytes are dropped"
         )
     return 0
+
+
+def _nothing_was_sealed_under(settings: Settings, subject: str) -> None:
+    """Say that no stored field was sealed under `subject`, and, when it names a record some
+    runs touched, under which subjects those runs' personal data is sealed: a person's record
+    is often not their runs' subject (a run's is its input unless the publisher names one)."""
+    print(
+        f"note: no key existed for {subject}: no stored field was sealed under it, so nothing reads "
+        "differently now (a step naming it from now on is stored erased)",
+        file=sys.stderr,
+    )
+    store = open_store(settings)
+    try:
+        under = sealed_under_for_record(store, settings.database_schema, subject)
+    finally:
+        store.close()
+    for sealed_for, runs in under.items():
+        shown = ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+        print(
+            f"  runs that touched {subject} seal their personal data under {sealed_for}: {shown}",
+            file=sys.stderr,
+        )
+    if under:
+        print("  erase that subject to erase what they hold of it", file=sys.stderr)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

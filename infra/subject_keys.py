@@ -48,6 +48,8 @@ class Erasure:
     requested_by: str
     erased_at: datetime
     dead_letters: int = 0  # letters still held whose bytes named the subject, dropped
+    had_keys: bool = True  # False: no live key in its scope (nothing reads differently now)
+    erased_before: bool = False  # an earlier erasure left a tombstone in its scope
 
 
 class SubjectKeyTables:
@@ -194,11 +196,17 @@ class KeyRing:
         keys = self.tables.keys
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(keys))
-            if tenant is None:
-                curs.execute(SQL("SELECT tenant FROM {} WHERE subject = %s").format(keys), (subject,))
-                tenants = sorted({row["tenant"] for row in curs.fetchall()} | {EVERY_TENANT})
-            else:
-                tenants = [tenant]
+            curs.execute(
+                SQL("SELECT tenant, secret IS NOT NULL AS live FROM {} WHERE subject = %s").format(keys),
+                (subject,),
+            )
+            rows = curs.fetchall()
+            scoped = [
+                row for row in rows if tenant in (None, row["tenant"]) and row["tenant"] != EVERY_TENANT
+            ]
+            had_keys = any(row["live"] for row in scoped)
+            erased_before = any(not row["live"] for row in scoped)
+            tenants = sorted({row["tenant"] for row in rows} | {EVERY_TENANT}) if tenant is None else [tenant]
             _tombstones(curs, keys, subject, tenants, at)
             dropped = self.letters.erase(curs, subject) if self.letters is not None else 0
             curs.execute(
@@ -210,7 +218,7 @@ class KeyRing:
             )
         for cached in [s for s in self._cache if s[1] == subject]:
             del self._cache[cached]
-        return Erasure(subject, tuple(tenants), reason, requested_by, at, dropped)
+        return Erasure(subject, tuple(tenants), reason, requested_by, at, dropped, had_keys, erased_before)
 
     def erasures(self) -> list[Erasure]:
         with self.datastore.transaction(commit=False) as curs:

@@ -15,6 +15,8 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from uuid import UUID
 
+from eventsourcing.persistence import PersistenceError
+from psycopg.sql import SQL
 from pydantic import BaseModel
 
 from domain.personal import (
@@ -31,6 +33,7 @@ from domain.steps import ActionEdited, ActionProposed, content_hash
 from infra.sealing import open_step
 from infra.store import RunNotFound, RunStore, RunUnreadable
 from infra.subject_keys import KeyRing
+from projections.reference_views import Touches
 
 Answer = TypeVar("Answer", bound=BaseModel)
 
@@ -137,3 +140,33 @@ def _translated(value: Any, plain: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_translated(v, plain) for v in value]
     return value
+
+
+def sealed_under_for_record(
+    store: RunStore, schema: str, record: str, limit: int = 20
+) -> dict[str, list[str]]:
+    """For a record (`system/kind/id`): the subjects under which the runs that touched it hold
+    their personal data -> those runs (`run_id (tenant)`, at most `limit` runs looked at). A
+    person's record is often not their runs' subject: a run's is its input unless the
+    publisher names one."""
+    parts = record.split("/", 2)
+    if len(parts) < 3:
+        return {}
+    statement = SQL(
+        "SELECT DISTINCT tenant, run_id FROM {} WHERE system = %s AND kind = %s AND entity_id = %s LIMIT %s"
+    ).format(Touches(schema).identifier)
+    try:
+        with store.steps.datastore.transaction(commit=False) as curs:
+            curs.execute(statement, (*parts, limit))
+            runs = [(row["tenant"], row["run_id"]) for row in curs.fetchall()]
+    except PersistenceError:  # no views yet (`receipts project` never ran): nothing to say
+        return {}
+    found: dict[str, list[str]] = {}
+    for tenant, run_id in runs:
+        try:
+            subjects = {e.step.subject for e in store.stored_entries(tenant, run_id) if e.step.subject}
+        except (RunNotFound, RunUnreadable):
+            continue
+        for subject in sorted(subjects):
+            found.setdefault(subject, []).append(f"{run_id} ({tenant})")
+    return found

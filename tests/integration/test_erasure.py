@@ -267,3 +267,26 @@ def test_dead_letters_hold_no_plaintext_once_published_and_an_erasure_drops_thos
         (b"big-bob", len(big_bob), None, None),
     ]
     assert secret.encode() not in dump(settings)
+
+
+def test_erasing_a_record_no_key_was_made_for_names_the_subject_its_runs_are_sealed_under(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ada's run is sealed under its input (her contact record); its email went to a gmail
+    contact. Erasing that contact changes nothing stored, and `erase` says so, naming the
+    subject the runs that touched it are sealed under; erasing it again says it was before."""
+    steps = a_run("acme", "anything")
+    publish_steps(settings, steps)
+    with running_store(settings) as store, ingest_for(settings, store) as ingest:
+        poll_until(ingest, lambda: ingest.totals.recorded >= len(steps))
+        rebuild(build_projections(settings, store), str(settings.database_url), lambda _: None)
+    cli_env(monkeypatch, settings)
+    target = "gmail/contact/ana@example.com"  # what the run's email proposal targets
+    assert main(["erase", target, "--reason", "asked"]) == 0
+    said = capsys.readouterr().err
+    assert f"note: no key existed for {target}" in said
+    assert f"seal their personal data under {SUBJECT}: run-1 (acme)" in said
+    assert main(["erase", SUBJECT, "--reason", "asked"]) == 0
+    assert "note:" not in capsys.readouterr().err  # a key existed: erased, nothing to add
+    assert main(["erase", SUBJECT, "--reason", "asked again"]) == 0
+    assert f"note: {SUBJECT} was erased before" in capsys.readouterr().err

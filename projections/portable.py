@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from domain.chain import GENESIS, link
 from domain.checkpoint import Checkpoint, Finding, canonical, parse_head
 from domain.merkle import event_leaf, included, inclusion_path
+from domain.personal import KEYED_PREFIX, SEALED_PREFIX, sealed_token
 from domain.receipt import render
 from domain.receipt_model import Receipt
 from domain.run import Entry, run_uuid
@@ -147,6 +148,12 @@ class FileVerdict(BaseModel):
     checkpoints: list[int]
     trusted_keys: list[str]
     findings: list[Finding]
+    # Personal fields the receipt shows as the service opened them: the events hold them
+    # sealed under their subject's key, so nothing in the file proves their text.
+    opened: int = 0
+    # Events the receipt names a publisher for: signatures are over the bytes as sent, which a
+    # sealed event no longer is, so who vouched is the service's word here.
+    vouched: int = 0
 
     @property
     def verified(self) -> bool:
@@ -219,7 +226,9 @@ def verify_file(
                         + ("ends before it" if version not in digests else "holds another event there"),
                     )
                 )
-    findings += _citations(document, wires, codec or Codec())
+    cited, opened = _citations(document, wires, codec or Codec())
+    findings += cited
+    vouched = sum(1 for v in (document.get("receipt") or {}).get("vouched", []) if v.get("publisher"))
     return FileVerdict(
         run=f"{tenant}/{run_id}",
         events=len(digests),
@@ -228,6 +237,8 @@ def verify_file(
         checkpoints=sorted(checkpoints),
         trusted_keys=sorted(trusted),
         findings=findings,
+        opened=opened,
+        vouched=vouched,
     )
 
 
@@ -255,14 +266,14 @@ def _checked_checkpoints(
     return good
 
 
-def _citations(document: dict[str, Any], wires: dict[int, bytes], codec: Codec) -> list[Finding]:
+def _citations(document: dict[str, Any], wires: dict[int, bytes], codec: Codec) -> tuple[list[Finding], int]:
     """The receipt must be what the verified events fold to, and the authorisations may cite
-    only those events."""
+    only those events; with how many personal fields the receipt shows opened."""
     try:
         steps = [codec.decode(w) for _, w in sorted(wires.items())]
     except Exception as error:  # bytes that verify but do not decode: a step nobody can read
-        return [Finding(kind="edited_event", detail=f"an event does not decode: {error}")]
-    findings = _receipt_differences(document, steps, wires)
+        return [Finding(kind="edited_event", detail=f"an event does not decode: {error}")], 0
+    findings, opened = _receipt_differences(document, steps, wires)
     by_id = {s.event_id: s for s in steps}
     for auth in document.get("authorizations", []):
         cited = [auth.get("executed_event_id")]
@@ -278,7 +289,7 @@ def _citations(document: dict[str, Any], wires: dict[int, bytes], codec: Codec) 
                     "not among the verified events",
                 )
             )
-    return findings
+    return findings, opened
 
 
 # Parts of a receipt that are not a function of the events alone: findings may come from the
@@ -289,7 +300,12 @@ _NOT_FOLDED = ("findings", "integrity")
 
 def _receipt_differences(
     document: dict[str, Any], steps: list[Any], wires: dict[int, bytes]
-) -> list[Finding]:
+) -> tuple[list[Finding], int]:
+    """Where the receipt says other than its verified events fold to (with how many personal
+    fields it shows opened). A field the events hold sealed (or a content hash keyed) is the
+    service's reading of a ciphertext only its subject's key opens: any value stands there,
+    and is counted. Who vouched for each event is compared by event, not by publisher (see
+    `FileVerdict.vouched`)."""
     events = {int(e["version"]): e for e in document.get("events", [])}
     try:
         entries = [
@@ -304,19 +320,40 @@ def _receipt_differences(
         ]
         folded = render(entries).model_dump(mode="json")
     except (KeyError, ValueError) as error:
-        return [Finding(kind="receipt_differs", detail=f"the events do not fold to a receipt: {error}")]
-    given = document.get("receipt") or {}
+        return [Finding(kind="receipt_differs", detail=f"the events do not fold to a receipt: {error}")], 0
+    given = dict(document.get("receipt") or {})
+    given["vouched"] = [{k: v for k, v in e.items() if k != "publisher"} for e in given.get("vouched", [])]
+    folded["vouched"] = [{k: v for k, v in e.items() if k != "publisher"} for e in folded.get("vouched", [])]
+    opened = [0]
     differing = sorted(
-        k for k in set(folded) | set(given) if k not in _NOT_FOLDED and folded.get(k) != given.get(k)
+        k
+        for k in set(folded) | set(given)
+        if k not in _NOT_FOLDED and _differs(folded.get(k), given.get(k), opened)
     )
     if not differing:
-        return []
+        return [], opened[0]
     return [
         Finding(
             kind="receipt_differs",
             detail=f"the receipt's {', '.join(differing)} differ from what its verified events say",
         )
-    ]
+    ], opened[0]
+
+
+def _differs(folded: Any, given: Any, opened: list[int]) -> bool:
+    # A token, a keyed hash, or text made from sealed fields (the diff of a draft and its edit).
+    if sealed_token(folded) is not None or (
+        isinstance(folded, str) and (folded.startswith(KEYED_PREFIX) or SEALED_PREFIX in folded)
+    ):
+        opened[0] += 1
+        return False
+    if isinstance(folded, dict) and isinstance(given, dict):
+        return folded.keys() != given.keys() or any(_differs(folded[k], given[k], opened) for k in folded)
+    if isinstance(folded, list) and isinstance(given, list):
+        return len(folded) != len(given) or any(
+            _differs(a, b, opened) for a, b in zip(folded, given, strict=True)
+        )
+    return bool(folded != given)
 
 
 def file_text(v: FileVerdict) -> list[str]:
@@ -330,6 +367,16 @@ def file_text(v: FileVerdict) -> list[str]:
         lines += [
             f"  {f.kind}: {f'version {f.version}: ' if f.version else ''}{f.detail}" for f in v.findings
         ]
+    if v.opened:
+        lines.append(
+            f"  {v.opened} personal field(s) read as the service opened them: the events hold them sealed "
+            "under their subject's key, so this file proves where they stand, not their text"
+        )
+    if v.vouched:
+        lines.append(
+            f"  {v.vouched} event(s) named as vouched for by a publisher: the service's word here (a "
+            "signature covers the bytes as sent, which a sealed event no longer is)"
+        )
     if v.not_anchored:
         lines.append(f"  not yet anchored (not verified against a checkpoint): versions {v.not_anchored}")
     lines.append(f"  trusted keys: {', '.join(v.trusted_keys) or 'none'}")

@@ -15,10 +15,12 @@ import pytest
 
 from api.checkpoint_cli import build_checkpointer
 from api.cli import main
-from infra.signing import SigningKey
+from infra.settings import Settings
+from infra.signing import SigningKey, ensure_signing_key
 from projections.portable import export_signed, verify_file
 from tests.integration.anchoring import Anchored, anchored
-from tests.integration.helpers import cli_env
+from tests.integration.helpers import cli_env, ingest_for, poll_until, publish_steps, running_store
+from tests.unit.factories import at, executed, finished, proposed, reviewed, started
 
 pytestmark = pytest.mark.integration
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -133,3 +135,39 @@ def test_the_cli_exports_and_verifies_a_file(
     assert main(["verify-file", str(target), "--public-key", SigningKey.generate().public.text]) == 1
     assert main(["export", "b", "-o", str(target)]) == 2
     assert "--signed" in capsys.readouterr().err
+
+
+def test_a_sealed_run_ingested_as_up_runs_it_verifies_and_says_what_the_file_cannot_prove(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """What `receipts up` stores: personal fields sealed, the service's decisions its own. The
+    receipt in the file reads them opened, which no offline reader can check: the verdict
+    holds, and counts them; a change to anything else in the receipt is still caught."""
+    key, _ = ensure_signing_key(tmp_path / "service.key")
+    settings = settings.model_copy(update={"signing_key": tmp_path / "service.key"})
+    draft = "Hi Dana, the Business plan is $24/seat/month"
+    approval = reviewed(output=draft, comment="ok to send", at=at(10))
+    steps = [
+        started(at=at(0)),
+        proposed(output=draft, params={"to": "dana@example.com", "subject": "Pricing"}, at=at(2)),
+        approval,
+        executed(output=draft, authorization=approval.event_id, at=at(11)),
+        finished("sent", at=at(12)),
+    ]
+    publish_steps(settings, steps)
+    with running_store(settings) as store, ingest_for(settings, store) as ingest:
+        poll_until(ingest, lambda: ingest.totals.recorded >= len(steps) and ingest.totals.decided >= 1)
+        assert build_checkpointer(settings, store).close() is not None
+        run_id = steps[0].run_id
+        document = export_signed(
+            store,
+            build_checkpointer(settings, store),
+            store.receipt("default", run_id, settings.unfinished_after),
+        )
+    stored = b"".join(base64.b64decode(e["wire"]) for e in document["events"])
+    assert b"dana@example.com" not in stored and "dana@example.com" in json.dumps(document["receipt"])
+    verdict = verify_file(document, [key.public])
+    assert verdict.verified and verdict.anchored == len(document["events"]), verdict.findings
+    assert verdict.opened > 0 and verdict.vouched >= 1  # the service's policy decision
+    document["receipt"]["final_state"] = "abandoned"
+    assert [f.kind for f in verify_file(document, [key.public]).findings] == ["receipt_differs"]

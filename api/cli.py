@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -225,6 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReceiptsError as error:  # every error a person reads: one sentence, its exit code
         print(f"receipts: {error.detail}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:
+        # Read by `head` or the like, which stopped reading: not an error worth a traceback.
+        # Python flushes stdout again at exit; pointed at /dev/null, that write goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

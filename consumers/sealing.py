@@ -65,7 +65,7 @@ class BatchSeals:
             if settles is not None:
                 runs[run] = settles
             sealed_for = None
-            if spec.present(getattr(step, "data", None), step.type):
+            if spec.carries(step):
                 sealed_for = subject or fallback_subject(step)
                 wanted.add((step.tenant, sealed_for))
             seals.sealed_for.append(sealed_for)

@@ -13,6 +13,8 @@ Nothing here encrypts: this module is the vocabulary both sides share.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from operator import attrgetter
@@ -20,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from domain.steps import STEP_TYPES, ActionProposed, RunStarted, StepEvent
+from domain.steps import STEP_TYPES, ActionProposed, RunStarted, SourceUsed, StepEvent
 
 # What a field of an erased subject reads as, in JSON and Markdown alike. An object field
 # (`params`) reads as {"erased": ERASED}, so its type still holds.
@@ -34,6 +36,8 @@ SEALED_KEY = "$sealed"
 KEYED_PREFIX = "hmac-sha256:"
 
 DataPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
+# A record a source names, `system/kind/id`, each part a name or a glob (`cms/page/*`).
+RecordPattern = Annotated[str, StringConstraints(pattern=r"^[^/\s]+/[^/\s]+/\S+$")]
 
 DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
     "source.used": ("source.excerpt",),
@@ -61,6 +65,9 @@ class PersonalData(BaseModel):
 
     fields: dict[str, tuple[DataPath, ...]] = Field(default_factory=lambda: dict(DEFAULT_FIELDS))
     hashes: dict[str, tuple[DataPath, ...]] = Field(default_factory=lambda: dict(DEFAULT_HASHES))
+    # Sources that are nobody's personal data (a public pricing page): a `source.used` naming
+    # one is stored as received, so its excerpt still reads after the run's subject is erased.
+    public_sources: tuple[RecordPattern, ...] = ()
 
     @field_validator("fields", "hashes")
     @classmethod
@@ -84,6 +91,25 @@ class PersonalData(BaseModel):
             )
             for step_type in {*self.fields, *self.hashes}
         }
+
+    def carries(self, step: StepEvent) -> bool:
+        """True when `step` holds personal data to seal: a declared field or hash with a value,
+        in a step that does not read a public source."""
+        return self.present(getattr(step, "data", None), step.type) and not self.public(step)
+
+    def public(self, step: StepEvent) -> bool:
+        """A `source.used` of a source the policy names public."""
+        return (
+            isinstance(step, SourceUsed)
+            and self._public is not None
+            and bool(self._public(step.data.source.key))
+        )
+
+    @cached_property
+    def _public(self) -> Callable[[str], re.Match[str] | None] | None:
+        if not self.public_sources:
+            return None
+        return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.public_sources)).match
 
     def present(self, data: Any, step_type: str) -> bool:
         """True when a step of this type carries a declared field or hash with a value."""

@@ -135,7 +135,7 @@ def seal(
     is looked for in the received JSON, and the ciphertext's JSON is what replaces it (a
     Python json round trip, or copying the step's models, costs several times more)."""
     readers = spec.readers.get(step.type)
-    if readers is None:
+    if readers is None or spec.public(step):
         return None
     fields, hashes = readers
     data = step.data  # type: ignore[attr-defined]

@@ -167,7 +167,7 @@ class RunStore(Application[UUID]):
         """A step the service records itself (an edit or a review through the approval queue),
         sealed as ingest seals a published one: under the run's subject, hashes keyed alike."""
         spec = personal or self._personal_data()
-        if not spec.present(getattr(step, "data", None), step.type):
+        if not spec.carries(step):
             return step, encode_json(step)
         run = run_uuid(step.tenant, step.run_id)
         head = self.steps.heads([run]).get(run)

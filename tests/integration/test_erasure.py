@@ -47,11 +47,11 @@ def a_run(tenant: str, secret: str, about: dict[str, str] = INPUT, run_id: str =
     """A run about Ada whose every personal field holds `secret` (findable in a dump)."""
     draft = f"Dear Ada, about {secret}-draft"
     approval = reviewed(output=draft, comment=f"ok {secret}-comment", tenant=tenant, at=at(10))
+    notes = source("note-1", system="hubspot", kind="note", tenant=tenant, at=at(1))  # the customer's
     steps = [
         started(tenant=tenant, input=about, at=at(0)),
-        source(tenant=tenant, at=at(1)).model_copy(
-            update={"data": source().data.model_copy(update={"source": _excerpt(secret)})}
-        ),
+        notes.model_copy(update={"data": notes.data.model_copy(update={"source": _excerpt(notes, secret)})}),  # type: ignore[attr-defined]
+        source(tenant=tenant, at=at(1)),  # cms/page/pricing: public (the sample policy says so)
         proposed(output=draft, params={"to": f"{secret}-params@example.com"}, tenant=tenant, at=at(2)),
         approval,
         executed(output=draft, authorization=approval.event_id, tenant=tenant, at=at(11)),
@@ -60,8 +60,8 @@ def a_run(tenant: str, secret: str, about: dict[str, str] = INPUT, run_id: str =
     return [s.model_copy(update={"run_id": run_id}) for s in steps]
 
 
-def _excerpt(secret: str) -> object:
-    return source().data.source.model_copy(update={"excerpt": f"{secret}-excerpt"})
+def _excerpt(step: StepEvent, secret: str) -> object:
+    return step.data.source.model_copy(update={"excerpt": f"{secret}-excerpt"})  # type: ignore[attr-defined]
 
 
 def dump(settings: Settings) -> bytes:
@@ -141,6 +141,7 @@ def test_an_erased_subject_reads_erased_everywhere_and_every_chain_still_verifie
             text = receipt.model_dump_json()
             assert secret not in text and ERASED in text
             assert ERASED in receipt_text(receipt)  # the Markdown says so too
+            assert "Plan: 40 EUR" in text  # what the agent read on the public pricing page
         assert secret not in store.run("umbrella", "run-new").receipt().model_dump_json()
         assert "bob-stays-draft" in store.run("acme", "run-bob").receipt().model_dump_json()
         # Every view, built from what is stored (ciphertext), compares alike with a fresh fold.
@@ -169,9 +170,10 @@ def test_a_step_the_service_records_is_sealed_under_the_runs_subject(settings: S
     secret = f"SERVICE{uuid4().hex[:12]}"
     steps = a_run("acme", secret)
     form = source("form-1", system="hubspot", kind="form_submission", tenant="acme", run_id="run-1")
-    publish_steps(settings, [steps[0], steps[1], form, steps[2]])  # what routes a lead follow-up to review
+    # The form and the pricing page (steps[2]) are what route a lead follow-up to review.
+    publish_steps(settings, [steps[0], steps[1], steps[2], form, steps[3]])
     with running_store(settings) as store, ingest_for(settings, store) as ingest:
-        poll_until(ingest, lambda: ingest.totals.recorded >= 4)
+        poll_until(ingest, lambda: ingest.totals.recorded >= 5)
         # The queue's view holds the draft sealed; the reviewer reads it opened.
         rebuild(build_projections(settings, store), str(settings.database_url), lambda _: None)
         with client_for(
@@ -191,7 +193,7 @@ def test_a_step_the_service_records_is_sealed_under_the_runs_subject(settings: S
         store.record([store.sealed(edit)])
         run = executed(output=f"{secret}-edited", tenant="acme", run_id="run-1", at=at(6))
         publish_steps(settings, [run])
-        poll_until(ingest, lambda: ingest.totals.recorded >= 5)
+        poll_until(ingest, lambda: ingest.totals.recorded >= 6)
         receipt = store.run("acme", "run-1").receipt()
         assert f"{secret}-edited" in receipt.model_dump_json()
         output = receipt.steps[0].output

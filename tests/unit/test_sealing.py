@@ -11,7 +11,7 @@ import pytest
 from consumers.ingest import Ingest
 from consumers.sealing import BatchSeals
 from domain.personal import ERASED, ERASED_OBJECT, KEYED_PREFIX, PersonalData, fallback_subject
-from domain.policy import PolicyError, load_policy, sample_policy
+from domain.policy import PolicyError, load_policy, sample_policy, sample_text
 from domain.routing import Router
 from domain.run import RunHead, run_uuid
 from domain.steps import StepEvent, step_adapter
@@ -268,7 +268,7 @@ class FixedKeys:
 
 def test_routing_reads_a_restarted_runs_stored_sources_opened() -> None:
     keys = FixedKeys()
-    earlier = [started(), source()]
+    earlier = [started(), source("form-1", system="hubspot", kind="form_submission")]  # not a public page
 
     def ingest(heads: dict[UUID, RunHead]) -> Ingest:
         return Ingest(QueuedPolls(), StoredHeads(heads), None, clock=lambda: NOW, router=ROUTER, keys=keys)
@@ -313,3 +313,18 @@ def test_a_wire_spelling_one_string_two_ways_is_written_anew_so_no_field_is_miss
     stored = CODEC.decode(seal(SPEC, step, ADA, key(), wire) or b"")
     assert stored.data.action.output.startswith("sealed:v1:")  # type: ignore[attr-defined]
     assert stored.data.action.tool == "gmail.send"  # type: ignore[attr-defined]
+
+
+def test_a_public_source_is_stored_as_received_and_a_customers_record_is_sealed() -> None:
+    spec = PersonalData(public_sources=("cms/page/*",))
+    pricing = source("pricing")  # cms/page/pricing: what anyone can read
+    ticket = source("t-1", system="zendesk", kind="ticket")
+    assert not spec.carries(pricing) and seal(spec, pricing, ADA, key(), encode_json(pricing)) is None
+    assert spec.carries(ticket) and seal(spec, ticket, ADA, key(), encode_json(ticket)) is not None
+    assert SPEC.carries(pricing)  # the default names no source public
+
+
+def test_the_policy_refuses_a_public_source_that_names_no_record() -> None:
+    with pytest.raises(PolicyError, match="public_sources"):
+        load_policy(sample_text().replace('public_sources = ["cms/page/*"]', 'public_sources = ["cms/page"]'))
+    assert sample_policy().personal_data.public_sources == ("cms/page/*",)

@@ -99,6 +99,9 @@ class Published:
     last_offsets: dict[int, int]  # partition -> offset of its last message, as the broker acked it
 
 
+FLUSH_EVERY = 50_000
+
+
 def publish(
     bootstrap: str,
     topic: str,
@@ -129,6 +132,10 @@ def publish(
             count += 1
             if progress and count % progress == 0:
                 say(f"  published {count:,} to {topic}")
+            if count % FLUSH_EVERY == 0:
+                # A bounded queue: a broker slowed by a big topic delays the sends instead of
+                # letting batches wait past the producer's 120 s delivery timeout (they expired).
+                client.flush(120)
         client.flush(120)
     finally:
         client.close()

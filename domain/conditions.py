@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from domain.policy import FieldPath, Policy, TextScope, When
+from domain.step_values import walk
 from domain.steps import ActionProposed
 
 if TYPE_CHECKING:
@@ -210,15 +209,7 @@ def field_reader(path: FieldPath) -> Callable[[StepView], Any]:
         start = _ROOTS[root]
 
     def value(step: StepView) -> Any:
-        node = start(step)
-        for part in rest:
-            if isinstance(node, dict):
-                node = node.get(part)
-            elif isinstance(node, BaseModel):
-                node = getattr(node, part, None)
-            else:
-                return None
-        return node
+        return walk(start(step), rest)
 
     return value
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from domain.step_values import walk
 from domain.steps import STEP_TYPES, ActionProposed, RunStarted, SourceUsed, StepEvent
 
 # What a field of an erased subject reads as, in JSON and Markdown alike. An object field
@@ -143,15 +144,7 @@ NO_PERSONAL_DATA = PersonalData(fields={}, hashes={})
 
 def get_path(data: Any, path: str) -> Any:
     """The value at `path` in a JSON object or a step's data model; None when absent."""
-    node: Any = data
-    for part in path.split("."):
-        if isinstance(node, Mapping):
-            node = node.get(part)
-        elif isinstance(node, BaseModel):
-            node = getattr(node, part, None)
-        else:
-            return None
-    return node
+    return walk(data, path.split("."))
 
 
 def set_path(data: dict[str, Any], path: str, value: Any) -> None:

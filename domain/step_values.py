@@ -9,6 +9,7 @@ back, so it is rejected and dead-lettered with the field and the limit named.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -190,6 +191,19 @@ class RollbackLink(Fact):
     ref: Label | None = None
     prior_version: Label | None = None
     runbook: Text | None = None
+
+
+def walk(node: Any, parts: Iterable[str]) -> Any:
+    """The value at `parts` (keys of a JSON object, or attributes of a model) under `node`;
+    None when any step of the way is absent."""
+    for part in parts:
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, BaseModel):
+            node = getattr(node, part, None)
+        else:
+            return None
+    return node
 
 
 # --- data of each step type -------------------------------------------------

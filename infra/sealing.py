@@ -58,9 +58,6 @@ class SubjectKey:
     def erased(self) -> bool:
         return self.secret is None
 
-    def seal(self, value: Any, aad: bytes) -> str:
-        return self.seal_json(to_json(value), aad).decode()
-
     def seal_json(self, plain: bytes, aad: bytes) -> bytes:
         """The token for a value already written as JSON (`plain`), as ASCII bytes."""
         assert self._aead is not None, "an erased subject's fields are stored erased, not sealed"
@@ -119,9 +116,9 @@ def _aad_prefix(step: StepEvent) -> bytes:
     return "\x1f".join((step.tenant, step.run_id, step.event_id, step.type, "")).encode()
 
 
-# One field's change: (path, value sent, value stored, the sent value's JSON, the stored
-# value's JSON): what the swap in place looks for (None: not swappable) and what it writes.
-_Update = tuple[str, Any, Any, bytes | None, bytes]
+# One field's change: (path, value stored, the sent value's JSON, the stored value's JSON):
+# what the swap in place looks for (None: not swappable) and what it writes.
+_Update = tuple[str, Any, bytes | None, bytes]
 
 
 def seal(
@@ -157,12 +154,12 @@ def seal(
         # A string, or an object (params): its JSON holds quotes, which a string escapes, so a
         # match cannot fall inside another field's text. A bare list could: written anew.
         swappable = isinstance(value, str) or (isinstance(value, Mapping) and bool(value))
-        updates.append((path, value, stored, plain if swappable else None, stored_json))
+        updates.append((path, stored, plain if swappable else None, stored_json))
     for path, get in hashes:
         value = get(data)
         if isinstance(value, str) and value and not value.startswith(KEYED_PREFIX):
             keyed = key.keyed(value)
-            updates.append((path, value, keyed, to_json(value), b'"' + keyed.encode() + b'"'))
+            updates.append((path, keyed, to_json(value), b'"' + keyed.encode() + b'"'))
     if not updates:
         return None
     if wire is not None:
@@ -172,7 +169,7 @@ def seal(
         if edited := _edited_in_place(written, updates, subject, step.subject):
             return edited
     doc = step.model_dump(mode="json", exclude_none=True)
-    for path, _, stored, _, _ in updates:
+    for path, stored, _, _ in updates:
         set_path(doc["data"], path, stored)
     # The stored event names whose key opens it, for every reader of the stored event.
     doc["subject"] = subject
@@ -190,7 +187,7 @@ def _edited_in_place(wire: bytes, updates: list[_Update], subject: str, named: s
     stored step never holds the key twice."""
     if b"\\u" in wire or b"\\/" in wire or (named is not None and named != subject):
         return None
-    for _, _, _, found, replacement in updates:
+    for _, _, found, replacement in updates:
         if found is None:
             return None
         at = wire.find(found)

@@ -34,6 +34,14 @@ def cmd_erase(given: Settings, args: argparse.Namespace) -> int:
         erasure = store.steps.keyring.erase(args.subject, args.tenant, reason, by)
         # The destroyed secret's old row version must leave the table's pages too.
         store.steps.keyring.vacuum()
+        nothing_sealed = not erasure.had_keys and not erasure.erased_before
+        # A person's record is often not their runs' subject (a run's is its input unless the
+        # publisher names one): under which subjects the runs that touched it are sealed.
+        under = (
+            sealed_under_for_record(store, settings.database_schema, erasure.subject)
+            if nothing_sealed and not args.json
+            else {}
+        )
     finally:
         store.close()
     tenants = [t for t in erasure.tenants if t != EVERY_TENANT]
@@ -56,8 +64,8 @@ def cmd_erase(given: Settings, args: argparse.Namespace) -> int:
     )
     if erasure.erased_before and not erasure.had_keys:
         print(f"note: {erasure.subject} was erased before: this erasure is recorded too", file=sys.stderr)
-    elif not erasure.had_keys:
-        _nothing_was_sealed_under(settings, erasure.subject)
+    elif nothing_sealed:
+        _nothing_was_sealed_under(erasure.subject, under)
     if erasure.dead_letters:
         print(
             f"{erasure.dead_letters} dead letter(s) not yet in the dead-letter topic named the subject: "
@@ -66,20 +74,14 @@ def cmd_erase(given: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _nothing_was_sealed_under(settings: Settings, subject: str) -> None:
+def _nothing_was_sealed_under(subject: str, under: dict[str, list[str]]) -> None:
     """Say that no stored field was sealed under `subject`, and, when it names a record some
-    runs touched, under which subjects those runs' personal data is sealed: a person's record
-    is often not their runs' subject (a run's is its input unless the publisher names one)."""
+    runs touched, under which subjects those runs' personal data is sealed (`under`)."""
     print(
         f"note: no key existed for {subject}: no stored field was sealed under it, so nothing reads "
         "differently now (a step naming it from now on is stored erased)",
         file=sys.stderr,
     )
-    store = open_store(settings)
-    try:
-        under = sealed_under_for_record(store, settings.database_schema, subject)
-    finally:
-        store.close()
     for sealed_for, runs in under.items():
         shown = ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
         print(

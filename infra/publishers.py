@@ -222,12 +222,14 @@ class Signer:
     name: str
     key: SigningKey
 
+    def sign(self, value: bytes) -> bytes:
+        return self.key.sign(signed_bytes(value))
+
     def vouch(self, value: bytes) -> Vouch:
-        return Vouch(self.name, self.key.sign(signed_bytes(value)))
+        return Vouch(self.name, self.sign(value))
 
     def headers(self, value: bytes) -> list[tuple[str, bytes]]:
-        signature = self.key.sign(signed_bytes(value))
-        return [(PUBLISHER_HEADER, self.name.encode()), (SIGNATURE_HEADER, signature)]
+        return [(PUBLISHER_HEADER, self.name.encode()), (SIGNATURE_HEADER, self.sign(value))]
 
     @classmethod
     def load(cls, name: str, path: Path) -> Signer:

@@ -214,6 +214,20 @@ def opens_subject(step: StepEvent) -> bool:
     return isinstance(step, RunStarted | ActionProposed)
 
 
+_RUN_SUBJECT = "run/"
+
+
 def fallback_subject(step: StepEvent) -> str:
     """A step with personal data whose run names no record: the run itself is the subject."""
-    return f"run/{step.run_id}"
+    return _RUN_SUBJECT + step.run_id
+
+
+def run_named(subject: str) -> str | None:
+    """The run id of a run's own subject (`fallback_subject`), else None."""
+    return (subject.removeprefix(_RUN_SUBJECT) or None) if subject.startswith(_RUN_SUBJECT) else None
+
+
+def record_named(subject: str) -> tuple[str, str, str] | None:
+    """The (system, kind, id) of the record a subject is the key of (`Reference.key`), else None."""
+    system, kind, record_id = (*subject.split("/", 2), "", "")[:3]
+    return (system, kind, record_id) if system and kind and record_id else None

@@ -21,6 +21,8 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
+from domain.personal import record_named, run_named
+
 REASON = "receipts.reason"
 ERROR = "receipts.error"
 SOURCE_TOPIC = "receipts.source.topic"
@@ -158,9 +160,9 @@ def _bytes(value: Any) -> bytes | None:
 def _spellings(subject: str) -> list[list[bytes]]:
     """What else, besides itself, a subject is spelled as in a step's bytes: each list's
     members all present (in JSON or Avro alike, each is a string's raw bytes)."""
-    parts = subject.split("/")
-    if parts[0] == "run" and len(parts) > 1:
-        return [["/".join(parts[1:]).encode()]]
-    if len(parts) >= 3 and all(parts):
-        return [[parts[0].encode(), "/".join(parts[2:]).encode()]]
+    if (run := run_named(subject)) is not None:
+        return [[run.encode()]]
+    if (record := record_named(subject)) is not None:
+        system, _, record_id = record
+        return [[system.encode(), record_id.encode()]]
     return []

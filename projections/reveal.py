@@ -25,6 +25,7 @@ from domain.personal import (
     SEALED_PREFIX,
     erased_like,
     get_path,
+    record_named,
     sealed_fields,
     sealed_token,
 )
@@ -149,8 +150,8 @@ def sealed_under_for_record(
     their personal data -> those runs (`run_id (tenant)`, at most `limit` runs looked at). A
     person's record is often not their runs' subject: a run's is its input unless the
     publisher names one."""
-    parts = record.split("/", 2)
-    if len(parts) < 3:
+    parts = record_named(record)
+    if parts is None:
         return {}
     statement = SQL(
         "SELECT DISTINCT tenant, run_id FROM {} WHERE system = %s AND kind = %s AND entity_id = %s LIMIT %s"

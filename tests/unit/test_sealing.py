@@ -10,7 +10,15 @@ import pytest
 
 from consumers.ingest import Ingest
 from consumers.sealing import BatchSeals
-from domain.personal import ERASED, ERASED_OBJECT, KEYED_PREFIX, PersonalData, fallback_subject
+from domain.personal import (
+    ERASED,
+    ERASED_OBJECT,
+    KEYED_PREFIX,
+    PersonalData,
+    fallback_subject,
+    record_named,
+    run_named,
+)
 from domain.policy import PolicyError, load_policy, sample_policy, sample_text
 from domain.routing import Router
 from domain.run import RunHead, run_uuid
@@ -328,3 +336,11 @@ def test_the_policy_refuses_a_public_source_that_names_no_record() -> None:
     with pytest.raises(PolicyError, match="public_sources"):
         load_policy(sample_text().replace('public_sources = ["cms/page/*"]', 'public_sources = ["cms/page"]'))
     assert sample_policy().personal_data.public_sources == ("cms/page/*",)
+
+
+def test_a_subject_is_a_records_key_or_a_runs_own() -> None:
+    assert record_named("gmail/contact/ana@example.com") == ("gmail", "contact", "ana@example.com")
+    assert record_named("crm/note/a/b") == ("crm", "note", "a/b")  # an id may hold '/'
+    assert record_named("crm/contact") is None and record_named("crm//1") is None
+    assert run_named(fallback_subject(started())) == started().run_id
+    assert run_named("run/") is None  # names no run: nothing to search a dead letter for
